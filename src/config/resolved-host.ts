@@ -1,0 +1,50 @@
+/** Everything needed to reach one host, after profiles, ~/.ssh/config and defaults are merged. */
+
+export type CleanupPolicy = 'always' | 'on-success' | 'never';
+
+export interface RetryPolicy {
+  /** Further attempts after the first; 0 turns retrying off. */
+  retries: number;
+  minTimeoutMs: number;
+  maxTimeoutMs: number;
+  /** Upper bound on the time spent retrying one step. */
+  maxRetryTimeMs: number;
+}
+
+export interface ResolvedHost {
+  /** The name the caller used: a profile name or an ~/.ssh/config alias. */
+  name: string;
+  hostname: string;
+  port: number;
+  user: string;
+  identityFiles: string[];
+  /** Explicit identity files only (ssh's IdentitiesOnly): do not offer agent keys. */
+  identitiesOnly: boolean;
+  /** ssh-agent socket, or undefined for none. */
+  agent: string | undefined;
+  knownHostsFiles: string[];
+  /** Pinned SHA256 fingerprints; when given, they replace known_hosts. */
+  hostKeyFingerprints: string[];
+  strictHostKeyChecking: 'yes' | 'accept-new';
+  /** The name looked up in known_hosts (ssh's HostKeyAlias), default hostname. */
+  hostKeyAlias: string;
+  /** Already %-expanded. */
+  proxyCommand: string | undefined;
+  /** `[user@]host[:port]`, comma-separated hops. */
+  proxyJump: string | undefined;
+  connectTimeoutMs: number;
+  keepaliveIntervalMs: number;
+  keepaliveCountMax: number;
+  cleanup: CleanupPolicy;
+  retry: RetryPolicy;
+}
+
+export const DEFAULTS = {
+  port: 22,
+  connectTimeoutMs: 20_000,
+  // Detects a dead peer in about 30 s (3 unanswered keepalives 10 s apart) rather than never.
+  keepaliveIntervalMs: 10_000,
+  keepaliveCountMax: 3,
+  cleanup: 'on-success' as CleanupPolicy,
+  retry: { retries: 5, minTimeoutMs: 500, maxTimeoutMs: 15_000, maxRetryTimeMs: 300_000 },
+};

@@ -1,0 +1,71 @@
+/**
+ * Running one gateway verb to completion on an open connection. ssh2 only emits `close` on a channel
+ * whose stdout was consumed, so stdout is always read, even when the caller does not want it.
+ */
+import type { ClientChannel } from 'ssh2';
+import { ConnectError } from '../errors.js';
+import type { Connection } from './connect.js';
+
+export interface ExecResult {
+  stdout: Buffer;
+  stderr: string;
+  /** undefined when the remote command ended by a signal or the channel closed without a status. */
+  exitCode: number | undefined;
+  signal: string | undefined;
+}
+
+export interface ExecOptions {
+  /** Called for each stdout chunk instead of buffering it. */
+  onStdout?: (chunk: Buffer) => void;
+  signal?: AbortSignal;
+  maxBuffer?: number;
+}
+
+export async function execCollect(connection: Connection, command: string, options: ExecOptions = {}): Promise<ExecResult> {
+  const channel = await connection.exec(command);
+  return collect(connection, channel, options);
+}
+
+export function collect(connection: Connection, channel: ClientChannel, options: ExecOptions = {}): Promise<ExecResult> {
+  const maxBuffer = options.maxBuffer ?? 16 * 1024 * 1024;
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    let stderr = '';
+    let exitCode: number | undefined;
+    let signal: string | undefined;
+    let done = false;
+    const finish = (error?: Error): void => {
+      if (done) return;
+      done = true;
+      offClose();
+      options.signal?.removeEventListener('abort', onAbort);
+      if (error) reject(error);
+      else resolve({ stdout: Buffer.concat(chunks), stderr, exitCode, signal });
+    };
+    const onAbort = (): void => {
+      channel.close();
+      finish(options.signal?.reason instanceof Error ? options.signal.reason : new Error('aborted'));
+    };
+    options.signal?.addEventListener('abort', onAbort, { once: true });
+    const offClose = connection.onClose((error) => {
+      finish(error ?? new ConnectError('CONNECTION_LOST', `connection to ${connection.host.name} closed during a command`, { host: connection.host.name }));
+    });
+    channel.on('data', (chunk: Buffer) => {
+      if (options.onStdout) {
+        options.onStdout(chunk);
+        return;
+      }
+      size += chunk.length;
+      if (size <= maxBuffer) chunks.push(chunk);
+    });
+    channel.stderr.on('data', (chunk: Buffer) => {
+      if (stderr.length < 65536) stderr += chunk.toString('utf8');
+    });
+    channel.on('exit', (code: number | null, signalName?: string) => {
+      exitCode = code ?? undefined;
+      signal = signalName ?? undefined;
+    });
+    channel.on('close', () => finish());
+  });
+}

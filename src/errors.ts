@@ -1,0 +1,133 @@
+/**
+ * One error family for every step of a job. Like ssh2's `level`, each error says whether retrying
+ * the same step can help (`retryable`), so the retry policy never has to guess from messages.
+ */
+
+export type ErrorCode =
+  | 'CONFIG_INVALID'
+  | 'INPUT_INVALID'
+  | 'HOST_UNREACHABLE'
+  | 'CONNECT_TIMEOUT'
+  | 'PROXY_FAILED'
+  | 'CONNECTION_LOST'
+  | 'HOST_KEY_UNKNOWN'
+  | 'HOST_KEY_MISMATCH'
+  | 'AUTH_FAILED'
+  | 'GATEWAY_REFUSED'
+  | 'GATEWAY_INCOMPATIBLE'
+  | 'GATEWAY_PROTOCOL'
+  | 'TRANSFER_FAILED'
+  | 'REMOTE_FAILED'
+  | 'CANCELLED'
+  | 'SANDBOX_FAILED';
+
+/** The step of a job's life an error happened in. */
+export type Step = 'config' | 'connect' | 'upload' | 'start' | 'run' | 'download' | 'cleanup' | 'probe' | 'install';
+
+export interface ErrorContext {
+  host?: string;
+  jobId?: string;
+  step?: Step;
+  hint?: string;
+  cause?: unknown;
+}
+
+export class MintSshError extends Error {
+  readonly code: ErrorCode;
+  readonly retryable: boolean;
+  readonly host: string | undefined;
+  jobId: string | undefined;
+  step: Step | undefined;
+  /** What the user can do about it, in one sentence. */
+  readonly hint: string | undefined;
+
+  constructor(code: ErrorCode, message: string, context: ErrorContext = {}, retryable = false) {
+    super(context.hint ? `${message}\n  hint: ${context.hint}` : message, { cause: context.cause });
+    this.name = new.target.name;
+    this.code = code;
+    this.retryable = retryable;
+    this.host = context.host;
+    this.jobId = context.jobId;
+    this.step = context.step;
+    this.hint = context.hint;
+  }
+}
+
+export class ConfigError extends MintSshError {
+  constructor(message: string, context: ErrorContext = {}) {
+    super('CONFIG_INVALID', message, { step: 'config', ...context });
+  }
+}
+
+export class InputError extends MintSshError {
+  constructor(message: string, context: ErrorContext = {}) {
+    super('INPUT_INVALID', message, { step: 'upload', ...context });
+  }
+}
+
+/** Network-level trouble: the only family that retrying can cure. */
+export class ConnectError extends MintSshError {
+  constructor(
+    code: 'HOST_UNREACHABLE' | 'CONNECT_TIMEOUT' | 'PROXY_FAILED' | 'CONNECTION_LOST',
+    message: string,
+    context: ErrorContext = {},
+  ) {
+    super(code, message, { step: 'connect', ...context }, true);
+  }
+}
+
+export class HostKeyError extends MintSshError {
+  constructor(code: 'HOST_KEY_UNKNOWN' | 'HOST_KEY_MISMATCH', message: string, context: ErrorContext = {}) {
+    super(code, message, { step: 'connect', ...context });
+  }
+}
+
+export class AuthError extends MintSshError {
+  constructor(message: string, context: ErrorContext = {}) {
+    super('AUTH_FAILED', message, { step: 'connect', ...context });
+  }
+}
+
+/** The gateway answered, and said no (or said something we cannot read). */
+export class GatewayError extends MintSshError {
+  /** The gateway's own reason, e.g. `E_NOJOB`, when it gave one. */
+  readonly gatewayCode: string | undefined;
+  readonly exitCode: number | undefined;
+
+  constructor(
+    code: 'GATEWAY_REFUSED' | 'GATEWAY_INCOMPATIBLE' | 'GATEWAY_PROTOCOL',
+    message: string,
+    context: ErrorContext & { gatewayCode?: string; exitCode?: number } = {},
+  ) {
+    super(code, message, context);
+    this.gatewayCode = context.gatewayCode;
+    this.exitCode = context.exitCode;
+  }
+}
+
+export class TransferError extends MintSshError {
+  readonly exitCode: number | undefined;
+  readonly stderr: string;
+
+  constructor(message: string, context: ErrorContext & { exitCode?: number; stderr?: string } = {}, retryable = false) {
+    super('TRANSFER_FAILED', message, context, retryable);
+    this.exitCode = context.exitCode;
+    this.stderr = context.stderr ?? '';
+  }
+}
+
+export class CancelledError extends MintSshError {
+  constructor(message: string, context: ErrorContext = {}) {
+    super('CANCELLED', message, context);
+  }
+}
+
+export class SandboxError extends MintSshError {
+  constructor(message: string, context: ErrorContext = {}) {
+    super('SANDBOX_FAILED', message, context);
+  }
+}
+
+export function isMintSshError(value: unknown): value is MintSshError {
+  return value instanceof MintSshError;
+}

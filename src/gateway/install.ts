@@ -1,0 +1,212 @@
+/**
+ * `mint-gateway install`: puts the gateway script in place and writes the one authorized_keys line
+ * that pins MInt's key to it. Idempotent: the line is found again by its key and replaced, never
+ * duplicated; `uninstall` removes exactly that line.
+ */
+import { chmod, copyFile, mkdir, readFile, rename, stat, writeFile } from 'node:fs/promises';
+import { dirname } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { ConfigError } from '../errors.js';
+import { fingerprintSha256, keyTypeOf } from '../config/known-hosts.js';
+
+export const GATEWAY_SCRIPT = fileURLToPath(new URL('../../src/gateway/mint-gateway.sh', import.meta.url));
+
+const KEY_TYPES = new Set([
+  'ssh-ed25519',
+  'ssh-rsa',
+  'ecdsa-sha2-nistp256',
+  'ecdsa-sha2-nistp384',
+  'ecdsa-sha2-nistp521',
+  'sk-ssh-ed25519@openssh.com',
+  'sk-ecdsa-sha2-nistp256@openssh.com',
+]);
+
+// Paths end up inside command="..." which sshd runs through the login shell: allow only bytes that
+// need no quoting, so no path can break out of the command.
+const SAFE_PATH = /^\/[A-Za-z0-9._/+-]*$/;
+
+export interface GatewayOptions {
+  root: string;
+  program: string;
+  keyName?: string;
+  export?: string;
+  maxJobs?: number;
+  minFreeMb?: number;
+  maxAgeDays?: number;
+  rsync?: string;
+}
+
+export interface KeyRestrictions {
+  /** sshd's from="pattern-list". */
+  from?: string;
+  /** sshd's expiry-time="YYYYMMDD[HHMM[SS]][Z]". */
+  expiryTime?: string;
+  /** Trust user certificates signed by this CA key instead of the key itself. */
+  certAuthority?: boolean;
+  principals?: string;
+}
+
+export interface PublicKey {
+  type: string;
+  base64: string;
+  comment: string;
+  fingerprint: string;
+}
+
+/** Checks a public key line as sshd would read it: known type, base64 blob whose type matches. */
+export function parsePublicKey(text: string): PublicKey {
+  const line = text.trim().split('\n').find((l) => l.trim() && !l.trim().startsWith('#'))?.trim() ?? '';
+  const parts = line.split(/\s+/);
+  const [type, base64, ...rest] = parts;
+  if (!type || !base64) throw new ConfigError('no public key found: expected a line like "ssh-ed25519 AAAA... comment"');
+  if (!KEY_TYPES.has(type)) throw new ConfigError(`unsupported or malformed key type ${JSON.stringify(type.slice(0, 40))} (a private key? give the .pub file)`);
+  if (!/^[A-Za-z0-9+/]+={0,2}$/.test(base64)) throw new ConfigError('the key\'s base64 part is malformed');
+  const blob = Buffer.from(base64, 'base64');
+  let inner: string;
+  try {
+    inner = keyTypeOf(blob);
+  } catch {
+    throw new ConfigError('the key\'s base64 part does not decode to an SSH key');
+  }
+  if (inner !== type) throw new ConfigError(`the key says ${type} but its data is ${inner}`);
+  return { type, base64, comment: rest.join(' '), fingerprint: fingerprintSha256(blob) };
+}
+
+export function gatewayCommand(gatewayPath: string, options: GatewayOptions): string {
+  for (const [what, path] of [['gateway path', gatewayPath], ['--root', options.root], ['--program', options.program], ['--rsync', options.rsync]] as const) {
+    if (path !== undefined && !SAFE_PATH.test(path)) {
+      throw new ConfigError(`${what} ${JSON.stringify(path)} must be an absolute path of letters, digits and ._/+- only`);
+    }
+  }
+  const words = [gatewayPath, '--root', options.root, '--program', options.program];
+  if (options.keyName !== undefined) {
+    if (!/^[A-Za-z0-9._@-]+$/.test(options.keyName)) throw new ConfigError('--key-name may hold only letters, digits and ._@-');
+    words.push('--key-name', options.keyName);
+  }
+  if (options.export !== undefined) {
+    if (!/^[A-Za-z0-9._*?/,+=@%-]+$/.test(options.export)) throw new ConfigError('--export holds a character outside A-Za-z0-9._*?/,+=@%-');
+    // Globs must reach the gateway unexpanded through the login shell, hence the single quotes.
+    words.push('--export', `'${options.export}'`);
+  }
+  for (const [flag, value] of [['--max-jobs', options.maxJobs], ['--min-free-mb', options.minFreeMb], ['--max-age-days', options.maxAgeDays]] as const) {
+    if (value === undefined) continue;
+    if (!Number.isInteger(value) || value < 0 || value > 999_999_999) throw new ConfigError(`${flag} must be a whole number`);
+    words.push(flag, String(value));
+  }
+  if (options.rsync !== undefined) words.push('--rsync', options.rsync);
+  return words.join(' ');
+}
+
+export function authorizedKeysLine(key: PublicKey, gatewayPath: string, options: GatewayOptions, restrictions: KeyRestrictions = {}): string {
+  const opts = ['restrict', `command="${gatewayCommand(gatewayPath, options).replace(/["\\]/g, '\\$&')}"`];
+  if (restrictions.from !== undefined) {
+    if (!/^[A-Za-z0-9.:*?!,/_-]+$/.test(restrictions.from)) throw new ConfigError('--from must be an sshd pattern-list (hosts, addresses, CIDR, * ? !)');
+    opts.push(`from="${restrictions.from}"`);
+  }
+  if (restrictions.expiryTime !== undefined) {
+    if (!/^\d{8}(\d{4}(\d{2})?)?Z?$/.test(restrictions.expiryTime)) throw new ConfigError('--expiry-time must be YYYYMMDD[HHMM[SS]][Z]');
+    opts.push(`expiry-time="${restrictions.expiryTime}"`);
+  }
+  if (restrictions.certAuthority) {
+    opts.unshift('cert-authority');
+    if (restrictions.principals !== undefined) {
+      if (!/^[A-Za-z0-9._@,-]+$/.test(restrictions.principals)) throw new ConfigError('--principals must be a comma-separated list of names');
+      opts.push(`principals="${restrictions.principals}"`);
+    }
+  } else if (restrictions.principals !== undefined) {
+    throw new ConfigError('--principals needs --cert-authority');
+  }
+  return `${opts.join(',')} ${key.type} ${key.base64} ${marker(key)}`;
+}
+
+function marker(key: PublicKey): string {
+  return `mint-gateway:${key.fingerprint}`;
+}
+
+export interface InstallRequest {
+  publicKey: string;
+  gatewayPath: string;
+  authorizedKeys: string;
+  gateway: GatewayOptions;
+  restrictions?: KeyRestrictions;
+  /** Only compute the line; write nothing. */
+  print?: boolean;
+}
+
+export interface InstallOutcome {
+  line: string;
+  /** 'added', 'updated', 'unchanged', or 'printed'. */
+  action: 'added' | 'updated' | 'unchanged' | 'printed';
+}
+
+export async function install(request: InstallRequest): Promise<InstallOutcome> {
+  const key = parsePublicKey(request.publicKey);
+  const line = authorizedKeysLine(key, request.gatewayPath, request.gateway, request.restrictions);
+  if (request.print) return { line, action: 'printed' };
+
+  await mkdir(dirname(request.gatewayPath), { recursive: true, mode: 0o700 });
+  const tmpScript = `${request.gatewayPath}.${process.pid}.tmp`;
+  await copyFile(GATEWAY_SCRIPT, tmpScript);
+  await chmod(tmpScript, 0o755);
+  await rename(tmpScript, request.gatewayPath);
+
+  await mkdir(request.gateway.root, { recursive: true, mode: 0o700 });
+  await chmod(request.gateway.root, 0o700);
+
+  const existing = await readIfExists(request.authorizedKeys);
+  const lines = existing === undefined ? [] : existing.split('\n');
+  if (lines.length && lines[lines.length - 1] === '') lines.pop();
+  const index = lines.findIndex((l) => ownsLine(l, key));
+  let action: InstallOutcome['action'];
+  if (index < 0) {
+    lines.push(line);
+    action = 'added';
+  } else if (lines[index] === line) {
+    action = 'unchanged';
+  } else {
+    lines[index] = line;
+    action = 'updated';
+  }
+  if (action !== 'unchanged') await writeKeysFile(request.authorizedKeys, lines);
+  return { line, action };
+}
+
+export async function uninstall(request: { publicKey: string; authorizedKeys: string }): Promise<boolean> {
+  const key = parsePublicKey(request.publicKey);
+  const existing = await readIfExists(request.authorizedKeys);
+  if (existing === undefined) return false;
+  const lines = existing.split('\n');
+  if (lines[lines.length - 1] === '') lines.pop();
+  const kept = lines.filter((l) => !(ownsLine(l, key) && l.includes(marker(key))));
+  if (kept.length === lines.length) return false;
+  await writeKeysFile(request.authorizedKeys, kept);
+  return true;
+}
+
+/** Our line for this key: same key blob, whatever options it carries now. */
+function ownsLine(line: string, key: PublicKey): boolean {
+  return line.includes(` ${key.type} ${key.base64} `) || line.endsWith(` ${key.type} ${key.base64}`);
+}
+
+async function readIfExists(path: string): Promise<string | undefined> {
+  try {
+    return await readFile(path, 'utf8');
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw error;
+  }
+}
+
+/** sshd reads authorized_keys at any moment: replace it whole, never leave it half-written. */
+async function writeKeysFile(path: string, lines: string[]): Promise<void> {
+  await mkdir(dirname(path), { recursive: true, mode: 0o700 });
+  const tmp = `${path}.${process.pid}.tmp`;
+  await writeFile(tmp, lines.length ? `${lines.join('\n')}\n` : '', { mode: 0o600 });
+  try {
+    const mode = (await stat(path)).mode & 0o777;
+    await chmod(tmp, mode & ~0o022);
+  } catch {
+    // new file: 0600 from writeFile
+  }
+  await rename(tmp, path);
+}

@@ -1,0 +1,741 @@
+#!/bin/sh
+# shellcheck shell=dash
+#
+# mint-gateway.sh: the forced command behind MInt's key on an external computer.
+#
+# sshd runs this for every exec, shell and subsystem request made with the key, because its
+# authorized_keys line says
+#   restrict,command="/home/u/.mint/mint-gateway.sh --root /home/u/mint-jobs --program /home/u/prog.sh" ssh-ed25519 AAAA... mint
+# The client's wish arrives in SSH_ORIGINAL_COMMAND. This script is the only thing that reads it. It
+# never hands that string, or any piece of it, to a shell: it checks the whole string against a byte
+# allow-list, splits it on single spaces, checks every token against an anchored pattern, and then
+# runs a fixed argv built here. Paths are never taken from the client: a job is named by a UUID and
+# lives in ROOT/UUID; rsync's server arguments come from a template in this file, the client only
+# supplies rsync's capability letters.
+#
+# Requirements on the external computer: POSIX sh, coreutils, rsync, setsid (util-linux).
+#
+# Exit codes: 0 success; for put/get, rsync's own exit code (1..35); the gateway's refusals use
+# 64..79 so that they never collide with rsync's, each with one line on stderr:
+#   mint-gw: error: E_CODE: what went wrong
+# 64 E_USAGE      malformed or unknown command, wrong argument count, a token outside its pattern
+# 65 E_NOCOMMAND  no command (a shell request)
+# 66 E_SUBSYSTEM  a subsystem request (sftp, and scp which speaks sftp)
+# 67 E_NOJOB      the job does not exist
+# 68 E_STATE      the job is in the wrong state for the verb (put after start, rm while running...)
+# 69 E_LIMIT      a site limit refuses it (max jobs, free disk)
+# 70 E_INTERNAL   a step that should not fail did
+# 78 E_CONFIG     the gateway's own options or the job root are unsafe or wrong (fix authorized_keys)
+
+MGW_PROTOCOL=1
+MGW_VERSION=0.1.0
+MGW_MAX_COMMAND=4096
+MGW_MAX_ARGS=64
+
+# ---------------------------------------------------------------------------------------------------
+# Output and failure
+
+mgw_err() {
+  printf 'mint-gw: error: %s\n' "$*" >&2
+}
+
+# die CODE-NAME EXIT MESSAGE: one line on stderr, one audit line, exit.
+mgw_die() {
+  mgw_err "$1: $3"
+  mgw_audit "refused:$1" "$2"
+  exit "$2"
+}
+
+# ---------------------------------------------------------------------------------------------------
+# Environment. The login shell already ran (which is why the docs ask for /bin/sh as the account's
+# shell); from here on nothing the client or the account's dotfiles set may steer a lookup.
+
+mgw_scrub_env() {
+  PATH=/usr/bin:/bin:/usr/sbin:/sbin
+  export PATH
+  LC_ALL=C
+  export LC_ALL
+  unset LD_PRELOAD LD_LIBRARY_PATH LD_AUDIT BASH_ENV ENV CDPATH GLOBIGNORE SHELLOPTS PS4 \
+    RSYNC_RSH RSYNC_CONNECT_PROG RSYNC_PROTECT_ARGS RSYNC_OLD_ARGS TMPDIR 2>/dev/null
+  IFS=' 	
+'
+  umask 077
+}
+
+# Binaries come from a fixed list of system directories, never from PATH.
+mgw_which() {
+  for mgw_dir in /usr/bin /bin /usr/sbin /sbin; do
+    if [ -x "$mgw_dir/$1" ] && [ ! -d "$mgw_dir/$1" ]; then
+      mgw_found=$mgw_dir/$1
+      return 0
+    fi
+  done
+  mgw_found=
+  return 1
+}
+
+mgw_need() {
+  mgw_which "$1" || mgw_die E_CONFIG 78 "required command '$1' not found in /usr/bin or /bin"
+}
+
+# ---------------------------------------------------------------------------------------------------
+# Gateway options: these come from authorized_keys, which only the account owner can write, so they
+# are trusted, but they are still checked so that a typo fails closed instead of widening access.
+
+mgw_parse_options() {
+  MGW_ROOT=
+  MGW_PROGRAM=
+  MGW_KEY_NAME=mint
+  MGW_EXPORT=
+  MGW_MAX_JOBS=0
+  MGW_MIN_FREE_MB=0
+  MGW_MAX_AGE_DAYS=0
+  MGW_GRACE=10
+  MGW_RSYNC=
+  MGW_MODE=serve
+  while [ $# -gt 0 ]; do
+    case $1 in
+      --root) [ $# -ge 2 ] || mgw_die E_CONFIG 78 "--root needs a value"; MGW_ROOT=$2; shift 2 ;;
+      --program) [ $# -ge 2 ] || mgw_die E_CONFIG 78 "--program needs a value"; MGW_PROGRAM=$2; shift 2 ;;
+      --key-name) [ $# -ge 2 ] || mgw_die E_CONFIG 78 "--key-name needs a value"; MGW_KEY_NAME=$2; shift 2 ;;
+      --export) [ $# -ge 2 ] || mgw_die E_CONFIG 78 "--export needs a value"; MGW_EXPORT=$2; shift 2 ;;
+      --max-jobs) [ $# -ge 2 ] || mgw_die E_CONFIG 78 "--max-jobs needs a value"; MGW_MAX_JOBS=$2; shift 2 ;;
+      --min-free-mb) [ $# -ge 2 ] || mgw_die E_CONFIG 78 "--min-free-mb needs a value"; MGW_MIN_FREE_MB=$2; shift 2 ;;
+      --max-age-days) [ $# -ge 2 ] || mgw_die E_CONFIG 78 "--max-age-days needs a value"; MGW_MAX_AGE_DAYS=$2; shift 2 ;;
+      --grace) [ $# -ge 2 ] || mgw_die E_CONFIG 78 "--grace needs a value"; MGW_GRACE=$2; shift 2 ;;
+      --rsync) [ $# -ge 2 ] || mgw_die E_CONFIG 78 "--rsync needs a value"; MGW_RSYNC=$2; shift 2 ;;
+      # The detached job runner: reached only through this script's own argv, never from
+      # SSH_ORIGINAL_COMMAND (sshd builds argv from authorized_keys alone).
+      --run-job) MGW_MODE=run; break ;;
+      *) mgw_die E_CONFIG 78 "unknown gateway option '$1' (check the command= in authorized_keys)" ;;
+    esac
+  done
+  mgw_check_number "$MGW_MAX_JOBS" --max-jobs
+  mgw_check_number "$MGW_MIN_FREE_MB" --min-free-mb
+  mgw_check_number "$MGW_MAX_AGE_DAYS" --max-age-days
+  mgw_check_number "$MGW_GRACE" --grace
+  case $MGW_KEY_NAME in
+    '' | *[!A-Za-z0-9._@-]*) mgw_die E_CONFIG 78 "--key-name may hold only letters, digits and ._@-" ;;
+  esac
+  case $MGW_EXPORT in
+    *[!A-Za-z0-9._*?/,+=@%-]*) mgw_die E_CONFIG 78 "--export holds a character outside A-Za-z0-9._*?/,+=@%-" ;;
+  esac
+}
+
+mgw_check_number() {
+  case $1 in
+    '' | *[!0-9]*) mgw_die E_CONFIG 78 "$2 must be a whole number, got '$1'" ;;
+  esac
+  [ ${#1} -le 9 ] || mgw_die E_CONFIG 78 "$2 is too large"
+}
+
+# The job root must be a real directory of ours that nobody else can write, and it must not be, or
+# hold, the home directory or ~/.ssh: otherwise an upload could replace authorized_keys.
+mgw_check_root() {
+  case $MGW_ROOT in
+    /*) ;;
+    '') mgw_die E_CONFIG 78 "--root is required" ;;
+    *) mgw_die E_CONFIG 78 "--root must be an absolute path" ;;
+  esac
+  [ -d "$MGW_ROOT" ] || mgw_die E_CONFIG 78 "job root $MGW_ROOT does not exist (create it with mkdir -m 700)"
+  [ ! -L "$MGW_ROOT" ] || mgw_die E_CONFIG 78 "job root $MGW_ROOT is a symbolic link; name the real directory"
+  MGW_ROOT=$(cd -P -- "$MGW_ROOT" && pwd -P) || mgw_die E_CONFIG 78 "cannot enter job root"
+  mgw_home=
+  if [ -n "${HOME:-}" ] && [ -d "$HOME" ]; then
+    mgw_home=$(cd -P -- "$HOME" && pwd -P) || mgw_home=
+  fi
+  [ "$MGW_ROOT" != / ] || mgw_die E_CONFIG 78 "job root must not be /"
+  if [ -n "$mgw_home" ]; then
+    [ "$MGW_ROOT" != "$mgw_home" ] || mgw_die E_CONFIG 78 "job root must not be the home directory"
+    case $mgw_home/.ssh/ in
+      "$MGW_ROOT"/*) mgw_die E_CONFIG 78 "job root must not contain ~/.ssh" ;;
+    esac
+    case $MGW_ROOT/ in
+      "$mgw_home"/.ssh/*) mgw_die E_CONFIG 78 "job root must not be inside ~/.ssh" ;;
+    esac
+  fi
+  mgw_need stat
+  # %A is ls-style: position 6 is group write, 9 is other write. %u is the owner.
+  mgw_mode=$("$mgw_found" -c '%A %u' -- "$MGW_ROOT") || mgw_die E_CONFIG 78 "cannot stat job root"
+  mgw_owner=${mgw_mode#* }
+  mgw_mode=${mgw_mode%% *}
+  case $mgw_mode in
+    ?????w???? | ????????w?) mgw_die E_CONFIG 78 "job root $MGW_ROOT is writable by group or others (chmod 700 it)" ;;
+  esac
+  mgw_need id
+  [ "$mgw_owner" = "$("$mgw_found" -u)" ] || mgw_die E_CONFIG 78 "job root $MGW_ROOT is not owned by this account"
+}
+
+mgw_check_program() {
+  case $MGW_PROGRAM in
+    /*) ;;
+    '') mgw_die E_CONFIG 78 "--program is required to start jobs" ;;
+    *) mgw_die E_CONFIG 78 "--program must be an absolute path" ;;
+  esac
+  { [ -f "$MGW_PROGRAM" ] && [ -x "$MGW_PROGRAM" ]; } ||
+    mgw_die E_CONFIG 78 "program $MGW_PROGRAM is missing or not executable"
+}
+
+# ---------------------------------------------------------------------------------------------------
+# Audit: one line per attempt. The root is ours and closed to others, and the log is refused if it
+# has become a symlink, so a line cannot be steered into another file.
+
+mgw_audit() {
+  { [ -n "${MGW_ROOT:-}" ] && [ -d "$MGW_ROOT" ]; } || return 0
+  mgw_log=$MGW_ROOT/.mint-gateway-audit.log
+  [ ! -L "$mgw_log" ] || return 0
+  mgw_client=${SSH_CONNECTION%% *}
+  [ -n "$mgw_client" ] || mgw_client=-
+  mgw_when=-
+  if mgw_which date; then mgw_when=$("$mgw_found" -u +%Y-%m-%dT%H:%M:%SZ); fi
+  printf '%s key=%s from=%s verb=%s job=%s decision=%s exit=%s\n' \
+    "$mgw_when" "$MGW_KEY_NAME" "$mgw_client" "${MGW_VERB:--}" "${MGW_JOB:--}" "$1" "$2" \
+    >>"$mgw_log" 2>/dev/null || :
+}
+
+# ---------------------------------------------------------------------------------------------------
+# The command. Accepted shapes of SSH_ORIGINAL_COMMAND (tokens separated by exactly one space):
+#   mint-gw probe
+#   mint-gw list
+#   mint-gw put    JOB CAPS          rsync upload into the job's work dir
+#   mint-gw start  JOB [ARG...]      run the program detached (idempotent)
+#   mint-gw status JOB
+#   mint-gw logs   JOB OFFSET        log bytes from OFFSET, following until the job ends
+#   mint-gw get    JOB CAPS          rsync download of the job's work dir
+#   mint-gw cancel JOB
+#   mint-gw rm     JOB
+# JOB is a lowercase UUID; CAPS is rsync's capability string (the part after -e in its server
+# flags, e.g. .iLsfxCIvu); OFFSET is decimal; an ARG is 1-255 bytes of [A-Za-z0-9._,:=+@%-].
+
+mgw_read_command() {
+  if [ -z "${SSH_ORIGINAL_COMMAND+set}" ] || [ -z "$SSH_ORIGINAL_COMMAND" ]; then
+    mgw_die E_NOCOMMAND 65 "this key runs only mint-gw commands; interactive shells are refused"
+  fi
+  mgw_cmd=$SSH_ORIGINAL_COMMAND
+  unset SSH_ORIGINAL_COMMAND
+  case $mgw_cmd in
+    *sftp-server* | internal-sftp* | 'scp '* | */scp\ *)
+      mgw_die E_SUBSYSTEM 66 "subsystems (sftp, scp) are refused for this key" ;;
+  esac
+  [ ${#mgw_cmd} -le $MGW_MAX_COMMAND ] || mgw_die E_USAGE 64 "command longer than $MGW_MAX_COMMAND bytes"
+  # LC_ALL=C makes each byte one character, so anything outside ASCII fails here too.
+  case $mgw_cmd in
+    *[!A-Za-z0-9\ ._,:=+@%-]*) mgw_die E_USAGE 64 "command holds a byte outside [A-Za-z0-9 ._,:=+@%-]" ;;
+    ' '* | *' ' | *'  '*) mgw_die E_USAGE 64 "tokens must be separated by exactly one space" ;;
+  esac
+  # Safe to split: globbing is off and the byte check above left no quote, glob or newline.
+  set -f
+  # shellcheck disable=SC2086
+  set -- $mgw_cmd
+  [ "$1" = mint-gw ] || mgw_die E_USAGE 64 "unknown command '$1' (this key runs only mint-gw)"
+  shift
+  [ $# -ge 1 ] || mgw_die E_USAGE 64 "missing verb"
+  MGW_VERB=$1
+  shift
+  MGW_ARGC=$#
+  mgw_argv="$*"
+}
+
+mgw_expect_args() {
+  { [ "$MGW_ARGC" -ge "$1" ] && [ "$MGW_ARGC" -le "$2" ]; } ||
+    mgw_die E_USAGE 64 "'$MGW_VERB' takes $3"
+}
+
+mgw_check_job() {
+  case $1 in
+    ????????-????-????-????-????????????) ;;
+    *) mgw_die E_USAGE 64 "job id must be a lowercase UUID" ;;
+  esac
+  case $1 in
+    *[!0-9a-f-]*) mgw_die E_USAGE 64 "job id must be a lowercase UUID" ;;
+  esac
+  MGW_JOB=$1
+  MGW_JOBDIR=$MGW_ROOT/$1
+  MGW_WORK=$MGW_JOBDIR/work
+  MGW_LOGFILE=$MGW_JOBDIR/remote_program_exec.log
+}
+
+# rsync's capability string as rrsync accepts it: optional digits, a dot, letters.
+mgw_check_caps() {
+  case $1 in
+    .* | [0-9]*.*) ;;
+    *) mgw_die E_USAGE 64 "rsync capabilities must look like .iLsfxCIvu" ;;
+  esac
+  mgw_caps_tail=${1#*.}
+  case $1 in
+    *[!0-9.A-Za-z]* | *.*.*) mgw_die E_USAGE 64 "rsync capabilities must look like .iLsfxCIvu" ;;
+  esac
+  case ${1%%.*} in
+    *[!0-9]*) mgw_die E_USAGE 64 "rsync capabilities must look like .iLsfxCIvu" ;;
+  esac
+  case $mgw_caps_tail in
+    *[!A-Za-z]*) mgw_die E_USAGE 64 "rsync capabilities must look like .iLsfxCIvu" ;;
+  esac
+  [ ${#1} -le 32 ] || mgw_die E_USAGE 64 "rsync capabilities too long"
+  MGW_CAPS=$1
+}
+
+mgw_check_offset() {
+  case $1 in
+    '' | *[!0-9]*) mgw_die E_USAGE 64 "log offset must be a decimal byte count" ;;
+  esac
+  [ ${#1} -le 15 ] || mgw_die E_USAGE 64 "log offset too large"
+  MGW_OFFSET=$1
+}
+
+mgw_check_prog_arg() {
+  case $1 in
+    *[!A-Za-z0-9._,:=+@%-]*) mgw_die E_USAGE 64 "program argument holds a byte outside [A-Za-z0-9._,:=+@%-]" ;;
+  esac
+  [ ${#1} -le 255 ] || mgw_die E_USAGE 64 "program argument longer than 255 bytes"
+}
+
+# ---------------------------------------------------------------------------------------------------
+# Job state, all derived from files in the job dir, so any later connection can read it:
+#   work/                      the program's cwd: inputs in, outputs out
+#   remote_program_exec.log    the program's stdout and stderr
+#   started/                   made by the first start (mkdir is the lock that makes start idempotent)
+#   pid                        the runner's pid, which is also its process group and session id
+#   exit                       the program's exit status, written when it ends
+#   cancelled                  written by cancel
+
+mgw_read_file() {
+  mgw_value=
+  { [ -f "$1" ] && [ ! -L "$1" ]; } || return 1
+  IFS= read -r mgw_value <"$1" || [ -n "$mgw_value" ]
+}
+
+mgw_alive() {
+  kill -0 "$1" 2>/dev/null
+}
+
+# Sets MGW_STATE to created | running | exited | cancelled | lost, MGW_EXIT and MGW_PID.
+mgw_job_state() {
+  MGW_EXIT=
+  MGW_PID=
+  if [ ! -d "$MGW_JOBDIR/started" ]; then
+    MGW_STATE=created
+    return 0
+  fi
+  if mgw_read_file "$MGW_JOBDIR/exit"; then
+    MGW_EXIT=$mgw_value
+    if [ -f "$MGW_JOBDIR/cancelled" ]; then MGW_STATE=cancelled; else MGW_STATE=exited; fi
+    return 0
+  fi
+  if mgw_read_file "$MGW_JOBDIR/pid"; then
+    MGW_PID=$mgw_value
+    if mgw_alive "$MGW_PID"; then
+      MGW_STATE=running
+    elif [ -f "$MGW_JOBDIR/cancelled" ]; then
+      MGW_STATE=cancelled
+    elif mgw_read_file "$MGW_JOBDIR/exit"; then
+      # It ended between the two looks.
+      MGW_EXIT=$mgw_value
+      MGW_STATE=exited
+    else
+      MGW_STATE=lost
+    fi
+    return 0
+  fi
+  # started/ exists but the pid is not written yet: start is in its first milliseconds.
+  MGW_STATE=running
+}
+
+mgw_require_job() {
+  { [ -d "$MGW_JOBDIR" ] && [ ! -L "$MGW_JOBDIR" ]; } || mgw_die E_NOJOB 67 "no job $MGW_JOB"
+}
+
+# Writes a small file atomically: readers see the old content or the new, never half.
+mgw_write_atomic() {
+  printf '%s\n' "$2" >"$1.tmp" && "$MGW_MV" -f -- "$1.tmp" "$1"
+}
+
+# ---------------------------------------------------------------------------------------------------
+# Verbs
+
+mgw_verb_probe() {
+  mgw_expect_args 0 0 "no arguments"
+  printf 'mint-gw=%s\nversion=%s\n' "$MGW_PROTOCOL" "$MGW_VERSION"
+  if mgw_rsync_found; then
+    # shellcheck disable=SC2046
+    set -- $("$MGW_RSYNC" --version 2>/dev/null)
+    printf 'rsync=%s\n' "${3:-unknown}"
+    printf 'rsync_path=%s\n' "$MGW_RSYNC"
+    if mgw_rsync_confines; then printf 'confine_root=yes\n'; else printf 'confine_root=no\n'; fi
+  else
+    printf 'rsync=missing\n'
+  fi
+  if mgw_which setsid; then printf 'setsid=yes\n'; else printf 'setsid=missing\n'; fi
+  if mgw_which tail; then printf 'tail=yes\n'; else printf 'tail=missing\n'; fi
+  printf 'program=%s\n' "$MGW_PROGRAM"
+  if [ -f "$MGW_PROGRAM" ] && [ -x "$MGW_PROGRAM" ]; then
+    printf 'program_ok=yes\n'
+  else
+    printf 'program_ok=no\n'
+  fi
+  printf 'root=%s\n' "$MGW_ROOT"
+  if [ -w "$MGW_ROOT" ]; then printf 'root_writable=yes\n'; else printf 'root_writable=no\n'; fi
+  mgw_free_mb
+  printf 'free_mb=%s\n' "$MGW_FREE_MB"
+  if mgw_which nproc; then printf 'cpus=%s\n' "$("$mgw_found")"; fi
+  if [ -r /proc/meminfo ]; then
+    while read -r mgw_k mgw_v _; do
+      case $mgw_k in
+        MemTotal:) printf 'mem_total_kb=%s\n' "$mgw_v" ;;
+        MemAvailable:) printf 'mem_available_kb=%s\n' "$mgw_v" ;;
+      esac
+    done </proc/meminfo
+  fi
+  if [ -r /proc/loadavg ]; then
+    read -r mgw_l1 mgw_l5 mgw_l15 _ </proc/loadavg
+    printf 'load=%s %s %s\n' "$mgw_l1" "$mgw_l5" "$mgw_l15"
+  fi
+  printf 'max_jobs=%s\nmin_free_mb=%s\nmax_age_days=%s\n' "$MGW_MAX_JOBS" "$MGW_MIN_FREE_MB" "$MGW_MAX_AGE_DAYS"
+  printf 'export=%s\n' "${MGW_EXPORT:-*}"
+  mgw_audit accepted 0
+}
+
+mgw_free_mb() {
+  MGW_FREE_MB=unknown
+  mgw_which df || return 0
+  # POSIX df -P: the 4th field of the 2nd line is the available space in 1024-byte blocks.
+  mgw_df=$("$mgw_found" -Pk -- "$MGW_ROOT" 2>/dev/null) || return 0
+  # shellcheck disable=SC2086
+  set -- $mgw_df
+  shift 10 2>/dev/null || return 0
+  case $1 in
+    '' | *[!0-9]*) return 0 ;;
+  esac
+  MGW_FREE_MB=$(($1 / 1024))
+}
+
+mgw_rsync_found() {
+  if [ -n "$MGW_RSYNC" ]; then
+    case $MGW_RSYNC in /*) ;; *) mgw_die E_CONFIG 78 "--rsync must be an absolute path" ;; esac
+    [ -x "$MGW_RSYNC" ]
+    return
+  fi
+  mgw_which rsync || return 1
+  MGW_RSYNC=$mgw_found
+}
+
+# --confine-root (rsync >= 3.5.0) makes rsync itself refuse paths that resolve outside the work dir,
+# closing the check-then-use window that argv checks cannot see.
+mgw_rsync_confines() {
+  "$MGW_RSYNC" --help 2>/dev/null | {
+    while IFS= read -r mgw_line; do
+      case $mgw_line in *--confine-root*) exit 0 ;; esac
+    done
+    exit 1
+  }
+}
+
+mgw_rsync_template() {
+  mgw_rsync_found || mgw_die E_CONFIG 78 "rsync is not installed on the external computer"
+  # Fixed server flags. They must agree with what the client's rsync sends (src/transfer/rsync-args.ts):
+  # -r recurse, -t times (so unchanged files are skipped), -E executability (receiver only); no -l,
+  # so symlinks are neither created on upload nor followed on download; no -D, so no devices or
+  # specials. --log-format=X only makes the receiver report file names.
+  if [ "$MGW_VERB" = put ]; then MGW_RSYNC_FLAGS=-tEre$MGW_CAPS; else MGW_RSYNC_FLAGS=-tre$MGW_CAPS; fi
+  MGW_RSYNC_SAFETY=--munge-links
+  MGW_RSYNC_CONFINE=
+  if mgw_rsync_confines; then MGW_RSYNC_CONFINE=--confine-root=$MGW_WORK; fi
+}
+
+mgw_verb_put() {
+  mgw_expect_args 2 2 "JOB CAPS"
+  # shellcheck disable=SC2086
+  set -- $mgw_argv
+  mgw_check_job "$1"
+  mgw_check_caps "$2"
+  if [ -d "$MGW_JOBDIR/started" ]; then
+    mgw_die E_STATE 68 "job $MGW_JOB has started; its inputs can no longer change"
+  fi
+  mgw_check_free
+  if [ ! -d "$MGW_JOBDIR" ]; then
+    "$MGW_MKDIR" -m 700 -- "$MGW_JOBDIR" 2>/dev/null || [ -d "$MGW_JOBDIR" ] ||
+      mgw_die E_INTERNAL 70 "cannot create job dir"
+  fi
+  { [ ! -L "$MGW_JOBDIR" ] && [ ! -L "$MGW_WORK" ]; } || mgw_die E_STATE 68 "job dir holds a symbolic link"
+  [ -d "$MGW_WORK" ] || "$MGW_MKDIR" -m 700 -- "$MGW_WORK" || mgw_die E_INTERNAL 70 "cannot create work dir"
+  mgw_rsync_template
+  mgw_audit accepted 0
+  if [ -n "$MGW_RSYNC_CONFINE" ]; then
+    exec "$MGW_RSYNC" --server "$MGW_RSYNC_FLAGS" --log-format=X --partial "$MGW_RSYNC_SAFETY" "$MGW_RSYNC_CONFINE" . "$MGW_WORK/"
+  fi
+  exec "$MGW_RSYNC" --server "$MGW_RSYNC_FLAGS" --log-format=X --partial "$MGW_RSYNC_SAFETY" . "$MGW_WORK/"
+}
+
+mgw_check_free() {
+  [ "$MGW_MIN_FREE_MB" -gt 0 ] || return 0
+  mgw_free_mb
+  [ "$MGW_FREE_MB" = unknown ] && return 0
+  [ "$MGW_FREE_MB" -ge "$MGW_MIN_FREE_MB" ] ||
+    mgw_die E_LIMIT 69 "only ${MGW_FREE_MB} MB free under the job root, the site requires $MGW_MIN_FREE_MB MB"
+}
+
+mgw_verb_get() {
+  mgw_expect_args 2 2 "JOB CAPS"
+  # shellcheck disable=SC2086
+  set -- $mgw_argv
+  mgw_check_job "$1"
+  mgw_check_caps "$2"
+  mgw_require_job
+  mgw_job_state
+  [ "$MGW_STATE" != running ] || mgw_die E_STATE 68 "job $MGW_JOB is still running"
+  { [ -d "$MGW_WORK" ] && [ ! -L "$MGW_WORK" ]; } || mgw_die E_NOJOB 67 "job $MGW_JOB has no work dir"
+  mgw_rsync_template
+  mgw_audit accepted 0
+  if [ -n "$MGW_RSYNC_CONFINE" ]; then
+    exec "$MGW_RSYNC" --server --sender "$MGW_RSYNC_FLAGS" "$MGW_RSYNC_SAFETY" "$MGW_RSYNC_CONFINE" . "$MGW_WORK/"
+  fi
+  exec "$MGW_RSYNC" --server --sender "$MGW_RSYNC_FLAGS" "$MGW_RSYNC_SAFETY" . "$MGW_WORK/"
+}
+
+mgw_verb_start() {
+  mgw_expect_args 1 $((MGW_MAX_ARGS + 1)) "JOB [ARG...] (at most $MGW_MAX_ARGS arguments)"
+  # shellcheck disable=SC2086
+  set -- $mgw_argv
+  mgw_check_job "$1"
+  shift
+  for mgw_a in "$@"; do mgw_check_prog_arg "$mgw_a"; done
+  mgw_check_program
+  mgw_need setsid
+  mgw_setsid=$mgw_found
+  if [ ! -d "$MGW_JOBDIR" ]; then
+    # A job without inputs: start makes its dir.
+    "$MGW_MKDIR" -m 700 -- "$MGW_JOBDIR" 2>/dev/null || [ -d "$MGW_JOBDIR" ] ||
+      mgw_die E_INTERNAL 70 "cannot create job dir"
+  fi
+  { [ ! -L "$MGW_JOBDIR" ] && [ ! -L "$MGW_WORK" ]; } || mgw_die E_STATE 68 "job dir holds a symbolic link"
+  [ -d "$MGW_WORK" ] || "$MGW_MKDIR" -m 700 -- "$MGW_WORK" || mgw_die E_INTERNAL 70 "cannot create work dir"
+  if ! "$MGW_MKDIR" -- "$MGW_JOBDIR/started" 2>/dev/null; then
+    # Already started (a retry after a lost reply): report, do not run twice.
+    mgw_job_state
+    mgw_print_status
+    mgw_audit already-started 0
+    return 0
+  fi
+  mgw_check_capacity
+  : >"$MGW_LOGFILE" || mgw_die E_INTERNAL 70 "cannot create log"
+  case $0 in
+    /*) ;;
+    *) mgw_die E_CONFIG 78 "the gateway must be named by an absolute path in authorized_keys" ;;
+  esac
+  # setsid gives the runner its own session and process group, so it outlives this SSH channel and
+  # cancel can signal the whole group. A background job of a non-interactive shell is not a group
+  # leader, so setsid does not fork and $! is the runner's pid (and its group id).
+  MINT_JOB_ID=$MGW_JOB "$mgw_setsid" "$0" --root "$MGW_ROOT" --grace "$MGW_GRACE" --run-job \
+    "$MGW_JOBDIR" "$MGW_PROGRAM" "$@" </dev/null >/dev/null 2>&1 &
+  mgw_write_atomic "$MGW_JOBDIR/pid" "$!" || mgw_die E_INTERNAL 70 "cannot record pid"
+  MGW_STATE=running
+  MGW_PID=$!
+  MGW_EXIT=
+  mgw_print_status
+  mgw_audit accepted 0
+}
+
+# Counted before the program starts; --max-jobs 0 means no limit.
+mgw_check_capacity() {
+  [ "$MGW_MAX_JOBS" -gt 0 ] || return 0
+  mgw_running=0
+  mgw_self=$MGW_JOB
+  for mgw_d in "$MGW_ROOT"/*-*-*-*-*; do
+    [ -d "$mgw_d/started" ] || continue
+    mgw_check_job "${mgw_d##*/}"
+    [ "$MGW_JOB" != "$mgw_self" ] || continue
+    mgw_job_state
+    [ "$MGW_STATE" != running ] || mgw_running=$((mgw_running + 1))
+  done
+  mgw_check_job "$mgw_self"
+  if [ "$mgw_running" -ge "$MGW_MAX_JOBS" ]; then
+    "$MGW_RMDIR" -- "$MGW_JOBDIR/started" 2>/dev/null
+    mgw_die E_LIMIT 69 "$mgw_running jobs are running, the site allows $MGW_MAX_JOBS; try again later"
+  fi
+}
+
+mgw_print_status() {
+  printf 'job=%s\nstate=%s\n' "$MGW_JOB" "$MGW_STATE"
+  [ -z "$MGW_EXIT" ] || printf 'exit=%s\n' "$MGW_EXIT"
+  [ -z "$MGW_PID" ] || printf 'pid=%s\n' "$MGW_PID"
+  if [ -f "$MGW_LOGFILE" ]; then
+    mgw_need wc
+    mgw_size=$("$mgw_found" -c <"$MGW_LOGFILE")
+    printf 'log_bytes=%s\n' "${mgw_size## }"
+  fi
+}
+
+mgw_verb_status() {
+  mgw_expect_args 1 1 "JOB"
+  mgw_check_job "$mgw_argv"
+  mgw_require_job
+  mgw_job_state
+  mgw_print_status
+  mgw_audit accepted 0
+}
+
+# Streams the log from OFFSET and returns when the job has ended and every byte is out. GNU tail's
+# --pid makes one last read after the runner dies, so no tail end is lost.
+mgw_verb_logs() {
+  mgw_expect_args 2 2 "JOB OFFSET"
+  # shellcheck disable=SC2086
+  set -- $mgw_argv
+  mgw_check_job "$1"
+  mgw_check_offset "$2"
+  mgw_require_job
+  [ -d "$MGW_JOBDIR/started" ] || mgw_die E_STATE 68 "job $MGW_JOB has not started"
+  { [ -f "$MGW_LOGFILE" ] && [ ! -L "$MGW_LOGFILE" ]; } || mgw_die E_STATE 68 "job $MGW_JOB has no log"
+  mgw_need tail
+  mgw_tail=$mgw_found
+  mgw_audit accepted 0
+  mgw_job_state
+  if [ "$MGW_STATE" = running ] && [ -n "$MGW_PID" ]; then
+    exec "$mgw_tail" -c +$((MGW_OFFSET + 1)) -s 0.2 --pid="$MGW_PID" -f -- "$MGW_LOGFILE"
+  fi
+  if [ "$MGW_STATE" = running ]; then
+    # No pid yet: wait the few milliseconds until start has written it.
+    mgw_need sleep
+    mgw_i=0
+    while [ $mgw_i -lt 50 ] && ! mgw_read_file "$MGW_JOBDIR/pid"; do
+      "$mgw_found" 0.1
+      mgw_i=$((mgw_i + 1))
+    done
+    mgw_job_state
+    if [ -n "$MGW_PID" ]; then
+      exec "$mgw_tail" -c +$((MGW_OFFSET + 1)) -s 0.2 --pid="$MGW_PID" -f -- "$MGW_LOGFILE"
+    fi
+  fi
+  exec "$mgw_tail" -c +$((MGW_OFFSET + 1)) -- "$MGW_LOGFILE"
+}
+
+mgw_verb_cancel() {
+  mgw_expect_args 1 1 "JOB"
+  mgw_check_job "$mgw_argv"
+  mgw_require_job
+  mgw_job_state
+  if [ "$MGW_STATE" = running ] && [ -n "$MGW_PID" ]; then
+    : >"$MGW_JOBDIR/cancelled"
+    kill -TERM -"$MGW_PID" 2>/dev/null
+    mgw_need sleep
+    mgw_sleep=$mgw_found
+    mgw_i=0
+    # Wait up to --grace seconds for the group to go, then KILL what is left.
+    while [ $mgw_i -lt $((MGW_GRACE * 5)) ] && kill -0 -"$MGW_PID" 2>/dev/null; do
+      "$mgw_sleep" 0.2
+      mgw_i=$((mgw_i + 1))
+    done
+    if kill -0 -"$MGW_PID" 2>/dev/null; then
+      kill -KILL -"$MGW_PID" 2>/dev/null
+    fi
+  elif [ "$MGW_STATE" = created ]; then
+    : >"$MGW_JOBDIR/cancelled"
+    "$MGW_MKDIR" -- "$MGW_JOBDIR/started" 2>/dev/null
+  fi
+  mgw_job_state
+  mgw_print_status
+  mgw_audit accepted 0
+}
+
+mgw_verb_rm() {
+  mgw_expect_args 1 1 "JOB"
+  mgw_check_job "$mgw_argv"
+  if [ ! -d "$MGW_JOBDIR" ]; then
+    mgw_audit accepted 0
+    return 0
+  fi
+  mgw_job_state
+  [ "$MGW_STATE" != running ] || mgw_die E_STATE 68 "job $MGW_JOB is running; cancel it first"
+  mgw_remove_job "$MGW_JOBDIR" || mgw_die E_INTERNAL 70 "could not remove every file of job $MGW_JOB"
+  mgw_audit accepted 0
+}
+
+# rm -r never follows symlinks; chmod first because a program may leave read-only dirs behind.
+mgw_remove_job() {
+  mgw_need chmod
+  "$mgw_found" -R u+rwx -- "$1" 2>/dev/null
+  mgw_need rm
+  "$mgw_found" -rf -- "$1"
+}
+
+mgw_verb_list() {
+  mgw_expect_args 0 0 "no arguments"
+  for mgw_d in "$MGW_ROOT"/*-*-*-*-*; do
+    [ -d "$mgw_d" ] || continue
+    case ${mgw_d##*/} in
+      ????????-????-????-????-????????????) ;;
+      *) continue ;;
+    esac
+    case ${mgw_d##*/} in *[!0-9a-f-]*) continue ;; esac
+    mgw_check_job "${mgw_d##*/}"
+    mgw_job_state
+    printf '%s %s%s\n' "$MGW_JOB" "$MGW_STATE" "${MGW_EXIT:+ exit=$MGW_EXIT}"
+  done
+  MGW_JOB=
+  mgw_audit accepted 0
+}
+
+# ---------------------------------------------------------------------------------------------------
+# The detached runner: cwd is the work dir, stdin is /dev/null, stdout and stderr go to the log.
+# TERM is ignored here so that the runner outlives a cancelled program and records its status; KILL
+# (cancel's last resort) ends it too, and then `cancelled` alone tells the story.
+
+mgw_run_job() {
+  mgw_jobdir=$1
+  shift
+  trap '' TERM HUP INT
+  cd -- "$mgw_jobdir/work" || exit 70
+  unset SSH_ORIGINAL_COMMAND
+  MINT_JOB_DIR=$mgw_jobdir/work
+  export MINT_JOB_ID MINT_JOB_DIR
+  # The program gets default signal handling back (an ignored signal would be inherited).
+  ( trap - TERM HUP INT; exec "$@" ) </dev/null >>"$mgw_jobdir/remote_program_exec.log" 2>&1
+  mgw_rc=$?
+  printf '%s\n' "$mgw_rc" >"$mgw_jobdir/exit.tmp" && "$MGW_MV" -f -- "$mgw_jobdir/exit.tmp" "$mgw_jobdir/exit"
+}
+
+# ---------------------------------------------------------------------------------------------------
+
+main() {
+  mgw_scrub_env
+  MGW_VERB=
+  MGW_JOB=
+  mgw_parse_options "$@"
+  mgw_need mkdir
+  MGW_MKDIR=$mgw_found
+  mgw_need mv
+  MGW_MV=$mgw_found
+  mgw_need rmdir
+  MGW_RMDIR=$mgw_found
+  if [ "$MGW_MODE" = run ]; then
+    shift $(($# - $(mgw_count_run_args "$@")))
+    mgw_run_job "$@"
+    exit 0
+  fi
+  mgw_check_root
+  mgw_read_command
+  case $MGW_VERB in
+    probe) mgw_verb_probe ;;
+    list) mgw_verb_list ;;
+    put) mgw_verb_put ;;
+    get) mgw_verb_get ;;
+    start) mgw_verb_start ;;
+    status) mgw_verb_status ;;
+    logs) mgw_verb_logs ;;
+    cancel) mgw_verb_cancel ;;
+    rm) mgw_verb_rm ;;
+    *) mgw_die E_USAGE 64 "unknown verb '$MGW_VERB'" ;;
+  esac
+}
+
+# In runner mode, the arguments after --run-job: the count from the end of "$@".
+mgw_count_run_args() {
+  mgw_n=0
+  mgw_seen=
+  for mgw_a in "$@"; do
+    if [ -n "$mgw_seen" ]; then mgw_n=$((mgw_n + 1)); fi
+    [ "$mgw_a" != --run-job ] || mgw_seen=1
+  done
+  printf '%s\n' "$mgw_n"
+}
+
+main "$@"

@@ -1,0 +1,194 @@
+/**
+ * The gateway's wire protocol as pure functions: building the one-line commands the gateway accepts
+ * and reading its key=value replies and one-line refusals. No sockets here (ssh2's protocol/transport
+ * split), so every rule is unit-testable and mirrors the checks in mint-gateway.sh.
+ */
+import { GatewayError, type ErrorContext } from '../errors.js';
+
+/** The protocol this client speaks; the gateway reports its own in `probe`. */
+export const PROTOCOL_VERSION = 1;
+
+export type Verb = 'probe' | 'list' | 'put' | 'get' | 'start' | 'status' | 'logs' | 'cancel' | 'rm';
+
+const JOB_ID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
+const CAPS = /^[0-9]*\.[A-Za-z]*$/;
+const PROGRAM_ARG = /^[A-Za-z0-9._,:=+@%-]{1,255}$/;
+export const MAX_PROGRAM_ARGS = 64;
+
+export function isJobId(value: string): boolean {
+  return JOB_ID.test(value);
+}
+
+/** Program arguments the gateway will pass on; checked here too so a bad one fails before connecting. */
+export function checkProgramArgs(args: readonly string[]): string | undefined {
+  if (args.length > MAX_PROGRAM_ARGS) return `at most ${MAX_PROGRAM_ARGS} program arguments are allowed`;
+  for (const arg of args) {
+    if (!PROGRAM_ARG.test(arg)) {
+      return `program argument ${JSON.stringify(arg)} must be 1-255 characters of A-Z a-z 0-9 . _ , : = + @ % -`;
+    }
+  }
+  return undefined;
+}
+
+export type GatewayCommand =
+  | { verb: 'probe' | 'list' }
+  | { verb: 'put' | 'get'; job: string; caps: string }
+  | { verb: 'start'; job: string; args?: readonly string[] }
+  | { verb: 'status' | 'cancel' | 'rm'; job: string }
+  | { verb: 'logs'; job: string; offset: number };
+
+export function formatCommand(command: GatewayCommand): string {
+  const words: string[] = ['mint-gw', command.verb];
+  if ('job' in command) {
+    if (!isJobId(command.job)) throw new TypeError(`not a job id: ${command.job}`);
+    words.push(command.job);
+  }
+  switch (command.verb) {
+    case 'put':
+    case 'get':
+      if (!CAPS.test(command.caps) || command.caps.length > 32) throw new TypeError(`bad rsync caps: ${command.caps}`);
+      words.push(command.caps);
+      break;
+    case 'logs':
+      if (!Number.isSafeInteger(command.offset) || command.offset < 0) throw new TypeError('bad log offset');
+      words.push(String(command.offset));
+      break;
+    case 'start': {
+      const problem = checkProgramArgs(command.args ?? []);
+      if (problem) throw new TypeError(problem);
+      words.push(...(command.args ?? []));
+      break;
+    }
+    default:
+      break;
+  }
+  return words.join(' ');
+}
+
+/** `key=value` lines into a map; later keys win; lines without `=` are ignored. */
+export function parseKeyValues(text: string): Map<string, string> {
+  const out = new Map<string, string>();
+  for (const line of text.split('\n')) {
+    const eq = line.indexOf('=');
+    if (eq > 0) out.set(line.slice(0, eq), line.slice(eq + 1));
+  }
+  return out;
+}
+
+export type JobState = 'created' | 'running' | 'exited' | 'cancelled' | 'lost';
+
+export interface JobStatus {
+  jobId: string;
+  state: JobState;
+  exitCode: number | undefined;
+  pid: number | undefined;
+  logBytes: number;
+}
+
+const STATES: readonly JobState[] = ['created', 'running', 'exited', 'cancelled', 'lost'];
+
+export function parseStatus(text: string, context: ErrorContext = {}): JobStatus {
+  const kv = parseKeyValues(text);
+  const state = kv.get('state') as JobState | undefined;
+  const jobId = kv.get('job');
+  if (!jobId || !state || !STATES.includes(state)) {
+    throw new GatewayError('GATEWAY_PROTOCOL', `unreadable status reply from gateway: ${JSON.stringify(text.slice(0, 200))}`, context);
+  }
+  const num = (key: string): number | undefined => {
+    const v = kv.get(key);
+    return v !== undefined && /^\d+$/.test(v) ? Number(v) : undefined;
+  };
+  return { jobId, state, exitCode: num('exit'), pid: num('pid'), logBytes: num('log_bytes') ?? 0 };
+}
+
+export interface JobListing {
+  jobId: string;
+  state: JobState;
+  exitCode: number | undefined;
+}
+
+export function parseList(text: string): JobListing[] {
+  const jobs: JobListing[] = [];
+  for (const line of text.split('\n')) {
+    const m = /^(\S+) (\S+)(?: exit=(\d+))?$/.exec(line);
+    if (!m || !isJobId(m[1]!) || !STATES.includes(m[2] as JobState)) continue;
+    jobs.push({ jobId: m[1]!, state: m[2] as JobState, exitCode: m[3] === undefined ? undefined : Number(m[3]) });
+  }
+  return jobs;
+}
+
+export interface ProbeReport {
+  protocol: number;
+  version: string;
+  fields: Map<string, string>;
+}
+
+export function parseProbe(text: string, context: ErrorContext = {}): ProbeReport {
+  const fields = parseKeyValues(text);
+  const protocol = Number(fields.get('mint-gw'));
+  if (!Number.isInteger(protocol) || protocol < 1) {
+    throw new GatewayError(
+      'GATEWAY_PROTOCOL',
+      'the remote side did not answer as a mint gateway (no "mint-gw=" line in its probe reply)',
+      { ...context, hint: 'check that the key\'s authorized_keys line has command="…/mint-gateway.sh --root …"' },
+    );
+  }
+  return { protocol, version: fields.get('version') ?? 'unknown', fields };
+}
+
+/** Refuses a gateway whose protocol differs, naming the side to upgrade. */
+export function checkCompatible(report: ProbeReport, context: ErrorContext = {}): void {
+  if (report.protocol === PROTOCOL_VERSION) return;
+  const side = report.protocol < PROTOCOL_VERSION ? 'the gateway on the external computer (run `mint-gateway install` there again)' : 'mint-ssh-exec on the MInt side';
+  throw new GatewayError(
+    'GATEWAY_INCOMPATIBLE',
+    `gateway speaks protocol ${report.protocol} (version ${report.version}), this client speaks ${PROTOCOL_VERSION}`,
+    { ...context, hint: `upgrade ${side}` },
+  );
+}
+
+/** Exit codes of the gateway's refusals (see the header of mint-gateway.sh). */
+export const GATEWAY_EXIT = {
+  E_USAGE: 64,
+  E_NOCOMMAND: 65,
+  E_SUBSYSTEM: 66,
+  E_NOJOB: 67,
+  E_STATE: 68,
+  E_LIMIT: 69,
+  E_INTERNAL: 70,
+  E_CONFIG: 78,
+} as const;
+
+export interface Refusal {
+  gatewayCode: string;
+  message: string;
+}
+
+/** Finds the gateway's `mint-gw: error: E_X: ...` line in stderr. */
+export function parseRefusal(stderr: string): Refusal | undefined {
+  const m = /^mint-gw: error: (E_[A-Z]+): (.*)$/m.exec(stderr);
+  return m ? { gatewayCode: m[1]!, message: m[2]! } : undefined;
+}
+
+/** Turns a failed verb into a GatewayError, with the gateway's own reason when it gave one. */
+export function refusalError(verb: Verb, exitCode: number | undefined, stderr: string, context: ErrorContext = {}): GatewayError {
+  const refusal = parseRefusal(stderr);
+  if (refusal) {
+    return new GatewayError('GATEWAY_REFUSED', `gateway refused '${verb}': ${refusal.gatewayCode}: ${refusal.message}`, {
+      ...context,
+      gatewayCode: refusal.gatewayCode,
+      ...(exitCode === undefined ? {} : { exitCode }),
+      ...(refusal.gatewayCode === 'E_CONFIG' ? { hint: 'the gateway\'s options in authorized_keys need fixing on the external computer; run `mint-gateway doctor` there' } : {}),
+    });
+  }
+  const tail = stderr.trim().split('\n').slice(-3).join(' | ');
+  return new GatewayError(
+    'GATEWAY_PROTOCOL',
+    `'${verb}' failed with exit code ${exitCode ?? 'none'} and no gateway reason${tail ? `: ${tail}` : ''}`,
+    {
+      ...context,
+      ...(exitCode === undefined ? {} : { exitCode }),
+      hint: 'if this host has no mint gateway in authorized_keys, install one with `mint-gateway install`',
+    },
+  );
+}

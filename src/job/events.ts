@@ -1,0 +1,18 @@
+/** What a running job tells its caller, in order; the CLI's progress display is built on these. */
+import type { RemoteResult } from '../result/result.js';
+
+export type JobEvent =
+  | { type: 'connecting'; host: string; attempt: number }
+  | { type: 'connected'; host: string; ms: number; gatewayVersion: string }
+  | { type: 'retrying'; step: string; attempt: number; delayMs: number; error: Error }
+  | { type: 'uploading'; bytes: number; percent: number; rate: string }
+  | { type: 'uploaded'; files: number; ms: number }
+  | { type: 'started'; jobId: string; pid: number | undefined }
+  | { type: 'log'; text: string }
+  | { type: 'exited'; exitCode: number | undefined; state: string }
+  | { type: 'downloading'; bytes: number; percent: number; rate: string }
+  | { type: 'downloaded'; files: number; ms: number }
+  | { type: 'cleaned-up'; removed: boolean }
+  | { type: 'done'; result: RemoteResult };
+
+export type EventListener = (event: JobEvent) => void;

@@ -1,0 +1,63 @@
+/** Gateway verbs over an open connection, each turned into a typed reply or a typed refusal. */
+import type { Connection } from '../connection/connect.js';
+import { execCollect } from '../connection/exec.js';
+import {
+  checkCompatible,
+  formatCommand,
+  parseList,
+  parseProbe,
+  parseStatus,
+  refusalError,
+  type GatewayCommand,
+  type JobListing,
+  type JobStatus,
+  type ProbeReport,
+} from '../gateway/protocol.js';
+import type { Step } from '../errors.js';
+
+export class GatewayClient {
+  readonly connection: Connection;
+
+  constructor(connection: Connection) {
+    this.connection = connection;
+  }
+
+  private async call(command: GatewayCommand, step: Step, onStdout?: (chunk: Buffer) => void): Promise<string> {
+    const jobId = 'job' in command ? command.job : undefined;
+    const context = { host: this.connection.host.name, step, ...(jobId ? { jobId } : {}) };
+    const result = await execCollect(this.connection, formatCommand(command), onStdout ? { onStdout } : {});
+    if (result.exitCode !== 0) throw refusalError(command.verb, result.exitCode, result.stderr, context);
+    return result.stdout.toString('utf8');
+  }
+
+  async probe(): Promise<ProbeReport> {
+    const report = parseProbe(await this.call({ verb: 'probe' }, 'probe'), { host: this.connection.host.name, step: 'probe' });
+    checkCompatible(report, { host: this.connection.host.name, step: 'probe' });
+    return report;
+  }
+
+  async start(job: string, args: readonly string[]): Promise<JobStatus> {
+    return parseStatus(await this.call({ verb: 'start', job, args }, 'start'), { host: this.connection.host.name, jobId: job });
+  }
+
+  async status(job: string): Promise<JobStatus> {
+    return parseStatus(await this.call({ verb: 'status', job }, 'run'), { host: this.connection.host.name, jobId: job });
+  }
+
+  /** Streams the log from `offset` until the job ends; resolves when the gateway has sent it all. */
+  async logs(job: string, offset: number, onChunk: (chunk: Buffer) => void): Promise<void> {
+    await this.call({ verb: 'logs', job, offset }, 'run', onChunk);
+  }
+
+  async cancel(job: string): Promise<JobStatus> {
+    return parseStatus(await this.call({ verb: 'cancel', job }, 'run'), { host: this.connection.host.name, jobId: job });
+  }
+
+  async remove(job: string): Promise<void> {
+    await this.call({ verb: 'rm', job }, 'cleanup');
+  }
+
+  async list(): Promise<JobListing[]> {
+    return parseList(await this.call({ verb: 'list' }, 'probe'));
+  }
+}

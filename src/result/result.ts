@@ -1,0 +1,31 @@
+/** One result shape for every job, success or failure (execa's lesson). */
+import type { JobState } from '../gateway/protocol.js';
+
+export interface JobTimings {
+  connectMs: number;
+  uploadMs: number;
+  runMs: number;
+  downloadMs: number;
+  cleanupMs: number;
+  totalMs: number;
+}
+
+export interface RemoteResult {
+  host: string;
+  jobId: string;
+  /** The program's exit status; for a program killed by a signal, 128 + the signal number. */
+  exitCode: number | undefined;
+  /** How the job ended on the remote side. */
+  state: JobState;
+  /** True when the program did not exit 0 (or was cancelled, or lost). */
+  failed: boolean;
+  cancelled: boolean;
+  /** remote_program_exec.log: the program's stdout and stderr, also written into outputDir. */
+  log: string;
+  /** Files the download wrote, relative to outputDir. */
+  files: string[];
+  outputDir: string;
+  /** Whether the remote job directory was removed. */
+  cleanedUp: boolean;
+  timings: JobTimings;
+}

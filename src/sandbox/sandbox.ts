@@ -1,0 +1,247 @@
+/**
+ * A throwaway external computer on this machine: a private OpenSSH sshd on 127.0.0.1 with its own
+ * host key, a fresh key pair for the MInt side, and the real gateway installed by the real installer.
+ * The demo, the test suite and `mint-ssh-exec sandbox` all use this one implementation.
+ */
+import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { chmod, copyFile, mkdir, mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
+import net from 'node:net';
+import { tmpdir, userInfo } from 'node:os';
+import { join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { SandboxError } from '../errors.js';
+import { install, type GatewayOptions, type KeyRestrictions } from '../gateway/install.js';
+import type { InlineHost } from '../config/resolve-host.js';
+
+export const SAMPLE_PROGRAM = fileURLToPath(new URL('../../examples/execute_remote-side_program_ssh.sh', import.meta.url));
+
+export interface SandboxOptions {
+  /** The remote-side program; default the sample from examples/. */
+  program?: string;
+  /** Listen port; default a free one. */
+  port?: number;
+  /** Extra gateway options (limits, export list...). */
+  gateway?: Partial<Omit<GatewayOptions, 'root' | 'program'>>;
+  restrictions?: KeyRestrictions;
+  /** Parent of the sandbox's temp dir. */
+  baseDir?: string;
+}
+
+export interface Sandbox {
+  dir: string;
+  port: number;
+  user: string;
+  /** A host profile for runRemote, probe and run. */
+  host: InlineHost & { name: string };
+  clientKey: string;
+  clientPublicKey: string;
+  knownHosts: string;
+  hostKeyFingerprint: string;
+  authorizedKeys: string;
+  gatewayPath: string;
+  root: string;
+  program: string;
+  /** The sandbox as a YAML host profiles file, for --config. */
+  profileYaml: () => string;
+  /** Reinstall the gateway line with other options (tests of limits and restrictions). */
+  reinstall: (gateway: Partial<Omit<GatewayOptions, 'root' | 'program'>>, restrictions?: KeyRestrictions) => Promise<void>;
+  sshdLog: () => Promise<string>;
+  /** Kills the job processes the sandbox started, stops sshd, removes every file. */
+  stop: () => Promise<void>;
+}
+
+export function findSshd(): string {
+  for (const candidate of ['/usr/sbin/sshd', '/usr/local/sbin/sshd', '/sbin/sshd']) {
+    if (existsSync(candidate)) return candidate;
+  }
+  throw new SandboxError('OpenSSH server (sshd) is not installed', { hint: 'install it: apt-get install -y openssh-server rsync' });
+}
+
+export async function startSandbox(options: SandboxOptions = {}): Promise<Sandbox> {
+  const sshd = findSshd();
+  const dir = await mkdtemp(join(options.baseDir ?? tmpdir(), 'mint-sandbox-'));
+  const user = userInfo().username;
+  let child: ChildProcess | undefined;
+  const stop = async (): Promise<void> => {
+    await killJobs(join(dir, 'jobs'));
+    if (child && child.exitCode === null) {
+      const exited = new Promise((r) => child!.once('exit', r));
+      child.kill('SIGTERM');
+      await Promise.race([exited, new Promise((r) => setTimeout(r, 2000))]);
+      if (child.exitCode === null) child.kill('SIGKILL');
+    }
+    await rm(dir, { recursive: true, force: true });
+  };
+  try {
+    const hostKey = join(dir, 'ssh_host_ed25519_key');
+    const clientKey = join(dir, 'mint_ed25519');
+    keygen(hostKey, 'sandbox-host');
+    keygen(clientKey, 'mint-sandbox');
+    const clientPublicKey = (await readFile(`${clientKey}.pub`, 'utf8')).trim();
+
+    const root = join(dir, 'jobs');
+    const gatewayPath = join(dir, 'gateway', 'mint-gateway.sh');
+    const program = join(dir, 'program', 'execute_remote-side_program_ssh.sh');
+    await mkdir(join(dir, 'program'), { mode: 0o700 });
+    await copyFile(resolve(options.program ?? SAMPLE_PROGRAM), program);
+    await chmod(program, 0o755);
+    const authorizedKeys = join(dir, 'authorized_keys');
+    const installLine = async (gateway: Partial<Omit<GatewayOptions, 'root' | 'program'>>, restrictions?: KeyRestrictions): Promise<void> => {
+      await install({
+        publicKey: clientPublicKey,
+        gatewayPath,
+        authorizedKeys,
+        gateway: { keyName: 'mint-sandbox', ...gateway, root, program },
+        ...(restrictions ? { restrictions } : {}),
+      });
+    };
+    await installLine(options.gateway ?? {}, options.restrictions);
+
+    const port = options.port ?? (await freePort());
+    const config = join(dir, 'sshd_config');
+    await writeFile(config, sshdConfig({ port, hostKey, authorizedKeys, user, pidFile: join(dir, 'sshd.pid') }));
+    if (process.getuid?.() === 0) await mkdir('/run/sshd', { recursive: true, mode: 0o755 });
+    const logFile = join(dir, 'sshd.log');
+    child = spawn(sshd, ['-D', '-f', config, '-E', logFile], { stdio: ['ignore', 'ignore', 'pipe'] });
+    let stderr = '';
+    child.stderr?.on('data', (d: Buffer) => (stderr += d.toString()));
+    await waitForBanner(port, child, () => stderr, logFile);
+
+    const hostPub = (await readFile(`${hostKey}.pub`, 'utf8')).trim().split(/\s+/);
+    const knownHosts = join(dir, 'known_hosts');
+    await writeFile(knownHosts, `[127.0.0.1]:${port} ${hostPub[0]} ${hostPub[1]}\n`, { mode: 0o600 });
+    const fingerprint = execFileSync('ssh-keygen', ['-l', '-f', `${hostKey}.pub`], { encoding: 'utf8' }).split(/\s+/)[1] ?? '';
+
+    const host = {
+      name: 'sandbox',
+      hostname: '127.0.0.1',
+      port,
+      user,
+      identityFile: clientKey,
+      knownHostsFile: knownHosts,
+      agent: false,
+      sshConfig: false,
+    } satisfies InlineHost & { name: string };
+    return {
+      dir,
+      port,
+      user,
+      host,
+      clientKey,
+      clientPublicKey,
+      knownHosts,
+      hostKeyFingerprint: fingerprint,
+      authorizedKeys,
+      gatewayPath,
+      root,
+      program,
+      profileYaml: () =>
+        [
+          'hosts:',
+          '  sandbox:',
+          '    hostname: 127.0.0.1',
+          `    port: ${port}`,
+          `    user: ${user}`,
+          `    identityFile: ${clientKey}`,
+          `    knownHostsFile: ${knownHosts}`,
+          '    agent: false',
+          '    sshConfig: false',
+          '',
+        ].join('\n'),
+      reinstall: installLine,
+      sshdLog: () => readFile(logFile, 'utf8').catch(() => ''),
+      stop,
+    };
+  } catch (error) {
+    await stop();
+    throw error;
+  }
+}
+
+function keygen(path: string, comment: string): void {
+  try {
+    execFileSync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-C', comment, '-f', path], { stdio: 'pipe' });
+  } catch (error) {
+    throw new SandboxError(`ssh-keygen failed: ${(error as Error).message}`, { hint: 'install openssh-client', cause: error });
+  }
+}
+
+function sshdConfig(c: { port: number; hostKey: string; authorizedKeys: string; user: string; pidFile: string }): string {
+  // As close to a site's sshd as a private, unprivileged-port instance allows. StrictModes is off
+  // only because the temp dir's parents (/tmp) are world-writable; the gateway makes its own checks.
+  return [
+    `Port ${c.port}`,
+    'ListenAddress 127.0.0.1',
+    `HostKey ${c.hostKey}`,
+    `PidFile ${c.pidFile}`,
+    `AuthorizedKeysFile ${c.authorizedKeys}`,
+    `AllowUsers ${c.user}`,
+    'PubkeyAuthentication yes',
+    'PasswordAuthentication no',
+    'KbdInteractiveAuthentication no',
+    'UsePAM no',
+    'PermitRootLogin prohibit-password',
+    'PermitUserEnvironment no',
+    'StrictModes no',
+    'PrintMotd no',
+    'LogLevel VERBOSE',
+    'Subsystem sftp internal-sftp',
+    '',
+  ].join('\n');
+}
+
+function freePort(): Promise<number> {
+  return new Promise((resolvePort, reject) => {
+    const server = net.createServer();
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const address = server.address();
+      const port = typeof address === 'object' && address ? address.port : 0;
+      server.close(() => resolvePort(port));
+    });
+  });
+}
+
+async function waitForBanner(port: number, child: ChildProcess, stderr: () => string, logFile: string): Promise<void> {
+  const deadline = Date.now() + 10_000;
+  while (Date.now() < deadline) {
+    if (child.exitCode !== null) {
+      const log = await readFile(logFile, 'utf8').catch(() => '');
+      throw new SandboxError(`sshd exited at start (code ${child.exitCode}): ${(stderr() + log).trim().slice(-500)}`);
+    }
+    const banner = await new Promise<string>((r) => {
+      const socket = net.connect({ host: '127.0.0.1', port });
+      let data = '';
+      socket.setTimeout(500, () => socket.destroy());
+      socket.on('data', (d) => {
+        data += d.toString();
+        socket.destroy();
+      });
+      socket.on('error', () => r(''));
+      socket.on('close', () => r(data));
+    });
+    if (banner.startsWith('SSH-2.0-')) return;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  throw new SandboxError(`sshd did not answer on 127.0.0.1:${port} within 10 s`);
+}
+
+/** Jobs run detached in their own process groups; stop them so the sandbox leaves nothing behind. */
+async function killJobs(root: string): Promise<void> {
+  let entries: string[];
+  try {
+    entries = await readdir(root);
+  } catch {
+    return;
+  }
+  for (const entry of entries) {
+    const pid = Number((await readFile(join(root, entry, 'pid'), 'utf8').catch(() => '')).trim());
+    if (!Number.isInteger(pid) || pid <= 1) continue;
+    try {
+      process.kill(-pid, 'SIGKILL');
+    } catch {
+      // already gone
+    }
+  }
+}

@@ -1,0 +1,47 @@
+/**
+ * What our rsync may ask the remote side for. The gateway builds the real rsync server argv from its
+ * own template; here we check that the local rsync asked for exactly that template (so both ends
+ * agree on the protocol) and pick out the one thing the gateway takes from us: the capability string.
+ */
+
+export type Direction = 'put' | 'get';
+
+/** Client-side options; the server flags they produce must equal the gateway's template. */
+export const RSYNC_CLIENT_OPTIONS: Record<Direction, readonly string[]> = {
+  // -L: MInt hands modules symlinks; send what they point to. --partial: a dropped upload resumes.
+  put: ['-rtLE', '--partial'],
+  // No -l: symlinks left in the work dir are not sent, so nothing can point outside outputDir.
+  get: ['-rtE'],
+};
+
+// What each direction's client options turn into on the server side (rsync sends -E only to a
+// receiving server, and --log-format=X because --out-format asks for file names).
+const SERVER_FLAGS: Record<Direction, ReadonlySet<string>> = { put: new Set(['t', 'E', 'r']), get: new Set(['t', 'r']) };
+const SERVER_REST: Record<Direction, readonly string[]> = { put: ['--log-format=X', '--partial', '.'], get: ['.'] };
+
+export type ServerArgsCheck = { ok: true; caps: string } | { ok: false; reason: string };
+
+/** argv as rsync hands it to its remote shell: `HOST rsync --server [--sender] -FLAGSeCAPS ... . PATH`. */
+export function checkServerArgs(argv: readonly string[], direction: Direction): ServerArgsCheck {
+  const args = [...argv];
+  if (args[0] === '-l') args.splice(0, 2);
+  args.shift(); // the host placeholder
+  const expectedHead = direction === 'get' ? ['rsync', '--server', '--sender'] : ['rsync', '--server'];
+  for (const word of expectedHead) {
+    if (args.shift() !== word) return { ok: false, reason: `expected "${expectedHead.join(' ')}" in ${JSON.stringify(argv)}` };
+  }
+  const flags = args.shift() ?? '';
+  const m = /^-([A-Za-z]*?)e(\d*\.[A-Za-z]*)$/.exec(flags);
+  if (!m) return { ok: false, reason: `no capability string in rsync server flags ${JSON.stringify(flags)} (rsync >= 3.0 is required)` };
+  const letters = new Set(m[1]!.split(''));
+  const expectedFlags = SERVER_FLAGS[direction];
+  if (letters.size !== expectedFlags.size || [...letters].some((l) => !expectedFlags.has(l))) {
+    return { ok: false, reason: `rsync server flags ${JSON.stringify(flags)} differ from the gateway template -${[...expectedFlags].join('')}` };
+  }
+  const rest = args.slice(0, -1);
+  const expectedRest = SERVER_REST[direction];
+  if (rest.length !== expectedRest.length || rest.some((word, i) => word !== expectedRest[i])) {
+    return { ok: false, reason: `unexpected rsync server options ${JSON.stringify(rest)}` };
+  }
+  return { ok: true, caps: m[2]! };
+}

@@ -1,0 +1,144 @@
+/**
+ * Uploads and downloads with the local rsync binary, its remote shell being our shim, so rsync's
+ * delta algorithm and file handling are the real thing and the bytes travel on the job's one SSH
+ * connection. No -z: MInt's inputs are mostly binary and the link is rarely the bottleneck.
+ */
+import { execa } from 'execa';
+import { fileURLToPath } from 'node:url';
+import { stat } from 'node:fs/promises';
+import { basename, resolve } from 'node:path';
+import { InputError, TransferError, type Step } from '../errors.js';
+import { formatCommand } from '../gateway/protocol.js';
+import { refusalError } from '../gateway/protocol.js';
+import { RSYNC_CLIENT_OPTIONS, checkServerArgs, type Direction } from './rsync-args.js';
+import type { RshBridge } from './rsh-bridge.js';
+
+const SHIM = fileURLToPath(new URL('./rsh-shim.mjs', import.meta.url));
+
+export interface TransferProgress {
+  direction: Direction;
+  bytes: number;
+  percent: number;
+  rate: string;
+}
+
+export interface TransferOptions {
+  bridge: RshBridge;
+  host: string;
+  jobId: string;
+  signal?: AbortSignal;
+  onProgress?: (progress: TransferProgress) => void;
+  rsyncPath?: string;
+}
+
+export interface TransferResult {
+  /** Paths (relative to the destination) of the files rsync wrote. */
+  files: string[];
+  durationMs: number;
+}
+
+/** rsync splits --rsh on spaces but honours quotes. */
+function rshCommand(): string {
+  const quote = (s: string): string => (/^[A-Za-z0-9_./:=+-]+$/.test(s) ? s : `'${s.replace(/'/g, `'\\''`)}'`);
+  return `${quote(process.execPath)} ${quote(SHIM)}`;
+}
+
+/** Checks the inputs exist and do not collide by name: rsync would silently merge same-named files. */
+export async function checkInputs(inputs: readonly string[], context: { host: string }): Promise<string[]> {
+  const seen = new Map<string, string>();
+  const resolved: string[] = [];
+  for (const input of inputs) {
+    const path = resolve(input).replace(/\/+$/, '') || '/';
+    let info;
+    try {
+      info = await stat(path); // follows symlinks, as rsync -L will
+    } catch {
+      throw new InputError(`input ${JSON.stringify(input)} does not exist (or is a dangling symlink)`, context);
+    }
+    if (!info.isFile() && !info.isDirectory()) throw new InputError(`input ${JSON.stringify(input)} is neither a file nor a directory`, context);
+    const name = basename(path);
+    const other = seen.get(name);
+    if (other !== undefined) throw new InputError(`inputs ${JSON.stringify(other)} and ${JSON.stringify(input)} would both arrive as ${JSON.stringify(name)}`, context);
+    seen.set(name, input);
+    resolved.push(path);
+  }
+  return resolved;
+}
+
+export function upload(inputs: readonly string[], options: TransferOptions): Promise<TransferResult> {
+  // Absolute local paths: a relative name with a colon (a:b.dat) would otherwise read as host:path.
+  return runRsync('put', [...inputs, 'mint:work/'], options);
+}
+
+export function download(outputDir: string, options: TransferOptions): Promise<TransferResult> {
+  return runRsync('get', ['mint:work/', `${resolve(outputDir)}/`], options);
+}
+
+async function runRsync(direction: Direction, paths: string[], options: TransferOptions): Promise<TransferResult> {
+  const started = performance.now();
+  const step: Step = direction === 'put' ? 'upload' : 'download';
+  const context = { host: options.host, jobId: options.jobId, step };
+  const session = options.bridge.session((argv) => {
+    const check = checkServerArgs(argv, direction);
+    if (!check.ok) return { error: check.reason };
+    return { command: formatCommand({ verb: direction, job: options.jobId, caps: check.caps }) };
+  });
+  const files: string[] = [];
+  try {
+    const child = execa(
+      options.rsyncPath ?? 'rsync',
+      [...RSYNC_CLIENT_OPTIONS[direction], '-8', '--out-format=%n', '--info=progress2', `--rsh=${rshCommand()}`, '--', ...paths],
+      {
+        env: { ...session.env, RSYNC_PROTECT_ARGS: undefined, RSYNC_OLD_ARGS: undefined, RSYNC_RSH: undefined },
+        reject: false,
+        all: false,
+        stdin: 'ignore',
+        ...(options.signal ? { cancelSignal: options.signal } : {}),
+        maxBuffer: 64 * 1024 * 1024,
+        lines: false,
+        buffer: { stdout: false, stderr: true },
+      },
+    );
+    let carry = '';
+    child.stdout?.setEncoding('utf8');
+    child.stdout?.on('data', (chunk: string) => {
+      const parts = (carry + chunk).split(/[\r\n]/);
+      carry = parts.pop() ?? '';
+      for (const line of parts) parseLine(line);
+    });
+    const parseLine = (line: string): void => {
+      const progress = /^\s*([\d,]+)\s+(\d+)%\s+(\S+)/.exec(line);
+      if (progress) {
+        options.onProgress?.({ direction, bytes: Number(progress[1]!.replace(/,/g, '')), percent: Number(progress[2]), rate: progress[3]! });
+        return;
+      }
+      if (line && !line.endsWith('/') && line.trim() === line) files.push(line);
+    };
+    const result = await child;
+    if (carry) parseLine(carry);
+    const remote = session.remote();
+    if (result.isCanceled) {
+      throw new TransferError(`${step} cancelled`, { ...context, exitCode: -1, stderr: String(result.stderr ?? '') });
+    }
+    if (result.failed) {
+      if (remote.refused) throw new TransferError(`${step} refused before it began: ${remote.refused}`, { ...context, stderr: String(result.stderr ?? '') });
+      if (remote.exitCode !== undefined && remote.exitCode >= 64) {
+        throw refusalError(direction, remote.exitCode, remote.stderr, context);
+      }
+      if (result.exitCode === undefined && result.code === 'ENOENT') {
+        throw new TransferError('rsync is not installed on this (MInt) side', { ...context, hint: 'install rsync (apt-get install rsync)' });
+      }
+      const stderr = String(result.stderr ?? '').trim();
+      // 12 (protocol stream) and 30/35 (timeouts) and 255 (link lost) are what a dropped connection looks like.
+      const transient = [12, 30, 35, 255].includes(result.exitCode ?? 0);
+      throw new TransferError(
+        `${step} failed: rsync exited with code ${result.exitCode ?? 'none'}${stderr ? `: ${stderr.split('\n').slice(-4).join(' | ')}` : ''}`,
+        { ...context, ...(result.exitCode === undefined ? {} : { exitCode: result.exitCode }), stderr },
+        transient,
+      );
+    }
+    return { files, durationMs: performance.now() - started };
+  } finally {
+    session.close();
+  }
+}

@@ -1,0 +1,117 @@
+import { describe, expect, it } from 'vitest';
+import { mkdir, readFile, readdir, symlink, writeFile, chmod, stat } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { runRemote } from '../../src/index.js';
+import { freshDir, useSandbox } from '../support/fixture.js';
+
+const PROGRAM = `#!/bin/sh
+# test program: echoes its inputs' names, fails when asked, writes nested outputs
+echo "args: $*"
+ls -1 | sort
+case "$1" in
+  fail) echo "failing on purpose" >&2; exit 3 ;;
+  nested) mkdir -p out/a/b && echo deep > out/a/b/c.txt && echo top > out/top.txt ;;
+  hash) for f in *.bin; do sha256sum "$f"; done > hashes.txt ;;
+esac
+exit 0
+`;
+
+describe('runRemote against a real sshd and the real gateway', async () => {
+  const programDir = await freshDir();
+  const programPath = join(programDir, 'prog.sh');
+  await writeFile(programPath, PROGRAM);
+  await chmod(programPath, 0o755);
+  const sandbox = useSandbox({ program: programPath });
+
+  it('runs a trivial job end to end and returns outputs, log and timings', async () => {
+    const work = await freshDir();
+    await writeFile(join(work, 'a.dat'), 'alpha\n');
+    await writeFile(join(work, 'b.dat'), 'beta\n');
+    const out = join(work, 'out');
+    const r = await runRemote({ host: sandbox().host, inputs: [join(work, 'a.dat'), join(work, 'b.dat')], outputDir: out, args: ['x=1'] });
+    expect(r.exitCode).toBe(0);
+    expect(r.failed).toBe(false);
+    expect(r.state).toBe('exited');
+    expect(r.log).toContain('args: x=1');
+    expect(r.log).toContain('a.dat\nb.dat');
+    expect(await readFile(join(out, 'a.dat'), 'utf8')).toBe('alpha\n');
+    expect(await readFile(join(out, 'remote_program_exec.log'), 'utf8')).toBe(r.log);
+    expect(r.files.sort()).toEqual(['a.dat', 'b.dat']);
+    expect(r.cleanedUp).toBe(true);
+    expect(existsSync(join(sandbox().root, r.jobId))).toBe(false);
+    expect(r.timings.totalMs).toBeGreaterThan(0);
+  });
+
+  it('carries names with spaces and unicode, and dereferences a symlinked input', async () => {
+    const work = await freshDir();
+    const odd = join(work, 'input with spaces ü 計算.dat');
+    await writeFile(odd, 'odd\n');
+    await mkdir(join(work, 'real'));
+    await writeFile(join(work, 'real', 'target.dat'), 'through a link\n');
+    await symlink(join(work, 'real', 'target.dat'), join(work, 'port_link.dat'));
+    const out = join(work, 'out');
+    const r = await runRemote({ host: sandbox().host, inputs: [odd, join(work, 'port_link.dat')], outputDir: out });
+    expect(r.exitCode).toBe(0);
+    expect(r.log).toContain('input with spaces ü 計算.dat');
+    expect(await readFile(join(out, 'input with spaces ü 計算.dat'), 'utf8')).toBe('odd\n');
+    const back = join(out, 'port_link.dat');
+    expect((await stat(back)).isFile()).toBe(true);
+    expect(await readFile(back, 'utf8')).toBe('through a link\n');
+  });
+
+  it('returns a failing program as a result with its log, and keeps the remote dir on failure', async () => {
+    const work = await freshDir();
+    const r = await runRemote({ host: sandbox().host, inputs: [], outputDir: work, args: ['fail'] });
+    expect(r.exitCode).toBe(3);
+    expect(r.failed).toBe(true);
+    expect(r.log).toContain('failing on purpose');
+    expect(r.cleanedUp).toBe(false);
+    expect(existsSync(join(sandbox().root, r.jobId, 'work'))).toBe(true);
+  });
+
+  it('throws RemoteJobError with the log when throwOnFailure is set', async () => {
+    const work = await freshDir();
+    await expect(runRemote({ host: sandbox().host, outputDir: work, args: ['fail'], throwOnFailure: true, cleanup: 'always' })).rejects.toMatchObject({
+      code: 'REMOTE_FAILED',
+      message: expect.stringContaining('failing on purpose'),
+    });
+  });
+
+  it('brings back subdirectories the program wrote', async () => {
+    const work = await freshDir();
+    const r = await runRemote({ host: sandbox().host, outputDir: work, args: ['nested'] });
+    expect(r.exitCode).toBe(0);
+    expect(await readFile(join(work, 'out', 'a', 'b', 'c.txt'), 'utf8')).toBe('deep\n');
+    expect(r.files.sort()).toEqual(['out/a/b/c.txt', 'out/top.txt']);
+  });
+
+  it('moves a 200 MB input intact', async () => {
+    const work = await freshDir();
+    const big = join(work, 'big.bin');
+    const block = Buffer.alloc(1024 * 1024);
+    for (let i = 0; i < block.length; i += 4) block.writeUInt32LE((i * 2654435761) >>> 0, i);
+    const chunks = Array.from({ length: 200 }, (_, i) => {
+      const b = Buffer.from(block);
+      b.writeUInt32LE(i, 0);
+      return b;
+    });
+    await writeFile(big, Buffer.concat(chunks));
+    const out = join(work, 'out');
+    const r = await runRemote({ host: sandbox().host, inputs: [big], outputDir: out, args: ['hash'] });
+    expect(r.exitCode).toBe(0);
+    const { createHash } = await import('node:crypto');
+    const local = createHash('sha256').update(Buffer.concat(chunks)).digest('hex');
+    expect(await readFile(join(out, 'hashes.txt'), 'utf8')).toBe(`${local}  big.bin\n`);
+    expect((await stat(join(out, 'big.bin'))).size).toBe(200 * 1024 * 1024);
+  }, 120_000);
+
+  it('leaves no job directory behind after successful jobs', async () => {
+    const left = (await readdir(sandbox().root)).filter((e) => /^[0-9a-f-]{36}$/.test(e));
+    for (const id of left) {
+      // only the failing jobs above may remain (cleanup on-success)
+      const log = await readFile(join(sandbox().root, id, 'remote_program_exec.log'), 'utf8');
+      expect(log).toContain('failing on purpose');
+    }
+  });
+});
