@@ -555,7 +555,7 @@ mgw_check_capacity() {
 }
 
 mgw_print_status() {
-  printf 'job=%s\nstate=%s\n' "$MGW_JOB" "$MGW_STATE"
+  printf 'mint-gw=%s\njob=%s\nstate=%s\n' "$MGW_PROTOCOL" "$MGW_JOB" "$MGW_STATE"
   [ -z "$MGW_EXIT" ] || printf 'exit=%s\n' "$MGW_EXIT"
   [ -z "$MGW_PID" ] || printf 'pid=%s\n' "$MGW_PID"
   if [ -f "$MGW_LOGFILE" ]; then
@@ -574,8 +574,9 @@ mgw_verb_status() {
   mgw_audit accepted 0
 }
 
-# Streams the log from OFFSET and returns when the job has ended and every byte is out. GNU tail's
-# --pid makes one last read after the runner dies, so no tail end is lost.
+# Streams the log from OFFSET on stdout until the job has ended and every byte is out (GNU tail's
+# --pid makes one last read after the runner dies, so no tail end is lost), then reports the final
+# status on stderr as `mint-gw: status: k=v ...`, sparing the client a separate status round trip.
 mgw_verb_logs() {
   mgw_expect_args 2 2 "JOB OFFSET"
   # shellcheck disable=SC2086
@@ -589,10 +590,7 @@ mgw_verb_logs() {
   mgw_tail=$mgw_found
   mgw_audit accepted 0
   mgw_job_state
-  if [ "$MGW_STATE" = running ] && [ -n "$MGW_PID" ]; then
-    exec "$mgw_tail" -c +$((MGW_OFFSET + 1)) -s 0.2 --pid="$MGW_PID" -f -- "$MGW_LOGFILE"
-  fi
-  if [ "$MGW_STATE" = running ]; then
+  if [ "$MGW_STATE" = running ] && [ -z "$MGW_PID" ]; then
     # No pid yet: wait the few milliseconds until start has written it.
     mgw_need sleep
     mgw_i=0
@@ -601,11 +599,14 @@ mgw_verb_logs() {
       mgw_i=$((mgw_i + 1))
     done
     mgw_job_state
-    if [ -n "$MGW_PID" ]; then
-      exec "$mgw_tail" -c +$((MGW_OFFSET + 1)) -s 0.2 --pid="$MGW_PID" -f -- "$MGW_LOGFILE"
-    fi
   fi
-  exec "$mgw_tail" -c +$((MGW_OFFSET + 1)) -- "$MGW_LOGFILE"
+  if [ "$MGW_STATE" = running ] && [ -n "$MGW_PID" ]; then
+    "$mgw_tail" -c +$((MGW_OFFSET + 1)) -s 0.1 --pid="$MGW_PID" -f -- "$MGW_LOGFILE" || exit 70
+  else
+    "$mgw_tail" -c +$((MGW_OFFSET + 1)) -- "$MGW_LOGFILE" || exit 70
+  fi
+  mgw_job_state
+  printf 'mint-gw: status: job=%s state=%s exit=%s\n' "$MGW_JOB" "$MGW_STATE" "${MGW_EXIT:--}" >&2
 }
 
 mgw_verb_cancel() {

@@ -89,6 +89,8 @@ const STATES: readonly JobState[] = ['created', 'running', 'exited', 'cancelled'
 
 export function parseStatus(text: string, context: ErrorContext = {}): JobStatus {
   const kv = parseKeyValues(text);
+  const protocol = kv.get('mint-gw');
+  if (protocol !== undefined) checkCompatible({ protocol: Number(protocol), version: 'unknown', fields: kv }, context);
   const state = kv.get('state') as JobState | undefined;
   const jobId = kv.get('job');
   if (!jobId || !state || !STATES.includes(state)) {
@@ -99,6 +101,13 @@ export function parseStatus(text: string, context: ErrorContext = {}): JobStatus
     return v !== undefined && /^\d+$/.test(v) ? Number(v) : undefined;
   };
   return { jobId, state, exitCode: num('exit'), pid: num('pid'), logBytes: num('log_bytes') ?? 0 };
+}
+
+/** The final status `logs` reports on stderr once the log is complete. */
+export function parseLogTrailer(stderr: string): { state: JobState; exitCode: number | undefined } | undefined {
+  const m = /^mint-gw: status: job=\S+ state=(\S+) exit=(\S+)$/m.exec(stderr);
+  if (!m || !STATES.includes(m[1] as JobState)) return undefined;
+  return { state: m[1] as JobState, exitCode: /^\d+$/.test(m[2]!) ? Number(m[2]) : undefined };
 }
 
 export interface JobListing {

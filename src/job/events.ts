@@ -3,7 +3,7 @@ import type { RemoteResult } from '../result/result.js';
 
 export type JobEvent =
   | { type: 'connecting'; host: string; attempt: number }
-  | { type: 'connected'; host: string; ms: number; gatewayVersion: string }
+  | { type: 'connected'; host: string; ms: number }
   | { type: 'retrying'; step: string; attempt: number; delayMs: number; error: Error }
   | { type: 'uploading'; bytes: number; percent: number; rate: string }
   | { type: 'uploaded'; files: number; ms: number }

@@ -1,15 +1,17 @@
 /** Gateway verbs over an open connection, each turned into a typed reply or a typed refusal. */
 import type { Connection } from '../connection/connect.js';
-import { execCollect } from '../connection/exec.js';
+import { execCollect, type ExecResult } from '../connection/exec.js';
 import {
   checkCompatible,
   formatCommand,
   parseList,
+  parseLogTrailer,
   parseProbe,
   parseStatus,
   refusalError,
   type GatewayCommand,
   type JobListing,
+  type JobState,
   type JobStatus,
   type ProbeReport,
 } from '../gateway/protocol.js';
@@ -23,11 +25,15 @@ export class GatewayClient {
   }
 
   private async call(command: GatewayCommand, step: Step, onStdout?: (chunk: Buffer) => void): Promise<string> {
+    return (await this.callFull(command, step, onStdout)).stdout.toString('utf8');
+  }
+
+  private async callFull(command: GatewayCommand, step: Step, onStdout?: (chunk: Buffer) => void): Promise<ExecResult> {
     const jobId = 'job' in command ? command.job : undefined;
     const context = { host: this.connection.host.name, step, ...(jobId ? { jobId } : {}) };
     const result = await execCollect(this.connection, formatCommand(command), onStdout ? { onStdout } : {});
     if (result.exitCode !== 0) throw refusalError(command.verb, result.exitCode, result.stderr, context);
-    return result.stdout.toString('utf8');
+    return result;
   }
 
   async probe(): Promise<ProbeReport> {
@@ -44,9 +50,13 @@ export class GatewayClient {
     return parseStatus(await this.call({ verb: 'status', job }, 'run'), { host: this.connection.host.name, jobId: job });
   }
 
-  /** Streams the log from `offset` until the job ends; resolves when the gateway has sent it all. */
-  async logs(job: string, offset: number, onChunk: (chunk: Buffer) => void): Promise<void> {
-    await this.call({ verb: 'logs', job, offset }, 'run', onChunk);
+  /**
+   * Streams the log from `offset` until the job ends; resolves, once the gateway has sent it all,
+   * with the job's final state (the gateway reports it at the end, saving a status round trip).
+   */
+  async logs(job: string, offset: number, onChunk: (chunk: Buffer) => void): Promise<{ state: JobState; exitCode: number | undefined }> {
+    const result = await this.callFull({ verb: 'logs', job, offset }, 'run', onChunk);
+    return parseLogTrailer(result.stderr) ?? (await this.status(job));
   }
 
   async cancel(job: string): Promise<JobStatus> {

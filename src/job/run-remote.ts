@@ -64,10 +64,11 @@ export async function runRemote(options: RunRemoteOptions): Promise<RemoteResult
     emit({ type: 'connecting', host: host.name, attempt: 1 });
     const t0 = performance.now();
     connection = await openConnection(host, resolveOptions, options.signal);
+    // No probe round trip: every gateway reply carries its protocol version, and a host without a
+    // gateway fails the first verb with a hint (see refusalError).
     const gateway = new GatewayClient(connection);
-    const probe = await gateway.probe();
     timings.connectMs = performance.now() - t0;
-    emit({ type: 'connected', host: host.name, ms: timings.connectMs, gatewayVersion: probe.version });
+    emit({ type: 'connected', host: host.name, ms: timings.connectMs });
 
     step = 'upload';
     bridge = await RshBridge.open(connection);
@@ -90,8 +91,7 @@ export async function runRemote(options: RunRemoteOptions): Promise<RemoteResult
     emit({ type: 'started', jobId, pid: status.pid });
 
     step = 'run';
-    const log = await followLog(gateway, jobId, emit, options.signal);
-    const final = await gateway.status(jobId);
+    const { log, final } = await followLog(gateway, jobId, emit, options.signal);
     timings.runMs = performance.now() - t1;
     emit({ type: 'exited', exitCode: final.exitCode, state: final.state });
 
@@ -159,14 +159,19 @@ export async function openConnection(host: ResolvedHost, resolveOptions: Resolve
   });
 }
 
-async function followLog(gateway: GatewayClient, jobId: string, emit: EventListener, signal: AbortSignal | undefined): Promise<Buffer> {
+async function followLog(
+  gateway: GatewayClient,
+  jobId: string,
+  emit: EventListener,
+  signal: AbortSignal | undefined,
+): Promise<{ log: Buffer; final: { state: JobState; exitCode: number | undefined } }> {
   const chunks: Buffer[] = [];
   const decoder = new StringDecoder('utf8');
   const abort = new Promise<never>((_, reject) => {
     signal?.addEventListener('abort', () => reject(new CancelledError('job cancelled by the caller', { jobId, step: 'run' })), { once: true });
   });
   abort.catch(() => undefined);
-  await Promise.race([
+  const final = await Promise.race([
     gateway.logs(jobId, 0, (chunk) => {
       chunks.push(chunk);
       const text = decoder.write(chunk);
@@ -176,7 +181,7 @@ async function followLog(gateway: GatewayClient, jobId: string, emit: EventListe
   ]);
   const rest = decoder.end();
   if (rest) emit({ type: 'log', text: rest });
-  return Buffer.concat(chunks);
+  return { log: Buffer.concat(chunks), final };
 }
 
 function throwIfAborted(signal: AbortSignal | undefined, context: { host: string; jobId: string }): void {
