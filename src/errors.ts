@@ -117,6 +117,9 @@ export class TransferError extends MintSshError {
 }
 
 export class CancelledError extends MintSshError {
+  /** The job's result when it had started: state 'cancelled' and the log up to the end. */
+  result: unknown;
+
   constructor(message: string, context: ErrorContext = {}) {
     super('CANCELLED', message, context);
   }

@@ -1,4 +1,4 @@
-export { runRemote, type RunRemoteOptions } from './job/run-remote.js';
+export { runRemote, attach, type RunRemoteOptions, type AttachOptions } from './job/run-remote.js';
 export type { RemoteResult, JobTimings } from './result/result.js';
 export type { JobEvent, EventListener } from './job/events.js';
 export { RemoteJobError } from './job/remote-job-error.js';

@@ -14,6 +14,8 @@ export interface ConnectOptions {
   signal?: AbortSignal;
   /** Resolves one ProxyJump hop (`[user@]host[:port]`) the way the top-level host was resolved. */
   resolveJump?: (spec: string) => Promise<ResolvedHost>;
+  /** Receives the server's identification string (e.g. `SSH-2.0-OpenSSH_9.2p1`). */
+  onServerIdent?: (ident: string) => void;
 }
 
 // AES-GCM first: hardware-accelerated on every CPU MInt runs on, and the cipher OpenSSH's
@@ -93,7 +95,7 @@ export async function connect(host: ResolvedHost, options: ConnectOptions = {}):
   const hops: Connection[] = [];
   try {
     const sock = await openStream(host, options, hops);
-    const client = await handshake(host, sock, options.signal);
+    const client = await handshake(host, sock, options.signal, options.onServerIdent);
     return new Connection(host, client, hops);
   } catch (error) {
     for (const hop of hops) hop.close();
@@ -139,7 +141,7 @@ function forward(via: Connection, hostname: string, port: number): Promise<Duple
   });
 }
 
-function handshake(host: ResolvedHost, sock: Duplex, signal: AbortSignal | undefined): Promise<Client> {
+function handshake(host: ResolvedHost, sock: Duplex, signal: AbortSignal | undefined, onServerIdent?: (ident: string) => void): Promise<Client> {
   return new Promise((resolve, reject) => {
     const client = new Client();
     const auth = planAuth(host);
@@ -179,6 +181,14 @@ function handshake(host: ResolvedHost, sock: Duplex, signal: AbortSignal | undef
       keepaliveCountMax: host.keepaliveCountMax,
       authHandler: auth.handler,
       algorithms: { cipher: [...CIPHERS] },
+      ...(onServerIdent
+        ? {
+            debug: (message: string) => {
+              const m = /Remote ident: '(.*)'/.exec(message);
+              if (m) onServerIdent(m[1]!);
+            },
+          }
+        : {}),
       hostVerifier: (key: Buffer) => {
         hostKeyError = verifyHostKey(host, key);
         return hostKeyError === undefined;

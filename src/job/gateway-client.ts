@@ -1,6 +1,6 @@
 /** Gateway verbs over an open connection, each turned into a typed reply or a typed refusal. */
 import type { Connection } from '../connection/connect.js';
-import { execCollect, type ExecResult } from '../connection/exec.js';
+import { execCollect, type ExecOptions, type ExecResult } from '../connection/exec.js';
 import {
   checkCompatible,
   formatCommand,
@@ -24,14 +24,14 @@ export class GatewayClient {
     this.connection = connection;
   }
 
-  private async call(command: GatewayCommand, step: Step, onStdout?: (chunk: Buffer) => void): Promise<string> {
-    return (await this.callFull(command, step, onStdout)).stdout.toString('utf8');
+  private async call(command: GatewayCommand, step: Step): Promise<string> {
+    return (await this.callFull(command, step)).stdout.toString('utf8');
   }
 
-  private async callFull(command: GatewayCommand, step: Step, onStdout?: (chunk: Buffer) => void): Promise<ExecResult> {
+  private async callFull(command: GatewayCommand, step: Step, options: ExecOptions = {}): Promise<ExecResult> {
     const jobId = 'job' in command ? command.job : undefined;
     const context = { host: this.connection.host.name, step, ...(jobId ? { jobId } : {}) };
-    const result = await execCollect(this.connection, formatCommand(command), onStdout ? { onStdout } : {});
+    const result = await execCollect(this.connection, formatCommand(command), options);
     if (result.exitCode !== 0) throw refusalError(command.verb, result.exitCode, result.stderr, context);
     return result;
   }
@@ -54,8 +54,13 @@ export class GatewayClient {
    * Streams the log from `offset` until the job ends; resolves, once the gateway has sent it all,
    * with the job's final state (the gateway reports it at the end, saving a status round trip).
    */
-  async logs(job: string, offset: number, onChunk: (chunk: Buffer) => void): Promise<{ state: JobState; exitCode: number | undefined }> {
-    const result = await this.callFull({ verb: 'logs', job, offset }, 'run', onChunk);
+  async logs(
+    job: string,
+    offset: number,
+    onChunk: (chunk: Buffer) => void,
+    signal?: AbortSignal,
+  ): Promise<{ state: JobState; exitCode: number | undefined }> {
+    const result = await this.callFull({ verb: 'logs', job, offset }, 'run', { onStdout: onChunk, ...(signal ? { signal } : {}) });
     return parseLogTrailer(result.stderr) ?? (await this.status(job));
   }
 

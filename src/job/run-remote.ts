@@ -1,44 +1,55 @@
 /**
- * runRemote: one job, start to finish, on one SSH connection. The life of a job, in order:
- * resolve host -> connect + probe -> upload -> start -> follow log until exit -> download -> cleanup.
+ * runRemote and attach: one job, start to finish. The life of a job, in order:
+ * resolve host -> connect -> upload -> start -> follow the log until exit -> download -> cleanup,
+ * every step on the job's one SSH connection, and every step resumable after a dropped connection.
  * A program that exits non-zero is a result, not an exception (unless throwOnFailure).
  */
 import { randomUUID } from 'node:crypto';
 import { mkdir, rename, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { StringDecoder } from 'node:string_decoder';
-import { CancelledError, InputError, MintSshError, type Step } from '../errors.js';
+import { CancelledError, GatewayError, InputError, MintSshError, type Step } from '../errors.js';
 import { resolveHost, resolveJump, type InlineHost, type ResolveOptions } from '../config/resolve-host.js';
 import type { CleanupPolicy, ResolvedHost } from '../config/resolved-host.js';
 import { connect, type Connection } from '../connection/connect.js';
 import { checkProgramArgs, isJobId, type JobState } from '../gateway/protocol.js';
-import { RshBridge } from '../transfer/rsh-bridge.js';
 import { checkInputs, download, upload } from '../transfer/rsync.js';
 import type { RemoteResult } from '../result/result.js';
-import { GatewayClient } from './gateway-client.js';
 import type { EventListener } from './events.js';
+import { JobSession } from './job-session.js';
 import { RemoteJobError } from './remote-job-error.js';
 
 export const LOG_NAME = 'remote_program_exec.log';
 
-export interface RunRemoteOptions {
+interface CommonOptions {
   /** A profile name, an ~/.ssh/config alias, or an inline profile. */
   host: string | InlineHost;
-  /** Files or directories to send; symlinks are followed (MInt hands modules symlinks). */
-  inputs?: readonly string[];
   /** Where results land; default the current directory. */
   outputDir?: string;
-  /** Arguments for the remote program (1-255 chars each of A-Za-z0-9._,:=+@%-). */
-  args?: readonly string[];
-  /** Remove the remote job dir: always, only after success (default), or never. */
+  /** Remove the remote job dir: always, only after success (the profile's default), or never. */
   cleanup?: CleanupPolicy;
   /** Throw RemoteJobError when the program fails, instead of returning the result. */
   throwOnFailure?: boolean;
+  configFile?: string;
+  /** Aborting cancels the job: the remote program's whole process group is stopped. */
+  signal?: AbortSignal;
+  /** Cancel the job after this many milliseconds (counted from the call). */
+  timeoutMs?: number;
+  onEvent?: EventListener;
+}
+
+export interface RunRemoteOptions extends CommonOptions {
+  /** Files or directories to send; symlinks are followed (MInt hands modules symlinks). */
+  inputs?: readonly string[];
+  /** Arguments for the remote program (1-255 chars each of A-Za-z0-9._,:=+@%-). */
+  args?: readonly string[];
   /** Use this job id (a lowercase UUID) instead of a fresh one. */
   jobId?: string;
-  configFile?: string;
-  signal?: AbortSignal;
-  onEvent?: EventListener;
+}
+
+export interface AttachOptions extends CommonOptions {
+  /** The job to pick up again, started earlier by runRemote (or `mint-ssh-exec run`). */
+  jobId: string;
 }
 
 export async function runRemote(options: RunRemoteOptions): Promise<RemoteResult> {
@@ -47,145 +58,257 @@ export async function runRemote(options: RunRemoteOptions): Promise<RemoteResult
   if (!isJobId(jobId)) throw new InputError(`jobId ${JSON.stringify(jobId)} is not a lowercase UUID`, { step: 'config' });
   const argsProblem = checkProgramArgs(options.args ?? []);
   if (argsProblem) throw new InputError(argsProblem, { step: 'config', jobId });
-  const resolveOptions: ResolveOptions = options.configFile ? { configFile: options.configFile } : {};
-  const host = await resolveHost(options.host, resolveOptions);
-  const context = { host: host.name, jobId };
-  const inputs = await checkInputs(options.inputs ?? [], context);
-  const outputDir = resolve(options.outputDir ?? '.');
-  const cleanup = options.cleanup ?? host.cleanup;
-  const emit: EventListener = options.onEvent ?? (() => undefined);
-  const timings = { connectMs: 0, uploadMs: 0, runMs: 0, downloadMs: 0, cleanupMs: 0, totalMs: 0 };
+  const job = await prepare(options, jobId);
+  const inputs = await checkInputs(options.inputs ?? [], { host: job.session.host.name, jobId });
 
-  let step: Step = 'connect';
-  let connection: Connection | undefined;
-  let bridge: RshBridge | undefined;
+  let step: Step = 'upload';
   try {
-    throwIfAborted(options.signal, context);
-    emit({ type: 'connecting', host: host.name, attempt: 1 });
-    const t0 = performance.now();
-    connection = await openConnection(host, resolveOptions, options.signal);
-    // No probe round trip: every gateway reply carries its protocol version, and a host without a
-    // gateway fails the first verb with a hint (see refusalError).
-    const gateway = new GatewayClient(connection);
-    timings.connectMs = performance.now() - t0;
-    emit({ type: 'connected', host: host.name, ms: timings.connectMs });
-
-    step = 'upload';
-    bridge = await RshBridge.open(connection);
     if (inputs.length > 0) {
-      const up = await upload(inputs, {
-        bridge,
-        host: host.name,
-        jobId,
-        ...(options.signal ? { signal: options.signal } : {}),
-        onProgress: (p) => emit({ type: 'uploading', bytes: p.bytes, percent: p.percent, rate: p.rate }),
-      });
-      timings.uploadMs = up.durationMs;
-      emit({ type: 'uploaded', files: up.files.length, ms: up.durationMs });
+      const up = await job.session.step(
+        'upload',
+        (link) =>
+          upload(inputs, {
+            bridge: link.bridge,
+            host: job.session.host.name,
+            jobId,
+            ...(job.signal ? { signal: job.signal } : {}),
+            onProgress: (p) => job.emit({ type: 'uploading', bytes: p.bytes, percent: p.percent, rate: p.rate }),
+          }),
+        job.signal,
+      );
+      job.timings.uploadMs = up.durationMs;
+      job.emit({ type: 'uploaded', files: up.files.length, ms: up.durationMs });
+    } else {
+      await job.session.step('connect', async () => undefined, job.signal);
     }
+    job.timings.connectMs = job.connectMs();
 
     step = 'start';
-    throwIfAborted(options.signal, context);
     const t1 = performance.now();
-    const status = await gateway.start(jobId, options.args ?? []);
-    emit({ type: 'started', jobId, pid: status.pid });
-
-    step = 'run';
-    const { log, final } = await followLog(gateway, jobId, emit, options.signal);
-    timings.runMs = performance.now() - t1;
-    emit({ type: 'exited', exitCode: final.exitCode, state: final.state });
-
-    step = 'download';
-    await mkdir(outputDir, { recursive: true });
-    const down = await download(outputDir, {
-      bridge,
-      host: host.name,
-      jobId,
-      ...(options.signal ? { signal: options.signal } : {}),
-      onProgress: (p) => emit({ type: 'downloading', bytes: p.bytes, percent: p.percent, rate: p.rate }),
-    });
-    timings.downloadMs = down.durationMs;
-    emit({ type: 'downloaded', files: down.files.length, ms: down.durationMs });
-    await writeAtomically(join(outputDir, LOG_NAME), log);
-
-    const failed = final.state !== 'exited' || final.exitCode !== 0;
-    step = 'cleanup';
-    const t3 = performance.now();
-    let cleanedUp = false;
-    if (cleanup === 'always' || (cleanup === 'on-success' && !failed)) {
-      await gateway.remove(jobId);
-      cleanedUp = true;
-    }
-    timings.cleanupMs = performance.now() - t3;
-    emit({ type: 'cleaned-up', removed: cleanedUp });
-    timings.totalMs = performance.now() - started;
-
-    const result: RemoteResult = {
-      host: host.name,
-      jobId,
-      exitCode: final.exitCode,
-      state: final.state,
-      failed,
-      cancelled: final.state === 'cancelled',
-      log: log.toString('utf8'),
-      files: down.files,
-      outputDir,
-      cleanedUp,
-      timings,
-    };
-    emit({ type: 'done', result });
-    if (failed && options.throwOnFailure) throw new RemoteJobError(result);
-    return result;
+    // `start` is sent again only if a status check proves the first never took effect.
+    let sent = false;
+    const status = await job.session.step(
+      'start',
+      async (link) => {
+        if (sent) {
+          const seen = await link.gateway.status(jobId).catch((error: unknown) => {
+            if (error instanceof GatewayError && error.gatewayCode === 'E_NOJOB') return undefined;
+            throw error;
+          });
+          if (seen && seen.state !== 'created') return seen;
+        }
+        sent = true;
+        return link.gateway.start(jobId, options.args ?? []);
+      },
+      job.signal,
+    );
+    job.emit({ type: 'started', jobId, pid: status.pid });
+    job.runStarted = t1;
+    return await finish(job, started);
   } catch (error) {
-    if (error instanceof MintSshError) {
-      error.step ??= step;
-      error.jobId ??= jobId;
+    if (error instanceof CancelledError && (step === 'upload' || step === 'start')) {
+      // Nothing ran: the uploaded inputs are all there is to clear, unless told to keep things.
+      if (job.cleanup !== 'never') await removeQuietly(job);
     }
-    // A job that never started leaves only inputs behind: remove them unless told to keep things.
-    if (connection && !connection.closed && cleanup === 'always' && (step === 'upload' || step === 'start')) {
-      await new GatewayClient(connection).remove(jobId).catch(() => undefined);
-    }
-    throw error;
+    throw tag(error, step, jobId);
   } finally {
-    await bridge?.close();
-    connection?.close();
+    job.dispose();
   }
 }
 
-export async function openConnection(host: ResolvedHost, resolveOptions: ResolveOptions, signal?: AbortSignal): Promise<Connection> {
-  return connect(host, {
-    ...(signal ? { signal } : {}),
-    resolveJump: (spec) => resolveJump(spec, resolveOptions),
-  });
+/** Picks up a job started earlier (by this process or one that died): wait, download, clean up. */
+export async function attach(options: AttachOptions): Promise<RemoteResult> {
+  const started = performance.now();
+  if (!isJobId(options.jobId)) throw new InputError(`job id ${JSON.stringify(options.jobId)} is not a lowercase UUID`, { step: 'config' });
+  const job = await prepare(options, options.jobId);
+  try {
+    const status = await job.session.step('run', (link) => link.gateway.status(options.jobId), job.signal);
+    job.timings.connectMs = job.connectMs();
+    if (status.state === 'created') {
+      throw new GatewayError('GATEWAY_REFUSED', `job ${options.jobId} was uploaded but never started; nothing to attach to`, {
+        host: job.session.host.name,
+        jobId: options.jobId,
+        gatewayCode: 'E_STATE',
+      });
+    }
+    job.runStarted = performance.now();
+    return await finish(job, started);
+  } catch (error) {
+    throw tag(error, 'run', options.jobId);
+  } finally {
+    job.dispose();
+  }
 }
 
-async function followLog(
-  gateway: GatewayClient,
-  jobId: string,
-  emit: EventListener,
-  signal: AbortSignal | undefined,
-): Promise<{ log: Buffer; final: { state: JobState; exitCode: number | undefined } }> {
+interface Job {
+  jobId: string;
+  session: JobSession;
+  emit: EventListener;
+  signal: AbortSignal | undefined;
+  outputDir: string;
+  cleanup: CleanupPolicy;
+  throwOnFailure: boolean;
+  timings: { connectMs: number; uploadMs: number; runMs: number; downloadMs: number; cleanupMs: number; totalMs: number };
+  runStarted: number;
+  connectMs: () => number;
+  dispose: () => void;
+  timeoutMs: number | undefined;
+}
+
+async function prepare(options: CommonOptions, jobId: string): Promise<Job> {
+  const resolveOptions: ResolveOptions = options.configFile ? { configFile: options.configFile } : {};
+  const host = await resolveHost(options.host, resolveOptions);
+  const emit: EventListener = options.onEvent ?? (() => undefined);
+  // One signal for the caller's abort and our own timeout.
+  const controller = new AbortController();
+  const onAbort = (): void => controller.abort(new CancelledError('job cancelled by the caller', { host: host.name, jobId }));
+  if (options.signal?.aborted) onAbort();
+  options.signal?.addEventListener('abort', onAbort, { once: true });
+  const timer =
+    options.timeoutMs === undefined
+      ? undefined
+      : setTimeout(() => controller.abort(new CancelledError(`job timed out after ${options.timeoutMs} ms`, { host: host.name, jobId })), options.timeoutMs);
+  let firstConnectMs: number | undefined;
+  const session = new JobSession(
+    host,
+    resolveOptions,
+    (event) => {
+      if (event.type === 'connected' && firstConnectMs === undefined) firstConnectMs = event.ms;
+      emit(event);
+    },
+    controller.signal,
+  );
+  return {
+    jobId,
+    session,
+    emit,
+    signal: controller.signal,
+    outputDir: resolve(options.outputDir ?? '.'),
+    cleanup: options.cleanup ?? host.cleanup,
+    throwOnFailure: options.throwOnFailure ?? false,
+    timings: { connectMs: 0, uploadMs: 0, runMs: 0, downloadMs: 0, cleanupMs: 0, totalMs: 0 },
+    runStarted: 0,
+    connectMs: () => firstConnectMs ?? 0,
+    timeoutMs: options.timeoutMs,
+    dispose: () => {
+      if (timer) clearTimeout(timer);
+      options.signal?.removeEventListener('abort', onAbort);
+      void session.drop();
+    },
+  };
+}
+
+/** Follow the log until the program ends (or cancel it), then download and clean up. */
+async function finish(job: Job, started: number): Promise<RemoteResult> {
+  const { jobId, session, emit } = job;
   const chunks: Buffer[] = [];
+  let offset = 0;
   const decoder = new StringDecoder('utf8');
-  const abort = new Promise<never>((_, reject) => {
-    signal?.addEventListener('abort', () => reject(new CancelledError('job cancelled by the caller', { jobId, step: 'run' })), { once: true });
-  });
-  abort.catch(() => undefined);
-  const final = await Promise.race([
-    gateway.logs(jobId, 0, (chunk) => {
-      chunks.push(chunk);
-      const text = decoder.write(chunk);
-      if (text) emit({ type: 'log', text });
-    }),
-    abort,
-  ]);
+  const onChunk = (chunk: Buffer): void => {
+    chunks.push(chunk);
+    offset += chunk.length;
+    const text = decoder.write(chunk);
+    if (text) emit({ type: 'log', text });
+  };
+  let final: { state: JobState; exitCode: number | undefined };
+  let cancelled: CancelledError | undefined;
+  try {
+    // After a drop the stream resumes at the byte it stopped at: nothing lost, nothing twice.
+    final = await session.step('run', (link) => link.gateway.logs(jobId, offset, onChunk, job.signal), job.signal);
+  } catch (error) {
+    if (!(job.signal?.aborted)) throw error;
+    cancelled = job.signal.reason instanceof CancelledError ? job.signal.reason : new CancelledError('job cancelled', { jobId });
+    // Stop the remote process group, then collect what the log says up to the end.
+    await session.step('run', (link) => link.gateway.cancel(jobId), undefined);
+    final = await session.step('run', (link) => link.gateway.logs(jobId, offset, onChunk), undefined);
+  }
   const rest = decoder.end();
   if (rest) emit({ type: 'log', text: rest });
-  return { log: Buffer.concat(chunks), final };
+  const log = Buffer.concat(chunks);
+  job.timings.runMs = performance.now() - job.runStarted;
+  emit({ type: 'exited', exitCode: final.exitCode, state: final.state });
+
+  const failed = final.state !== 'exited' || final.exitCode !== 0;
+  let files: string[] = [];
+  await mkdir(job.outputDir, { recursive: true });
+  if (!cancelled) {
+    const down = await session.step(
+      'download',
+      (link) =>
+        download(job.outputDir, {
+          bridge: link.bridge,
+          host: session.host.name,
+          jobId,
+          ...(job.signal ? { signal: job.signal } : {}),
+          onProgress: (p) => emit({ type: 'downloading', bytes: p.bytes, percent: p.percent, rate: p.rate }),
+        }),
+      job.signal,
+    );
+    files = down.files;
+    job.timings.downloadMs = down.durationMs;
+    emit({ type: 'downloaded', files: files.length, ms: down.durationMs });
+  }
+  await writeAtomically(join(job.outputDir, LOG_NAME), log);
+
+  const t3 = performance.now();
+  let cleanedUp = false;
+  if (job.cleanup === 'always' || (job.cleanup === 'on-success' && !failed)) {
+    await session.step('cleanup', (link) => link.gateway.remove(jobId), undefined);
+    cleanedUp = true;
+  }
+  job.timings.cleanupMs = performance.now() - t3;
+  emit({ type: 'cleaned-up', removed: cleanedUp });
+  job.timings.totalMs = performance.now() - started;
+
+  const result: RemoteResult = {
+    host: session.host.name,
+    jobId,
+    exitCode: final.exitCode,
+    state: cancelled ? 'cancelled' : final.state,
+    failed,
+    cancelled: Boolean(cancelled) || final.state === 'cancelled',
+    log: log.toString('utf8'),
+    files,
+    outputDir: job.outputDir,
+    cleanedUp,
+    connections: session.connections,
+    timings: job.timings,
+  };
+  emit({ type: 'done', result });
+  if (cancelled) {
+    cancelled.result = result;
+    throw cancelled;
+  }
+  if (failed && job.throwOnFailure) throw new RemoteJobError(result);
+  return result;
 }
 
-function throwIfAborted(signal: AbortSignal | undefined, context: { host: string; jobId: string }): void {
-  if (signal?.aborted) throw new CancelledError('job cancelled by the caller', context);
+async function removeQuietly(job: Job): Promise<void> {
+  await job.session
+    .step('cleanup', (link) => link.gateway.remove(job.jobId), undefined)
+    .catch(() => undefined);
+}
+
+function tag(error: unknown, step: Step, jobId: string): unknown {
+  if (error instanceof MintSshError) {
+    error.step ??= step;
+    error.jobId ??= jobId;
+  }
+  return error;
+}
+
+/** For one-off verbs (probe, jobs, cancel): a connection with the same resolution rules. */
+export async function openConnection(
+  host: ResolvedHost,
+  resolveOptions: ResolveOptions,
+  signal?: AbortSignal,
+  onServerIdent?: (ident: string) => void,
+): Promise<Connection> {
+  return connect(host, {
+    ...(signal ? { signal } : {}),
+    ...(onServerIdent ? { onServerIdent } : {}),
+    resolveJump: (spec) => resolveJump(spec, resolveOptions),
+  });
 }
 
 /** Never a half-written file: write beside, then rename. */
@@ -194,5 +317,3 @@ async function writeAtomically(path: string, data: Buffer): Promise<void> {
   await writeFile(tmp, data);
   await rename(tmp, path);
 }
-
-export type { JobState };

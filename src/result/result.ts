@@ -27,5 +27,7 @@ export interface RemoteResult {
   outputDir: string;
   /** Whether the remote job directory was removed. */
   cleanedUp: boolean;
+  /** SSH connections the job needed: 1, unless the network dropped and it reconnected. */
+  connections: number;
   timings: JobTimings;
 }

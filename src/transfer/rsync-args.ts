@@ -11,7 +11,8 @@ export const RSYNC_CLIENT_OPTIONS: Record<Direction, readonly string[]> = {
   // -L: MInt hands modules symlinks; send what they point to. --partial: a dropped upload resumes.
   put: ['-rtLE', '--partial'],
   // No -l: symlinks left in the work dir are not sent, so nothing can point outside outputDir.
-  get: ['-rtE'],
+  // --partial-dir (local only): an interrupted download resumes, and no half file has a real name.
+  get: ['-rtE', '--partial-dir=.mint-partial'],
 };
 
 // What each direction's client options turn into on the server side (rsync sends -E only to a

@@ -44,7 +44,7 @@ function rshCommand(): string {
 }
 
 /** Checks the inputs exist and do not collide by name: rsync would silently merge same-named files. */
-export async function checkInputs(inputs: readonly string[], context: { host: string }): Promise<string[]> {
+export async function checkInputs(inputs: readonly string[], context: { host: string; jobId?: string }): Promise<string[]> {
   const seen = new Map<string, string>();
   const resolved: string[] = [];
   for (const input of inputs) {

@@ -1,0 +1,137 @@
+/**
+ * A job's hold on its host: one SSH connection (and its rsync bridge), reopened when the network
+ * drops it. Failure is the rule, not the exception: every step runs through `step()`, which retries
+ * transport failures with jittered exponential backoff and never retries what retrying cannot
+ * cure (authentication, host keys, gateway refusals).
+ */
+import pRetry, { AbortError } from 'p-retry';
+import { CancelledError, ConnectError, MintSshError, type Step } from '../errors.js';
+import type { ResolveOptions } from '../config/resolve-host.js';
+import { resolveJump } from '../config/resolve-host.js';
+import type { ResolvedHost } from '../config/resolved-host.js';
+import { connect, type Connection } from '../connection/connect.js';
+import { RshBridge } from '../transfer/rsh-bridge.js';
+import { GatewayClient } from './gateway-client.js';
+import type { EventListener } from './events.js';
+
+export interface Link {
+  connection: Connection;
+  gateway: GatewayClient;
+  bridge: RshBridge;
+}
+
+export class JobSession {
+  readonly host: ResolvedHost;
+  private readonly resolveOptions: ResolveOptions;
+  private readonly emit: EventListener;
+  private readonly signal: AbortSignal | undefined;
+  private link: Link | undefined;
+  private connects = 0;
+  /** Connections opened over the job's life (1 unless the network failed). */
+  get connections(): number {
+    return this.connects;
+  }
+
+  constructor(host: ResolvedHost, resolveOptions: ResolveOptions, emit: EventListener, signal?: AbortSignal) {
+    this.host = host;
+    this.resolveOptions = resolveOptions;
+    this.emit = emit;
+    this.signal = signal;
+  }
+
+  /** The live link, opening a new connection when there is none or the last one died. */
+  async open(): Promise<Link> {
+    if (this.link && !this.link.connection.closed) return this.link;
+    await this.drop();
+    this.connects += 1;
+    this.emit({ type: 'connecting', host: this.host.name, attempt: this.connects });
+    const t = performance.now();
+    const connection = await connect(this.host, {
+      ...(this.signal ? { signal: this.signal } : {}),
+      resolveJump: (spec) => resolveJump(spec, this.resolveOptions),
+    });
+    const bridge = await RshBridge.open(connection);
+    this.link = { connection, gateway: new GatewayClient(connection), bridge };
+    this.emit({ type: 'connected', host: this.host.name, ms: performance.now() - t });
+    return this.link;
+  }
+
+  /**
+   * Runs one step of the job, reconnecting and retrying it after transport failures. The step
+   * must be safe to repeat (each of ours is: resumable rsync, idempotent start guarded by status,
+   * log offsets, rm of a missing job succeeds).
+   */
+  async step<T>(name: Step, fn: (link: Link, attempt: number) => Promise<T>, signal: AbortSignal | undefined = this.signal): Promise<T> {
+    const policy = this.host.retry;
+    return pRetry(
+      async (attempt) => {
+        if (signal?.aborted) throw new AbortError(abortReason(signal, name));
+        const link = await this.open();
+        try {
+          return await fn(link, attempt);
+        } catch (error) {
+          // A failure seen on a connection that has since died is the connection's failure.
+          if (link.connection.closed && !(error instanceof ConnectError) && !(error instanceof CancelledError)) {
+            throw new ConnectError('CONNECTION_LOST', `connection to ${this.host.name} lost during ${name}: ${(error as Error).message}`, {
+              host: this.host.name,
+              step: name,
+              cause: error,
+            });
+          }
+          throw error;
+        }
+      },
+      {
+        retries: policy.retries,
+        maxRetryTime: policy.maxRetryTimeMs,
+        // Backoff is ours (below), so the delay reported in the event is the one really waited.
+        minTimeout: 0,
+        maxTimeout: 0,
+        ...(signal ? { signal } : {}),
+        shouldRetry: ({ error }) => isTransient(error),
+        onFailedAttempt: async ({ error, attemptNumber, retriesLeft }) => {
+          if (error instanceof MintSshError) error.step ??= name;
+          if (!isTransient(error) || retriesLeft === 0) return;
+          await this.drop();
+          // Full jitter: spreads reconnects of many jobs so a site's sshd is not hit by a storm.
+          const ceiling = Math.min(policy.maxTimeoutMs, policy.minTimeoutMs * 2 ** (attemptNumber - 1));
+          const delayMs = Math.round(ceiling / 2 + (Math.random() * ceiling) / 2);
+          this.emit({ type: 'retrying', step: name, attempt: attemptNumber + 1, delayMs, error });
+          await sleep(delayMs, signal);
+        },
+      },
+    ).catch((error: unknown) => {
+      if (error instanceof AbortError) throw error.originalError;
+      throw error;
+    });
+  }
+
+  /** Closes the current connection (if any); the next step opens a new one. */
+  async drop(): Promise<void> {
+    const link = this.link;
+    this.link = undefined;
+    if (!link) return;
+    await link.bridge.close().catch(() => undefined);
+    link.connection.close();
+  }
+}
+
+export function isTransient(error: unknown): boolean {
+  return error instanceof MintSshError && error.retryable;
+}
+
+function abortReason(signal: AbortSignal, step: Step): Error {
+  return signal.reason instanceof MintSshError ? signal.reason : new CancelledError(`cancelled during ${step}`, { step });
+}
+
+function sleep(ms: number, signal: AbortSignal | undefined): Promise<void> {
+  return new Promise((resolve) => {
+    const timer = setTimeout(done, ms);
+    function done(): void {
+      clearTimeout(timer);
+      signal?.removeEventListener('abort', done);
+      resolve();
+    }
+    signal?.addEventListener('abort', done, { once: true });
+  });
+}

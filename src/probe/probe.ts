@@ -1,0 +1,230 @@
+/**
+ * `probe`: checks a host step by step, the way a site admin debugs a first connection, and reports
+ * what a scheduler would need to pick it (the grid information service idea): CPUs, memory, load,
+ * free disk, round-trip time.
+ */
+import { lookup } from 'node:dns/promises';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
+import { isIP } from 'node:net';
+import { MintSshError } from '../errors.js';
+import { resolveHost, type InlineHost, type ResolveOptions } from '../config/resolve-host.js';
+import type { ResolvedHost } from '../config/resolved-host.js';
+import { openTcp } from '../connection/open-socket.js';
+import { openConnection } from '../job/run-remote.js';
+import { GatewayClient } from '../job/gateway-client.js';
+import { execCollect } from '../connection/exec.js';
+import { PROTOCOL_VERSION } from '../gateway/protocol.js';
+
+export type ProbeStepName =
+  | 'config'
+  | 'reach'
+  | 'banner'
+  | 'host-key'
+  | 'auth'
+  | 'gateway'
+  | 'rsync-local'
+  | 'rsync-remote'
+  | 'program'
+  | 'job-root'
+  | 'resources'
+  | 'latency';
+
+export interface ProbeStep {
+  step: ProbeStepName;
+  ok: boolean;
+  /** Only for steps that pass with a caution (e.g. slow login shell). */
+  warning?: string;
+  detail: string;
+  hint?: string;
+  errorCode?: string;
+}
+
+export interface ProbeResult {
+  host: string;
+  ok: boolean;
+  steps: ProbeStep[];
+  /** What a scheduler needs to choose this host. */
+  resources?: { cpus?: number; memTotalMb?: number; memAvailableMb?: number; load?: number[]; freeMb?: number };
+  latency?: { tcpConnectMs?: number; sshConnectMs: number; verbRoundTripMs: number };
+  gateway?: { protocol: number; version: string };
+}
+
+/** Exit code of the CLI for the first failing step: each step its own code. */
+export const PROBE_EXIT: Record<ProbeStepName, number> = {
+  config: 10,
+  reach: 11,
+  banner: 12,
+  'host-key': 13,
+  auth: 14,
+  gateway: 15,
+  'rsync-local': 16,
+  'rsync-remote': 17,
+  program: 18,
+  'job-root': 19,
+  resources: 20,
+  latency: 21,
+};
+
+const run = promisify(execFile);
+
+export async function probeHost(target: string | InlineHost, options: ResolveOptions = {}): Promise<ProbeResult> {
+  const label = typeof target === 'string' ? target : (target.name ?? target.hostname ?? 'host');
+  const steps: ProbeStep[] = [];
+  const result: ProbeResult = { host: label, ok: false, steps };
+  const fail = (step: ProbeStepName, error: unknown): ProbeResult => {
+    const e = error instanceof MintSshError ? error : undefined;
+    steps.push({
+      step,
+      ok: false,
+      detail: (e ? e.message.split('\n')[0] : (error as Error).message) ?? String(error),
+      ...(e?.hint ? { hint: e.hint } : {}),
+      ...(e ? { errorCode: e.code } : {}),
+    });
+    return result;
+  };
+
+  let host: ResolvedHost;
+  try {
+    host = await resolveHost(target, options);
+    steps.push({ step: 'config', ok: true, detail: `${host.user}@${host.hostname}:${host.port}${via(host)}` });
+  } catch (error) {
+    return fail('config', error);
+  }
+
+  let tcpConnectMs: number | undefined;
+  if (!host.proxyCommand && !host.proxyJump) {
+    try {
+      const address = isIP(host.hostname) ? host.hostname : (await lookup(host.hostname)).address;
+      const t = performance.now();
+      const socket = await openTcp({ host: address, port: host.port, timeoutMs: host.connectTimeoutMs, label });
+      tcpConnectMs = performance.now() - t;
+      socket.destroy();
+      steps.push({ step: 'reach', ok: true, detail: `${host.hostname} is ${address}; TCP port ${host.port} open (${tcpConnectMs.toFixed(1)} ms)` });
+    } catch (error) {
+      if (error instanceof MintSshError) return fail('reach', error);
+      return fail('reach', new Error(`cannot resolve ${host.hostname}: ${(error as Error).message}`));
+    }
+  } else {
+    steps.push({ step: 'reach', ok: true, detail: `through ${host.proxyJump ? `ProxyJump ${host.proxyJump}` : `ProxyCommand ${host.proxyCommand}`} (checked by the SSH step)` });
+  }
+
+  const t0 = performance.now();
+  let connection;
+  let ident: string | undefined;
+  try {
+    connection = await openConnection(host, options, undefined, (i) => (ident = i));
+  } catch (error) {
+    const code = error instanceof MintSshError ? error.code : '';
+    if (ident) steps.push({ step: 'banner', ok: true, detail: ident });
+    if (code === 'AUTH_FAILED') steps.push({ step: 'host-key', ok: true, detail: 'host key verified' });
+    const step: ProbeStepName = code.startsWith('HOST_KEY') ? 'host-key' : code === 'AUTH_FAILED' ? 'auth' : 'banner';
+    return fail(step, error);
+  }
+  const sshConnectMs = performance.now() - t0;
+  try {
+    steps.push({ step: 'banner', ok: true, detail: ident ?? 'SSH server answered' });
+    steps.push({ step: 'host-key', ok: true, detail: `host key verified${host.hostKeyFingerprints.length ? ' against the pinned fingerprint' : ' against known_hosts'}` });
+    steps.push({ step: 'auth', ok: true, detail: `authenticated as ${host.user} (SSH connect ${sshConnectMs.toFixed(0)} ms)` });
+    const gateway = new GatewayClient(connection);
+    let report;
+    try {
+      report = await gateway.probe();
+    } catch (error) {
+      return fail('gateway', error);
+    }
+    const f = report.fields;
+    result.gateway = { protocol: report.protocol, version: report.version };
+    steps.push({ step: 'gateway', ok: true, detail: `mint gateway ${report.version}, protocol ${report.protocol} (client speaks ${PROTOCOL_VERSION})` });
+
+    try {
+      const { stdout } = await run('rsync', ['--version']);
+      steps.push({ step: 'rsync-local', ok: true, detail: stdout.split('\n')[0]?.trim() ?? 'rsync' });
+    } catch {
+      return fail('rsync-local', new Error('rsync is not installed on this (MInt) side: apt-get install rsync'));
+    }
+
+    const remoteRsync = f.get('rsync');
+    if (!remoteRsync || remoteRsync === 'missing') {
+      steps.push({ step: 'rsync-remote', ok: false, detail: 'rsync is not installed on the external computer', hint: 'the site must install rsync (apt-get install rsync / dnf install rsync)' });
+      return result;
+    }
+    steps.push({
+      step: 'rsync-remote',
+      ok: true,
+      detail: `rsync ${remoteRsync}${f.get('confine_root') === 'yes' ? ' (with --confine-root)' : ''}`,
+      ...(f.get('confine_root') === 'yes' ? {} : { warning: 'rsync older than 3.5 on the external computer: no --confine-root; upgrading is recommended' }),
+    });
+
+    if (f.get('program_ok') !== 'yes') {
+      steps.push({ step: 'program', ok: false, detail: `program ${f.get('program') ?? '?'} is missing or not executable`, hint: 'on the external computer: chmod +x it, or fix --program in authorized_keys' });
+      return result;
+    }
+    if (f.get('setsid') !== 'yes') {
+      steps.push({ step: 'program', ok: false, detail: 'setsid is missing on the external computer', hint: 'install util-linux there' });
+      return result;
+    }
+    steps.push({ step: 'program', ok: true, detail: `${f.get('program')} is executable` });
+
+    if (f.get('root_writable') !== 'yes') {
+      steps.push({ step: 'job-root', ok: false, detail: `job root ${f.get('root')} is not writable`, hint: 'on the external computer: mkdir -m 700 the root, owned by the MInt account' });
+      return result;
+    }
+    const freeMb = numberOf(f.get('free_mb'));
+    const minFree = numberOf(f.get('min_free_mb')) ?? 0;
+    steps.push({
+      step: 'job-root',
+      ok: freeMb === undefined || freeMb >= minFree,
+      detail: `${f.get('root')} writable, ${freeMb ?? '?'} MB free${minFree ? ` (site minimum ${minFree} MB)` : ''}`,
+    });
+
+    const load = (f.get('load') ?? '').split(' ').map(Number).filter((n) => Number.isFinite(n));
+    const resources = {
+      ...(numberOf(f.get('cpus')) !== undefined ? { cpus: numberOf(f.get('cpus'))! } : {}),
+      ...(numberOf(f.get('mem_total_kb')) !== undefined ? { memTotalMb: Math.round(numberOf(f.get('mem_total_kb'))! / 1024) } : {}),
+      ...(numberOf(f.get('mem_available_kb')) !== undefined ? { memAvailableMb: Math.round(numberOf(f.get('mem_available_kb'))! / 1024) } : {}),
+      ...(load.length ? { load } : {}),
+      ...(freeMb !== undefined ? { freeMb } : {}),
+    };
+    result.resources = resources;
+    steps.push({
+      step: 'resources',
+      ok: true,
+      detail: `${resources.cpus ?? '?'} CPUs, ${resources.memTotalMb ?? '?'} MB memory (${resources.memAvailableMb ?? '?'} MB available), load ${load.join(' ') || '?'}`,
+    });
+
+    // Each verb is a fresh session through the account's login shell: its start-up dominates.
+    const rounds: number[] = [];
+    for (let i = 0; i < 3; i++) {
+      const t = performance.now();
+      await execCollect(connection, 'mint-gw list');
+      rounds.push(performance.now() - t);
+    }
+    const verbRoundTripMs = Math.min(...rounds);
+    result.latency = { ...(tcpConnectMs !== undefined ? { tcpConnectMs } : {}), sshConnectMs, verbRoundTripMs };
+    const slowShell = verbRoundTripMs > 50 && (tcpConnectMs ?? 0) < verbRoundTripMs / 4;
+    steps.push({
+      step: 'latency',
+      ok: true,
+      detail: `verb round trip ${verbRoundTripMs.toFixed(1)} ms${tcpConnectMs !== undefined ? `, TCP connect ${tcpConnectMs.toFixed(1)} ms` : ''}`,
+      ...(slowShell
+        ? { warning: 'each verb spends most of its time in the account\'s login shell start-up (e.g. ~/.bashrc); give the MInt account /bin/sh as its shell (chsh -s /bin/sh)' }
+        : {}),
+    });
+    result.ok = steps.every((s) => s.ok);
+    return result;
+  } finally {
+    connection.close();
+  }
+}
+
+function via(host: ResolvedHost): string {
+  if (host.proxyJump) return ` via ProxyJump ${host.proxyJump}`;
+  if (host.proxyCommand) return ' via ProxyCommand';
+  return '';
+}
+
+function numberOf(value: string | undefined): number | undefined {
+  if (value === undefined || !/^\d+(\.\d+)?$/.test(value)) return undefined;
+  return Number(value);
+}
