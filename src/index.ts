@@ -22,3 +22,8 @@ export type { ResolvedHost, CleanupPolicy, RetryPolicy } from './config/resolved
 export type { HostProfile } from './config/profile-schema.js';
 export { startSandbox, type Sandbox, type SandboxOptions } from './sandbox/sandbox.js';
 export { PROTOCOL_VERSION, type JobState, type JobStatus } from './gateway/protocol.js';
+export { listJobs, cancelJob } from './job/manage.js';
+export { probeHost, PROBE_EXIT, type ProbeResult, type ProbeStep } from './probe/probe.js';
+export { progressReporter } from './cli/progress.js';
+export { install as installGateway, uninstall as uninstallGateway, parsePublicKey, authorizedKeysLine, type GatewayOptions, type KeyRestrictions } from './gateway/install.js';
+export { doctor, type DoctorCheck } from './gateway/doctor.js';

@@ -1,0 +1,55 @@
+import { parseArgs } from 'node:util';
+import { writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { startSandbox } from '../../sandbox/sandbox.js';
+import { startDockerSandbox } from '../../sandbox/docker.js';
+import { ExitCode, UsageError } from '../exit-codes.js';
+import type { Io } from '../output.js';
+
+export const sandboxUsage = 'mint-ssh-exec sandbox [--program PATH] [--port N] [--docker]';
+
+/** Keeps a sandbox host running until interrupted, and says how to use it. */
+export async function sandboxCommand(args: string[], io: Io, signal: AbortSignal): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args,
+    allowPositionals: true,
+    options: { program: { type: 'string' }, port: { type: 'string' }, docker: { type: 'boolean' } },
+  });
+  if (positionals.length) throw new UsageError(`usage: ${sandboxUsage}`);
+  let port: number | undefined;
+  if (values.port !== undefined) {
+    port = Number(values.port);
+    if (!Number.isInteger(port) || port < 1 || port > 65535) throw new UsageError('--port takes a port number');
+  }
+  const options = { ...(values.program ? { program: values.program } : {}), ...(port ? { port } : {}) };
+  const sandbox = values.docker ? await startDockerSandbox(options) : await startSandbox(options);
+  try {
+    const profile = join(sandbox.dir, 'hosts.yaml');
+    await writeFile(profile, sandbox.profileYaml());
+    io.stdout.write(
+      [
+        `sandbox host running on 127.0.0.1:${sandbox.port}${values.docker ? ' (in a Docker container)' : ''}`,
+        `  program:  ${sandbox.program} (run as the forced command's program, cwd = a fresh job dir)`,
+        `  job root: ${sandbox.root}`,
+        `  gateway:  ${sandbox.gatewayPath}`,
+        '',
+        'host profile (also written to the file below):',
+        sandbox.profileYaml().replace(/^/gm, '  '),
+        'try it from another terminal:',
+        `  npx mint-ssh-exec probe sandbox --config ${profile}`,
+        `  npx mint-ssh-exec run sandbox FILE... --config ${profile}`,
+        '',
+        'press Ctrl-C to stop it (everything it made is removed)',
+        '',
+      ].join('\n'),
+    );
+    await new Promise<void>((resolve) => {
+      if (signal.aborted) resolve();
+      signal.addEventListener('abort', () => resolve(), { once: true });
+    });
+    return ExitCode.OK;
+  } finally {
+    await sandbox.stop();
+    io.stderr.write('sandbox stopped and removed\n');
+  }
+}
