@@ -86,6 +86,10 @@ export async function startDockerSandbox(options: SandboxOptions = {}): Promise<
       reinstall: async () => {
         throw new SandboxError('reinstall is not supported for the Docker sandbox');
       },
+      // SIGHUP makes sshd re-execute itself: a restart that keeps the container and its port.
+      restartSshd: async () => {
+        await container.exec(['kill', '-HUP', '1']);
+      },
       sshdLog: async () => (await container.logs()).read()?.toString() ?? '',
       stop: async () => {
         await container.stop().catch(() => undefined);

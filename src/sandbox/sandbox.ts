@@ -47,6 +47,8 @@ export interface Sandbox {
   /** Reinstall the gateway line with other options (tests of limits and restrictions). */
   reinstall: (gateway: Partial<Omit<GatewayOptions, 'root' | 'program'>>, restrictions?: KeyRestrictions) => Promise<void>;
   sshdLog: () => Promise<string>;
+  /** Stops sshd and starts it again on the same port (running jobs are not touched). */
+  restartSshd: () => Promise<void>;
   /** Kills the job processes the sandbox started, stops sshd, removes every file. */
   stop: () => Promise<void>;
 }
@@ -103,10 +105,22 @@ export async function startSandbox(options: SandboxOptions = {}): Promise<Sandbo
     await writeFile(config, sshdConfig({ port, hostKey, authorizedKeys, user, pidFile: join(dir, 'sshd.pid') }));
     if (process.getuid?.() === 0) await mkdir('/run/sshd', { recursive: true, mode: 0o755 });
     const logFile = join(dir, 'sshd.log');
-    child = spawn(sshd, ['-D', '-f', config, '-E', logFile], { stdio: ['ignore', 'ignore', 'pipe'] });
-    let stderr = '';
-    child.stderr?.on('data', (d: Buffer) => (stderr += d.toString()));
-    await waitForBanner(port, child, () => stderr, logFile);
+    const launch = async (): Promise<void> => {
+      const started = spawn(sshd, ['-D', '-f', config, '-E', logFile], { stdio: ['ignore', 'ignore', 'pipe'] });
+      child = started;
+      let stderr = '';
+      started.stderr?.on('data', (d: Buffer) => (stderr += d.toString()));
+      await waitForBanner(port, started, () => stderr, logFile);
+    };
+    const halt = async (): Promise<void> => {
+      const running = child;
+      if (!running || running.exitCode !== null) return;
+      const exited = new Promise((r) => running.once('exit', r));
+      running.kill('SIGTERM');
+      await Promise.race([exited, new Promise((r) => setTimeout(r, 2000))]);
+      if (running.exitCode === null) running.kill('SIGKILL');
+    };
+    await launch();
 
     const hostPub = (await readFile(`${hostKey}.pub`, 'utf8')).trim().split(/\s+/);
     const knownHosts = join(dir, 'known_hosts');
@@ -151,6 +165,10 @@ export async function startSandbox(options: SandboxOptions = {}): Promise<Sandbo
         ].join('\n'),
       reinstall: installLine,
       sshdLog: () => readFile(logFile, 'utf8').catch(() => ''),
+      restartSshd: async () => {
+        await halt();
+        await launch();
+      },
       stop,
     };
   } catch (error) {
