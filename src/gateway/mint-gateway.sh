@@ -242,13 +242,7 @@ mgw_expect_args() {
 }
 
 mgw_check_job() {
-  case $1 in
-    ????????-????-????-????-????????????) ;;
-    *) mgw_die E_USAGE 64 "job id must be a lowercase UUID" ;;
-  esac
-  case $1 in
-    *[!0-9a-f-]*) mgw_die E_USAGE 64 "job id must be a lowercase UUID" ;;
-  esac
+  mgw_is_job_name "$1" || mgw_die E_USAGE 64 "job id must be a lowercase UUID"
   MGW_JOB=$1
   MGW_JOBDIR=$MGW_ROOT/$1
   MGW_WORK=$MGW_JOBDIR/work
@@ -337,8 +331,11 @@ mgw_job_state() {
     fi
     return 0
   fi
-  # started/ exists but the pid is not written yet: start is in its first milliseconds.
+  # started/ exists but no pid: start is in its first milliseconds, or it died before writing one.
   MGW_STATE=running
+  if mgw_which stat && mgw_started_at=$("$mgw_found" -c %Y -- "$MGW_JOBDIR/started") && mgw_which date; then
+    [ $(($("$mgw_found" +%s) - mgw_started_at)) -lt 10 ] || MGW_STATE=lost
+  fi
 }
 
 mgw_require_job() {
@@ -460,10 +457,9 @@ mgw_verb_put() {
   [ -d "$MGW_WORK" ] || "$MGW_MKDIR" -m 700 -- "$MGW_WORK" || mgw_die E_INTERNAL 70 "cannot create work dir"
   mgw_rsync_template
   mgw_audit accepted 0
-  if [ -n "$MGW_RSYNC_CONFINE" ]; then
-    exec "$MGW_RSYNC" --server "$MGW_RSYNC_FLAGS" --log-format=X --partial "$MGW_RSYNC_SAFETY" "$MGW_RSYNC_CONFINE" . "$MGW_WORK/"
-  fi
-  exec "$MGW_RSYNC" --server "$MGW_RSYNC_FLAGS" --log-format=X --partial "$MGW_RSYNC_SAFETY" . "$MGW_WORK/"
+  set -- --server "$MGW_RSYNC_FLAGS" --log-format=X --partial "$MGW_RSYNC_SAFETY"
+  [ -z "$MGW_RSYNC_CONFINE" ] || set -- "$@" "$MGW_RSYNC_CONFINE"
+  exec "$MGW_RSYNC" "$@" . "$MGW_WORK/"
 }
 
 mgw_check_free() {
@@ -486,10 +482,20 @@ mgw_verb_get() {
   { [ -d "$MGW_WORK" ] && [ ! -L "$MGW_WORK" ]; } || mgw_die E_NOJOB 67 "job $MGW_JOB has no work dir"
   mgw_rsync_template
   mgw_audit accepted 0
-  if [ -n "$MGW_RSYNC_CONFINE" ]; then
-    exec "$MGW_RSYNC" --server --sender "$MGW_RSYNC_FLAGS" "$MGW_RSYNC_SAFETY" "$MGW_RSYNC_CONFINE" . "$MGW_WORK/"
+  set -- --server --sender "$MGW_RSYNC_FLAGS" "$MGW_RSYNC_SAFETY"
+  [ -z "$MGW_RSYNC_CONFINE" ] || set -- "$@" "$MGW_RSYNC_CONFINE"
+  # --export: only matching files leave this machine. These rules come from our argv, so rsync puts
+  # them before any rule the client sends over the protocol, and the first matching rule wins.
+  if [ -n "$MGW_EXPORT" ]; then
+    mgw_rest=$MGW_EXPORT
+    while [ -n "$mgw_rest" ]; do
+      mgw_glob=${mgw_rest%%,*}
+      case $mgw_rest in *,*) mgw_rest=${mgw_rest#*,} ;; *) mgw_rest= ;; esac
+      [ -z "$mgw_glob" ] || set -- "$@" "--include=$mgw_glob"
+    done
+    set -- "$@" '--include=*/' '--exclude=*'
   fi
-  exec "$MGW_RSYNC" --server --sender "$MGW_RSYNC_FLAGS" "$MGW_RSYNC_SAFETY" . "$MGW_WORK/"
+  exec "$MGW_RSYNC" "$@" . "$MGW_WORK/"
 }
 
 mgw_verb_start() {
@@ -517,6 +523,7 @@ mgw_verb_start() {
     return 0
   fi
   mgw_check_capacity
+  mgw_sweep_old
   : >"$MGW_LOGFILE" || mgw_die E_INTERNAL 70 "cannot create log"
   case $0 in
     /*) ;;
@@ -540,10 +547,10 @@ mgw_check_capacity() {
   [ "$MGW_MAX_JOBS" -gt 0 ] || return 0
   mgw_running=0
   mgw_self=$MGW_JOB
-  for mgw_d in "$MGW_ROOT"/*-*-*-*-*; do
-    [ -d "$mgw_d/started" ] || continue
-    mgw_check_job "${mgw_d##*/}"
-    [ "$MGW_JOB" != "$mgw_self" ] || continue
+  mgw_list_jobs
+  for mgw_id in $MGW_JOBS; do
+    [ "$mgw_id" != "$mgw_self" ] || continue
+    mgw_check_job "$mgw_id"
     mgw_job_state
     [ "$MGW_STATE" != running ] || mgw_running=$((mgw_running + 1))
   done
@@ -552,6 +559,49 @@ mgw_check_capacity() {
     "$MGW_RMDIR" -- "$MGW_JOBDIR/started" 2>/dev/null
     mgw_die E_LIMIT 69 "$mgw_running jobs are running, the site allows $MGW_MAX_JOBS; try again later"
   fi
+}
+
+# --max-age-days: finished jobs whose dir has not changed for that long are removed when a new job
+# starts (the dir's mtime moves when the job writes its exit status). Running jobs are never touched.
+mgw_sweep_old() {
+  [ "$MGW_MAX_AGE_DAYS" -gt 0 ] || return 0
+  mgw_which date || return 0
+  mgw_limit=$(($("$mgw_found" +%s) - MGW_MAX_AGE_DAYS * 86400))
+  mgw_need stat
+  mgw_stat=$mgw_found
+  mgw_self=$MGW_JOB
+  mgw_list_jobs
+  for mgw_id in $MGW_JOBS; do
+    [ "$mgw_id" != "$mgw_self" ] || continue
+    mgw_check_job "$mgw_id"
+    mgw_job_state
+    [ "$MGW_STATE" != running ] || continue
+    mgw_mtime=$("$mgw_stat" -c %Y -- "$MGW_JOBDIR") || continue
+    [ "$mgw_mtime" -ge "$mgw_limit" ] || mgw_remove_job "$MGW_JOBDIR"
+  done
+  mgw_check_job "$mgw_self"
+}
+
+# Sets MGW_JOBS to the space-separated names of the job dirs under the root. Globbing is off
+# everywhere else (the command was split with set -f); it is on only for this one pattern.
+mgw_list_jobs() {
+  MGW_JOBS=
+  set +f
+  for mgw_d in "$MGW_ROOT"/*-*-*-*-*; do
+    { [ -d "$mgw_d" ] && [ ! -L "$mgw_d" ]; } || continue
+    mgw_is_job_name "${mgw_d##*/}" || continue
+    MGW_JOBS="$MGW_JOBS ${mgw_d##*/}"
+  done
+  set -f
+}
+
+mgw_is_job_name() {
+  case $1 in
+    ????????-????-????-????-????????????) ;;
+    *) return 1 ;;
+  esac
+  case $1 in *[!0-9a-f-]*) return 1 ;; esac
+  return 0
 }
 
 mgw_print_status() {
@@ -660,14 +710,9 @@ mgw_remove_job() {
 
 mgw_verb_list() {
   mgw_expect_args 0 0 "no arguments"
-  for mgw_d in "$MGW_ROOT"/*-*-*-*-*; do
-    [ -d "$mgw_d" ] || continue
-    case ${mgw_d##*/} in
-      ????????-????-????-????-????????????) ;;
-      *) continue ;;
-    esac
-    case ${mgw_d##*/} in *[!0-9a-f-]*) continue ;; esac
-    mgw_check_job "${mgw_d##*/}"
+  mgw_list_jobs
+  for mgw_id in $MGW_JOBS; do
+    mgw_check_job "$mgw_id"
     mgw_job_state
     printf '%s %s%s\n' "$MGW_JOB" "$MGW_STATE" "${MGW_EXIT:+ exit=$MGW_EXIT}"
   done

@@ -1,0 +1,159 @@
+import { describe, expect, it } from 'vitest';
+import { chmod, readFile, writeFile } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { main } from '../../src/cli/mint-ssh-exec.js';
+import { freshDir, useSandbox } from '../support/fixture.js';
+import { runMain } from '../support/cli-io.js';
+
+const PROGRAM = `#!/bin/sh
+echo "hello from the remote side: $*"
+case "$1" in
+  fail) echo "bad input" >&2; exit 5 ;;
+  slow) sleep 30 ;;
+esac
+echo result > out.txt
+`;
+
+describe('mint-ssh-exec CLI against the sandbox host', async () => {
+  const programDir = await freshDir();
+  await writeFile(join(programDir, 'p.sh'), PROGRAM);
+  await chmod(join(programDir, 'p.sh'), 0o755);
+  const sandbox = useSandbox({ program: join(programDir, 'p.sh') });
+  const config = async (): Promise<string> => {
+    const dir = await freshDir();
+    const file = join(dir, 'hosts.yaml');
+    await writeFile(file, sandbox().profileYaml());
+    return file;
+  };
+
+  it('probe: every step passes, READY verdict, exit 0', async () => {
+    const r = await runMain(main, ['probe', 'sandbox', '--config', await config()]);
+    expect(r.code).toBe(0);
+    for (const step of ['config', 'reach', 'banner', 'host-key', 'auth', 'gateway', 'rsync-local', 'rsync-remote', 'program', 'job-root', 'resources', 'latency']) {
+      expect(r.stdout).toMatch(new RegExp(`\\[( ok |warn)\\] ${step}\\b`));
+    }
+    expect(r.stdout).toContain('OpenSSH');
+    expect(r.stdout).toContain('verdict: READY');
+  });
+
+  it('probe --json: a stable schema with resources and latency', async () => {
+    const r = await runMain(main, ['probe', 'sandbox', '--json', '--config', await config()]);
+    expect(r.code).toBe(0);
+    const json = JSON.parse(r.stdout) as { ok: boolean; hosts: { host: string; ok: boolean; steps: { step: string; ok: boolean; detail: string }[]; resources: Record<string, unknown>; latency: Record<string, number>; gateway: { protocol: number } }[] };
+    expect(json.ok).toBe(true);
+    const [host] = json.hosts;
+    expect(host).toMatchObject({ host: 'sandbox', ok: true, gateway: { protocol: 1 } });
+    expect(host!.resources).toMatchObject({ cpus: expect.any(Number), memTotalMb: expect.any(Number), freeMb: expect.any(Number) });
+    expect(host!.latency.verbRoundTripMs).toBeGreaterThan(0);
+    expect(host!.steps.every((s) => typeof s.detail === 'string')).toBe(true);
+  });
+
+  it('probe: distinct exit codes for an unknown host key, a refused key, a closed port, and several hosts at once', async () => {
+    const dir = await freshDir();
+    const base = sandbox().profileYaml();
+    await writeFile(join(dir, 'empty_known_hosts'), '');
+    const yaml = `${base}  badkey:\n    hostname: 127.0.0.1\n    port: ${sandbox().port}\n    user: ${sandbox().user}\n    identityFile: ${sandbox().clientKey}\n    knownHostsFile: ${join(dir, 'empty_known_hosts')}\n    sshConfig: false\n    agent: false\n  down:\n    hostname: 127.0.0.1\n    port: 1\n    sshConfig: false\n    retry:\n      retries: 0\n`;
+    const file = join(dir, 'hosts.yaml');
+    await writeFile(file, yaml);
+    const unknown = await runMain(main, ['probe', 'badkey', '--config', file]);
+    expect(unknown.code).toBe(13);
+    expect(unknown.stdout).toMatch(/\[FAIL\] host-key/);
+    expect(unknown.stdout).toContain('fix:');
+    const down = await runMain(main, ['probe', 'down', '--config', file]);
+    expect(down.code).toBe(11);
+    expect(down.stdout).toMatch(/\[FAIL\] reach/);
+    const both = await runMain(main, ['probe', 'sandbox', 'down', '--json', '--config', file]);
+    const parsed = JSON.parse(both.stdout) as { ok: boolean; hosts: { host: string; ok: boolean }[] };
+    expect(parsed.ok).toBe(false);
+    expect(parsed.hosts.map((h) => [h.host, h.ok])).toEqual([
+      ['sandbox', true],
+      ['down', false],
+    ]);
+    expect(both.code).toBe(11);
+  });
+
+  it('run: sends files, streams the log, brings results back, exits with the program status', async () => {
+    const dir = await freshDir();
+    await writeFile(join(dir, 'in.dat'), 'x');
+    const out = join(dir, 'out');
+    const ok = await runMain(main, ['run', 'sandbox', join(dir, 'in.dat'), '-o', out, '--arg', 'a=1', '--config', await config()]);
+    expect(ok.code).toBe(0);
+    expect(ok.stdout).toContain('hello from the remote side: a=1');
+    expect(await readFile(join(out, 'out.txt'), 'utf8')).toBe('result\n');
+    expect(await readFile(join(out, 'in.dat'), 'utf8')).toBe('x');
+    const failed = await runMain(main, ['run', 'sandbox', '-o', out, '--arg', 'fail', '--config', await config()]);
+    expect(failed.code).toBe(5);
+    expect(failed.stdout).toContain('bad input');
+    expect(failed.stderr).toContain('exited with code 5');
+  });
+
+  it('run --json prints the result object and writes MInt solver_execute.log lines', async () => {
+    const dir = await freshDir();
+    const mintLog = join(dir, 'solver_logs', 'solver_execute.log');
+    const r = await runMain(main, ['run', 'sandbox', '--json', '-o', dir, '--mint-log', mintLog, '--solver', 'abaqus', '--config', await config()], {
+      ...process.env,
+      MINT_USER_ID: 'u123',
+    });
+    expect(r.code).toBe(0);
+    const result = JSON.parse(r.stdout) as Record<string, unknown>;
+    expect(Object.keys(result).sort()).toEqual(
+      ['cancelled', 'cleanedUp', 'connections', 'exitCode', 'failed', 'files', 'host', 'jobId', 'log', 'outputDir', 'state', 'timings'].sort(),
+    );
+    expect(result).toMatchObject({ exitCode: 0, state: 'exited', failed: false, files: ['out.txt'] });
+    const lines = (await readFile(mintLog, 'utf8')).trim().split('\n');
+    expect(lines).toHaveLength(2);
+    expect(lines[0]).toMatch(new RegExp(`^\\d{4}/\\d{2}/\\d{2} \\d{2}:\\d{2}:\\d{2}: start: abaqus: u123: ${String(result.jobId)}: unknown: unknown$`));
+    expect(lines[1]).toMatch(/: normal end: abaqus: u123: /);
+  });
+
+  it('jobs lists a kept failed job; cancel stops a running one; attach finishes it', async () => {
+    const dir = await freshDir();
+    const cfg = await config();
+    const failed = await runMain(main, ['run', 'sandbox', '--json', '-o', dir, '--arg', 'fail', '--config', cfg]);
+    const jobId = (JSON.parse(failed.stdout) as { jobId: string }).jobId;
+    const jobs = await runMain(main, ['jobs', 'sandbox', '--config', cfg]);
+    expect(jobs.code).toBe(0);
+    expect(jobs.stdout).toContain(`${jobId}  exited (exit 5)`);
+    const jobsJson = JSON.parse((await runMain(main, ['jobs', 'sandbox', '--json', '--config', cfg])).stdout) as { jobs: { jobId: string; state: string }[] };
+    expect(jobsJson.jobs).toContainEqual({ jobId, state: 'exited', exitCode: 5 });
+
+    // A slow job: start it, cancel it from a second CLI call, and the first call reports cancelled.
+    const controller = new AbortController();
+    const slowId = '11111111-2222-4333-8444-555555555555';
+    const running = runMain(main, ['run', 'sandbox', '--job-id', slowId, '-o', dir, '--arg', 'slow', '--config', cfg], process.env, controller.signal);
+    await waitFor(() => existsSync(join(sandbox().root, slowId, 'pid')));
+    const cancel = await runMain(main, ['cancel', 'sandbox', slowId, '--config', cfg]);
+    expect(cancel.code).toBe(0);
+    expect(cancel.stdout).toContain(`${slowId}  cancelled`);
+    const finished = await running;
+    expect(finished.code).toBe(207); // ExitCode.CANCELLED
+    expect(finished.stderr).toContain('ended as cancelled');
+
+    const attached = await runMain(main, ['attach', 'sandbox', jobId, '-o', join(dir, 'again'), '--json', '--config', cfg]);
+    expect(attached.code).toBe(5);
+    expect(JSON.parse(attached.stdout)).toMatchObject({ jobId, exitCode: 5, state: 'exited' });
+  });
+
+  it('usage errors exit 2 and configuration errors name the file and line', async () => {
+    expect((await runMain(main, ['run'])).code).toBe(2);
+    expect((await runMain(main, ['frobnicate'])).code).toBe(2);
+    const dir = await freshDir();
+    const bad = join(dir, 'hosts.yaml');
+    await writeFile(bad, 'hosts:\n  x:\n    port: fifty\n');
+    const r = await runMain(main, ['probe', 'x', '--config', bad]);
+    expect(r.code).toBe(10);
+    expect(r.stdout).toContain('hosts.yaml:3:11');
+    const run = await runMain(main, ['run', 'x', '--config', bad]);
+    expect(run.code).toBe(200);
+    expect(run.stderr).toMatch(/hosts\.yaml:3:11: hosts\.x\.port/);
+  });
+});
+
+async function waitFor(check: () => boolean, ms = 15_000): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!check()) {
+    if (Date.now() > deadline) throw new Error('timed out waiting');
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
