@@ -1,0 +1,88 @@
+/** Site limits and the audit trail: --export, --max-jobs, --max-age-days, the audit log, probe. */
+import { describe, expect, it } from 'vitest';
+import { chmod, readFile, readdir, utimes, writeFile } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { runRemote } from '../../src/index.js';
+import { probeHost } from '../../src/probe/probe.js';
+import { freshDir, useSandbox } from '../support/fixture.js';
+
+const PROGRAM = `#!/bin/sh
+case "$1" in
+  secrets) echo s > secret.txt; echo 1,2 > result.csv; mkdir -p deep/er; echo 3,4 > deep/er/more.csv; echo k > deep/er/key.pem ;;
+  slow) sleep 20 ;;
+  fail) exit 1 ;;
+esac
+exit 0
+`;
+
+describe('gateway limits', async () => {
+  const dir = await freshDir();
+  await writeFile(join(dir, 'p.sh'), PROGRAM);
+  await chmod(join(dir, 'p.sh'), 0o755);
+  const sandbox = useSandbox({ program: join(dir, 'p.sh') });
+
+  it('--export: only files matching the allow-list leave the remote side', async () => {
+    await sandbox().reinstall({ export: '*.csv' });
+    const out = await freshDir();
+    const r = await runRemote({ host: sandbox().host, outputDir: out, args: ['secrets'] });
+    expect(r.exitCode).toBe(0);
+    expect(r.files.sort()).toEqual(['deep/er/more.csv', 'result.csv']);
+    expect(existsSync(join(out, 'secret.txt'))).toBe(false);
+    expect(existsSync(join(out, 'deep', 'er', 'key.pem'))).toBe(false);
+    await sandbox().reinstall({});
+  });
+
+  it('--max-jobs: a job over the limit is refused with E_LIMIT and not retried', async () => {
+    await sandbox().reinstall({ maxJobs: 1 });
+    const controller = new AbortController();
+    const first = runRemote({ host: sandbox().host, outputDir: await freshDir(), args: ['slow'], signal: controller.signal, cleanup: 'always' });
+    first.catch(() => undefined);
+    await waitFor(async () => (await readdir(sandbox().root)).some((e) => existsSync(join(sandbox().root, e, 'pid'))));
+    const events: string[] = [];
+    const second = await runRemote({ host: sandbox().host, outputDir: await freshDir(), onEvent: (e) => events.push(e.type) }).catch((e: unknown) => e);
+    expect(second).toMatchObject({ code: 'GATEWAY_REFUSED', gatewayCode: 'E_LIMIT' });
+    expect(events.filter((e) => e === 'retrying')).toEqual([]);
+    controller.abort();
+    await expect(first).rejects.toMatchObject({ code: 'CANCELLED' });
+    await sandbox().reinstall({});
+  });
+
+  it('--max-age-days: old finished jobs are swept when a new job starts; recent ones stay', async () => {
+    const old = await runRemote({ host: sandbox().host, outputDir: await freshDir(), args: ['fail'] });
+    const recent = await runRemote({ host: sandbox().host, outputDir: await freshDir(), args: ['fail'] });
+    const oldDir = join(sandbox().root, old.jobId);
+    const longAgo = new Date(Date.now() - 3 * 86_400_000);
+    await utimes(oldDir, longAgo, longAgo);
+    await sandbox().reinstall({ maxAgeDays: 2 });
+    await runRemote({ host: sandbox().host, outputDir: await freshDir() });
+    expect(existsSync(oldDir)).toBe(false);
+    expect(existsSync(join(sandbox().root, recent.jobId))).toBe(true);
+    await sandbox().reinstall({});
+  });
+
+  it('writes one audit line per verb with key name, client address, verb, job and decision', async () => {
+    const r = await runRemote({ host: sandbox().host, outputDir: await freshDir() });
+    const audit = await readFile(join(sandbox().root, '.mint-gateway-audit.log'), 'utf8');
+    const mine = audit.split('\n').filter((l) => l.includes(`job=${r.jobId}`));
+    expect(mine.map((l) => /verb=(\S+)/.exec(l)?.[1])).toEqual(['start', 'logs', 'get', 'rm']);
+    for (const line of mine) expect(line).toMatch(/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ key=mint-sandbox from=127\.0\.0\.1 verb=\S+ job=\S+ decision=accepted exit=0$/);
+  });
+
+  it('probe reports protocol, resources and the site limits', async () => {
+    await sandbox().reinstall({ maxJobs: 3, minFreeMb: 10 });
+    const p = await probeHost(sandbox().host);
+    expect(p.ok).toBe(true);
+    expect(p.gateway).toEqual({ protocol: 1, version: expect.stringMatching(/^\d+\.\d+\.\d+$/) });
+    expect(p.resources?.cpus).toBeGreaterThan(0);
+    await sandbox().reinstall({});
+  });
+});
+
+async function waitFor(check: () => Promise<boolean>, ms = 15_000): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error('timed out waiting');
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
