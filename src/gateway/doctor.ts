@@ -72,6 +72,14 @@ export async function doctor(options: DoctorOptions): Promise<DoctorCheck[]> {
   return checks;
 }
 
+// Read by the loader or the login shell before the gateway's own scrubbing can run.
+const DANGEROUS_ENV = ['LD_PRELOAD', 'LD_LIBRARY_PATH', 'LD_AUDIT', 'BASH_ENV', 'ENV', 'PATH', 'IFS', 'SHELLOPTS', 'PS4', 'BASH_FUNC_x%%'];
+
+function globMatch(pattern: string, name: string): boolean {
+  const re = new RegExp(`^${pattern.replace(/[.+^${}()|[\]\\]/g, '\\$&').replace(/\*/g, '.*').replace(/\?/g, '.')}$`);
+  return re.test(name);
+}
+
 async function sshdSettings(): Promise<DoctorCheck> {
   let text: string;
   try {
@@ -83,7 +91,8 @@ async function sshdSettings(): Promise<DoctorCheck> {
   const problems: string[] = [];
   if (get('permituserenvironment').some((v) => v !== 'no')) problems.push('PermitUserEnvironment is on (environment= in keys could set LD_PRELOAD)');
   const accept = get('acceptenv').join(' ').trim();
-  if (accept && /\*|LD_|BASH_ENV|\bENV\b|PATH/.test(accept)) problems.push(`AcceptEnv ${accept} lets clients set dangerous variables`);
+  const risky = accept.split(/\s+/).filter((pattern) => pattern && DANGEROUS_ENV.some((name) => globMatch(pattern, name)));
+  if (risky.length) problems.push(`AcceptEnv ${risky.join(' ')} lets clients set variables that run code before the gateway (${DANGEROUS_ENV.filter((n) => risky.some((p) => globMatch(p, n))).join(', ')})`);
   return problems.length
     ? { check: 'sshd-config', ok: false, severity: 'error', detail: problems.join('; '), fix: 'set PermitUserEnvironment no and narrow AcceptEnv in sshd_config' }
     : { check: 'sshd-config', ok: true, severity: 'info', detail: `PermitUserEnvironment no; AcceptEnv ${accept || '(none)'}` };
