@@ -4,7 +4,11 @@
 import { mkdtemp, writeFile, rm, readdir } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { parseArgs } from 'node:util';
 import { runRemote, startSandbox, progressReporter } from 'mint-ssh-exec';
+
+// `--program PATH` runs your own remote-side program instead of the sample.
+const { values } = parseArgs({ options: { program: { type: 'string' } } });
 
 const work = await mkdtemp(join(tmpdir(), 'mint-demo-'));
 let sandbox;
@@ -19,7 +23,7 @@ process.on('SIGINT', () => {
 
 try {
   process.stdout.write('1. starting a sandbox host (private sshd on 127.0.0.1, gateway installed by mint-gateway install)\n');
-  sandbox = await startSandbox();
+  sandbox = await startSandbox(values.program ? { program: values.program } : {});
   process.stdout.write(`   sandbox at 127.0.0.1:${sandbox.port}, host key ${sandbox.hostKeyFingerprint}\n`);
   process.stdout.write(`   authorized_keys line: ${(await import('node:fs')).readFileSync(sandbox.authorizedKeys, 'utf8').trim().slice(0, 110)}...\n`);
 

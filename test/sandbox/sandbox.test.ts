@@ -1,0 +1,119 @@
+/**
+ * The sandbox as a feature: `mint-ssh-exec sandbox` keeps a host up and prints a profile that works
+ * with probe and run; `npm run demo` runs a real job and leaves nothing behind, Ctrl-C included.
+ */
+import { describe, expect, it } from 'vitest';
+import { spawn, execFileSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { chmod, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { main } from '../../src/cli/mint-ssh-exec.js';
+import { captureIo, runMain } from '../support/cli-io.js';
+import { freshDir } from '../support/fixture.js';
+
+const ROOT = join(import.meta.dirname, '..', '..');
+
+/** The demo's own temp dirs, read from what it printed (other test files run sandboxes too). */
+function demoDirs(stdout: string): string[] {
+  const dirs = [...stdout.matchAll(/\/[\w/.-]*\/(mint-sandbox-\w+|mint-demo-\w+)/g)].map((m) => m[0]);
+  return [...new Set(dirs)];
+}
+
+/** Processes whose command line holds `pattern` (pgrep never lists itself). */
+function processesMatching(pattern: string): string {
+  try {
+    return execFileSync('pgrep', ['-af', pattern], { encoding: 'utf8' }).trim();
+  } catch {
+    return '';
+  }
+}
+
+describe('mint-ssh-exec sandbox', () => {
+  it('serves a host that probe and run accept, then removes everything on stop', async () => {
+    const { io, out } = captureIo();
+    const controller = new AbortController();
+    const running = main(['sandbox'], io, controller.signal);
+    const deadline = Date.now() + 20_000;
+    while (!out().stdout.includes('press Ctrl-C')) {
+      if (Date.now() > deadline) throw new Error(`sandbox did not come up: ${out().stderr}`);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    const config = /--config (\S+)/.exec(out().stdout)![1]!;
+    const dir = config.replace(/\/hosts\.yaml$/, '');
+    expect(processesMatching(`${dir}/sshd_config`)).not.toBe('');
+    const probe = await runMain(main, ['probe', 'sandbox', '--config', config]);
+    expect(probe.code).toBe(0);
+    const work = await freshDir();
+    await writeFile(join(work, 'in.dat'), 'one\ntwo\n');
+    const run = await runMain(main, ['run', 'sandbox', join(work, 'in.dat'), '-o', join(work, 'out'), '--config', config]);
+    expect(run.code).toBe(0);
+    expect(existsSync(join(work, 'out', 'results', 'line_counts.txt'))).toBe(true);
+    controller.abort();
+    expect(await running).toBe(0);
+    expect(existsSync(dir)).toBe(false);
+    expect(processesMatching(`${dir}/sshd_config`)).toBe('');
+  });
+});
+
+describe('npm run demo (examples/demo.mjs on the built package)', () => {
+  it('runs a real job and leaves no process or temp dir behind', async () => {
+    expect(existsSync(join(ROOT, 'dist', 'index.js')), 'build first: npm run build').toBe(true);
+    const out = await freshDir();
+    const r = await runNode(['examples/demo.mjs'], out);
+    expect(r.code).toBe(0);
+    expect(r.stdout).toContain('succeeded (exit 0)');
+    expect(r.stdout).toContain('results/line_counts.txt');
+    expect(existsSync(join(out, 'demo-output', 'results', 'line_counts.txt'))).toBe(true);
+    const dirs = demoDirs(r.stdout);
+    expect(dirs.length).toBe(2);
+    for (const dir of dirs) {
+      expect(existsSync(dir)).toBe(false);
+      expect(processesMatching(dir)).toBe('');
+    }
+  });
+
+  it('on Ctrl-C cancels the job, stops the sandbox and removes its files', async () => {
+    const dir = await freshDir();
+    const slow = join(dir, 'slow.sh');
+    await writeFile(slow, '#!/bin/sh\necho working\nsleep 60\n');
+    await chmod(slow, 0o755);
+    let sent = false;
+    const r = await runNode(['examples/demo.mjs', '--program', slow], dir, (text, child) => {
+      if (text.includes('working') && !sent) {
+        sent = true;
+        child.kill('SIGINT');
+      }
+    });
+    expect(r.code).toBe(130);
+    expect(r.stderr).toContain('interrupted');
+    const dirs = demoDirs(r.stdout);
+    expect(dirs.length).toBe(2);
+    for (const d of dirs) {
+      expect(existsSync(d)).toBe(false);
+      expect(processesMatching(d)).toBe('');
+    }
+    expect(processesMatching(slow)).toBe(''); // pgrep -f on the program's path: no job process survived
+  });
+});
+
+function runNode(
+  args: string[],
+  cwd: string,
+  onOutput?: (text: string, child: ReturnType<typeof spawn>) => void,
+): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, args.map((a) => (a.startsWith('examples/') ? join(ROOT, a) : a)), { cwd, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d: Buffer) => {
+      stdout += d.toString();
+      onOutput?.(stdout, child);
+    });
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    const timer = setTimeout(() => child.kill('SIGKILL'), 60_000);
+    child.on('close', (code) => {
+      clearTimeout(timer);
+      resolve({ code, stdout, stderr });
+    });
+  });
+}
