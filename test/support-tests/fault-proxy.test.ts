@@ -86,7 +86,7 @@ async function setup(mode: Parameters<typeof startTarget>[0], extra: { maxConnec
   return { target, proxy };
 }
 
-describe('fault proxy', () => {
+describe('fault proxy', { timeout: 15_000 }, () => {
   it('forwards both directions byte for byte and counts the bytes', async () => {
     const { target, proxy } = await setup('echo');
     const client = await connectClient(proxy.port);

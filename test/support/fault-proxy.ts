@@ -147,13 +147,18 @@ export async function startFaultProxy(options: FaultProxyOptions): Promise<Fault
       this.pumps.down.frozen = true;
     }
 
+    /** Ends both sides at once, with a TCP reset, so neither side can mistake it for a clean close. */
     destroy(): void {
       if (this.dead) return;
       this.dead = true;
       this.pumps.up.stop();
       this.pumps.down.stop();
-      this.client.destroy();
-      this.upstream.destroy();
+      for (const socket of [this.client, this.upstream]) {
+        if (socket.destroyed) continue;
+        // resetAndDestroy needs a connected socket; one still connecting is just destroyed.
+        if (socket.readyState === 'open' || socket.readyState === 'readOnly' || socket.readyState === 'writeOnly') socket.resetAndDestroy();
+        else socket.destroy();
+      }
       this.forget();
     }
 

@@ -1,19 +1,19 @@
 import { parseArgs } from 'node:util';
-import { writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { rename, rm, writeFile } from 'node:fs/promises';
+import { join, resolve } from 'node:path';
 import { startSandbox } from '../../sandbox/sandbox.js';
 import { startDockerSandbox } from '../../sandbox/docker.js';
 import { ExitCode, UsageError } from '../exit-codes.js';
 import type { Io } from '../output.js';
 
-export const sandboxUsage = 'mint-ssh-exec sandbox [--program PATH] [--port N] [--docker]';
+export const sandboxUsage = 'mint-ssh-exec sandbox [--program PATH] [--port N] [--write-config FILE] [--docker]';
 
 /** Keeps a sandbox host running until interrupted, and says how to use it. */
 export async function sandboxCommand(args: string[], io: Io, signal: AbortSignal): Promise<number> {
   const { values, positionals } = parseArgs({
     args,
     allowPositionals: true,
-    options: { program: { type: 'string' }, port: { type: 'string' }, docker: { type: 'boolean' } },
+    options: { program: { type: 'string' }, port: { type: 'string' }, docker: { type: 'boolean' }, 'write-config': { type: 'string' } },
   });
   if (positionals.length) throw new UsageError(`usage: ${sandboxUsage}`);
   let port: number | undefined;
@@ -23,9 +23,11 @@ export async function sandboxCommand(args: string[], io: Io, signal: AbortSignal
   }
   const options = { ...(values.program ? { program: values.program } : {}), ...(port ? { port } : {}) };
   const sandbox = values.docker ? await startDockerSandbox(options) : await startSandbox(options);
+  // --write-config: the profile appears there only once the host answers, and goes with it.
+  const profile = values['write-config'] ? resolve(values['write-config']) : join(sandbox.dir, 'hosts.yaml');
   try {
-    const profile = join(sandbox.dir, 'hosts.yaml');
-    await writeFile(profile, sandbox.profileYaml());
+    await writeFile(`${profile}.tmp`, sandbox.profileYaml());
+    await rename(`${profile}.tmp`, profile);
     io.stdout.write(
       [
         `sandbox host running on 127.0.0.1:${sandbox.port}${values.docker ? ' (in a Docker container)' : ''}`,
@@ -49,6 +51,7 @@ export async function sandboxCommand(args: string[], io: Io, signal: AbortSignal
     });
     return ExitCode.OK;
   } finally {
+    await rm(profile, { force: true });
     await sandbox.stop();
     io.stderr.write('sandbox stopped and removed\n');
   }

@@ -1,0 +1,56 @@
+/**
+ * The README's shell blocks marked `<!-- README-TEST: name -->` run verbatim here, so the docs
+ * cannot drift from the code. The tour runs in a copy-free way: in the repository itself.
+ */
+import { describe, expect, it } from 'vitest';
+import { spawnSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { chmod, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { execFileSync } from 'node:child_process';
+import { freshDir } from '../support/fixture.js';
+
+const ROOT = join(import.meta.dirname, '..', '..');
+
+async function block(name: string): Promise<string> {
+  const readme = await readFile(join(ROOT, 'README.md'), 'utf8');
+  const m = new RegExp(`<!-- README-TEST: ${name} -->\\n\`\`\`sh\\n([\\s\\S]*?)\`\`\``).exec(readme);
+  if (!m) throw new Error(`README has no block marked ${name}`);
+  return m[1]!;
+}
+
+function bash(script: string, cwd: string, env: NodeJS.ProcessEnv): { status: number | null; stdout: string; stderr: string } {
+  const r = spawnSync('bash', ['-e', '-c', script], { cwd, env, encoding: 'utf8', timeout: 120_000 });
+  return { status: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+describe('README', () => {
+  it('the tour runs verbatim and leaves nothing running', async () => {
+    const script = await block('tour');
+    await rm(join(ROOT, 'tour-results'), { recursive: true, force: true });
+    try {
+      const r = bash(script, ROOT, process.env);
+      expect(r.status, r.stderr).toBe(0);
+      expect(r.stdout).toContain('verdict: READY');
+      expect(r.stdout).toMatch(/^2 conditions\.dat$/m);
+      expect(existsSync(join(ROOT, 'sandbox-hosts.yaml'))).toBe(false);
+    } finally {
+      await rm(join(ROOT, 'tour-results'), { recursive: true, force: true });
+    }
+  }, 300_000);
+
+  it('the site set-up runs verbatim in a fresh home', async () => {
+    const home = await freshDir();
+    execFileSync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-C', 'mint', '-f', join(home, 'mint')]);
+    const program = join(home, 'misrc_remote_workflow', 'scripts', 'execute_remote-side_program_ssh.sh');
+    await mkdir(join(home, 'misrc_remote_workflow', 'scripts'), { recursive: true });
+    await writeFile(program, '#!/bin/sh\necho ok\n');
+    await chmod(program, 0o755);
+    // As after `npm install -g mint-ssh-exec`: the CLIs on the PATH.
+    const r = bash(await block('site'), home, { ...process.env, HOME: home, SHELL: '/bin/sh', PATH: `${join(ROOT, 'node_modules', '.bin')}:${process.env.PATH ?? ''}` });
+    expect(r.status, r.stdout + r.stderr).toBe(0);
+    expect(r.stdout).toContain('added the mint-gateway line');
+    expect(r.stdout).toContain('verdict: the gateway holds');
+    expect(await readFile(join(home, '.ssh', 'authorized_keys'), 'utf8')).toMatch(/^restrict,command="/);
+  }, 120_000);
+});
