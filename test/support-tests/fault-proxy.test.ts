@@ -113,8 +113,11 @@ describe('fault proxy', { timeout: 15_000 }, () => {
     client.socket.write(blob);
     await client.closed;
     await until(() => target.closed(0), 'the target side to close');
-    expect(target.received(0).length).toBe(1000 + 123_456);
-    expect(target.received(0).subarray(1000).equals(blob.subarray(0, 123_456))).toBe(true);
+    expect(proxy.stats().upstreamBytes).toBe(1000 + 123_456);
+    const got = target.received(0);
+    expect(got.length).toBeGreaterThan(1000);
+    expect(got.length).toBeLessThanOrEqual(1000 + 123_456);
+    expect(got.subarray(1000).equals(blob.subarray(0, got.length - 1000))).toBe(true);
     expect(proxy.stats()).toMatchObject({ cuts: 1, connectionsCut: 1, active: 0 });
 
     // One-shot: a later connection is accepted and forwarded in full.
@@ -130,11 +133,13 @@ describe('fault proxy', { timeout: 15_000 }, () => {
     const { target, proxy } = await setup({ send: blob });
     proxy.cutAfterDownstreamBytes(777_777);
     const client = await connectClient(proxy.port);
-    await client.closed;
+    await until(() => client.isClosed(), `the client to close (${JSON.stringify(proxy.stats())}, got ${client.data().length})`);
     await until(() => target.closed(0), 'the target side to close');
-    expect(client.data().length).toBe(777_777);
-    expect(client.data().equals(blob.subarray(0, 777_777))).toBe(true);
+    // The proxy forwards exactly N; the reset may overtake the last of them (as a real drop would).
     expect(proxy.stats().downstreamBytes).toBe(777_777);
+    expect(client.data().length).toBeGreaterThan(0);
+    expect(client.data().length).toBeLessThanOrEqual(777_777);
+    expect(client.data().equals(blob.subarray(0, client.data().length))).toBe(true);
   });
 
   it('a trigger counts over all connections, and cuts every connection live at that moment', async () => {
@@ -147,7 +152,8 @@ describe('fault proxy', { timeout: 15_000 }, () => {
     expect(a.isClosed()).toBe(false);
     b.socket.write(Buffer.alloc(1000, 2));
     await Promise.all([a.closed, b.closed]);
-    expect(target.received(1).length).toBe(500);
+    expect(target.received(1).length).toBeLessThanOrEqual(500);
+    expect(proxy.stats().upstreamBytes).toBe(1500);
     expect(proxy.stats().connectionsCut).toBe(2);
   });
 
@@ -216,8 +222,10 @@ describe('fault proxy', { timeout: 15_000 }, () => {
     const { proxy } = await setup('echo', { maxConnections: 2 });
     const a = await connectClient(proxy.port);
     const b = await connectClient(proxy.port);
-    const c = await connectClient(proxy.port);
-    await c.closed;
+    // The third is reset at once (possibly before its connect completes).
+    const c = net.connect({ host: '127.0.0.1', port: proxy.port });
+    c.on('error', () => undefined);
+    await new Promise((r) => c.on('close', r));
     expect(a.isClosed() || b.isClosed()).toBe(false);
     expect(proxy.stats()).toMatchObject({ accepted: 2, rejected: 1 });
     await expect(startFaultProxy({ target: { host: '10.0.0.1', port: 22 } })).rejects.toThrow(/loopback/);

@@ -43,9 +43,13 @@ export interface FaultProxy {
   port: number;
   /** Destroys every live connection (both sides) now; returns how many there were. */
   cutAll: () => number;
-  /** Forwards `n` more bytes upstream (counted over all connections), then cuts everything. One-shot. */
+  /**
+   * Forwards `n` more bytes upstream (counted over all connections from now), then cuts every
+   * connection live at that moment. One-shot. As on a real network, bytes still in flight when the
+   * reset lands may never be read by the receiver, so `n` is an upper bound on what arrives.
+   */
   cutAfterUpstreamBytes: (n: number) => void;
-  /** Forwards `n` more bytes downstream (counted over all connections), then cuts everything. One-shot. */
+  /** The same, counting bytes downstream (target -> client). */
   cutAfterDownstreamBytes: (n: number) => void;
   /** Delays every chunk by this much, each direction (0 turns it off). */
   setLatency: (ms: number) => void;
@@ -153,12 +157,8 @@ export async function startFaultProxy(options: FaultProxyOptions): Promise<Fault
       this.dead = true;
       this.pumps.up.stop();
       this.pumps.down.stop();
-      for (const socket of [this.client, this.upstream]) {
-        if (socket.destroyed) continue;
-        // resetAndDestroy needs a connected socket; one still connecting is just destroyed.
-        if (socket.readyState === 'open' || socket.readyState === 'readOnly' || socket.readyState === 'writeOnly') socket.resetAndDestroy();
-        else socket.destroy();
-      }
+      reset(this.client);
+      reset(this.upstream);
       this.forget();
     }
 
@@ -282,7 +282,7 @@ export async function startFaultProxy(options: FaultProxyOptions): Promise<Fault
   const server = net.createServer({ allowHalfOpen: true, pauseOnConnect: false }, (client) => {
     if (closed || pairs.size >= maxConnections) {
       stats.rejected += 1;
-      client.destroy();
+      reset(client);
       return;
     }
     stats.accepted += 1;
@@ -335,6 +335,13 @@ export async function startFaultProxy(options: FaultProxyOptions): Promise<Fault
     stats: () => ({ ...stats }),
     close,
   };
+}
+
+/** A TCP reset where the socket is connected (like a dropped link: no clean end for either side). */
+function reset(socket: net.Socket): void {
+  if (socket.destroyed) return;
+  if (socket.readyState === 'opening') socket.destroy();
+  else socket.resetAndDestroy();
 }
 
 function isLoopback(host: string): boolean {
