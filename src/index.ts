@@ -27,3 +27,4 @@ export { probeHost, PROBE_EXIT, type ProbeResult, type ProbeStep } from './probe
 export { progressReporter } from './cli/progress.js';
 export { install as installGateway, uninstall as uninstallGateway, parsePublicKey, authorizedKeysLine, type GatewayOptions, type KeyRestrictions } from './gateway/install.js';
 export { doctor, type DoctorCheck } from './gateway/doctor.js';
+export { ConnectionPool, defaultPool, type PoolOptions } from './connection/pool.js';

@@ -28,6 +28,10 @@ const CIPHERS = [
   'aes256-ctr',
 ] as const;
 
+const DEFAULT_CAPACITY = 10;
+
+class ChannelRefused extends Error {}
+
 export class Connection {
   readonly host: ResolvedHost;
   readonly client: Client;
@@ -45,6 +49,7 @@ export class Connection {
     });
     client.on('close', () => {
       this.closedFlag = true;
+      for (const wake of this.waiting.splice(0)) wake();
       const error = this.lostError ?? (this.closingOnPurpose ? undefined : new ConnectError('CONNECTION_LOST', `connection to ${host.name} closed by the remote side`, { host: host.name }));
       for (const listener of this.closeListeners) listener(error);
       this.closeListeners.clear();
@@ -67,20 +72,66 @@ export class Connection {
     return () => this.closeListeners.delete(listener);
   }
 
+  /**
+   * Channels this connection may have open at once. OpenSSH's MaxSessions defaults to 10; when the
+   * server refuses a channel ("open failed"), the limit drops to what was open then: learnt, not
+   * assumed beyond the default.
+   */
+  capacity = DEFAULT_CAPACITY;
+  private open = 0;
+  private readonly waiting: (() => void)[] = [];
+
+  get openChannels(): number {
+    return this.open;
+  }
+
   /** Opens an exec channel. The command is a gateway line; the forced command decides the rest. */
-  exec(command: string): Promise<ClientChannel> {
-    if (this.closedFlag) {
-      return Promise.reject(this.lostError ?? new ConnectError('CONNECTION_LOST', `connection to ${this.host.name} is closed`, { host: this.host.name }));
+  async exec(command: string): Promise<ClientChannel> {
+    for (;;) {
+      if (this.closedFlag) {
+        throw this.lostError ?? new ConnectError('CONNECTION_LOST', `connection to ${this.host.name} is closed`, { host: this.host.name });
+      }
+      if (this.open >= this.capacity) {
+        // Fair: channels are handed out in the order they were asked for.
+        await new Promise<void>((resolve) => this.waiting.push(resolve));
+        continue;
+      }
+      this.open += 1;
+      try {
+        const channel = await this.openChannel(command);
+        channel.once('close', () => this.releaseSlot());
+        return channel;
+      } catch (error) {
+        this.releaseSlot();
+        if (error instanceof ChannelRefused && this.open > 0) {
+          this.capacity = Math.max(1, this.open);
+          continue;
+        }
+        throw error instanceof ChannelRefused ? new ConnectError('CONNECTION_LOST', error.message, { host: this.host.name, cause: error }) : error;
+      }
     }
+  }
+
+  private releaseSlot(): void {
+    this.open -= 1;
+    this.waiting.shift()?.();
+  }
+
+  private openChannel(command: string): Promise<ClientChannel> {
     return new Promise((resolve, reject) => {
-      const ok = this.client.exec(command, (error, channel) => {
-        if (error) {
-          reject(new ConnectError('CONNECTION_LOST', `cannot open a channel on ${this.host.name}: ${error.message}`, { host: this.host.name, cause: error }));
+      this.client.exec(command, (error: (Error & { reason?: number }) | undefined, channel) => {
+        if (!error) {
+          resolve(channel);
           return;
         }
-        resolve(channel);
+        // A refused session channel means the server's MaxSessions: OpenSSH answers CONNECT_FAILED
+        // (2) "open failed"; others use ADMINISTRATIVELY_PROHIBITED (1) or RESOURCE_SHORTAGE (4).
+        if (error.reason === 1 || error.reason === 2 || error.reason === 4) {
+          reject(new ChannelRefused(`${this.host.name} refused a new channel (${error.message})`));
+          return;
+        }
+        reject(new ConnectError('CONNECTION_LOST', `cannot open a channel on ${this.host.name}: ${error.message}`, { host: this.host.name, cause: error }));
       });
-      void ok;
     });
   }
 

@@ -10,7 +10,8 @@ import type { ResolveOptions } from '../config/resolve-host.js';
 import { resolveJump } from '../config/resolve-host.js';
 import type { ResolvedHost } from '../config/resolved-host.js';
 import { connect, type Connection } from '../connection/connect.js';
-import { RshBridge } from '../transfer/rsh-bridge.js';
+import { defaultPool, type ConnectionPool, type Lease } from '../connection/pool.js';
+import type { RshBridge } from '../transfer/rsh-bridge.js';
 import { GatewayClient } from './gateway-client.js';
 import type { EventListener } from './events.js';
 
@@ -18,6 +19,7 @@ export interface Link {
   connection: Connection;
   gateway: GatewayClient;
   bridge: RshBridge;
+  lease: Lease;
 }
 
 export class JobSession {
@@ -27,31 +29,34 @@ export class JobSession {
   private readonly signal: AbortSignal | undefined;
   private link: Link | undefined;
   private connects = 0;
+  private readonly pool: ConnectionPool;
   /** Connections opened over the job's life (1 unless the network failed). */
   get connections(): number {
     return this.connects;
   }
 
-  constructor(host: ResolvedHost, resolveOptions: ResolveOptions, emit: EventListener, signal?: AbortSignal) {
+  constructor(host: ResolvedHost, resolveOptions: ResolveOptions, emit: EventListener, signal?: AbortSignal, pool: ConnectionPool = defaultPool) {
+    this.pool = pool;
     this.host = host;
     this.resolveOptions = resolveOptions;
     this.emit = emit;
     this.signal = signal;
   }
 
-  /** The live link, opening a new connection when there is none or the last one died. */
+  /** The live link: a place on a pooled connection, a new one when there is none or it died. */
   async open(): Promise<Link> {
     if (this.link && !this.link.connection.closed) return this.link;
     await this.drop();
     this.connects += 1;
     this.emit({ type: 'connecting', host: this.host.name, attempt: this.connects });
     const t = performance.now();
-    const connection = await connect(this.host, {
-      ...(this.signal ? { signal: this.signal } : {}),
-      resolveJump: (spec) => resolveJump(spec, this.resolveOptions),
-    });
-    const bridge = await RshBridge.open(connection);
-    this.link = { connection, gateway: new GatewayClient(connection), bridge };
+    const lease = await this.pool.acquire(this.host, () =>
+      connect(this.host, {
+        ...(this.signal ? { signal: this.signal } : {}),
+        resolveJump: (spec) => resolveJump(spec, this.resolveOptions),
+      }),
+    );
+    this.link = { connection: lease.connection, gateway: new GatewayClient(lease.connection), bridge: lease.bridge, lease };
     this.emit({ type: 'connected', host: this.host.name, ms: performance.now() - t });
     return this.link;
   }
@@ -60,8 +65,12 @@ export class JobSession {
    * Runs one step of the job, reconnecting and retrying it after transport failures. The step
    * must be safe to repeat (each of ours is: resumable rsync, idempotent start guarded by status,
    * log offsets, rm of a missing job succeeds).
+   *
+   * `signal` cancels this step; without one the step is not cancellable. (No default to the
+   * session's signal: the steps that run after a cancel, sending `cancel` and reading the rest of
+   * the log, pass undefined exactly because that signal has already fired.)
    */
-  async step<T>(name: Step, fn: (link: Link, attempt: number) => Promise<T>, signal: AbortSignal | undefined = this.signal): Promise<T> {
+  async step<T>(name: Step, fn: (link: Link, attempt: number) => Promise<T>, signal?: AbortSignal): Promise<T> {
     const policy = this.host.retry;
     return pRetry(
       async (attempt) => {
@@ -106,16 +115,13 @@ export class JobSession {
     });
   }
 
-  /** Closes the current connection (if any); the next step opens a new one. */
+  /** Lets go of the current connection (if any); the next step takes a place on a live one. */
   async drop(): Promise<void> {
     const link = this.link;
     this.link = undefined;
-    if (!link) return;
-    await link.bridge.close().catch(() => undefined);
-    link.connection.close();
+    link?.lease.release();
   }
 }
-
 export function isTransient(error: unknown): boolean {
   return error instanceof MintSshError && error.retryable;
 }

@@ -12,6 +12,7 @@ import { CancelledError, GatewayError, InputError, MintSshError, type Step } fro
 import { resolveHost, resolveJump, type InlineHost, type ResolveOptions } from '../config/resolve-host.js';
 import type { CleanupPolicy, ResolvedHost } from '../config/resolved-host.js';
 import { connect, type Connection } from '../connection/connect.js';
+import type { ConnectionPool } from '../connection/pool.js';
 import { checkProgramArgs, isJobId, type JobState } from '../gateway/protocol.js';
 import { checkInputs, download, upload } from '../transfer/rsync.js';
 import type { RemoteResult } from '../result/result.js';
@@ -36,6 +37,8 @@ interface CommonOptions {
   /** Cancel the job after this many milliseconds (counted from the call). */
   timeoutMs?: number;
   onEvent?: EventListener;
+  /** Connections shared with other jobs of this process; default one pool per process. */
+  pool?: ConnectionPool;
 }
 
 export interface RunRemoteOptions extends CommonOptions {
@@ -177,6 +180,7 @@ async function prepare(options: CommonOptions, jobId: string): Promise<Job> {
       emit(event);
     },
     controller.signal,
+    options.pool,
   );
   return {
     jobId,

@@ -26,6 +26,8 @@ export interface SandboxOptions {
   restrictions?: KeyRestrictions;
   /** Parent of the sandbox's temp dir. */
   baseDir?: string;
+  /** Extra sshd_config lines, e.g. `MaxSessions 3`. */
+  sshdConfig?: string[];
 }
 
 export interface Sandbox {
@@ -102,7 +104,7 @@ export async function startSandbox(options: SandboxOptions = {}): Promise<Sandbo
 
     const port = options.port ?? (await freePort());
     const config = join(dir, 'sshd_config');
-    await writeFile(config, sshdConfig({ port, hostKey, authorizedKeys, user, pidFile: join(dir, 'sshd.pid') }));
+    await writeFile(config, sshdConfig({ port, hostKey, authorizedKeys, user, pidFile: join(dir, 'sshd.pid') }) + (options.sshdConfig ?? []).map((l) => `${l}\n`).join(''));
     if (process.getuid?.() === 0) await mkdir('/run/sshd', { recursive: true, mode: 0o755 });
     const logFile = join(dir, 'sshd.log');
     const launch = async (): Promise<void> => {
