@@ -8,5 +8,6 @@ export default defineConfig({
     // Integration tests start real sshd instances; two cores do not want more than two at once.
     maxWorkers: 2,
     globalSetup: ['test/support/global-setup.ts'],
+    reporters: ['default', './test/support/summary-reporter.ts'],
   },
 });
