@@ -1,0 +1,61 @@
+import { describe, expect, it } from 'vitest';
+import {
+  checkCompatible,
+  checkProgramArgs,
+  formatCommand,
+  parseList,
+  parseLogTrailer,
+  parseProbe,
+  parseRefusal,
+  parseStatus,
+  refusalError,
+} from '../../src/gateway/protocol.js';
+
+const JOB = '123e4567-e89b-42d3-a456-426614174000';
+
+describe('gateway protocol (pure)', () => {
+  it('formats the commands the gateway accepts', () => {
+    expect(formatCommand({ verb: 'probe' })).toBe('mint-gw probe');
+    expect(formatCommand({ verb: 'put', job: JOB, caps: '.iLsfxCIvu' })).toBe(`mint-gw put ${JOB} .iLsfxCIvu`);
+    expect(formatCommand({ verb: 'start', job: JOB, args: ['a=1', 'b.dat'] })).toBe(`mint-gw start ${JOB} a=1 b.dat`);
+    expect(formatCommand({ verb: 'logs', job: JOB, offset: 42 })).toBe(`mint-gw logs ${JOB} 42`);
+  });
+
+  it('refuses to format what the gateway would refuse', () => {
+    expect(() => formatCommand({ verb: 'status', job: JOB.toUpperCase() })).toThrow(TypeError);
+    expect(() => formatCommand({ verb: 'put', job: JOB, caps: '.iL;id' })).toThrow(TypeError);
+    expect(() => formatCommand({ verb: 'logs', job: JOB, offset: -1 })).toThrow(TypeError);
+    expect(() => formatCommand({ verb: 'start', job: JOB, args: ['a b'] })).toThrow(TypeError);
+    expect(checkProgramArgs(['ok', 'x'.repeat(256)])).toMatch(/1-255/);
+    expect(checkProgramArgs(Array(65).fill('a'))).toMatch(/at most 64/);
+    expect(checkProgramArgs(['--flag=1', 'file.dat'])).toBeUndefined();
+  });
+
+  it('reads status, list, probe and the logs trailer', () => {
+    expect(parseStatus(`mint-gw=1\njob=${JOB}\nstate=exited\nexit=3\nlog_bytes=10\n`)).toEqual({ jobId: JOB, state: 'exited', exitCode: 3, pid: undefined, logBytes: 10 });
+    expect(() => parseStatus('garbage')).toThrow(expect.objectContaining({ code: 'GATEWAY_PROTOCOL' }));
+    expect(() => parseStatus(`mint-gw=2\njob=${JOB}\nstate=exited\n`)).toThrow(expect.objectContaining({ code: 'GATEWAY_INCOMPATIBLE' }));
+    expect(parseList(`${JOB} running\n${JOB} exited exit=0\nnot-a-job x\n`)).toEqual([
+      { jobId: JOB, state: 'running', exitCode: undefined },
+      { jobId: JOB, state: 'exited', exitCode: 0 },
+    ]);
+    expect(parseLogTrailer(`noise\nmint-gw: status: job=${JOB} state=exited exit=7\n`)).toEqual({ state: 'exited', exitCode: 7 });
+    expect(parseLogTrailer(`mint-gw: status: job=${JOB} state=cancelled exit=-\n`)).toEqual({ state: 'cancelled', exitCode: undefined });
+    expect(() => parseProbe('Welcome to Ubuntu\n')).toThrow(expect.objectContaining({ code: 'GATEWAY_PROTOCOL' }));
+  });
+
+  it('says which side to upgrade when protocols differ', () => {
+    const older = parseProbe('mint-gw=1\nversion=0.0.1\n');
+    expect(() => checkCompatible(older)).not.toThrow();
+    expect(() => checkCompatible({ ...older, protocol: 2 })).toThrow(/upgrade mint-ssh-exec on the MInt side/);
+    expect(() => checkCompatible({ ...older, protocol: 0 })).toThrow(/gateway on the external computer/);
+  });
+
+  it('turns refusals into typed errors carrying the gateway code', () => {
+    expect(parseRefusal('mint-gw: error: E_LIMIT: only 3 MB free\n')).toEqual({ gatewayCode: 'E_LIMIT', message: 'only 3 MB free' });
+    expect(refusalError('put', 69, 'mint-gw: error: E_LIMIT: full\n')).toMatchObject({ code: 'GATEWAY_REFUSED', gatewayCode: 'E_LIMIT', exitCode: 69 });
+    const noGateway = refusalError('start', 127, 'sh: 1: mint-gw: not found\n');
+    expect(noGateway).toMatchObject({ code: 'GATEWAY_PROTOCOL' });
+    expect(noGateway.hint).toContain('mint-gateway install');
+  });
+});
