@@ -107,6 +107,8 @@ export async function runRemote(options: RunRemoteOptions): Promise<RemoteResult
     );
     job.emit({ type: 'started', jobId, pid: status.pid });
     job.runStarted = t1;
+    // From here the program runs: a cancel no longer means "nothing ran" (see the catch below).
+    step = 'run';
     return await finish(job, started);
   } catch (error) {
     if (error instanceof CancelledError && (step === 'upload' || step === 'start')) {

@@ -145,7 +145,7 @@ export async function startFaultProxy(options: FaultProxyOptions): Promise<Fault
       return !this.dead;
     }
 
-    /** After a trigger fires inside this pair: nothing more passes in either direction, and everything is cut once the last admitted bytes are written. */
+    /** A trigger fired: nothing more passes in either direction until the cut lands. */
     freeze(): void {
       this.pumps.up.frozen = true;
       this.pumps.down.frozen = true;
