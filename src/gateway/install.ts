@@ -33,6 +33,8 @@ export interface GatewayOptions {
   maxJobs?: number;
   minFreeMb?: number;
   maxAgeDays?: number;
+  /** Seconds between cancel's TERM and KILL (gateway default 10). */
+  grace?: number;
   rsync?: string;
 }
 
@@ -88,7 +90,12 @@ export function gatewayCommand(gatewayPath: string, options: GatewayOptions): st
     // Globs must reach the gateway unexpanded through the login shell, hence the single quotes.
     words.push('--export', `'${options.export}'`);
   }
-  for (const [flag, value] of [['--max-jobs', options.maxJobs], ['--min-free-mb', options.minFreeMb], ['--max-age-days', options.maxAgeDays]] as const) {
+  for (const [flag, value] of [
+    ['--max-jobs', options.maxJobs],
+    ['--min-free-mb', options.minFreeMb],
+    ['--max-age-days', options.maxAgeDays],
+    ['--grace', options.grace],
+  ] as const) {
     if (value === undefined) continue;
     if (!Number.isInteger(value) || value < 0 || value > 999_999_999) throw new ConfigError(`${flag} must be a whole number`);
     words.push(flag, String(value));

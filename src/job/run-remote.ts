@@ -234,31 +234,41 @@ async function finish(job: Job, started: number): Promise<RemoteResult> {
   job.timings.runMs = performance.now() - job.runStarted;
   emit({ type: 'exited', exitCode: final.exitCode, state: final.state });
 
-  const failed = final.state !== 'exited' || final.exitCode !== 0;
+  let failed = final.state !== 'exited' || final.exitCode !== 0;
   let files: string[] = [];
+  // Results whose download was cancelled stay on the remote side, whatever the policy.
+  let downloadInterrupted = false;
   await mkdir(job.outputDir, { recursive: true });
   if (!cancelled) {
-    const down = await session.step(
-      'download',
-      (link) =>
-        download(job.outputDir, {
-          bridge: link.bridge,
-          host: session.host.name,
-          jobId,
-          ...(job.signal ? { signal: job.signal } : {}),
-          onProgress: (p) => emit({ type: 'downloading', bytes: p.bytes, percent: p.percent, rate: p.rate }),
-        }),
-      job.signal,
-    );
-    files = down.files;
-    job.timings.downloadMs = down.durationMs;
-    emit({ type: 'downloaded', files: files.length, ms: down.durationMs });
+    try {
+      const down = await session.step(
+        'download',
+        (link) =>
+          download(job.outputDir, {
+            bridge: link.bridge,
+            host: session.host.name,
+            jobId,
+            ...(job.signal ? { signal: job.signal } : {}),
+            onProgress: (p) => emit({ type: 'downloading', bytes: p.bytes, percent: p.percent, rate: p.rate }),
+          }),
+        job.signal,
+      );
+      files = down.files;
+      job.timings.downloadMs = down.durationMs;
+      emit({ type: 'downloaded', files: files.length, ms: down.durationMs });
+    } catch (error) {
+      if (!job.signal?.aborted) throw error;
+      cancelled = job.signal.reason instanceof CancelledError ? job.signal.reason : new CancelledError('download cancelled', { jobId });
+      failed = true;
+      downloadInterrupted = true;
+    }
   }
   await writeAtomically(join(job.outputDir, LOG_NAME), log);
 
   const t3 = performance.now();
   let cleanedUp = false;
-  if (job.cleanup === 'always' || (job.cleanup === 'on-success' && !failed)) {
+  const wanted = job.cleanup === 'always' || (job.cleanup === 'on-success' && !failed);
+  if (wanted && !downloadInterrupted) {
     await session.step('cleanup', (link) => link.gateway.remove(jobId), undefined);
     cleanedUp = true;
   }
@@ -270,7 +280,7 @@ async function finish(job: Job, started: number): Promise<RemoteResult> {
     host: session.host.name,
     jobId,
     exitCode: final.exitCode,
-    state: cancelled ? 'cancelled' : final.state,
+    state: final.state,
     failed,
     cancelled: Boolean(cancelled) || final.state === 'cancelled',
     log: log.toString('utf8'),

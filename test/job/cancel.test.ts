@@ -15,8 +15,8 @@ import { startSandbox, type Sandbox } from '../../src/sandbox/sandbox.js';
 import { freshDir, sha256 } from '../support/fixture.js';
 
 const ROOT = resolve(fileURLToPath(new URL('../..', import.meta.url)));
-/** The gateway's default --grace (mint-gateway.sh MGW_GRACE); the sandbox has no option for it yet. */
-const GRACE_S = 10;
+/** The gateway's --grace for this file's sandbox: short, so the KILL test does not wait 10 s. */
+const GRACE_S = 4;
 /** Digits only this run uses, in the sleep arguments of the program's children, so pgrep finds exactly them. */
 const NONCE = String(Date.now() % 1_000_000_000).padStart(9, '0') + String(process.pid).padStart(7, '0');
 const ATTACH_SEQ = 100_000;
@@ -120,8 +120,7 @@ describe('cancel and attach against a real sshd and the real gateway', () => {
     const program = join(programDir, 'cancel-prog.sh');
     await writeFile(program, programText(state));
     await chmod(program, 0o755);
-    // gateway: {} keeps the gateway's defaults, so --grace is its default of 10 s.
-    sandbox = await startSandbox({ program, gateway: {} });
+    sandbox = await startSandbox({ program, gateway: { grace: GRACE_S } });
     await rm(programDir, { recursive: true, force: true }); // the sandbox keeps its own copy
   });
 
@@ -204,14 +203,14 @@ describe('cancel and attach against a real sshd and the real gateway', () => {
 
   it('timeoutMs cancels the same way, with the message saying it timed out', async () => {
     const t = Date.now();
-    const job = await startJob('family', 'children started\n', { timeoutMs: 6000 });
+    const job = await startJob('family', 'children started\n', { timeoutMs: 12000 });
     const family = [`300.${NONCE}`, `301.${NONCE}`];
     expect(jobProcesses(family, job.pgid).length).toBeGreaterThanOrEqual(3);
     const { error } = await job.outcome;
     const result = cancelledResult(error);
-    expect((error as Error).message).toMatch(/timed out after 6000 ms/);
-    expect(Date.now() - t).toBeGreaterThanOrEqual(6000);
-    expect(Date.now() - t).toBeLessThan(6000 + 60_000);
+    expect((error as Error).message).toMatch(/timed out after 12000 ms/);
+    expect(Date.now() - t).toBeGreaterThanOrEqual(12000);
+    expect(Date.now() - t).toBeLessThan(12000 + 60_000);
     expect(result.state).toBe('cancelled');
     expect(result.exitCode).toBe(143);
     expect(result.cleanedUp).toBe(false);
@@ -221,7 +220,7 @@ describe('cancel and attach against a real sshd and the real gateway', () => {
     expect(await readFile(join(state, `runs-${job.jobId}`), 'utf8')).toBe('x\n');
   }, 120_000);
 
-  it(`a program that ignores TERM is KILLed after the grace time (${GRACE_S} s, the gateway default)`, async () => {
+  it(`a program that ignores TERM is KILLed after the grace time (--grace ${GRACE_S})`, async () => {
     const controller = new AbortController();
     const job = await startJob('stubborn', 'line 2\n', { signal: controller.signal });
     const stubborn = [`302.${NONCE}`, `303.${NONCE}`];
@@ -232,7 +231,7 @@ describe('cancel and attach against a real sshd and the real gateway', () => {
     const t = Date.now();
     controller.abort();
     // Well inside the grace time, TERM has been sent and ignored: the children are still there.
-    await new Promise((r) => setTimeout(r, 3000));
+    await new Promise((r) => setTimeout(r, 1500));
     const during = jobProcesses(stubborn);
     expect(sleepers(during), during.join('\n')).toHaveLength(2);
 
