@@ -9,9 +9,10 @@ import os from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { distReady, load, openLink, timedUpload } from './lib/mint.mjs';
+import { treeRss, withCpuProfile } from './lib/cpu.mjs';
 import { OpenSsh } from './lib/openssh.mjs';
 import { plainUserSupported, startPlainUser } from './lib/plain-user.mjs';
-import { liveChildren, onCleanup, run, runCleanups, sleep, startChild, stopChild } from './lib/proc.mjs';
+import { abortAll, killByMarker, liveChildren, onCleanup, run, runCleanups, sleep, startChild, stopChild } from './lib/proc.mjs';
 import { fmtBytes, fmtMs, mbPerS, median, ratio, round, summary, table } from './lib/stats.mjs';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
@@ -64,7 +65,7 @@ const opts = parseOptions(process.argv.slice(2));
 
 const CONFIG = opts.quick
   ? { b1Reps: 3, verbReps: 3, b2Bytes: 64 * 1024 ** 2, b2Reps: 2, b3Files: 500, b3Reps: 2, b4Jobs: 16, b4Reps: 1, budgetMs: 5 * 60_000 }
-  : { b1Reps: 7, verbReps: 7, b2Bytes: 1024 ** 3, b2Reps: 3, b3Files: 5000, b3Reps: 3, b4Jobs: 64, b4Reps: 3, budgetMs: 9 * 60_000 };
+  : { b1Reps: 7, verbReps: 7, b2Bytes: 1024 ** 3, b2Reps: 3, b3Files: 5000, b3Reps: 5, b4Jobs: 64, b4Reps: 3, budgetMs: 8 * 60_000 };
 const B3_FILE_BYTES = 4096;
 const MIN_FREE_FOR_FULL_B2 = 5 * 1024 ** 3;
 
@@ -142,33 +143,6 @@ async function freeBytes(path) {
   return Number(fields[3]) * 1024;
 }
 
-/** Sum of VmRSS over a process and all its descendants (Linux /proc). */
-async function treeRss(rootPid) {
-  const parent = new Map();
-  for (const entry of await readdir('/proc').catch(() => [])) {
-    if (!/^\d+$/.test(entry)) continue;
-    const s = await readFile(`/proc/${entry}/stat`, 'utf8').catch(() => '');
-    const m = /\)\s+\S+\s+(\d+)/.exec(s);
-    if (m) parent.set(Number(entry), Number(m[1]));
-  }
-  const inTree = (pid) => {
-    for (let p = pid, hops = 0; p > 1 && hops < 64; p = parent.get(p) ?? 0, hops++) if (p === rootPid) return true;
-    return false;
-  };
-  let total = 0;
-  let count = 0;
-  for (const pid of parent.keys()) {
-    if (!inTree(pid)) continue;
-    const status = await readFile(`/proc/${pid}/status`, 'utf8').catch(() => '');
-    const m = /VmRSS:\s+(\d+) kB/.exec(status);
-    if (m) {
-      total += Number(m[1]) * 1024;
-      count += 1;
-    }
-  }
-  return { total, count };
-}
-
 // ------------------------------------------------------------------------------------------------
 // The environment: sandbox sshd, the anchor key beside the gateway key, the trivial program.
 
@@ -223,6 +197,7 @@ async function sandboxEnv(workDir, program) {
     root: sandbox.root,
     gatewayPath: sandbox.gatewayPath,
     sshdLog: () => sandbox.sshdLog(),
+    sshdPid: async () => Number((await readFile(join(sandbox.dir, 'sshd.pid'), 'utf8').catch(() => '')).trim()) || undefined,
   };
 }
 
@@ -501,6 +476,15 @@ async function b2(env, workDir) {
       }
       log(`B2 rep ${i + 1}/${CONFIG.b2Reps}: ${names.map((nm) => `${nm} ${fmtMs(samples[nm].at(-1).ms)}`).join(', ')}`);
     });
+    // One more, unrecorded, run of each under a /proc sampler: where the CPU goes.
+    const roots = [process.pid, await env.sshdPid?.()];
+    out.cpuProfile = {};
+    for (const name of ['mint', 'rsync']) {
+      const p = await withCpuProfile(roots, () => variants[name]());
+      await syncDisk();
+      out.cpuProfile[name] = { wallMs: round(p.wallMs, 0), cpuMs: Object.fromEntries(Object.entries(p.cpuMs ?? {}).filter(([, v]) => v >= 10).sort((a, b) => b[1] - a[1])) };
+    }
+    log(`B2 CPU profile: ${JSON.stringify(out.cpuProfile)}`);
   } finally {
     await rm(file, { force: true });
   }
@@ -565,22 +549,39 @@ async function b3(env, workDir) {
       }
     },
   };
-  const samples = { mint: [], rsync: [] };
+  // No network, no rsync: what creating the tree costs this filesystem (info).
+  variants.localCp = async () => {
+    const copy = join(env.anchorRoot, `b3-cp-${++n}`);
+    try {
+      const r = await run('cp', ['-r', many, copy], { timeoutMs: 300_000 });
+      return { ms: r.ms };
+    } finally {
+      await rm(copy, { recursive: true, force: true });
+    }
+  };
+  const samples = { mint: [], rsync: [], localCp: [] };
   const names = Object.keys(variants);
   try {
+    // One unrecorded round: on this machine's ext4 (mounted with discard) the first tree created
+    // after the input is fast and every one after a delete is slower; all recorded runs are "after".
+    for (const name of names) {
+      await variants[name]();
+      await syncDisk();
+    }
     await reps('B3', CONFIG.b3Reps, async (i) => {
       for (let k = 0; k < names.length; k++) {
         const name = names[(i + k) % names.length];
         samples[name].push(await variants[name]());
         await syncDisk();
       }
-      log(`B3 rep ${i + 1}/${CONFIG.b3Reps}: ${names.map((nm) => `${nm} ${fmtMs(samples[nm].at(-1).ms)} / re ${fmtMs(samples[nm].at(-1).reMs)}`).join(', ')}`);
+      const last = (nm) => samples[nm].at(-1);
+      log(`B3 rep ${i + 1}/${CONFIG.b3Reps}: mint ${fmtMs(last('mint').ms)} / re ${fmtMs(last('mint').reMs)}, rsync ${fmtMs(last('rsync').ms)} / re ${fmtMs(last('rsync').reMs)}, local cp -r ${fmtMs(last('localCp').ms)}`);
     });
   } finally {
     await rm(dir, { recursive: true, force: true });
   }
-  const out = { files: count, fileBytes: B3_FILE_BYTES };
-  for (const name of names) {
+  const out = { files: count, fileBytes: B3_FILE_BYTES, localCp: summary(samples.localCp.map((x) => x.ms)) };
+  for (const name of ['mint', 'rsync']) {
     out[name] = {
       upload: summary(samples[name].map((x) => x.ms)),
       reupload: summary(samples[name].map((x) => x.reMs)),
@@ -627,7 +628,7 @@ async function b4(env, workDir) {
     let maxProcs = 0;
     const sampling = (async () => {
       while (proc.child.exitCode === null && proc.child.signalCode === null) {
-        const t = await treeRss(proc.child.pid);
+        const t = treeRss(proc.child.pid);
         if (t.total > treePeak.total) treePeak = t;
         maxProcs = Math.max(maxProcs, t.count);
         await sleep(200);
@@ -703,7 +704,7 @@ async function b4(env, workDir) {
     await reps('B4', CONFIG.b4Reps, async (i) => {
       const m = await mintRound(i);
       mintReps.push(m);
-      log(`B4 rep ${i + 1}/${CONFIG.b4Reps} runRemote x${jobs}: ${fmtMs(m.wallMs)}, ${m.failed} failed, ${m.events.connecting} connecting, ${m.events.retrying} retries, sshd accepted ${m.sshd.acceptedPublickey}, MaxStartups drops ${m.sshd.maxStartupsDrops}, peak RSS ${fmtBytes(m.peakRss)}`);
+      log(`B4 rep ${i + 1}/${CONFIG.b4Reps} runRemote x${jobs}: ${fmtMs(m.wallMs)}, ${m.failed} failed, sshd accepted ${m.sshd.acceptedPublickey}, MaxStartups drops ${m.sshd.maxStartupsDrops}, ${m.events.retrying} retries, ${m.events.connecting} 'connecting' events, pool handshakes ${m.poolHandshakes ?? 'n/a'}, peak RSS ${fmtBytes(m.peakRss)}`);
       const a = await anchorRound(i);
       anchorReps.push(a);
       log(`B4 rep ${i + 1}/${CONFIG.b4Reps} OpenSSH flow x${jobs}: ${fmtMs(a.wallMs)}, ${a.failed} failed, ${a.retries} retries, sshd accepted ${a.sshd.acceptedPublickey}, MaxStartups drops ${a.sshd.maxStartupsDrops}`);
@@ -719,6 +720,10 @@ async function b4(env, workDir) {
       failedPerRep: mintReps.map((r) => r.failed),
       failures: mintReps.map((r) => r.failures),
       connectingEventsPerRep: mintReps.map((r) => r.events.connecting),
+      poolHandshakesPerRep: mintReps.map((r) => r.poolHandshakes),
+      // TCP connections sshd saw for this fan-out: authenticated ones plus those it dropped at
+      // MaxStartups before authentication.
+      connectionsOpenedPerRep: mintReps.map((r) => r.sshd.acceptedPublickey + r.sshd.maxStartupsDrops),
       retryEventsPerRep: mintReps.map((r) => r.events.retrying),
       retryReasons: mintReps.map((r) => r.retryReasons),
       sshdAcceptedPerRep: mintReps.map((r) => r.sshd.acceptedPublickey),
@@ -780,14 +785,14 @@ function judge() {
   if (B4?.mint?.wallMs?.n) {
     const m = B4.mint;
     const failed = m.failedPerRep.reduce((a, b) => a + b, 0);
-    const conns = median(m.connectingEventsPerRep);
+    const conns = median(m.connectionsOpenedPerRep);
     const retries = median(m.retryEventsPerRep);
     const allowed = Math.ceil(B4.jobs / 10) + retries;
     const rss = m.peakRssBytes.median;
     const aw = B4.openssh.wallMs.median;
     target({ id: 'B4', figure: `${B4.jobs} concurrent jobs: wall time`, value: fmtMs(m.wallMs.median), anchor: `MInt flow x${B4.jobs}, OpenSSH (+retries)`, anchorValue: `${fmtMs(aw)}, ${B4.openssh.failedPerRep.reduce((a, b) => a + b, 0)} failed`, ratio: ratio(m.wallMs.median, aw), target: 'info', verdict: '-' });
     target({ id: 'B4', figure: 'failures (all repetitions)', value: String(failed), anchor: '-', anchorValue: '-', ratio: undefined, target: '0', verdict: verdict(failed === 0) });
-    target({ id: 'B4', figure: "SSH connections opened ('connecting')", value: `${conns} (sshd accepted ${median(m.sshdAcceptedPerRep)}, ${median(m.sshdMaxStartupsDropsPerRep)} MaxStartups drops)`, anchor: 'OpenSSH flow: sshd accepted', anchorValue: String(median(B4.openssh.sshdAcceptedPerRep)), ratio: undefined, target: `<= ceil(${B4.jobs}/10)+retries = ${allowed}`, verdict: verdict(conns <= allowed) });
+    target({ id: 'B4', figure: 'SSH connections opened (sshd log)', value: `${conns} (${median(m.sshdAcceptedPerRep)} accepted + ${median(m.sshdMaxStartupsDropsPerRep)} dropped at MaxStartups)`, anchor: 'OpenSSH flow: sshd accepted', anchorValue: String(median(B4.openssh.sshdAcceptedPerRep)), ratio: undefined, target: `<= ceil(${B4.jobs}/10)+retries = ${allowed}`, verdict: verdict(conns <= allowed) });
     const mb = (b) => `${Math.round(b / 1e6)} MB`;
     target({ id: 'B4', figure: 'peak RSS of the process', value: mb(rss), anchor: 'its whole process tree (rsync, shims)', anchorValue: `${mb(m.processTreePeakRssBytes.median)}, ${Math.max(...m.processTreeMaxProcs)} procs`, ratio: undefined, target: '<= 200 MB', verdict: verdict(rss <= 200 * 1e6) });
   }
@@ -816,10 +821,17 @@ function printTables() {
   }
   if (results.B2?.mint?.uploadOnly) {
     detail.push(['B2', 'runRemote upload split (median ms)', `connect+bridge ${Math.round(results.B2.mint.connect.median)}, upload() ${Math.round(results.B2.mint.uploadOnly.median)}`]);
+    for (const [name, p] of Object.entries(results.B2.cpuProfile ?? {})) {
+      detail.push(['B2', `CPU ms by process, one ${name} run (${fmtMs(p.wallMs)} wall)`, Object.entries(p.cpuMs).map(([k, v]) => `${k} ${Math.round(v)}`).join(', ')]);
+    }
+  }
+  if (results.B3?.localCp?.n) {
+    detail.push(['B3', 'same tree, local cp -r (filesystem alone)', `median ${fmtMs(results.B3.localCp.median)} (min ${fmtMs(results.B3.localCp.min)}, max ${fmtMs(results.B3.localCp.max)})`]);
+    detail.push(['B3', 'upload samples: mint / rsync', `${results.B3.mint.upload.samples.map(fmtMs).join(' ')} / ${results.B3.rsync.upload.samples.map(fmtMs).join(' ')}`]);
   }
   if (results.B4?.mint) {
     const m = results.B4.mint;
-    detail.push(['B4', 'per rep: wall / failed / connecting / retries', m.wallMs.samples?.map((w, i) => `${fmtMs(w)} / ${m.failedPerRep[i]} / ${m.connectingEventsPerRep[i]} / ${m.retryEventsPerRep[i]}`).join('; ')]);
+    detail.push(['B4', "per rep: wall / failed / retries / 'connecting' events / pool handshakes", m.wallMs.samples?.map((w, i) => `${fmtMs(w)} / ${m.failedPerRep[i]} / ${m.retryEventsPerRep[i]} / ${m.connectingEventsPerRep[i]} / ${m.poolHandshakesPerRep[i] ?? 'n/a'}`).join('; ')]);
     detail.push(['B4', 'sshd accepted / MaxStartups drops per rep', m.sshdAcceptedPerRep.map((a, i) => `${a} / ${m.sshdMaxStartupsDropsPerRep[i]}`).join('; ')]);
     detail.push(['B4', 'job time median / max; tree procs max', `${fmtMs(m.jobMsMedian)} / ${fmtMs(m.jobMsMax)}; ${Math.max(...m.processTreeMaxProcs)} processes`]);
   }
@@ -852,7 +864,12 @@ async function main() {
     notes.push(`load average at start was ${results.machine.loadavgStart.join(' ')} on ${results.machine.cpus} CPUs: other work was running, expect noise`);
   }
   const workDir = await mkdtemp(join(os.tmpdir(), 'mint-bench-'));
-  onCleanup('work dir', () => rm(workDir, { recursive: true, force: true }));
+  onCleanup('work dir', async () => {
+    // ControlMasters live in the background with their sockets in workDir/cm-*: stop any left.
+    const killed = killByMarker(`${workDir}/cm-`);
+    if (killed) log(`stopped ${killed} leftover ssh ControlMaster(s)`);
+    await rm(workDir, { recursive: true, force: true });
+  });
   const program = join(workDir, 'trivial-program.sh');
   await writeFile(program, TRIVIAL_PROGRAM, { mode: 0o755 });
 
@@ -865,6 +882,7 @@ async function main() {
     try {
       await fn();
     } catch (error) {
+      if (signalled) return; // interrupted: the failure is ours, not the benchmark's
       log(`${id} failed: ${error.stack ?? error.message}`);
       results.errors.push({ bench: id, message: String(error.message ?? error).split('\n')[0] });
     }
@@ -908,6 +926,7 @@ async function main() {
 }
 
 let exiting = false;
+let interrupted = false;
 async function finishAndExit(code) {
   if (exiting) return;
   exiting = true;
@@ -917,9 +936,19 @@ async function finishAndExit(code) {
   process.exit(code);
 }
 
+// process.on, not once: the listener must stay. execa (inside runRemote) uses signal-exit, which
+// re-raises a signal when it finds itself the only listener left, and that would kill the bench in
+// the middle of its clean-up.
+let signalled = 0;
 for (const sig of ['SIGINT', 'SIGTERM']) {
-  process.once(sig, () => {
-    log(`${sig}: cleaning up`);
+  process.on(sig, () => {
+    if (signalled++ > 0) {
+      log(`${sig} again: still cleaning up`);
+      return;
+    }
+    log(`${sig}: cleaning up (no results are written)`);
+    interrupted = true;
+    abortAll();
     void finishAndExit(130);
   });
 }
@@ -934,6 +963,7 @@ try {
 } finally {
   await runCleanups(log);
 }
+if (interrupted) await finishAndExit(130);
 results.machine.loadavgEnd = os.loadavg().map((x) => round(x, 2));
 results.finishedAt = new Date().toISOString();
 results.durationMs = round(performance.now() - t0, 0);

@@ -7,6 +7,9 @@ import { load } from './mint.mjs';
 
 const config = JSON.parse(await readFile(process.argv[2], 'utf8'));
 const { runRemote } = await load();
+// Since the connection pool (src/connection/pool.ts) the package counts its own handshakes.
+const index = await import(new URL('../../dist/index.js', import.meta.url).href);
+const pool = index.defaultPool;
 
 let peakRss = process.memoryUsage().rss;
 const sampler = setInterval(() => {
@@ -67,6 +70,7 @@ process.stdout.write(
     events: counts,
     retryReasons,
     peakRss,
+    poolHandshakes: typeof pool?.handshakes === 'number' ? pool.handshakes : null,
     // Linux ru_maxrss is in KiB: the high-water mark over the whole life of this process.
     maxRss: process.resourceUsage().maxRSS * 1024,
   })}\n`,

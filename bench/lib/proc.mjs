@@ -1,10 +1,16 @@
 // Child processes for the bench: every one gets its own process group, a hard timeout, and a place
 // in a registry so that an exception, a timeout or Ctrl-C never leaves one behind.
 import { spawn } from 'node:child_process';
-import { closeSync, openSync } from 'node:fs';
+import { closeSync, openSync, readdirSync, readFileSync } from 'node:fs';
 
 /** pid -> label of every child still running. */
 const live = new Map();
+/** Set once clean-up has begun (Ctrl-C): from then on nothing new is started. */
+let aborting = false;
+
+export function abortAll() {
+  aborting = true;
+}
 /** Last-in first-out clean-up steps (sshd, ControlMasters, temp dirs, throwaway users). */
 const cleanups = [];
 
@@ -37,6 +43,10 @@ export function killAllChildren() {
 export function run(cmd, args, options = {}) {
   const { timeoutMs = 120_000, stdinFile, env, cwd, check = true, maxOutput = 16 * 1024 * 1024 } = options;
   return new Promise((resolve, reject) => {
+    if (aborting) {
+      reject(new Error('bench is stopping: not starting ' + cmd));
+      return;
+    }
     let fd;
     let stdin = 'ignore';
     try {
@@ -119,6 +129,7 @@ export function run(cmd, args, options = {}) {
 
 /** Starts a long-lived child (sshd, ssh -M); the caller stops it with stopChild. */
 export function startChild(cmd, args, options = {}) {
+  if (aborting) throw new Error('bench is stopping: not starting ' + cmd);
   const child = spawn(cmd, args, { stdio: ['ignore', 'ignore', 'pipe'], detached: true, ...options });
   if (child.pid) live.set(child.pid, `${cmd} ${args.join(' ')}`.slice(0, 200));
   let stderr = '';
@@ -143,27 +154,54 @@ export async function stopChild(child, graceMs = 2000) {
   }
 }
 
-export function onCleanup(label, fn) {
-  cleanups.push({ label, fn });
+let cleanupLog = (message) => process.stderr.write(`${message}\n`);
+const inFlight = new Set();
+let cleaning;
+
+async function runOne({ label, fn }) {
+  if (process.env.BENCH_DEBUG) cleanupLog(`clean-up: ${label}`);
+  let timer;
+  try {
+    await Promise.race([
+      fn(),
+      new Promise((_, reject) => {
+        timer = setTimeout(() => reject(new Error('clean-up step timed out after 30 s')), 30_000);
+      }),
+    ]);
+  } catch (error) {
+    cleanupLog(`clean-up "${label}" failed: ${error.message}`);
+  } finally {
+    clearTimeout(timer);
+  }
 }
 
-/** Runs every registered clean-up step, newest first; each is bounded and none stops the others. */
-export async function runCleanups(log = () => undefined) {
-  while (cleanups.length > 0) {
-    const { label, fn } = cleanups.pop();
-    try {
-      let timer;
-      await Promise.race([
-        fn(),
-        new Promise((_, reject) => {
-          timer = setTimeout(() => reject(new Error('clean-up step timed out after 30 s')), 30_000);
-        }),
-      ]).finally(() => clearTimeout(timer));
-    } catch (error) {
-      log(`clean-up "${label}" failed: ${error.message}`);
-    }
+/** Registers a clean-up step; once clean-up has begun, a late registration runs at once. */
+export function onCleanup(label, fn) {
+  if (!aborting) {
+    cleanups.push({ label, fn });
+    return;
   }
-  killAllChildren();
+  const p = runOne({ label, fn });
+  inFlight.add(p);
+  void p.finally(() => inFlight.delete(p));
+}
+
+/**
+ * Runs every registered clean-up step, newest first; each is bounded and none stops the others.
+ * Every caller (the normal end, a signal) gets the same run, and it ends only when late
+ * registrations have finished too.
+ */
+export function runCleanups(log) {
+  if (log) cleanupLog = log;
+  cleaning ??= (async () => {
+    aborting = true;
+    killAllChildren();
+    while (cleanups.length > 0) await runOne(cleanups.pop());
+    const deadline = Date.now() + 30_000;
+    while (inFlight.size > 0 && Date.now() < deadline) await Promise.race([...inFlight, sleep(100)]);
+    killAllChildren();
+  })();
+  return cleaning;
 }
 
 export function sleep(ms) {
@@ -177,4 +215,30 @@ export function pidAlive(pid) {
   } catch {
     return false;
   }
+}
+
+/**
+ * Kills processes whose command line contains `marker` (a path unique to this run, such as the
+ * bench's mkdtemp dir): the ssh ControlMasters the bench's ssh commands forked into the background,
+ * which are no children of ours. Found by that marker, killed by pid.
+ */
+export function killByMarker(marker) {
+  let killed = 0;
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry) || Number(entry) === process.pid) continue;
+    let cmdline = '';
+    try {
+      cmdline = readFileSync(`/proc/${entry}/cmdline`, 'utf8');
+    } catch {
+      continue;
+    }
+    if (!cmdline.includes(marker)) continue;
+    try {
+      process.kill(Number(entry), 'SIGTERM');
+      killed += 1;
+    } catch {
+      // gone
+    }
+  }
+  return killed;
 }

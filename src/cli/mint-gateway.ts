@@ -14,7 +14,7 @@ const USAGE = `usage:
   mint-gateway install --key FILE|- [--root DIR] [--program PATH] [--gateway-path PATH] [--dest FILE]
                        [--key-name NAME] [--from PATTERNS] [--expiry-time YYYYMMDD[HHMM[SS]][Z]]
                        [--cert-authority [--principals NAMES]] [--export GLOBS] [--max-jobs N]
-                       [--min-free-mb N] [--max-age-days N] [--print]
+                       [--min-free-mb N] [--max-age-days N] [--allow-unconfined-rsync] [--print]
   mint-gateway uninstall --key FILE|- [--dest FILE]
   mint-gateway doctor [--root DIR] [--program PATH] [--gateway-path PATH] [--dest FILE] [--json]`;
 
@@ -57,6 +57,7 @@ export async function main(argv: string[] = process.argv.slice(2), io: Io = proc
             'min-free-mb': { type: 'string' },
             'max-age-days': { type: 'string' },
             print: { type: 'boolean' },
+            'allow-unconfined-rsync': { type: 'boolean' },
           },
         });
         if (positionals.length || !values.key) throw new UsageError(USAGE);
@@ -80,6 +81,7 @@ export async function main(argv: string[] = process.argv.slice(2), io: Io = proc
             ...(maxJobs !== undefined ? { maxJobs } : {}),
             ...(minFreeMb !== undefined ? { minFreeMb } : {}),
             ...(maxAgeDays !== undefined ? { maxAgeDays } : {}),
+            ...(values['allow-unconfined-rsync'] ? { allowUnconfinedRsync: true } : {}),
           },
           restrictions: {
             ...(values.from ? { from: values.from } : {}),

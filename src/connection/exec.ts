@@ -66,6 +66,12 @@ export function collect(connection: Connection, channel: ClientChannel, options:
       exitCode = code ?? undefined;
       signal = signalName ?? undefined;
     });
-    channel.on('close', () => finish());
+    // ssh2 may emit `exit` before we listen (it parses the whole buffer once the exec is accepted);
+    // `close` carries the same status, and it cannot come before the output we consume.
+    channel.on('close', (code?: number | null, signalName?: string) => {
+      exitCode ??= code ?? undefined;
+      signal ??= signalName ?? undefined;
+      finish();
+    });
   });
 }

@@ -36,6 +36,8 @@ export interface GatewayOptions {
   /** Seconds between cancel's TERM and KILL (gateway default 10). */
   grace?: number;
   rsync?: string;
+  /** Serve downloads with an rsync older than 3.5.0 (no --confine-root). */
+  allowUnconfinedRsync?: boolean;
 }
 
 export interface KeyRestrictions {
@@ -101,6 +103,7 @@ export function gatewayCommand(gatewayPath: string, options: GatewayOptions): st
     words.push(flag, String(value));
   }
   if (options.rsync !== undefined) words.push('--rsync', options.rsync);
+  if (options.allowUnconfinedRsync) words.push('--allow-unconfined-rsync');
   return words.join(' ');
 }
 

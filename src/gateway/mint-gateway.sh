@@ -92,6 +92,7 @@ mgw_parse_options() {
   MGW_MAX_AGE_DAYS=0
   MGW_GRACE=10
   MGW_RSYNC=
+  MGW_ALLOW_UNCONFINED=
   MGW_MODE=serve
   while [ $# -gt 0 ]; do
     case $1 in
@@ -104,6 +105,7 @@ mgw_parse_options() {
       --max-age-days) [ $# -ge 2 ] || mgw_die E_CONFIG 78 "--max-age-days needs a value"; MGW_MAX_AGE_DAYS=$2; shift 2 ;;
       --grace) [ $# -ge 2 ] || mgw_die E_CONFIG 78 "--grace needs a value"; MGW_GRACE=$2; shift 2 ;;
       --rsync) [ $# -ge 2 ] || mgw_die E_CONFIG 78 "--rsync needs a value"; MGW_RSYNC=$2; shift 2 ;;
+      --allow-unconfined-rsync) MGW_ALLOW_UNCONFINED=1; shift ;;
       # The detached job runner: reached only through this script's own argv, never from
       # SSH_ORIGINAL_COMMAND (sshd builds argv from authorized_keys alone).
       --run-job) MGW_MODE=run; break ;;
@@ -124,7 +126,7 @@ mgw_parse_options() {
 
 mgw_check_number() {
   case $1 in
-    '' | *[!0-9]*) mgw_die E_CONFIG 78 "$2 must be a whole number, got '$1'" ;;
+    '' | *[!0-9]* | 0?*) mgw_die E_CONFIG 78 "$2 must be a whole number without leading zeros, got '$1'" ;;
   esac
   [ ${#1} -le 9 ] || mgw_die E_CONFIG 78 "$2 is too large"
 }
@@ -214,7 +216,9 @@ mgw_read_command() {
   mgw_cmd=$SSH_ORIGINAL_COMMAND
   unset SSH_ORIGINAL_COMMAND
   case $mgw_cmd in
-    *sftp-server* | internal-sftp* | 'scp '* | */scp\ *)
+    # Anchored at the start: a subsystem arrives as its command (a path or internal-sftp), while a
+    # mint-gw command that merely contains the word is judged as a command below.
+    /*sftp-server | /*sftp-server\ * | sftp-server | sftp-server\ * | internal-sftp | internal-sftp\ * | 'scp '* | /*/scp\ *)
       mgw_die E_SUBSYSTEM 66 "subsystems (sftp, scp) are refused for this key" ;;
   esac
   [ ${#mgw_cmd} -le $MGW_MAX_COMMAND ] || mgw_die E_USAGE 64 "command longer than $MGW_MAX_COMMAND bytes"
@@ -270,8 +274,9 @@ mgw_check_caps() {
 }
 
 mgw_check_offset() {
+  # No leading zero: shell arithmetic would read 010 as octal 8, and 08 would abort the shell.
   case $1 in
-    '' | *[!0-9]*) mgw_die E_USAGE 64 "log offset must be a decimal byte count" ;;
+    '' | *[!0-9]* | 0?*) mgw_die E_USAGE 64 "log offset must be a decimal byte count" ;;
   esac
   [ ${#1} -le 15 ] || mgw_die E_USAGE 64 "log offset too large"
   MGW_OFFSET=$1
@@ -331,6 +336,11 @@ mgw_job_state() {
     fi
     return 0
   fi
+  # started/ and `cancelled` but no pid: cancelled before it ever started.
+  if [ -f "$MGW_JOBDIR/cancelled" ]; then
+    MGW_STATE=cancelled
+    return 0
+  fi
   # started/ exists but no pid: start is in its first milliseconds, or it died before writing one.
   MGW_STATE=running
   if mgw_which stat && mgw_started_at=$("$mgw_found" -c %Y -- "$MGW_JOBDIR/started") && mgw_which date; then
@@ -359,6 +369,7 @@ mgw_verb_probe() {
     printf 'rsync=%s\n' "${3:-unknown}"
     printf 'rsync_path=%s\n' "$MGW_RSYNC"
     if mgw_rsync_confines; then printf 'confine_root=yes\n'; else printf 'confine_root=no\n'; fi
+    if [ -n "$MGW_ALLOW_UNCONFINED" ]; then printf 'allow_unconfined=yes\n'; else printf 'allow_unconfined=no\n'; fi
   else
     printf 'rsync=missing\n'
   fi
@@ -435,8 +446,16 @@ mgw_rsync_template() {
   # specials. --log-format=X only makes the receiver report file names.
   if [ "$MGW_VERB" = put ]; then MGW_RSYNC_FLAGS=-tEre$MGW_CAPS; else MGW_RSYNC_FLAGS=-tre$MGW_CAPS; fi
   MGW_RSYNC_SAFETY=--munge-links
+  # A peer that stops talking (or a hostile one that deadlocks the protocol) frees the server.
+  MGW_RSYNC_TIMEOUT=--timeout=600
   MGW_RSYNC_CONFINE=
-  if mgw_rsync_confines; then MGW_RSYNC_CONFINE=--confine-root=$MGW_WORK; fi
+  if mgw_rsync_confines; then
+    MGW_RSYNC_CONFINE=--confine-root=$MGW_WORK
+  elif [ "$MGW_VERB" = get ] && [ -z "$MGW_ALLOW_UNCONFINED" ]; then
+    # Without it, a client's dir-merge filter rule can make the sender read a file in any parent
+    # of the work dir (say ~/.netrc) and learn its lines from which names go missing.
+    mgw_die E_CONFIG 78 "rsync on this computer lacks --confine-root (rsync >= 3.5.0); downloads are refused until it is upgraded (or the gateway is given --allow-unconfined-rsync)"
+  fi
 }
 
 mgw_verb_put() {
@@ -457,7 +476,7 @@ mgw_verb_put() {
   [ -d "$MGW_WORK" ] || "$MGW_MKDIR" -m 700 -- "$MGW_WORK" || mgw_die E_INTERNAL 70 "cannot create work dir"
   mgw_rsync_template
   mgw_audit accepted 0
-  set -- --server "$MGW_RSYNC_FLAGS" --log-format=X --partial "$MGW_RSYNC_SAFETY"
+  set -- --server "$MGW_RSYNC_FLAGS" --log-format=X --partial "$MGW_RSYNC_SAFETY" "$MGW_RSYNC_TIMEOUT"
   [ -z "$MGW_RSYNC_CONFINE" ] || set -- "$@" "$MGW_RSYNC_CONFINE"
   exec "$MGW_RSYNC" "$@" . "$MGW_WORK/"
 }
@@ -482,7 +501,7 @@ mgw_verb_get() {
   { [ -d "$MGW_WORK" ] && [ ! -L "$MGW_WORK" ]; } || mgw_die E_NOJOB 67 "job $MGW_JOB has no work dir"
   mgw_rsync_template
   mgw_audit accepted 0
-  set -- --server --sender "$MGW_RSYNC_FLAGS" "$MGW_RSYNC_SAFETY"
+  set -- --server --sender "$MGW_RSYNC_FLAGS" "$MGW_RSYNC_SAFETY" "$MGW_RSYNC_TIMEOUT"
   [ -z "$MGW_RSYNC_CONFINE" ] || set -- "$@" "$MGW_RSYNC_CONFINE"
   # --export: only matching files leave this machine. These rules come from our argv, so rsync puts
   # them before any rule the client sends over the protocol, and the first matching rule wins.
@@ -596,12 +615,11 @@ mgw_list_jobs() {
 }
 
 mgw_is_job_name() {
+  # Hex in every hex position: `?` would also match '-' and let 36 dashes pass.
   case $1 in
-    ????????-????-????-????-????????????) ;;
-    *) return 1 ;;
+    [0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f]-[0-9a-f][0-9a-f][0-9a-f][0-9a-f]-[0-9a-f][0-9a-f][0-9a-f][0-9a-f]-[0-9a-f][0-9a-f][0-9a-f][0-9a-f]-[0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f]) return 0 ;;
   esac
-  case $1 in *[!0-9a-f-]*) return 1 ;; esac
-  return 0
+  return 1
 }
 
 mgw_print_status() {

@@ -180,7 +180,7 @@ export function parseRefusal(stderr: string): Refusal | undefined {
 }
 
 /** Turns a failed verb into a GatewayError, with the gateway's own reason when it gave one. */
-export function refusalError(verb: Verb, exitCode: number | undefined, stderr: string, context: ErrorContext = {}): GatewayError {
+export function refusalError(verb: Verb, exitCode: number | undefined, stderr: string, context: ErrorContext = {}, signal?: string): GatewayError {
   const refusal = parseRefusal(stderr);
   if (refusal) {
     return new GatewayError('GATEWAY_REFUSED', `gateway refused '${verb}': ${refusal.gatewayCode}: ${refusal.message}`, {
@@ -193,7 +193,7 @@ export function refusalError(verb: Verb, exitCode: number | undefined, stderr: s
   const tail = stderr.trim().split('\n').slice(-3).join(' | ');
   return new GatewayError(
     'GATEWAY_PROTOCOL',
-    `'${verb}' failed with exit code ${exitCode ?? 'none'} and no gateway reason${tail ? `: ${tail}` : ''}`,
+    `'${verb}' failed with ${signal ? `signal ${signal}` : `exit code ${exitCode ?? 'none'}`} and no gateway reason${tail ? `: ${tail}` : ''}`,
     {
       ...context,
       ...(exitCode === undefined ? {} : { exitCode }),

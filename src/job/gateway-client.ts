@@ -32,7 +32,7 @@ export class GatewayClient {
     const jobId = 'job' in command ? command.job : undefined;
     const context = { host: this.connection.host.name, step, ...(jobId ? { jobId } : {}) };
     const result = await execCollect(this.connection, formatCommand(command), options);
-    if (result.exitCode !== 0) throw refusalError(command.verb, result.exitCode, result.stderr, context);
+    if (result.exitCode !== 0) throw refusalError(command.verb, result.exitCode, result.stderr, context, result.signal);
     return result;
   }
 

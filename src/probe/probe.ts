@@ -149,11 +149,21 @@ export async function probeHost(target: string | InlineHost, options: ResolveOpt
       steps.push({ step: 'rsync-remote', ok: false, detail: 'rsync is not installed on the external computer', hint: 'the site must install rsync (apt-get install rsync / dnf install rsync)' });
       return result;
     }
+    const confined = f.get('confine_root') === 'yes';
+    if (!confined && f.get('allow_unconfined') !== 'yes') {
+      steps.push({
+        step: 'rsync-remote',
+        ok: false,
+        detail: `rsync ${remoteRsync} on the external computer lacks --confine-root, so the gateway refuses downloads`,
+        hint: 'upgrade rsync there to >= 3.5.0, or (accepting that a hostile client could probe files above the job root) reinstall the gateway with --allow-unconfined-rsync',
+      });
+      return result;
+    }
     steps.push({
       step: 'rsync-remote',
       ok: true,
-      detail: `rsync ${remoteRsync}${f.get('confine_root') === 'yes' ? ' (with --confine-root)' : ''}`,
-      ...(f.get('confine_root') === 'yes' ? {} : { warning: 'rsync older than 3.5 on the external computer: no --confine-root; upgrading is recommended' }),
+      detail: `rsync ${remoteRsync}${confined ? ' (with --confine-root)' : ''}`,
+      ...(confined ? {} : { warning: 'rsync lacks --confine-root and the gateway was told to allow it: upgrade rsync to >= 3.5.0' }),
     });
 
     if (f.get('program_ok') !== 'yes') {

@@ -156,7 +156,9 @@ function relay(
   channel.on('exit', (code: number | null) => {
     state.exitCode = code ?? undefined;
   });
-  channel.on('close', () => {
+  channel.on('close', (code?: number | null) => {
+    // `exit` may have fired before this listener existed; `close` carries the status too.
+    state.exitCode ??= code ?? undefined;
     // Unpipe first: a late write into a closed channel throws.
     socket.unpipe(channel);
     writeExit(socket, state.exitCode ?? -1);
