@@ -3,15 +3,23 @@ import { createHash } from 'node:crypto';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, beforeAll } from 'vitest';
+import { afterAll, beforeAll, inject } from 'vitest';
 import { startSandbox, type Sandbox, type SandboxOptions } from '../../src/sandbox/sandbox.js';
+import { startDockerSandbox } from '../../src/sandbox/docker.js';
 
-/** Starts one sandbox for the calling test file and stops it after. */
-export function useSandbox(options: SandboxOptions = {}): () => Sandbox {
+export type SandboxKind = 'local sshd' | 'testcontainers';
+
+/** The sandbox paths this machine can run: always a local sshd; a container where Docker answers. */
+export function sandboxKinds(): SandboxKind[] {
+  return inject('dockerAvailable') ? ['local sshd', 'testcontainers'] : ['local sshd'];
+}
+
+/** Starts one sandbox for the calling test file (or describe block) and stops it after. */
+export function useSandbox(options: SandboxOptions = {}, kind: SandboxKind = 'local sshd'): () => Sandbox {
   let sandbox: Sandbox | undefined;
   beforeAll(async () => {
-    sandbox = await startSandbox(options);
-  });
+    sandbox = kind === 'testcontainers' ? await startDockerSandbox(options) : await startSandbox(options);
+  }, 300_000);
   afterAll(async () => {
     await sandbox?.stop();
   });
