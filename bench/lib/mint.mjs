@@ -16,12 +16,13 @@ export function distReady() {
 let modules;
 export async function load() {
   if (modules) return modules;
-  const [index, connectMod, bridgeMod, rsyncMod, gatewayMod] = await Promise.all([
+  const [index, connectMod, bridgeMod, rsyncMod, gatewayMod, sandboxMod] = await Promise.all([
     import(new URL('../../dist/index.js', import.meta.url).href),
     import(new URL('../../dist/connection/connect.js', import.meta.url).href),
     import(new URL('../../dist/transfer/rsh-bridge.js', import.meta.url).href),
     import(new URL('../../dist/transfer/rsync.js', import.meta.url).href),
     import(new URL('../../dist/job/gateway-client.js', import.meta.url).href),
+    import(new URL('../../dist/sandbox/sandbox.js', import.meta.url).href),
   ]);
   modules = {
     runRemote: index.runRemote,
@@ -33,6 +34,7 @@ export async function load() {
     upload: rsyncMod.upload,
     download: rsyncMod.download,
     GatewayClient: gatewayMod.GatewayClient,
+    readBanner: sandboxMod.readBanner,
   };
   return modules;
 }

@@ -37,21 +37,11 @@ function freePort() {
 }
 
 async function waitForBanner(port, child, stderr) {
+  const { readBanner } = await load();
   const deadline = Date.now() + 10_000;
   while (Date.now() < deadline) {
     if (child.exitCode !== null) throw new Error(`sshd exited at start: ${stderr().slice(-300)}`);
-    const banner = await new Promise((r) => {
-      const socket = net.connect({ host: '127.0.0.1', port });
-      let data = '';
-      socket.setTimeout(500, () => socket.destroy());
-      socket.on('data', (d) => {
-        data += d.toString();
-        socket.destroy();
-      });
-      socket.on('error', () => r(''));
-      socket.on('close', () => r(data));
-    });
-    if (banner.startsWith('SSH-2.0-')) return;
+    if ((await readBanner(port)).startsWith('SSH-2.0-')) return;
     await sleep(50);
   }
   throw new Error(`sshd did not answer on 127.0.0.1:${port} within 10 s`);

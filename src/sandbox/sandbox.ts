@@ -230,21 +230,25 @@ async function waitForBanner(port: number, child: ChildProcess, stderr: () => st
       const log = await readFile(logFile, 'utf8').catch(() => '');
       throw new SandboxError(`sshd exited at start (code ${child.exitCode}): ${(stderr() + log).trim().slice(-500)}`);
     }
-    const banner = await new Promise<string>((r) => {
-      const socket = net.connect({ host: '127.0.0.1', port });
-      let data = '';
-      socket.setTimeout(500, () => socket.destroy());
-      socket.on('data', (d) => {
-        data += d.toString();
-        socket.destroy();
-      });
-      socket.on('error', () => r(''));
-      socket.on('close', () => r(data));
-    });
-    if (banner.startsWith('SSH-2.0-')) return;
+    if ((await readBanner(port)).startsWith('SSH-2.0-')) return;
     await new Promise((r) => setTimeout(r, 50));
   }
   throw new SandboxError(`sshd did not answer on 127.0.0.1:${port} within 10 s`);
+}
+
+/** The first bytes a server on 127.0.0.1:port sends (an sshd's identification line), or ''. */
+export function readBanner(port: number): Promise<string> {
+  return new Promise((resolve) => {
+    const socket = net.connect({ host: '127.0.0.1', port });
+    let data = '';
+    socket.setTimeout(500, () => socket.destroy());
+    socket.on('data', (d) => {
+      data += d.toString();
+      socket.destroy();
+    });
+    socket.on('error', () => resolve(''));
+    socket.on('close', () => resolve(data));
+  });
 }
 
 /** Jobs run detached in their own process groups; stop them so the sandbox leaves nothing behind. */
