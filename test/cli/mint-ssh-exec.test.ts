@@ -37,6 +37,24 @@ describe('mint-ssh-exec CLI against the sandbox host', async () => {
     expect(r.stdout).toContain('verdict: READY');
   });
 
+  it('probe: human output matches the snapshot (numbers, paths and versions normalised)', async () => {
+    const r = await runMain(main, ['probe', 'sandbox', '--config', await config()]);
+    const normalised = r.stdout
+      .split('\n')
+      .filter((line) => !/^\s+note: /.test(line)) // the slow-shell note depends on the machine
+      .join('\n')
+      .replace(/\[warn\]/g, '[ ok ]')
+      .replace(/OpenSSH_[^\n]*/g, 'OpenSSH_V')
+      .replace(/rsync\s+version \S+\s+protocol version \d+/g, 'rsync version V protocol version P')
+      .replace(/rsync \d+\.\d+\.\d+/g, 'rsync V')
+      .replace(/gateway \d+\.\d+\.\d+/g, 'gateway V')
+      .replace(/\/[^\s]*\/(mint-sandbox-|mint-test-)[^\s]*/g, '<path>')
+      .replace(/\b\w+@127\.0\.0\.1:\d+/g, 'USER@127.0.0.1:PORT')
+      .replace(/authenticated as \S+/, 'authenticated as USER')
+      .replace(/\d+(\.\d+)?/g, 'N');
+    expect(normalised).toMatchSnapshot();
+  });
+
   it('probe --json: a stable schema with resources and latency', async () => {
     const r = await runMain(main, ['probe', 'sandbox', '--json', '--config', await config()]);
     expect(r.code).toBe(0);
