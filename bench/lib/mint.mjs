@@ -35,6 +35,7 @@ export async function load() {
     download: rsyncMod.download,
     GatewayClient: gatewayMod.GatewayClient,
     readBanner: sandboxMod.readBanner,
+    sshdConfig: sandboxMod.sshdConfig,
   };
   return modules;
 }

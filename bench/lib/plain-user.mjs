@@ -129,28 +129,9 @@ export async function startPlainUser({ workDir, program, log }) {
 
     const port = await freePort();
     const config = join(sshdDir, 'sshd_config');
-    // The sandbox's settings (src/sandbox/sandbox.ts), for this account.
-    await writeFile(
-      config,
-      [
-        `Port ${port}`,
-        'ListenAddress 127.0.0.1',
-        `HostKey ${hostKey}`,
-        `PidFile ${join(sshdDir, 'sshd.pid')}`,
-        `AuthorizedKeysFile ${authorizedKeys}`,
-        `AllowUsers ${name}`,
-        'PubkeyAuthentication yes',
-        'PasswordAuthentication no',
-        'KbdInteractiveAuthentication no',
-        'UsePAM no',
-        'PermitUserEnvironment no',
-        'StrictModes no',
-        'PrintMotd no',
-        'LogLevel VERBOSE',
-        'Subsystem sftp internal-sftp',
-        '',
-      ].join('\n'),
-    );
+    // The sandbox's own settings (src/sandbox/sandbox.ts), for this account.
+    const { sshdConfig } = await load();
+    await writeFile(config, sshdConfig({ port, hostKey, authorizedKeys, user: name, pidFile: join(sshdDir, 'sshd.pid') }));
     await mkdir('/run/sshd', { recursive: true, mode: 0o755 });
     const logFile = join(sshdDir, 'sshd.log');
     sshd = startChild(findSshd(), ['-D', '-f', config, '-E', logFile]);

@@ -187,7 +187,8 @@ function keygen(path: string, comment: string): void {
   }
 }
 
-function sshdConfig(c: { port: number; hostKey: string; authorizedKeys: string; user: string; pidFile: string }): string {
+/** The sandbox's sshd_config (the bench reuses it for its /bin/sh account). */
+export function sshdConfig(c: { port: number; hostKey: string; authorizedKeys: string; user: string; pidFile: string }): string {
   // As close to a site's sshd as a private, unprivileged-port instance allows. StrictModes is off
   // only because the temp dir's parents (/tmp) are world-writable; the gateway makes its own checks.
   return [
