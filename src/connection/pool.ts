@@ -23,7 +23,6 @@ export type Dial = () => Promise<Connection>;
 
 interface Entry extends PooledLink {
   jobs: number;
-  closing: Promise<void> | undefined;
 }
 
 interface HostState {
@@ -68,7 +67,7 @@ export class ConnectionPool {
         this.handshakes += 1;
         const connection = await dial();
         const bridge = await RshBridge.open(connection);
-        const fresh: Entry = { connection, bridge, jobs: 0, closing: undefined };
+        const fresh: Entry = { connection, bridge, jobs: 0 };
         current.entries.push(fresh);
         connection.onClose(() => this.forget(current, fresh));
         return fresh;
@@ -94,16 +93,14 @@ export class ConnectionPool {
   private freePlace(state: HostState): Entry | undefined {
     // Fill the busiest connection that still has room, so idle ones can close.
     return state.entries
-      .filter((e) => !e.closing && !e.connection.closed && e.jobs < e.connection.capacity)
+      .filter((e) => !e.connection.closed && e.jobs < e.connection.capacity)
       .sort((a, b) => b.jobs - a.jobs)[0];
   }
 
+  /** Out of the list first, so no new job takes a place on a connection that is closing. */
   private retire(state: HostState, entry: Entry): void {
     this.forget(state, entry);
-    entry.closing = (async () => {
-      await entry.bridge.close().catch(() => undefined);
-      entry.connection.close();
-    })();
+    void entry.bridge.close().catch(() => undefined).then(() => entry.connection.close());
   }
 
   private forget(state: HostState, entry: Entry): void {

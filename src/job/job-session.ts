@@ -50,12 +50,7 @@ export class JobSession {
     this.connects += 1;
     this.emit({ type: 'connecting', host: this.host.name, attempt: this.connects });
     const t = performance.now();
-    const lease = await this.pool.acquire(this.host, () =>
-      connect(this.host, {
-        ...(this.signal ? { signal: this.signal } : {}),
-        resolveJump: (spec) => resolveJump(spec, this.resolveOptions),
-      }),
-    );
+    const lease = await this.pool.acquire(this.host, () => openConnection(this.host, this.resolveOptions, this.signal));
     this.link = { connection: lease.connection, gateway: new GatewayClient(lease.connection), bridge: lease.bridge, lease };
     this.emit({ type: 'connected', host: this.host.name, ms: performance.now() - t });
     return this.link;
@@ -102,7 +97,8 @@ export class JobSession {
           if (error instanceof MintSshError) error.step ??= name;
           if (!isTransient(error) || retriesLeft === 0) return;
           await this.drop();
-          // Full jitter: spreads reconnects of many jobs so a site's sshd is not hit by a storm.
+          // Equal jitter (half fixed, half random): spreads reconnects of many jobs so a site's
+          // sshd is not hit by a storm.
           const ceiling = Math.min(policy.maxTimeoutMs, policy.minTimeoutMs * 2 ** (attemptNumber - 1));
           const delayMs = Math.round(ceiling / 2 + (Math.random() * ceiling) / 2);
           this.emit({ type: 'retrying', step: name, attempt: attemptNumber + 1, delayMs, error });
@@ -122,6 +118,20 @@ export class JobSession {
     link?.lease.release();
   }
 }
+/** A connection with the package's resolution rules (ProxyJump hops resolved like any host). */
+export function openConnection(
+  host: ResolvedHost,
+  resolveOptions: ResolveOptions,
+  signal?: AbortSignal,
+  onServerIdent?: (ident: string) => void,
+): Promise<Connection> {
+  return connect(host, {
+    ...(signal ? { signal } : {}),
+    ...(onServerIdent ? { onServerIdent } : {}),
+    resolveJump: (spec) => resolveJump(spec, resolveOptions),
+  });
+}
+
 export function isTransient(error: unknown): boolean {
   return error instanceof MintSshError && error.retryable;
 }

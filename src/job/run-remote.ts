@@ -9,9 +9,8 @@ import { mkdir, rename, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { StringDecoder } from 'node:string_decoder';
 import { CancelledError, GatewayError, InputError, MintSshError, type Step } from '../errors.js';
-import { resolveHost, resolveJump, type InlineHost, type ResolveOptions } from '../config/resolve-host.js';
-import type { CleanupPolicy, ResolvedHost } from '../config/resolved-host.js';
-import { connect, type Connection } from '../connection/connect.js';
+import { resolveHost, type InlineHost, type ResolveOptions } from '../config/resolve-host.js';
+import type { CleanupPolicy } from '../config/resolved-host.js';
 import type { ConnectionPool } from '../connection/pool.js';
 import { checkProgramArgs, isJobId, type JobState } from '../gateway/protocol.js';
 import { checkInputs, download, upload } from '../transfer/rsync.js';
@@ -157,7 +156,6 @@ interface Job {
   runStarted: number;
   connectMs: () => number;
   dispose: () => void;
-  timeoutMs: number | undefined;
 }
 
 async function prepare(options: CommonOptions, jobId: string): Promise<Job> {
@@ -195,7 +193,6 @@ async function prepare(options: CommonOptions, jobId: string): Promise<Job> {
     timings: { connectMs: 0, uploadMs: 0, runMs: 0, downloadMs: 0, cleanupMs: 0, totalMs: 0 },
     runStarted: 0,
     connectMs: () => firstConnectMs ?? 0,
-    timeoutMs: options.timeoutMs,
     dispose: () => {
       if (timer) clearTimeout(timer);
       options.signal?.removeEventListener('abort', onAbort);
@@ -223,7 +220,7 @@ async function finish(job: Job, started: number): Promise<RemoteResult> {
     final = await session.step('run', (link) => link.gateway.logs(jobId, offset, onChunk, job.signal), job.signal);
   } catch (error) {
     if (!(job.signal?.aborted)) throw error;
-    cancelled = job.signal.reason instanceof CancelledError ? job.signal.reason : new CancelledError('job cancelled', { jobId });
+    cancelled = cancellation(job.signal, 'job cancelled', jobId);
     // Stop the remote process group, then collect what the log says up to the end.
     await session.step('run', (link) => link.gateway.cancel(jobId), undefined);
     final = await session.step('run', (link) => link.gateway.logs(jobId, offset, onChunk), undefined);
@@ -258,7 +255,7 @@ async function finish(job: Job, started: number): Promise<RemoteResult> {
       emit({ type: 'downloaded', files: files.length, ms: down.durationMs });
     } catch (error) {
       if (!job.signal?.aborted) throw error;
-      cancelled = job.signal.reason instanceof CancelledError ? job.signal.reason : new CancelledError('download cancelled', { jobId });
+      cancelled = cancellation(job.signal, 'download cancelled', jobId);
       failed = true;
       downloadInterrupted = true;
     }
@@ -299,6 +296,11 @@ async function finish(job: Job, started: number): Promise<RemoteResult> {
   return result;
 }
 
+/** The CancelledError an aborted job signal carries (prepare() always aborts with one). */
+function cancellation(signal: AbortSignal, fallback: string, jobId: string): CancelledError {
+  return signal.reason instanceof CancelledError ? signal.reason : new CancelledError(fallback, { jobId });
+}
+
 async function removeQuietly(job: Job): Promise<void> {
   await job.session
     .step('cleanup', (link) => link.gateway.remove(job.jobId), undefined)
@@ -311,20 +313,6 @@ function tag(error: unknown, step: Step, jobId: string): unknown {
     error.jobId ??= jobId;
   }
   return error;
-}
-
-/** For one-off verbs (probe, jobs, cancel): a connection with the same resolution rules. */
-export async function openConnection(
-  host: ResolvedHost,
-  resolveOptions: ResolveOptions,
-  signal?: AbortSignal,
-  onServerIdent?: (ident: string) => void,
-): Promise<Connection> {
-  return connect(host, {
-    ...(signal ? { signal } : {}),
-    ...(onServerIdent ? { onServerIdent } : {}),
-    resolveJump: (spec) => resolveJump(spec, resolveOptions),
-  });
 }
 
 /** Never a half-written file: write beside, then rename. */

@@ -11,7 +11,7 @@ import { MintSshError } from '../errors.js';
 import { resolveHost, type InlineHost, type ResolveOptions } from '../config/resolve-host.js';
 import type { ResolvedHost } from '../config/resolved-host.js';
 import { openTcp } from '../connection/open-socket.js';
-import { openConnection } from '../job/run-remote.js';
+import { openConnection } from '../job/job-session.js';
 import { GatewayClient } from '../job/gateway-client.js';
 import { execCollect } from '../connection/exec.js';
 import { PROTOCOL_VERSION } from '../gateway/protocol.js';

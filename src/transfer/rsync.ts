@@ -9,8 +9,7 @@ import { fileURLToPath } from 'node:url';
 import { stat } from 'node:fs/promises';
 import { basename, resolve } from 'node:path';
 import { InputError, TransferError, type Step } from '../errors.js';
-import { formatCommand } from '../gateway/protocol.js';
-import { refusalError } from '../gateway/protocol.js';
+import { formatCommand, refusalError } from '../gateway/protocol.js';
 import { RSYNC_CLIENT_OPTIONS, checkServerArgs, type Direction } from './rsync-args.js';
 import type { RshBridge } from './rsh-bridge.js';
 

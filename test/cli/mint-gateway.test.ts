@@ -1,26 +1,16 @@
 import { describe, expect, it } from 'vitest';
 import { execFileSync } from 'node:child_process';
-import { chmod, mkdir, readFile, writeFile } from 'node:fs/promises';
+import { chmod, readFile, writeFile } from 'node:fs/promises';
 import { Readable } from 'node:stream';
 import { join } from 'node:path';
 import { main } from '../../src/cli/mint-gateway.js';
-import { freshDir } from '../support/fixture.js';
+import { siteHome } from '../support/site-home.js';
 import { captureIo } from '../support/cli-io.js';
 
 async function gw(argv: string[], home: string, stdin = ''): Promise<{ code: number; stdout: string; stderr: string }> {
   const { io, out } = captureIo({ ...process.env, HOME: home });
   const code = await main(argv, io, Readable.from([Buffer.from(stdin)]));
   return { code, ...out() };
-}
-
-async function siteHome(): Promise<{ home: string; pub: string; program: string }> {
-  const home = await freshDir();
-  execFileSync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-C', 'mint', '-f', join(home, 'mint_key')]);
-  const program = join(home, 'misrc_remote_workflow', 'scripts', 'execute_remote-side_program_ssh.sh');
-  await mkdir(join(home, 'misrc_remote_workflow', 'scripts'), { recursive: true });
-  await writeFile(program, '#!/bin/sh\necho hi\n');
-  await chmod(program, 0o755);
-  return { home, pub: await readFile(join(home, 'mint_key.pub'), 'utf8'), program };
 }
 
 describe('mint-gateway CLI', () => {
@@ -34,10 +24,10 @@ describe('mint-gateway CLI', () => {
 
   it('install with defaults, doctor passes; reinstall is idempotent; uninstall removes the line', async () => {
     const { home, pub } = await siteHome();
-    const first = await gw(['install', '--key', join(home, 'mint_key.pub')], home);
+    const first = await gw(['install', '--key', join(home, 'mint.pub')], home);
     expect(first.code).toBe(0);
     expect(first.stdout).toContain('added the mint-gateway line');
-    expect((await gw(['install', '--key', join(home, 'mint_key.pub')], home)).stdout).toContain('unchanged');
+    expect((await gw(['install', '--key', join(home, 'mint.pub')], home)).stdout).toContain('unchanged');
     const keys = await readFile(join(home, '.ssh', 'authorized_keys'), 'utf8');
     expect(keys.trim().split('\n')).toHaveLength(1);
     const doctor = await gw(['doctor', '--json'], home);
@@ -51,7 +41,7 @@ describe('mint-gateway CLI', () => {
 
   it('install refuses a private key or garbage with a clear message and exit code', async () => {
     const { home } = await siteHome();
-    const r = await gw(['install', '--key', join(home, 'mint_key')], home);
+    const r = await gw(['install', '--key', join(home, 'mint')], home);
     expect(r.code).toBe(200);
     expect(r.stderr).toMatch(/mint-gateway: error: .*(private key|key type)/);
     const missing = await gw(['install', '--key', join(home, 'nope.pub')], home);
@@ -61,7 +51,7 @@ describe('mint-gateway CLI', () => {
 
   it('doctor finds what defeats or slows the gateway, each with a fix', async () => {
     const { home } = await siteHome();
-    await gw(['install', '--key', join(home, 'mint_key.pub')], home);
+    await gw(['install', '--key', join(home, 'mint.pub')], home);
     await chmod(join(home, 'mint-jobs'), 0o777);
     await chmod(join(home, '.ssh', 'authorized_keys'), 0o666);
     await writeFile(join(home, '.ssh', 'authorized_keys'), (await readFile(join(home, '.ssh', 'authorized_keys'), 'utf8')).replace('restrict,', 'no-pty,'));
@@ -78,7 +68,7 @@ describe('mint-gateway CLI', () => {
 
   it('doctor refuses a job root that holds ~/.ssh', async () => {
     const { home } = await siteHome();
-    await gw(['install', '--key', join(home, 'mint_key.pub')], home);
+    await gw(['install', '--key', join(home, 'mint.pub')], home);
     const r = await gw(['doctor', '--root', home, '--json'], home);
     const report = JSON.parse(r.stdout) as { checks: { check: string; ok: boolean; detail: string }[] };
     expect(report.checks.find((c) => c.check === 'job-root')).toMatchObject({ ok: false, detail: expect.stringContaining('home dir') });

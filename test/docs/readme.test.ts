@@ -5,10 +5,9 @@
 import { describe, expect, it } from 'vitest';
 import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { chmod, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import { execFileSync } from 'node:child_process';
-import { freshDir } from '../support/fixture.js';
+import { siteHome } from '../support/site-home.js';
 
 const ROOT = join(import.meta.dirname, '..', '..');
 
@@ -40,12 +39,7 @@ describe('README', () => {
   }, 300_000);
 
   it('the site set-up runs verbatim in a fresh home', async () => {
-    const home = await freshDir();
-    execFileSync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-C', 'mint', '-f', join(home, 'mint')]);
-    const program = join(home, 'misrc_remote_workflow', 'scripts', 'execute_remote-side_program_ssh.sh');
-    await mkdir(join(home, 'misrc_remote_workflow', 'scripts'), { recursive: true });
-    await writeFile(program, '#!/bin/sh\necho ok\n');
-    await chmod(program, 0o755);
+    const { home } = await siteHome();
     // As after `npm install -g mint-ssh-exec`: the CLIs on the PATH.
     const r = bash(await block('site'), home, { ...process.env, HOME: home, SHELL: '/bin/sh', PATH: `${join(ROOT, 'node_modules', '.bin')}:${process.env.PATH ?? ''}` });
     expect(r.status, r.stdout + r.stderr).toBe(0);
