@@ -17,6 +17,8 @@ export interface ExecResult {
 export interface ExecOptions {
   /** Called for each stdout chunk instead of buffering it. */
   onStdout?: (chunk: Buffer) => void;
+  /** Called for each complete stderr line as it arrives (stderr is collected all the same). */
+  onStderrLine?: (line: string) => void;
   signal?: AbortSignal;
   maxBuffer?: number;
 }
@@ -59,8 +61,14 @@ export function collect(connection: Connection, channel: ClientChannel, options:
       size += chunk.length;
       if (size <= maxBuffer) chunks.push(chunk);
     });
+    let seen = 0;
     channel.stderr.on('data', (chunk: Buffer) => {
       if (stderr.length < 65536) stderr += chunk.toString('utf8');
+      if (!options.onStderrLine) return;
+      for (let end = stderr.indexOf('\n', seen); end >= 0; end = stderr.indexOf('\n', seen)) {
+        options.onStderrLine(stderr.slice(seen, end));
+        seen = end + 1;
+      }
     });
     channel.on('exit', (code: number | null, signalName?: string) => {
       exitCode = code ?? undefined;

@@ -15,7 +15,7 @@
 #
 # Requirements on the external computer: POSIX sh, coreutils, rsync, setsid (util-linux).
 #
-# Exit codes: 0 success; for put/get, rsync's own exit code (1..35); the gateway's refusals use
+# Exit codes: 0 success; for put/get/take, rsync's own exit code (1..35); the gateway's refusals use
 # 64..79 so that they never collide with rsync's, each with one line on stderr:
 #   mint-gw: error: E_CODE: what went wrong
 # 64 E_USAGE      malformed or unknown command, wrong argument count, a token outside its pattern
@@ -28,7 +28,8 @@
 # 78 E_CONFIG     the gateway's own options or the job root are unsafe or wrong (fix authorized_keys)
 
 MGW_PROTOCOL=1
-MGW_VERSION=0.1.0
+MGW_VERSION=0.2.0
+MGW_VERBS='probe list put get take start run status logs cancel rm'
 MGW_MAX_COMMAND=4096
 MGW_MAX_ARGS=64
 
@@ -201,9 +202,11 @@ mgw_audit() {
 #   mint-gw list
 #   mint-gw put    JOB CAPS          rsync upload into the job's work dir
 #   mint-gw start  JOB [ARG...]      run the program detached (idempotent)
+#   mint-gw run    JOB [ARG...]      start, then follow the log from byte 0 (one round trip less)
 #   mint-gw status JOB
 #   mint-gw logs   JOB OFFSET        log bytes from OFFSET, following until the job ends
 #   mint-gw get    JOB CAPS          rsync download of the job's work dir
+#   mint-gw take   JOB CAPS          get; then, if the client answers `remove`, remove the job
 #   mint-gw cancel JOB
 #   mint-gw rm     JOB
 # JOB is a lowercase UUID; CAPS is rsync's capability string (the part after -e in its server
@@ -362,7 +365,7 @@ mgw_write_atomic() {
 
 mgw_verb_probe() {
   mgw_expect_args 0 0 "no arguments"
-  printf 'mint-gw=%s\nversion=%s\n' "$MGW_PROTOCOL" "$MGW_VERSION"
+  printf 'mint-gw=%s\nversion=%s\nverbs=%s\n' "$MGW_PROTOCOL" "$MGW_VERSION" "$MGW_VERBS"
   if mgw_rsync_found; then
     # shellcheck disable=SC2046
     set -- $("$MGW_RSYNC" --version 2>/dev/null)
@@ -451,7 +454,7 @@ mgw_rsync_template() {
   MGW_RSYNC_CONFINE=
   if mgw_rsync_confines; then
     MGW_RSYNC_CONFINE=--confine-root=$MGW_WORK
-  elif [ "$MGW_VERB" = get ] && [ -z "$MGW_ALLOW_UNCONFINED" ]; then
+  elif [ "$MGW_VERB" != put ] && [ -z "$MGW_ALLOW_UNCONFINED" ]; then
     # Without it, a client's dir-merge filter rule can make the sender read a file in any parent
     # of the work dir (say ~/.netrc) and learn its lines from which names go missing.
     mgw_die E_CONFIG 78 "rsync on this computer lacks --confine-root (rsync >= 3.5.0); downloads are refused until it is upgraded (or the gateway is given --allow-unconfined-rsync)"
@@ -514,10 +517,63 @@ mgw_verb_get() {
     done
     set -- "$@" '--include=*/' '--exclude=*'
   fi
-  exec "$MGW_RSYNC" "$@" . "$MGW_WORK/"
+  [ "$MGW_VERB" = take ] || exec "$MGW_RSYNC" "$@" . "$MGW_WORK/"
+  "$MGW_RSYNC" "$@" . "$MGW_WORK/"
+  mgw_rc=$?
+  printf 'mint-gw: sent: job=%s rsync=%s\n' "$MGW_JOB" "$mgw_rc" >&2
+  [ "$mgw_rc" -eq 0 ] || exit "$mgw_rc"
+  # rsync's sender can exit 0 while the receiver skipped a file it could not write, so only the
+  # client knows the results are safe: once its own rsync has exited 0 it answers `remove` on
+  # stdin. Anything else, or end of input (a dropped connection), keeps the job.
+  mgw_read_answer
+  [ "$mgw_answer" = remove ] || exit 0
+  mgw_job_state
+  if [ "$MGW_STATE" != running ] && mgw_remove_job "$MGW_JOBDIR"; then
+    printf 'mint-gw: removed: job=%s\n' "$MGW_JOB" >&2
+  else
+    mgw_err "E_INTERNAL: the results were sent but job $MGW_JOB could not be removed"
+  fi
+  exit 0
+}
+
+# rsync's server leaves stdin non-blocking, so a plain read would fail at once. On Linux, opening
+# /dev/stdin (/proc/self/fd/0) gives a fresh, blocking description of the same pipe; where that
+# cannot be opened, poll for up to 30 s.
+mgw_read_answer() {
+  mgw_answer=
+  mgw_opened=
+  { mgw_opened=1; IFS= read -r mgw_answer <&3 || :; } 3</dev/stdin 2>/dev/null
+  [ -z "$mgw_opened" ] || return 0
+  mgw_need sleep
+  mgw_i=0
+  while [ $mgw_i -lt 300 ]; do
+    IFS= read -r mgw_answer && return 0
+    [ -z "$mgw_answer" ] || return 0
+    "$mgw_found" 0.1
+    mgw_i=$((mgw_i + 1))
+  done
 }
 
 mgw_verb_start() {
+  mgw_start_job
+  mgw_print_status
+  mgw_audit "$mgw_start_result" 0
+}
+
+# start, and then what `logs JOB 0` does: the start report goes to stderr (stdout is the log) as
+#   mint-gw: started: job=J state=S pid=P
+mgw_verb_run() {
+  mgw_start_job
+  printf 'mint-gw: started: job=%s state=%s pid=%s\n' "$MGW_JOB" "$MGW_STATE" "${MGW_PID:--}" >&2
+  mgw_check_log
+  mgw_audit "$mgw_start_result" 0
+  MGW_OFFSET=0
+  mgw_follow_log
+}
+
+# Starts the program detached unless the job has started already (a retry after a lost reply must
+# not run it twice); sets MGW_STATE, MGW_PID, MGW_EXIT and mgw_start_result for the audit line.
+mgw_start_job() {
   mgw_expect_args 1 $((MGW_MAX_ARGS + 1)) "JOB [ARG...] (at most $MGW_MAX_ARGS arguments)"
   # shellcheck disable=SC2086
   set -- $mgw_argv
@@ -535,10 +591,8 @@ mgw_verb_start() {
   { [ ! -L "$MGW_JOBDIR" ] && [ ! -L "$MGW_WORK" ]; } || mgw_die E_STATE 68 "job dir holds a symbolic link"
   [ -d "$MGW_WORK" ] || "$MGW_MKDIR" -m 700 -- "$MGW_WORK" || mgw_die E_INTERNAL 70 "cannot create work dir"
   if ! "$MGW_MKDIR" -- "$MGW_JOBDIR/started" 2>/dev/null; then
-    # Already started (a retry after a lost reply): report, do not run twice.
     mgw_job_state
-    mgw_print_status
-    mgw_audit already-started 0
+    mgw_start_result=already-started
     return 0
   fi
   mgw_check_capacity
@@ -557,8 +611,7 @@ mgw_verb_start() {
   MGW_STATE=running
   MGW_PID=$!
   MGW_EXIT=
-  mgw_print_status
-  mgw_audit accepted 0
+  mgw_start_result=accepted
 }
 
 # Counted before the program starts; --max-jobs 0 means no limit.
@@ -653,10 +706,18 @@ mgw_verb_logs() {
   mgw_check_offset "$2"
   mgw_require_job
   [ -d "$MGW_JOBDIR/started" ] || mgw_die E_STATE 68 "job $MGW_JOB has not started"
+  mgw_check_log
+  mgw_audit accepted 0
+  mgw_follow_log
+}
+
+mgw_check_log() {
   { [ -f "$MGW_LOGFILE" ] && [ ! -L "$MGW_LOGFILE" ]; } || mgw_die E_STATE 68 "job $MGW_JOB has no log"
   mgw_need tail
   mgw_tail=$mgw_found
-  mgw_audit accepted 0
+}
+
+mgw_follow_log() {
   mgw_job_state
   if [ "$MGW_STATE" = running ] && [ -z "$MGW_PID" ]; then
     # No pid yet: wait the few milliseconds until start has written it.
@@ -781,8 +842,9 @@ main() {
     probe) mgw_verb_probe ;;
     list) mgw_verb_list ;;
     put) mgw_verb_put ;;
-    get) mgw_verb_get ;;
+    get | take) mgw_verb_get ;;
     start) mgw_verb_start ;;
+    run) mgw_verb_run ;;
     status) mgw_verb_status ;;
     logs) mgw_verb_logs ;;
     cancel) mgw_verb_cancel ;;

@@ -8,7 +8,7 @@ import { GatewayError, type ErrorContext } from '../errors.js';
 /** The protocol this client speaks; the gateway reports its own in `probe`. */
 export const PROTOCOL_VERSION = 1;
 
-export type Verb = 'probe' | 'list' | 'put' | 'get' | 'start' | 'status' | 'logs' | 'cancel' | 'rm';
+export type Verb = 'probe' | 'list' | 'put' | 'get' | 'take' | 'start' | 'run' | 'status' | 'logs' | 'cancel' | 'rm';
 
 const JOB_ID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 const CAPS = /^[0-9]*\.[A-Za-z]*$/;
@@ -32,8 +32,8 @@ export function checkProgramArgs(args: readonly string[]): string | undefined {
 
 export type GatewayCommand =
   | { verb: 'probe' | 'list' }
-  | { verb: 'put' | 'get'; job: string; caps: string }
-  | { verb: 'start'; job: string; args?: readonly string[] }
+  | { verb: 'put' | 'get' | 'take'; job: string; caps: string }
+  | { verb: 'start' | 'run'; job: string; args?: readonly string[] }
   | { verb: 'status' | 'cancel' | 'rm'; job: string }
   | { verb: 'logs'; job: string; offset: number };
 
@@ -46,6 +46,7 @@ export function formatCommand(command: GatewayCommand): string {
   switch (command.verb) {
     case 'put':
     case 'get':
+    case 'take':
       if (!CAPS.test(command.caps) || command.caps.length > 32) throw new TypeError(`bad rsync caps: ${command.caps}`);
       words.push(command.caps);
       break;
@@ -53,7 +54,8 @@ export function formatCommand(command: GatewayCommand): string {
       if (!Number.isSafeInteger(command.offset) || command.offset < 0) throw new TypeError('bad log offset');
       words.push(String(command.offset));
       break;
-    case 'start': {
+    case 'start':
+    case 'run': {
       const problem = checkProgramArgs(command.args ?? []);
       if (problem) throw new TypeError(problem);
       words.push(...(command.args ?? []));
@@ -101,6 +103,26 @@ export function parseStatus(text: string, context: ErrorContext = {}): JobStatus
     return v !== undefined && /^\d+$/.test(v) ? Number(v) : undefined;
   };
   return { jobId, state, exitCode: num('exit'), pid: num('pid'), logBytes: num('log_bytes') ?? 0 };
+}
+
+/** What `run` reports on stderr before the log: `mint-gw: started: job=J state=S pid=P`. */
+export function parseStartedLine(stderr: string): { state: JobState; pid: number | undefined } | undefined {
+  const m = /^mint-gw: started: job=\S+ state=(\S+) pid=(\S+)$/m.exec(stderr);
+  if (!m || !STATES.includes(m[1] as JobState)) return undefined;
+  return { state: m[1] as JobState, pid: /^\d+$/.test(m[2]!) ? Number(m[2]) : undefined };
+}
+
+/** Whether `take`'s stderr says the gateway removed the job after sending it. */
+export function tookAndRemoved(stderr: string, job: string): boolean {
+  return stderr.split('\n').includes(`mint-gw: removed: job=${job}`);
+}
+
+/**
+ * Whether a refusal says the gateway does not know the verb: a gateway older than `run` and `take`
+ * (version 0.1.0), which the client then drives with the older verbs.
+ */
+export function isUnknownVerb(error: unknown, verb: Verb): boolean {
+  return error instanceof GatewayError && error.gatewayCode === 'E_USAGE' && error.message.includes(`unknown verb '${verb}'`);
 }
 
 /** The final status `logs` reports on stderr once the log is complete. */

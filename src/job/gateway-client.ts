@@ -6,6 +6,7 @@ import {
   formatCommand,
   parseList,
   parseLogTrailer,
+  parseStartedLine,
   parseProbe,
   parseStatus,
   refusalError,
@@ -44,6 +45,40 @@ export class GatewayClient {
 
   async start(job: string, args: readonly string[]): Promise<JobStatus> {
     return parseStatus(await this.call({ verb: 'start', job, args }, 'start'), { host: this.connection.host.name, jobId: job });
+  }
+
+  /**
+   * `start` and `logs JOB 0` in one exec: one login-shell round trip less per job. `onStarted` hears
+   * the start report (state and pid) before the first log byte; resolves with the final state.
+   */
+  async run(
+    job: string,
+    args: readonly string[],
+    onStarted: (started: { state: JobState; pid: number | undefined }) => void,
+    onChunk: (chunk: Buffer) => void,
+    signal?: AbortSignal,
+  ): Promise<{ state: JobState; exitCode: number | undefined }> {
+    // A cancel is held back until the gateway has reported the start: closing the channel earlier
+    // could let the start land after the caller's `cancel` found no job to stop.
+    let started = false;
+    const stop = new AbortController();
+    const onAbort = (): void => {
+      if (started) stop.abort(signal?.reason);
+    };
+    const onStderrLine = (line: string): void => {
+      const report = parseStartedLine(line);
+      if (!report) return;
+      started = true;
+      onStarted(report);
+      if (signal?.aborted) stop.abort(signal.reason);
+    };
+    signal?.addEventListener('abort', onAbort, { once: true });
+    try {
+      const result = await this.callFull({ verb: 'run', job, args }, 'start', { onStdout: onChunk, onStderrLine, signal: stop.signal });
+      return parseLogTrailer(result.stderr) ?? (await this.status(job));
+    } finally {
+      signal?.removeEventListener('abort', onAbort);
+    }
   }
 
   async status(job: string): Promise<JobStatus> {

@@ -12,11 +12,11 @@ import { CancelledError, GatewayError, InputError, MintSshError, type Step } fro
 import { resolveHost, type InlineHost, type ResolveOptions } from '../config/resolve-host.js';
 import type { CleanupPolicy } from '../config/resolved-host.js';
 import type { ConnectionPool } from '../connection/pool.js';
-import { checkProgramArgs, isJobId, type JobState } from '../gateway/protocol.js';
-import { checkInputs, download, upload } from '../transfer/rsync.js';
+import { checkProgramArgs, isJobId, isUnknownVerb, type JobState } from '../gateway/protocol.js';
+import { checkInputs, download, upload, type TransferProgress, type TransferResult } from '../transfer/rsync.js';
 import type { RemoteResult } from '../result/result.js';
 import type { EventListener } from './events.js';
-import { JobSession } from './job-session.js';
+import { JobSession, type Link } from './job-session.js';
 import { RemoteJobError } from './remote-job-error.js';
 
 export const LOG_NAME = 'remote_program_exec.log';
@@ -85,32 +85,12 @@ export async function runRemote(options: RunRemoteOptions): Promise<RemoteResult
     }
     job.timings.connectMs = job.connectMs();
 
-    step = 'start';
-    const t1 = performance.now();
-    // `start` is sent again only if a status check proves the first never took effect.
-    let sent = false;
-    const status = await job.session.step(
-      'start',
-      async (link) => {
-        if (sent) {
-          const seen = await link.gateway.status(jobId).catch((error: unknown) => {
-            if (error instanceof GatewayError && error.gatewayCode === 'E_NOJOB') return undefined;
-            throw error;
-          });
-          if (seen && seen.state !== 'created') return seen;
-        }
-        sent = true;
-        return link.gateway.start(jobId, options.args ?? []);
-      },
-      job.signal,
-    );
-    job.emit({ type: 'started', jobId, pid: status.pid });
-    job.runStarted = t1;
-    // From here the program runs: a cancel no longer means "nothing ran" (see the catch below).
+    // From here the program may run: a cancel must stop it, not just clear the inputs.
     step = 'run';
-    return await finish(job, started);
+    job.runStarted = performance.now();
+    return await finish(job, started, startAndFollow(job, options.args ?? []));
   } catch (error) {
-    if (error instanceof CancelledError && (step === 'upload' || step === 'start')) {
+    if (error instanceof CancelledError && step === 'upload') {
       // Nothing ran: the uploaded inputs are all there is to clear, unless told to keep things.
       if (job.cleanup !== 'never') await removeQuietly(job);
     }
@@ -136,7 +116,7 @@ export async function attach(options: AttachOptions): Promise<RemoteResult> {
       });
     }
     job.runStarted = performance.now();
-    return await finish(job, started);
+    return await finish(job, started, (link, offset, onChunk, signal) => link.gateway.logs(options.jobId, offset, onChunk, signal));
   } catch (error) {
     throw tag(error, 'run', options.jobId);
   } finally {
@@ -154,6 +134,8 @@ interface Job {
   throwOnFailure: boolean;
   timings: { connectMs: number; uploadMs: number; runMs: number; downloadMs: number; cleanupMs: number; totalMs: number };
   runStarted: number;
+  /** The gateway predates `take`: download with `get`, then `rm`. */
+  legacyTake: boolean;
   connectMs: () => number;
   dispose: () => void;
 }
@@ -192,6 +174,7 @@ async function prepare(options: CommonOptions, jobId: string): Promise<Job> {
     throwOnFailure: options.throwOnFailure ?? false,
     timings: { connectMs: 0, uploadMs: 0, runMs: 0, downloadMs: 0, cleanupMs: 0, totalMs: 0 },
     runStarted: 0,
+    legacyTake: false,
     connectMs: () => firstConnectMs ?? 0,
     dispose: () => {
       if (timer) clearTimeout(timer);
@@ -201,8 +184,44 @@ async function prepare(options: CommonOptions, jobId: string): Promise<Job> {
   };
 }
 
+type Final = { state: JobState; exitCode: number | undefined };
+/** One attempt at following the log from `offset` to the end; the first may also start the job. */
+type Follow = (link: Link, offset: number, onChunk: (chunk: Buffer) => void, signal: AbortSignal | undefined) => Promise<Final>;
+
+/**
+ * The first attempt sends `run` (start + follow in one exec). After a dropped connection, `run` is
+ * sent again only if `status` proves it never took effect; otherwise `logs` resumes at the byte
+ * offset held, so the program runs once and no log byte is lost or repeated. A gateway older than
+ * `run` gets `start` and then `logs`.
+ */
+function startAndFollow(job: Job, args: readonly string[]): Follow {
+  let sent = false;
+  let legacy = false;
+  const onStarted = (report: { pid: number | undefined }): void => job.emit({ type: 'started', jobId: job.jobId, pid: report.pid });
+  return async (link, offset, onChunk, signal) => {
+    if (sent) {
+      const seen = await link.gateway.status(job.jobId).catch((error: unknown) => {
+        if (error instanceof GatewayError && error.gatewayCode === 'E_NOJOB') return undefined;
+        throw error;
+      });
+      if (seen && seen.state !== 'created') return link.gateway.logs(job.jobId, offset, onChunk, signal);
+    }
+    sent = true;
+    if (!legacy) {
+      try {
+        return await link.gateway.run(job.jobId, args, onStarted, onChunk, signal);
+      } catch (error) {
+        if (!isUnknownVerb(error, 'run')) throw error;
+        legacy = true;
+      }
+    }
+    onStarted(await link.gateway.start(job.jobId, args));
+    return link.gateway.logs(job.jobId, 0, onChunk, signal);
+  };
+}
+
 /** Follow the log until the program ends (or cancel it), then download and clean up. */
-async function finish(job: Job, started: number): Promise<RemoteResult> {
+async function finish(job: Job, started: number, follow: Follow): Promise<RemoteResult> {
   const { jobId, session, emit } = job;
   const chunks: Buffer[] = [];
   let offset = 0;
@@ -213,17 +232,31 @@ async function finish(job: Job, started: number): Promise<RemoteResult> {
     const text = decoder.write(chunk);
     if (text) emit({ type: 'log', text });
   };
-  let final: { state: JobState; exitCode: number | undefined };
+  let final: Final;
   let cancelled: CancelledError | undefined;
+  // Cancelled before the program started: the inputs are all there is to clear.
+  let neverRan = false;
   try {
     // After a drop the stream resumes at the byte it stopped at: nothing lost, nothing twice.
-    final = await session.step('run', (link) => link.gateway.logs(jobId, offset, onChunk, job.signal), job.signal);
+    final = await session.step('run', (link) => follow(link, offset, onChunk, job.signal), job.signal);
   } catch (error) {
     if (!(job.signal?.aborted)) throw error;
     cancelled = cancellation(job.signal, 'job cancelled', jobId);
-    // Stop the remote process group, then collect what the log says up to the end.
-    await session.step('run', (link) => link.gateway.cancel(jobId), undefined);
-    final = await session.step('run', (link) => link.gateway.logs(jobId, offset, onChunk), undefined);
+    // Stop the remote process group, then collect what the log says up to the end. A job the
+    // gateway has never heard of never ran: there is nothing to stop and no log.
+    const stopped = await session.step('run', (link) => link.gateway.cancel(jobId), undefined).catch((error: unknown) => {
+      if (error instanceof GatewayError && error.gatewayCode === 'E_NOJOB') return undefined;
+      throw error;
+    });
+    neverRan = stopped === undefined;
+    final = stopped
+      ? await session.step('run', (link) => link.gateway.logs(jobId, offset, onChunk), undefined).catch((error: unknown) => {
+          // Cancelled before it started: started/ exists but no log was ever made.
+          if (!(error instanceof GatewayError && error.gatewayCode === 'E_STATE')) throw error;
+          neverRan = true;
+          return { state: stopped.state, exitCode: stopped.exitCode };
+        })
+      : { state: 'cancelled', exitCode: undefined };
   }
   const rest = decoder.end();
   if (rest) emit({ type: 'log', text: rest });
@@ -232,27 +265,25 @@ async function finish(job: Job, started: number): Promise<RemoteResult> {
   emit({ type: 'exited', exitCode: final.exitCode, state: final.state });
 
   let failed = final.state !== 'exited' || final.exitCode !== 0;
-  let files: string[] = [];
   // Results whose download was cancelled stay on the remote side, whatever the policy.
   let downloadInterrupted = false;
+  const wanted = job.cleanup === 'always' || (job.cleanup === 'on-success' && !failed);
+  let cleanedUp = false;
+  const got = new Set<string>();
   await mkdir(job.outputDir, { recursive: true });
+  // The log is on disk before anything can remove the remote job.
+  const logPath = join(job.outputDir, LOG_NAME);
+  await writeAtomically(logPath, log);
   if (!cancelled) {
     try {
       const down = await session.step(
         'download',
-        (link) =>
-          download(job.outputDir, {
-            bridge: link.bridge,
-            host: session.host.name,
-            jobId,
-            ...(job.signal ? { signal: job.signal } : {}),
-            onProgress: (p) => emit({ type: 'downloading', bytes: p.bytes, percent: p.percent, rate: p.rate }),
-          }),
+        (link, attempt) => fetchResults(job, link, wanted && !neverRan, attempt, (file) => got.add(file)),
         job.signal,
       );
-      files = down.files;
+      cleanedUp = down.removed;
       job.timings.downloadMs = down.durationMs;
-      emit({ type: 'downloaded', files: files.length, ms: down.durationMs });
+      emit({ type: 'downloaded', files: got.size, ms: down.durationMs });
     } catch (error) {
       if (!job.signal?.aborted) throw error;
       cancelled = cancellation(job.signal, 'download cancelled', jobId);
@@ -260,12 +291,12 @@ async function finish(job: Job, started: number): Promise<RemoteResult> {
       downloadInterrupted = true;
     }
   }
-  await writeAtomically(join(job.outputDir, LOG_NAME), log);
+  // A program's own file of that name does not replace the log.
+  if (got.has(LOG_NAME)) await writeAtomically(logPath, log);
+  const files = [...got];
 
   const t3 = performance.now();
-  let cleanedUp = false;
-  const wanted = job.cleanup === 'always' || (job.cleanup === 'on-success' && !failed);
-  if (wanted && !downloadInterrupted) {
+  if ((wanted || neverRan) && !downloadInterrupted && !cleanedUp && job.cleanup !== 'never') {
     await session.step('cleanup', (link) => link.gateway.remove(jobId), undefined);
     cleanedUp = true;
   }
@@ -294,6 +325,33 @@ async function finish(job: Job, started: number): Promise<RemoteResult> {
   }
   if (failed && job.throwOnFailure) throw new RemoteJobError(result);
   return result;
+}
+
+/**
+ * One download attempt. With `take`, the gateway removes the job once rsync has sent it all. If an
+ * earlier `take` lost its connection after that point, the job is gone on the retry: its sender
+ * had already heard the receiver's final goodbye, so every file had arrived.
+ */
+async function fetchResults(job: Job, link: Link, removeJob: boolean, attempt: number, onFile: (file: string) => void): Promise<TransferResult> {
+  const options = {
+    bridge: link.bridge,
+    host: job.session.host.name,
+    jobId: job.jobId,
+    ...(job.signal ? { signal: job.signal } : {}),
+    onProgress: (p: TransferProgress) => job.emit({ type: 'downloading', bytes: p.bytes, percent: p.percent, rate: p.rate }),
+    onFile,
+  };
+  if (!removeJob || job.legacyTake) return download(job.outputDir, options);
+  try {
+    return await download(job.outputDir, { ...options, removeJob: true });
+  } catch (error) {
+    if (isUnknownVerb(error, 'take')) {
+      job.legacyTake = true;
+      return download(job.outputDir, options);
+    }
+    if (attempt > 1 && error instanceof GatewayError && error.gatewayCode === 'E_NOJOB') return { files: [], durationMs: 0, removed: true };
+    throw error;
+  }
 }
 
 /** The CancelledError an aborted job signal carries (prepare() always aborts with one). */

@@ -17,14 +17,31 @@ const FRAME_STDERR = 2;
 const FRAME_EXIT = 3;
 const MAX_HEADER = 64 * 1024;
 
-/** Decides, from the argv rsync gave its remote shell, which gateway line to run (or refuses). */
-export type RouteFn = (argv: string[]) => { command: string } | { error: string };
+/**
+ * Decides, from the argv rsync gave its remote shell, which gateway line to run (or refuses).
+ * `answer: true` is for `take`: the channel outlives rsync (see BridgeSession.answer).
+ */
+export type RouteFn = (argv: string[]) => { command: string; answer?: boolean } | { error: string };
+
+interface RelayState {
+  exitCode: number | undefined;
+  stderr: string;
+  refused: string | undefined;
+  /** Set while a `take` channel waits for the client's answer. */
+  answer?: (remove: boolean) => Promise<void>;
+}
 
 export interface BridgeSession {
   /** Environment for the rsync process. */
   env: Record<string, string>;
   /** Resolves with the remote exit status of the last relayed channel, and its stderr. */
   remote: () => { exitCode: number | undefined; stderr: string; refused: string | undefined };
+  /**
+   * For `take`: once the local rsync has exited, tells the gateway whether to remove the job
+   * (only after a clean local exit) and waits for the channel to close. Then `remote().stderr`
+   * holds the gateway's `removed` line if it did.
+   */
+  answer: (remove: boolean) => Promise<void>;
   close: () => void;
 }
 
@@ -32,7 +49,7 @@ export class RshBridge {
   private readonly dir: string;
   private readonly socketPath: string;
   private readonly server: net.Server;
-  private readonly routes = new Map<string, { route: RouteFn; state: { exitCode: number | undefined; stderr: string; refused: string | undefined } }>();
+  private readonly routes = new Map<string, { route: RouteFn; state: RelayState }>();
   private readonly connection: Connection;
   private readonly sockets = new Set<net.Socket>();
 
@@ -57,12 +74,20 @@ export class RshBridge {
   /** One rsync run: a token of its own, and the route its shim may take. */
   session(route: RouteFn): BridgeSession {
     const token = randomBytes(32).toString('hex');
-    const state = { exitCode: undefined as number | undefined, stderr: '', refused: undefined as string | undefined };
+    const state: RelayState = { exitCode: undefined, stderr: '', refused: undefined };
     this.routes.set(token, { route, state });
     return {
       env: { MINT_RSH_SOCKET: this.socketPath, MINT_RSH_TOKEN: token },
       remote: () => state,
-      close: () => this.routes.delete(token),
+      answer: async (remove) => {
+        const answer = state.answer;
+        state.answer = undefined;
+        await answer?.(remove);
+      },
+      close: () => {
+        void state.answer?.(false);
+        this.routes.delete(token);
+      },
     };
   }
 
@@ -112,7 +137,7 @@ export class RshBridge {
         return;
       }
       this.connection.exec(decision.command).then(
-        (channel) => relay(socket, channel, rest, entry.state),
+        (channel) => relay(socket, channel, rest, entry.state, decision.answer === true),
         (error: Error) => {
           entry.state.refused = error.message;
           writeFrame(socket, FRAME_STDERR, Buffer.from(`mint-ssh-exec: ${error.message}\n`));
@@ -123,7 +148,7 @@ export class RshBridge {
     socket.on('data', onData);
   }
 
-  private lookup(token: string): { route: RouteFn; state: { exitCode: number | undefined; stderr: string; refused: string | undefined } } | undefined {
+  private lookup(token: string): { route: RouteFn; state: RelayState } | undefined {
     const given = Buffer.from(token);
     for (const [known, entry] of this.routes) {
       const expected = Buffer.from(known);
@@ -133,16 +158,17 @@ export class RshBridge {
   }
 }
 
-function relay(
-  socket: net.Socket,
-  channel: ClientChannel,
-  early: Buffer,
-  state: { exitCode: number | undefined; stderr: string },
-): void {
+function relay(socket: net.Socket, channel: ClientChannel, early: Buffer, state: RelayState, answered: boolean): void {
   if (early.length) channel.write(early);
-  // stdin EOF must become SSH EOF (end), not a channel close, or rsync's last bytes are lost.
-  socket.pipe(channel, { end: true });
+  // stdin EOF must become SSH EOF (end), not a channel close, or rsync's last bytes are lost. A
+  // `take` channel stays open after rsync for the answer, so the shim's end does not end it.
+  socket.pipe(channel, { end: !answered });
   socket.resume();
+  // `take`: the gateway's `sent` line is rsync's end; the shim exits with its status while the
+  // channel waits for the answer.
+  let sent: number | undefined;
+  let seen = 0;
+  const closed = new Promise<void>((resolve) => channel.once('close', () => resolve()));
   channel.on('data', (chunk: Buffer) => {
     if (!writeFrame(socket, FRAME_STDOUT, chunk)) {
       channel.pause();
@@ -151,12 +177,29 @@ function relay(
   });
   channel.stderr.on('data', (chunk: Buffer) => {
     if (state.stderr.length < 65536) state.stderr += chunk.toString('utf8');
-    writeFrame(socket, FRAME_STDERR, chunk);
+    if (sent === undefined) writeFrame(socket, FRAME_STDERR, chunk);
+    if (!answered || sent !== undefined) return;
+    for (let end = state.stderr.indexOf('\n', seen); end >= 0 && sent === undefined; end = state.stderr.indexOf('\n', seen)) {
+      const m = /^mint-gw: sent: job=\S+ rsync=(\d+)$/.exec(state.stderr.slice(seen, end));
+      seen = end + 1;
+      if (!m) continue;
+      sent = Number(m[1]);
+      state.exitCode = sent;
+      socket.unpipe(channel);
+      state.answer = async (remove) => {
+        if (remove) channel.end('remove\n');
+        else channel.close();
+        await closed;
+      };
+      writeExit(socket, sent);
+    }
   });
   channel.on('exit', (code: number | null) => {
-    state.exitCode = code ?? undefined;
+    if (sent === undefined) state.exitCode = code ?? undefined;
   });
   channel.on('close', (code?: number | null) => {
+    state.answer = undefined;
+    if (sent !== undefined) return;
     // `exit` may have fired before this listener existed; `close` carries the status too.
     state.exitCode ??= code ?? undefined;
     // Unpipe first: a late write into a closed channel throws.
@@ -165,7 +208,7 @@ function relay(
   });
   socket.on('close', () => {
     socket.unpipe(channel);
-    channel.close();
+    if (sent === undefined) channel.close();
   });
 }
 

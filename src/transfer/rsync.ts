@@ -9,7 +9,7 @@ import { fileURLToPath } from 'node:url';
 import { stat } from 'node:fs/promises';
 import { basename, resolve } from 'node:path';
 import { InputError, TransferError, type Step } from '../errors.js';
-import { formatCommand, refusalError } from '../gateway/protocol.js';
+import { formatCommand, refusalError, tookAndRemoved } from '../gateway/protocol.js';
 import { RSYNC_CLIENT_OPTIONS, checkServerArgs, type Direction } from './rsync-args.js';
 import type { RshBridge } from './rsh-bridge.js';
 
@@ -30,6 +30,8 @@ export interface TransferOptions {
   jobId: string;
   signal?: AbortSignal;
   onProgress?: (progress: TransferProgress) => void;
+  /** Each file rsync wrote, as it is written (also for an attempt that fails later). */
+  onFile?: (path: string) => void;
   rsyncPath?: string;
 }
 
@@ -37,6 +39,16 @@ export interface TransferResult {
   /** Paths (relative to the destination) of the files rsync wrote. */
   files: string[];
   durationMs: number;
+  /** Download with `removeJob`: the gateway removed the job after sending it. */
+  removed: boolean;
+}
+
+export interface DownloadOptions extends TransferOptions {
+  /**
+   * Ask the gateway to remove the job once rsync has sent everything (`take`), which saves the
+   * separate `rm` round trip. `removed` in the result says whether it did.
+   */
+  removeJob?: boolean;
 }
 
 export type ShimKind = 'perl' | 'node';
@@ -83,21 +95,21 @@ export async function checkInputs(inputs: readonly string[], context: { host: st
 
 export function upload(inputs: readonly string[], options: TransferOptions): Promise<TransferResult> {
   // Absolute local paths: a relative name with a colon (a:b.dat) would otherwise read as host:path.
-  return runRsync('put', [...inputs, 'mint:work/'], options);
+  return runRsync('put', 'put', [...inputs, 'mint:work/'], options);
 }
 
-export function download(outputDir: string, options: TransferOptions): Promise<TransferResult> {
-  return runRsync('get', ['mint:work/', `${resolve(outputDir)}/`], options);
+export function download(outputDir: string, options: DownloadOptions): Promise<TransferResult> {
+  return runRsync('get', options.removeJob ? 'take' : 'get', ['mint:work/', `${resolve(outputDir)}/`], options);
 }
 
-async function runRsync(direction: Direction, paths: string[], options: TransferOptions): Promise<TransferResult> {
+async function runRsync(direction: Direction, verb: 'put' | 'get' | 'take', paths: string[], options: TransferOptions): Promise<TransferResult> {
   const started = performance.now();
   const step: Step = direction === 'put' ? 'upload' : 'download';
   const context = { host: options.host, jobId: options.jobId, step };
   const session = options.bridge.session((argv) => {
     const check = checkServerArgs(argv, direction);
     if (!check.ok) return { error: check.reason };
-    return { command: formatCommand({ verb: direction, job: options.jobId, caps: check.caps }) };
+    return { command: formatCommand({ verb, job: options.jobId, caps: check.caps }), answer: verb === 'take' };
   });
   const files: string[] = [];
   try {
@@ -128,10 +140,15 @@ async function runRsync(direction: Direction, paths: string[], options: Transfer
         options.onProgress?.({ direction, bytes: Number(progress[1]!.replace(/,/g, '')), percent: Number(progress[2]), rate: progress[3]! });
         return;
       }
-      if (line && !line.endsWith('/') && line.trim() === line) files.push(line);
+      if (line && !line.endsWith('/') && line.trim() === line) {
+        files.push(line);
+        options.onFile?.(line);
+      }
     };
     const result = await child;
     if (carry) parseLine(carry);
+    // `take`: the job goes only once our rsync has put every file where it belongs.
+    if (verb === 'take') await session.answer(!result.failed && result.exitCode === 0);
     const remote = session.remote();
     if (result.isCanceled) {
       throw new TransferError(`${step} cancelled`, { ...context, exitCode: -1, stderr: String(result.stderr ?? '') });
@@ -139,7 +156,7 @@ async function runRsync(direction: Direction, paths: string[], options: Transfer
     if (result.failed) {
       if (remote.refused) throw new TransferError(`${step} refused before it began: ${remote.refused}`, { ...context, stderr: String(result.stderr ?? '') });
       if (remote.exitCode !== undefined && remote.exitCode >= 64) {
-        throw refusalError(direction, remote.exitCode, remote.stderr, context);
+        throw refusalError(verb, remote.exitCode, remote.stderr, context);
       }
       if (result.exitCode === undefined && result.code === 'ENOENT') {
         throw new TransferError('rsync is not installed on this (MInt) side', { ...context, hint: 'install rsync (apt-get install rsync)' });
@@ -153,7 +170,7 @@ async function runRsync(direction: Direction, paths: string[], options: Transfer
         transient,
       );
     }
-    return { files, durationMs: performance.now() - started };
+    return { files, durationMs: performance.now() - started, removed: verb === 'take' && tookAndRemoved(remote.stderr, options.jobId) };
   } finally {
     session.close();
   }

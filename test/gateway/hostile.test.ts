@@ -92,6 +92,8 @@ const TAKES = {
   put: "'put' takes JOB CAPS",
   get: "'get' takes JOB CAPS",
   start: "'start' takes JOB [ARG...] (at most 64 arguments)",
+  run: "'run' takes JOB [ARG...] (at most 64 arguments)",
+  take: "'take' takes JOB CAPS",
   status: "'status' takes JOB",
   logs: "'logs' takes JOB OFFSET",
   cancel: "'cancel' takes JOB",
@@ -116,7 +118,9 @@ const VALID: ReadonlyArray<readonly [string, string]> = [
   ['list', 'mint-gw list'],
   ['put', `mint-gw put ${GHOST} ${CAPS}`],
   ['get', `mint-gw get ${LIVE} ${CAPS}`],
+  ['take', `mint-gw take ${LIVE} ${CAPS}`],
   ['start', `mint-gw start ${GHOST} x=1`],
+  ['run', `mint-gw run ${GHOST} x=1`],
   ['status', `mint-gw status ${LIVE}`],
   ['logs', `mint-gw logs ${LIVE} 0`],
   ['cancel', `mint-gw cancel ${LIVE}`],
@@ -134,6 +138,7 @@ const PAYLOADS: ReadonlyArray<readonly [string, string | Buffer]> = [
   ['${IFS}', `\${IFS}touch\${IFS}${pwnedRel('ifs')}`],
   ['newline', `\ntouch ${pwned('nl')}`],
   ['carriage return', `\rtouch ${pwnedRel('cr')}`],
+  ['vertical tab', ` \x0btouch ${pwnedRel('vt')}`],
   ['tab', `\ttouch\t${pwnedRel('tab')}`],
   ['\\x01 (next to NUL)', ` \x01touch ${pwnedRel('soh')}`],
   ['DEL \\x7f', ` x\x7f;touch ${pwnedRel('del')}`],
@@ -158,7 +163,7 @@ const PAYLOADS: ReadonlyArray<readonly [string, string | Buffer]> = [
   ['byte 0xa0 (NBSP) as separator', Buffer.from([0xa0, ...Buffer.from(`touch ${pwnedRel('nbsp')}`)])],
 ];
 
-// Each payload goes to one verb, rotating through the nine, so every verb gets three or four
+// Each payload goes to one verb, rotating through the eleven, so every verb gets three
 // different payloads. (Every gateway run here costs a full SSH session with the account's login
 // shell, so a full cross product would cost ~300 sessions for no extra coverage of the one allow-list.)
 const injectionRows: Row[] = PAYLOADS.map(([what, payload], i) => {
@@ -192,6 +197,10 @@ const tokenRows: Row[] = [
   usage('start --help', 'mint-gw start --help', MSG_JOB),
   usage('status of the audit log', 'mint-gw status .mint-gateway-audit.log', MSG_JOB),
   usage('start ..', 'mint-gw start ..', MSG_JOB),
+  usage('run ..', 'mint-gw run ..', MSG_JOB),
+  usage('run --help', 'mint-gw run --help', MSG_JOB),
+  usage('take ..', `mint-gw take .. ${CAPS}`, MSG_JOB),
+  usage('take /etc', `mint-gw take /etc ${CAPS}`, MSG_BYTES),
   usage('put .', `mint-gw put . ${CAPS}`, MSG_JOB),
   usage('get ..', `mint-gw get .. ${CAPS}`, MSG_JOB),
   usage('logs uppercase job', `mint-gw logs ${upper} 0`, MSG_JOB),
@@ -220,6 +229,9 @@ const tokenRows: Row[] = [
   usage('caps digit after dot', `mint-gw get ${LIVE} 31.iLs9`, MSG_CAPS),
   usage('caps .--server', `mint-gw put ${GHOST} .--server`, MSG_CAPS),
   usage('caps 1.2.x', `mint-gw get ${LIVE} 1.2.x`, MSG_CAPS),
+  usage('take caps -e', `mint-gw take ${LIVE} -e`, MSG_CAPS),
+  usage('take caps --remove-source-files', `mint-gw take ${LIVE} --remove-source-files`, MSG_CAPS),
+  usage('take caps two dots', `mint-gw take ${LIVE} .iLs.x`, MSG_CAPS),
   // Log offsets.
   usage('offset -1', `mint-gw logs ${LIVE} -1`, MSG_OFFSET),
   usage('offset 1e3', `mint-gw logs ${LIVE} 1e3`, MSG_OFFSET),
@@ -241,6 +253,9 @@ const tokenRows: Row[] = [
   usage('arg 256 bytes', `mint-gw start ${GHOST} ${'a'.repeat(256)}`, 'program argument longer than 255 bytes'),
   usage('second arg 256 bytes', `mint-gw start ${GHOST} ok ${'b'.repeat(256)}`, 'program argument longer than 255 bytes'),
   usage('65 args', `mint-gw start ${GHOST} ${Array.from({ length: 65 }, (_, i) => `a${i}`).join(' ')}`, TAKES.start),
+  usage('run arg with /', `mint-gw run ${GHOST} a/b`, MSG_BYTES),
+  usage('run arg 256 bytes', `mint-gw run ${GHOST} ${'a'.repeat(256)}`, 'program argument longer than 255 bytes'),
+  usage('run 65 args', `mint-gw run ${GHOST} ${Array.from({ length: 65 }, (_, i) => `a${i}`).join(' ')}`, TAKES.run),
   usage('arg with a space inside (double space)', `mint-gw start ${GHOST} a  b`, MSG_SPACES),
 ];
 
@@ -249,7 +264,7 @@ const tokenRows: Row[] = [
 
 const longStatus = (total: number): string => `mint-gw status ${'a'.repeat(total - 'mint-gw status '.length)}`;
 const shapeRows: Row[] = [
-  ...['exec', 'shell', 'PROBE', 'help', '--help', '-h', 'run-job', '--run-job', 'eval', 'puts', 'statu', 'Rm', 'version', 'probe=1', 'sftp'].map((v) =>
+  ...['exec', 'shell', 'PROBE', 'help', '--help', '-h', 'run-job', '--run-job', 'eval', 'puts', 'statu', 'Rm', 'version', 'probe=1', 'sftp', 'RUN', 'runs', 'takes', 'get-rm'].map((v) =>
     usage(`unknown verb ${v}`, `mint-gw ${v}`, unknownVerb(v)),
   ),
   usage('rsync server for upload', 'rsync --server -tre.iLsfxCIvu . x', unknownCommand('rsync')),
@@ -278,6 +293,10 @@ const shapeRows: Row[] = [
   usage('get without caps', `mint-gw get ${LIVE}`, TAKES.get),
   usage('get extra arg', `mint-gw get ${LIVE} ${CAPS} .`, TAKES.get),
   usage('start without job', 'mint-gw start', TAKES.start),
+  usage('run without job', 'mint-gw run', TAKES.run),
+  usage('take without args', 'mint-gw take', TAKES.take),
+  usage('take without caps', `mint-gw take ${LIVE}`, TAKES.take),
+  usage('take extra arg', `mint-gw take ${LIVE} ${CAPS} .`, TAKES.take),
   usage('status without job', 'mint-gw status', TAKES.status),
   usage('status two jobs', `mint-gw status ${LIVE} ${LIVE}`, TAKES.status),
   usage('logs without args', 'mint-gw logs', TAKES.logs),
@@ -541,6 +560,21 @@ describe('gateway hardening: hostile SSH_ORIGINAL_COMMAND', { timeout: 180_000 }
     it('get while running -> 68', async () => {
       expectRefused(await gw.run(`mint-gw get ${RUNNING} ${CAPS}`), 'E_STATE', `job ${RUNNING} is still running`);
     });
+    it('take while running -> 68, job dir kept', async () => {
+      expectRefused(await gw.run(`mint-gw take ${RUNNING} ${CAPS}`), 'E_STATE', `job ${RUNNING} is still running`);
+      expect(existsSync(join(sandbox().root, RUNNING, 'work'))).toBe(true);
+    });
+    it('take of a missing job -> 67, creates nothing', async () => {
+      expectRefused(await gw.run(`mint-gw take ${MISSING} ${CAPS}`), 'E_NOJOB', `no job ${MISSING}`);
+      expect(existsSync(join(sandbox().root, MISSING))).toBe(false);
+    });
+    it('take without an rsync client on the other end sends nothing and removes nothing', async () => {
+      // No rsync protocol on stdin: the sender fails, so the job must stay.
+      const r = await gw.run(`mint-gw take ${LIVE} ${CAPS}`);
+      expect(r.exitCode).not.toBe(0);
+      expect(r.stderr).not.toContain('mint-gw: removed');
+      expect(existsSync(join(sandbox().root, LIVE, 'work'))).toBe(true);
+    });
     it('rm while running -> 68, job dir kept', async () => {
       expectRefused(await gw.run(`mint-gw rm ${RUNNING}`), 'E_STATE', `job ${RUNNING} is running; cancel it first`);
       expect(existsSync(join(sandbox().root, RUNNING, 'work'))).toBe(true);
@@ -576,6 +610,25 @@ describe('gateway hardening: hostile SSH_ORIGINAL_COMMAND', { timeout: 180_000 }
       const audit = await readAudit(sandbox().root);
       const mine = audit.filter((l) => l.raw.includes(`verb=start job=${COUNTED} `));
       expect(mine.map((l) => l.decision)).toEqual(['accepted', ...Array(6).fill('already-started')]);
+    });
+    it('run of a job that already ran follows its log and does not run it again', async () => {
+      const r = await gw.run(`mint-gw run ${COUNTED} count`);
+      expect(r.exitCode).toBe(0);
+      expect(r.stdout.toString()).toBe('args: count\n');
+      expect(gatewayStderr(r.stderr)).toBe(`mint-gw: started: job=${COUNTED} state=exited pid=-\nmint-gw: status: job=${COUNTED} state=exited exit=0\n`);
+      expect(await readFile(counter, 'utf8')).toBe(`ran ${COUNTED}\n`);
+      expect((await readAudit(sandbox().root)).filter((l) => l.raw.includes(`verb=run job=${COUNTED} `)).map((l) => l.decision)).toEqual(['already-started']);
+    });
+    it('run of a job cancelled before it started does not run the program -> 68 (no log)', async () => {
+      const r = await gw.run(`mint-gw run ${CANCELLED} count`);
+      tally.add('E_STATE');
+      expect({ exit: r.exitCode, stdout: r.stdout.toString(), stderr: gatewayStderr(r.stderr) }).toEqual({
+        exit: 68,
+        stdout: '',
+        stderr: `mint-gw: started: job=${CANCELLED} state=cancelled pid=-\n${refusalLine('E_STATE', `job ${CANCELLED} has no log`)}`,
+      });
+      expect(await readFile(counter, 'utf8')).toBe(`ran ${COUNTED}\n`);
+      expect(existsSync(join(sandbox().root, CANCELLED, 'remote_program_exec.log'))).toBe(false);
     });
     it('start of a job cancelled before it started does not run the program', async () => {
       const r = await gw.run(`mint-gw start ${CANCELLED} count`);

@@ -65,7 +65,7 @@ describe('gateway limits', async () => {
     const r = await runRemote({ host: sandbox().host, outputDir: await freshDir() });
     const audit = await readFile(join(sandbox().root, '.mint-gateway-audit.log'), 'utf8');
     const mine = audit.split('\n').filter((l) => l.includes(`job=${r.jobId}`));
-    expect(mine.map((l) => /verb=(\S+)/.exec(l)?.[1])).toEqual(['start', 'logs', 'get', 'rm']);
+    expect(mine.map((l) => /verb=(\S+)/.exec(l)?.[1])).toEqual(['run', 'take']);
     for (const line of mine) expect(line).toMatch(/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ key=mint-sandbox from=127\.0\.0\.1 verb=\S+ job=\S+ decision=accepted exit=0$/);
   });
 

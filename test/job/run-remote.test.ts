@@ -1,7 +1,8 @@
 import { describe, expect, it } from 'vitest';
 import { mkdir, readFile, symlink, writeFile, chmod, stat } from 'node:fs/promises';
+import { TransferError } from '../../src/errors.js';
 import { join } from 'node:path';
-import { listJobs, runRemote } from '../../src/index.js';
+import { attach, listJobs, runRemote } from '../../src/index.js';
 import { freshDir, sandboxKinds, useSandbox } from '../support/fixture.js';
 
 const PROGRAM = `#!/bin/sh
@@ -12,6 +13,7 @@ case "$1" in
   fail) echo "failing on purpose" >&2; exit 3 ;;
   nested) mkdir -p out/a/b && echo deep > out/a/b/c.txt && echo top > out/top.txt ;;
   hash) for f in *.bin; do sha256sum "$f"; done > hashes.txt ;;
+  ownlog) echo "not the log" > remote_program_exec.log ;;
 esac
 exit 0
 `;
@@ -105,6 +107,67 @@ describe.each(sandboxKinds())('runRemote against a real sshd and the real gatewa
     expect(await readFile(join(out, 'hashes.txt'), 'utf8')).toBe(`${local}  big.bin\n`);
     expect((await stat(join(out, 'big.bin'))).size).toBe(200 * 1024 * 1024);
   }, 120_000);
+
+  it('keeps the remote job when the MInt side cannot write a result, and attach then finishes it', async () => {
+    const work = await freshDir();
+    await writeFile(join(work, 'a.dat'), 'alpha\n');
+    const out = join(work, 'out');
+    // A non-empty directory where the result file must go: rsync's receiver cannot replace it.
+    await mkdir(join(out, 'a.dat'), { recursive: true });
+    await writeFile(join(out, 'a.dat', 'keep'), 'mine\n');
+    const jobId = crypto.randomUUID();
+    const error = await runRemote({ host: sandbox().host, inputs: [join(work, 'a.dat')], outputDir: out, jobId, cleanup: 'always' }).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(TransferError);
+    expect((error as TransferError).step).toBe('download');
+    // The gateway removes a job only after rsync's sender has heard every file arrive.
+    expect(await remoteJobs()).toContain(jobId);
+    const again = await attach({ host: sandbox().host, jobId, outputDir: join(work, 'elsewhere'), cleanup: 'always' });
+    expect(await readFile(join(work, 'elsewhere', 'a.dat'), 'utf8')).toBe('alpha\n');
+    expect(again.cleanedUp).toBe(true);
+    expect(await remoteJobs()).not.toContain(jobId);
+  });
+
+  it("keeps its own log when the program writes a file of the log's name", async () => {
+    const out = join(await freshDir(), 'out');
+    const r = await runRemote({ host: sandbox().host, outputDir: out, args: ['ownlog'] });
+    expect(r.files).toContain('remote_program_exec.log');
+    expect(await readFile(join(out, 'remote_program_exec.log'), 'utf8')).toBe(r.log);
+    expect(r.log).toContain('args: ownlog');
+  });
+
+  it('drives a gateway older than run and take (0.1.0) with start, logs, get and rm', async () => {
+    const path = sandbox().gatewayPath;
+    const current = await readFile(path, 'utf8');
+    const old = current.replace('    run) mgw_verb_run ;;\n', '').replace('    get | take) mgw_verb_get ;;', '    get) mgw_verb_get ;;');
+    expect(old).not.toBe(current);
+    await writeFile(path, old);
+    try {
+      const work = await freshDir();
+      await writeFile(join(work, 'a.dat'), 'alpha\n');
+      const events: string[] = [];
+      const r = await runRemote({
+        host: sandbox().host,
+        inputs: [join(work, 'a.dat')],
+        outputDir: join(work, 'out'),
+        args: ['legacy'],
+        onEvent: (e) => {
+          if (e.type === 'started') events.push(e.type);
+        },
+      });
+      expect([r.exitCode, r.files, r.cleanedUp]).toEqual([0, ['a.dat'], true]);
+      expect(r.log).toContain('args: legacy');
+      expect(events).toEqual(['started']);
+      const audit = await readFile(join(sandbox().root, '.mint-gateway-audit.log'), 'utf8');
+      // The refusals of the unknown verbs name no job: take every line from the job's put on.
+      const lines = audit.split('\n').filter(Boolean);
+      const from = lines.findIndex((l) => l.includes(`verb=put job=${r.jobId}`));
+      const verbs = lines.slice(from).map((l) => /verb=(\S+) .*decision=(\S+)/.exec(l)?.slice(1).join(':'));
+      expect(verbs).toEqual(['put:accepted', 'run:refused:E_USAGE', 'start:accepted', 'logs:accepted', 'take:refused:E_USAGE', 'get:accepted', 'rm:accepted']);
+      expect(await remoteJobs()).not.toContain(r.jobId);
+    } finally {
+      await writeFile(path, current);
+    }
+  });
 
   it('leaves no job directory behind after successful jobs', async () => {
     // Only the failing job above (kept by cleanup: on-success) may remain.
