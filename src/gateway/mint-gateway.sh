@@ -730,7 +730,7 @@ mgw_follow_log() {
     mgw_job_state
   fi
   if [ "$MGW_STATE" = running ] && [ -n "$MGW_PID" ]; then
-    "$mgw_tail" -c +$((MGW_OFFSET + 1)) -s 0.1 --pid="$MGW_PID" -f -- "$MGW_LOGFILE" || exit 70
+    "$mgw_tail" -c +$((MGW_OFFSET + 1)) -s 0.02 --pid="$MGW_PID" -f -- "$MGW_LOGFILE" || exit 70
   else
     "$mgw_tail" -c +$((MGW_OFFSET + 1)) -- "$MGW_LOGFILE" || exit 70
   fi

@@ -1,14 +1,23 @@
 /**
- * The parent side of the rsync bridge: a Unix socket in a fresh 0700 directory, accepting only
- * shims that present this bridge's random token, each relayed into its own exec channel on the one
- * SSH connection. Another local user can neither reach the socket (directory mode) nor guess the
- * token, so nobody else can ride our authenticated session.
+ * The parent side of the rsync bridge. Each rsync run gets a connected pair of Unix sockets: one
+ * end stays here, the other is handed to the local rsync as its fd 3, which its remote-shell shim
+ * inherits. Nobody else can reach a transfer: the pair is made through a socket in a fresh 0700
+ * directory and matched by a random token, and the shim's end is only ever an inherited fd.
+ *
+ * Our end reads into a reused buffer (net's `onread`): a GiB upload would otherwise allocate a
+ * GiB of 64 KiB read buffers, and the garbage collection that follows cost more CPU than ssh2's
+ * encryption. ssh2 copies what it is given into its packets at once unless the channel's window is
+ * closed; only then does it keep the chunk, and the next read gets a fresh buffer.
+ *
+ * Wire format. Shim -> parent: a JSON line {"argv": [...]}, then raw stdin bytes, then a
+ * half-close. Parent -> shim: frames of [type u8][length u32be][payload]: 1 = stdout bytes,
+ * 2 = stderr bytes, 3 = exit status (i32be; -1 when the remote end gave none).
  */
 import net from 'node:net';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { randomBytes, timingSafeEqual } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import type { ClientChannel } from 'ssh2';
 import type { Connection } from '../connection/connect.js';
 
@@ -16,6 +25,9 @@ const FRAME_STDOUT = 1;
 const FRAME_STDERR = 2;
 const FRAME_EXIT = 3;
 const MAX_HEADER = 64 * 1024;
+const READ_BUFFER = 256 * 1024;
+/** The fd the shim finds its end on (the first after stdin, stdout and stderr). */
+export const SHIM_FD = 3;
 
 /**
  * Decides, from the argv rsync gave its remote shell, which gateway line to run (or refuses).
@@ -34,7 +46,9 @@ interface RelayState {
 export interface BridgeSession {
   /** Environment for the rsync process. */
   env: Record<string, string>;
-  /** Resolves with the remote exit status of the last relayed channel, and its stderr. */
+  /** The shim's end: pass it to rsync as stdio[SHIM_FD]; keep it until rsync has exited. */
+  shimEnd: net.Socket;
+  /** The remote exit status of the relayed channel, its stderr, and why it was refused, if it was. */
   remote: () => { exitCode: number | undefined; stderr: string; refused: string | undefined };
   /**
    * For `take`: once the local rsync has exited, tells the gateway whether to remove the job
@@ -49,8 +63,8 @@ export class RshBridge {
   private readonly dir: string;
   private readonly socketPath: string;
   private readonly server: net.Server;
-  private readonly routes = new Map<string, { route: RouteFn; state: RelayState }>();
   private readonly connection: Connection;
+  private readonly waiting = new Map<string, (socket: net.Socket) => void>();
   private readonly sockets = new Set<net.Socket>();
 
   private constructor(connection: Connection, dir: string) {
@@ -71,13 +85,24 @@ export class RshBridge {
     return bridge;
   }
 
-  /** One rsync run: a token of its own, and the route its shim may take. */
-  session(route: RouteFn): BridgeSession {
+  /** One rsync run: a socket pair of its own, and the route its shim may take. */
+  async session(route: RouteFn): Promise<BridgeSession> {
     const token = randomBytes(32).toString('hex');
     const state: RelayState = { exitCode: undefined, stderr: '', refused: undefined };
-    this.routes.set(token, { route, state });
+    const accepted = new Promise<net.Socket>((resolve) => this.waiting.set(token, resolve));
+    const relay = new Relay(this.connection, route, state);
+    const ours = net.connect({
+      path: this.socketPath,
+      allowHalfOpen: true,
+      onread: { buffer: () => relay.buffer, callback: (n, buffer) => relay.onRead(n, buffer) },
+    });
+    relay.attach(ours);
+    this.track(ours);
+    ours.write(`${token}\n`);
+    const shimEnd = await accepted;
     return {
-      env: { MINT_RSH_SOCKET: this.socketPath, MINT_RSH_TOKEN: token },
+      env: { MINT_RSH_FD: String(SHIM_FD) },
+      shimEnd,
       remote: () => state,
       answer: async (remove) => {
         const answer = state.answer;
@@ -86,7 +111,9 @@ export class RshBridge {
       },
       close: () => {
         void state.answer?.(false);
-        this.routes.delete(token);
+        this.waiting.delete(token);
+        ours.destroy();
+        shimEnd.destroy();
       },
     };
   }
@@ -97,119 +124,182 @@ export class RshBridge {
     await rm(this.dir, { recursive: true, force: true });
   }
 
-  private accept(socket: net.Socket): void {
+  private track(socket: net.Socket): void {
     this.sockets.add(socket);
     socket.on('close', () => this.sockets.delete(socket));
     socket.on('error', () => socket.destroy());
-    let header = Buffer.alloc(0);
+  }
+
+  /** The far end of a pair: it only ever says its token; after that the shim owns it. */
+  private accept(socket: net.Socket): void {
+    this.track(socket);
+    let line = '';
     const onData = (chunk: Buffer): void => {
-      header = Buffer.concat([header, chunk]);
-      const first = header.indexOf(10);
-      const second = first < 0 ? -1 : header.indexOf(10, first + 1);
-      if (second < 0) {
-        if (header.length > MAX_HEADER) socket.destroy();
+      line += chunk.toString('latin1');
+      const end = line.indexOf('\n');
+      if (end < 0) {
+        if (line.length > 128) socket.destroy();
         return;
       }
       socket.off('data', onData);
+      // Stop reading for good: what arrives on this socket from now on is for the shim.
       socket.pause();
-      const token = header.subarray(0, first).toString('utf8');
-      const rest = header.subarray(second + 1);
-      const entry = this.lookup(token);
-      if (!entry) {
-        // Not ours: say nothing useful, close.
+      const resolve = this.waiting.get(line.slice(0, end));
+      if (!resolve || end + 1 !== line.length) {
         socket.destroy();
         return;
       }
-      let argv: string[];
-      try {
-        const parsed = JSON.parse(header.subarray(first + 1, second).toString('utf8')) as { argv?: unknown };
-        if (!Array.isArray(parsed.argv) || !parsed.argv.every((a) => typeof a === 'string')) throw new Error('bad argv');
-        argv = parsed.argv as string[];
-      } catch {
-        socket.destroy();
-        return;
-      }
-      const decision = entry.route(argv);
-      if ('error' in decision) {
-        entry.state.refused = decision.error;
-        writeFrame(socket, FRAME_STDERR, Buffer.from(`mint-ssh-exec: ${decision.error}\n`));
-        writeExit(socket, 12);
-        return;
-      }
-      this.connection.exec(decision.command).then(
-        (channel) => relay(socket, channel, rest, entry.state, decision.answer === true),
-        (error: Error) => {
-          entry.state.refused = error.message;
-          writeFrame(socket, FRAME_STDERR, Buffer.from(`mint-ssh-exec: ${error.message}\n`));
-          writeExit(socket, 255);
-        },
-      );
+      this.waiting.delete(line.slice(0, end));
+      resolve(socket);
     };
     socket.on('data', onData);
   }
-
-  private lookup(token: string): { route: RouteFn; state: RelayState } | undefined {
-    const given = Buffer.from(token);
-    for (const [known, entry] of this.routes) {
-      const expected = Buffer.from(known);
-      if (given.length === expected.length && timingSafeEqual(given, expected)) return entry;
-    }
-    return undefined;
-  }
 }
 
-function relay(socket: net.Socket, channel: ClientChannel, early: Buffer, state: RelayState, answered: boolean): void {
-  if (early.length) channel.write(early);
-  // stdin EOF must become SSH EOF (end), not a channel close, or rsync's last bytes are lost. A
-  // `take` channel stays open after rsync for the answer, so the shim's end does not end it.
-  socket.pipe(channel, { end: !answered });
-  socket.resume();
-  // `take`: the gateway's `sent` line is rsync's end; the shim exits with its status while the
-  // channel waits for the answer.
-  let sent: number | undefined;
-  let seen = 0;
-  const closed = new Promise<void>((resolve) => channel.once('close', () => resolve()));
-  channel.on('data', (chunk: Buffer) => {
-    if (!writeFrame(socket, FRAME_STDOUT, chunk)) {
-      channel.pause();
-      socket.once('drain', () => channel.resume());
+/** One transfer: the shim's header, then its bytes into an exec channel and the channel's back. */
+class Relay {
+  buffer = Buffer.allocUnsafe(READ_BUFFER);
+  private socket: net.Socket | undefined;
+  private channel: ClientChannel | undefined;
+  private header: Buffer | undefined = Buffer.alloc(0);
+  private early: Buffer[] = [];
+  private answered = false;
+  private stdinEnded = false;
+  private readonly connection: Connection;
+  private readonly route: RouteFn;
+  private readonly state: RelayState;
+
+  constructor(connection: Connection, route: RouteFn, state: RelayState) {
+    this.connection = connection;
+    this.route = route;
+    this.state = state;
+  }
+
+  attach(socket: net.Socket): void {
+    this.socket = socket;
+    socket.on('end', () => {
+      if (!this.channel) this.stdinEnded = true;
+      else if (!this.answered) this.channel.end();
+    });
+  }
+
+  /** onread's callback: false pauses the socket. */
+  onRead(n: number, buffer: Uint8Array): boolean {
+    const chunk = Buffer.from(buffer.buffer, buffer.byteOffset, n);
+    if (this.header) return this.readHeader(chunk);
+    const channel = this.channel;
+    if (!channel) {
+      this.early.push(Buffer.from(chunk));
+      return true;
     }
-  });
-  channel.stderr.on('data', (chunk: Buffer) => {
-    if (state.stderr.length < 65536) state.stderr += chunk.toString('utf8');
-    if (sent === undefined) writeFrame(socket, FRAME_STDERR, chunk);
-    if (!answered || sent !== undefined) return;
-    for (let end = state.stderr.indexOf('\n', seen); end >= 0 && sent === undefined; end = state.stderr.indexOf('\n', seen)) {
-      const m = /^mint-gw: sent: job=\S+ rsync=(\d+)$/.exec(state.stderr.slice(seen, end));
-      seen = end + 1;
-      if (!m) continue;
-      sent = Number(m[1]);
-      state.exitCode = sent;
-      socket.unpipe(channel);
-      state.answer = async (remove) => {
-        if (remove) channel.end('remove\n');
-        else channel.close();
-        await closed;
-      };
-      writeExit(socket, sent);
+    this.connection.batch(() => channel.write(chunk));
+    // ssh2 kept a reference (closed window, or a write still pending): read into a new buffer.
+    if (channel.writableLength > 0) this.buffer = Buffer.allocUnsafe(READ_BUFFER);
+    if (channel.writableNeedDrain) {
+      this.socket?.pause();
+      channel.once('drain', () => this.socket?.resume());
+      return false;
     }
-  });
-  channel.on('exit', (code: number | null) => {
-    if (sent === undefined) state.exitCode = code ?? undefined;
-  });
-  channel.on('close', (code?: number | null) => {
-    state.answer = undefined;
-    if (sent !== undefined) return;
-    // `exit` may have fired before this listener existed; `close` carries the status too.
-    state.exitCode ??= code ?? undefined;
-    // Unpipe first: a late write into a closed channel throws.
-    socket.unpipe(channel);
-    writeExit(socket, state.exitCode ?? -1);
-  });
-  socket.on('close', () => {
-    socket.unpipe(channel);
-    if (sent === undefined) channel.close();
-  });
+    return true;
+  }
+
+  private readHeader(chunk: Buffer): boolean {
+    const header = Buffer.concat([this.header!, chunk]);
+    const end = header.indexOf(10);
+    if (end < 0) {
+      if (header.length > MAX_HEADER) this.socket?.destroy();
+      else this.header = header;
+      return true;
+    }
+    this.header = undefined;
+    const rest = header.subarray(end + 1);
+    if (rest.length) this.early.push(rest);
+    let argv: string[];
+    try {
+      const parsed = JSON.parse(header.subarray(0, end).toString('utf8')) as { argv?: unknown };
+      if (!Array.isArray(parsed.argv) || !parsed.argv.every((a) => typeof a === 'string')) throw new Error('bad argv');
+      argv = parsed.argv as string[];
+    } catch {
+      this.socket?.destroy();
+      return true;
+    }
+    const decision = this.route(argv);
+    const socket = this.socket!;
+    if ('error' in decision) {
+      this.state.refused = decision.error;
+      writeFrame(socket, FRAME_STDERR, Buffer.from(`mint-ssh-exec: ${decision.error}\n`));
+      writeExit(socket, 12);
+      socket.pause();
+      return false;
+    }
+    this.answered = decision.answer === true;
+    this.connection.exec(decision.command).then(
+      (channel) => this.start(channel),
+      (error: Error) => {
+        this.state.refused = error.message;
+        writeFrame(socket, FRAME_STDERR, Buffer.from(`mint-ssh-exec: ${error.message}\n`));
+        writeExit(socket, 255);
+      },
+    );
+    // Paused until the channel is open; bytes already read wait in `early`.
+    socket.pause();
+    return false;
+  }
+
+  private start(channel: ClientChannel): void {
+    const socket = this.socket!;
+    const state = this.state;
+    const answered = this.answered;
+    this.channel = channel;
+    for (const chunk of this.early) channel.write(chunk);
+    this.early = [];
+    // stdin EOF must become SSH EOF (end), not a channel close, or rsync's last bytes are lost. A
+    // `take` channel stays open after rsync for the answer, so the shim's end does not end it.
+    if (this.stdinEnded && !answered) channel.end();
+    socket.resume();
+    // `take`: the gateway's `sent` line is rsync's end; the shim exits with its status while the
+    // channel waits for the answer.
+    let sent: number | undefined;
+    let seen = 0;
+    const closed = new Promise<void>((resolve) => channel.once('close', () => resolve()));
+    channel.on('data', (chunk: Buffer) => {
+      if (!writeFrame(socket, FRAME_STDOUT, chunk)) {
+        channel.pause();
+        socket.once('drain', () => channel.resume());
+      }
+    });
+    channel.stderr.on('data', (chunk: Buffer) => {
+      if (state.stderr.length < 65536) state.stderr += chunk.toString('utf8');
+      if (sent === undefined) writeFrame(socket, FRAME_STDERR, chunk);
+      if (!answered || sent !== undefined) return;
+      for (let end = state.stderr.indexOf('\n', seen); end >= 0 && sent === undefined; end = state.stderr.indexOf('\n', seen)) {
+        const m = /^mint-gw: sent: job=\S+ rsync=(\d+)$/.exec(state.stderr.slice(seen, end));
+        seen = end + 1;
+        if (!m) continue;
+        sent = Number(m[1]);
+        state.exitCode = sent;
+        state.answer = async (remove) => {
+          if (remove) channel.end('remove\n');
+          else channel.close();
+          await closed;
+        };
+        writeExit(socket, sent);
+      }
+    });
+    channel.on('exit', (code: number | null) => {
+      if (sent === undefined) state.exitCode = code ?? undefined;
+    });
+    channel.on('close', (code?: number | null) => {
+      state.answer = undefined;
+      if (sent !== undefined) return;
+      // `exit` may have fired before this listener existed; `close` carries the status too.
+      state.exitCode ??= code ?? undefined;
+      writeExit(socket, state.exitCode ?? -1);
+    });
+    socket.on('close', () => {
+      if (sent === undefined) channel.close();
+    });
+  }
 }
 
 function writeFrame(socket: net.Socket, type: number, payload: Buffer): boolean {

@@ -1,28 +1,27 @@
 #!/usr/bin/env node
 // The program rsync runs as its remote shell (`rsync --rsh=...`). It does not open a connection of
-// its own: it relays rsync's stdin/stdout over a private Unix socket to the mint-ssh-exec process,
-// which carries them in an exec channel on the job's one SSH connection.
-//
-// Wire format on the socket. Shim -> parent: "TOKEN\n", a JSON line {"argv": [...]}, then raw
-// stdin bytes, then a half-close. Parent -> shim: frames of [type u8][length u32be][payload]:
-// 1 = stdout bytes, 2 = stderr bytes, 3 = exit status (i32be; -1 when the remote end gave none).
+// its own: it relays rsync's stdin/stdout over a Unix socket it inherited from rsync (fd
+// MINT_RSH_FD, made and handed down by the mint-ssh-exec process), which carries them in an exec
+// channel on the job's one SSH connection. The wire format is in src/transfer/rsh-bridge.ts.
 import net from 'node:net';
 
-const socketPath = process.env.MINT_RSH_SOCKET;
-const token = process.env.MINT_RSH_TOKEN;
+const fd = Number(process.env.MINT_RSH_FD);
 
 // rsync signals its remote shell with SIGUSR1 when it gives up; without a listener that signal
 // would start Node's inspector on a TCP port.
 process.on('SIGUSR1', () => process.exit(12));
 process.on('SIGPIPE', () => undefined);
 
-if (!socketPath || !token) {
-  process.stderr.write('mint-rsh: not started by mint-ssh-exec (MINT_RSH_SOCKET/MINT_RSH_TOKEN unset)\n');
+/** @type {net.Socket} */
+let socket;
+try {
+  if (!/^[0-9]+$/.test(process.env.MINT_RSH_FD ?? '')) throw new Error('MINT_RSH_FD unset');
+  socket = new net.Socket({ fd, allowHalfOpen: true, readable: true, writable: true });
+} catch {
+  process.stderr.write('mint-rsh: not started by mint-ssh-exec (no link on fd MINT_RSH_FD)\n');
   process.exit(12);
 }
-
-const socket = net.connect({ path: socketPath, allowHalfOpen: true });
-socket.write(`${token}\n${JSON.stringify({ argv: process.argv.slice(2) })}\n`);
+socket.write(`${JSON.stringify({ argv: process.argv.slice(2) })}\n`);
 
 process.stdin.on('data', (chunk) => {
   if (!socket.write(chunk)) process.stdin.pause();

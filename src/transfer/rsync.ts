@@ -61,7 +61,7 @@ let perlWorks: boolean | undefined;
  */
 export function shimKind(env: NodeJS.ProcessEnv = process.env): ShimKind {
   if (env.MINT_SSH_EXEC_SHIM === 'node' || env.MINT_SSH_EXEC_SHIM === 'perl') return env.MINT_SSH_EXEC_SHIM;
-  perlWorks ??= spawnSync('/usr/bin/perl', ['-MIO::Socket::UNIX', '-MIO::Select', '-e', '1'], { stdio: 'ignore' }).status === 0;
+  perlWorks ??= spawnSync('/usr/bin/perl', ['-MFcntl', '-MErrno', '-e', '1'], { stdio: 'ignore' }).status === 0;
   return perlWorks ? 'perl' : 'node';
 }
 
@@ -106,7 +106,7 @@ async function runRsync(direction: Direction, verb: 'put' | 'get' | 'take', path
   const started = performance.now();
   const step: Step = direction === 'put' ? 'upload' : 'download';
   const context = { host: options.host, jobId: options.jobId, step };
-  const session = options.bridge.session((argv) => {
+  const session = await options.bridge.session((argv) => {
     const check = checkServerArgs(argv, direction);
     if (!check.ok) return { error: check.reason };
     return { command: formatCommand({ verb, job: options.jobId, caps: check.caps }), answer: verb === 'take' };
@@ -120,7 +120,8 @@ async function runRsync(direction: Direction, verb: 'put' | 'get' | 'take', path
         env: { ...session.env, RSYNC_PROTECT_ARGS: undefined, RSYNC_OLD_ARGS: undefined, RSYNC_RSH: undefined },
         reject: false,
         all: false,
-        stdin: 'ignore',
+        // fd 3 (SHIM_FD): the shim's end of the bridge, which it inherits through rsync.
+        stdio: ['ignore', 'pipe', 'pipe', session.shimEnd],
         ...(options.signal ? { cancelSignal: options.signal } : {}),
         maxBuffer: 64 * 1024 * 1024,
         lines: false,
