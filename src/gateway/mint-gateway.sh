@@ -526,7 +526,7 @@ mgw_verb_get() {
   # client knows the results are safe: once its own rsync has exited 0 it answers `remove` on
   # stdin. Anything else, or end of input (a dropped connection), keeps the job.
   mgw_read_answer
-  [ "$mgw_answer" = remove ] || exit 0
+  [ "$mgw_answer" = 72656d6f76650a ] || exit 0
   mgw_job_state
   if [ "$MGW_STATE" != running ] && mgw_remove_job "$MGW_JOBDIR"; then
     printf 'mint-gw: removed: job=%s\n' "$MGW_JOB" >&2
@@ -536,22 +536,19 @@ mgw_verb_get() {
   exit 0
 }
 
-# rsync's server leaves stdin non-blocking, so a plain read would fail at once. On Linux, opening
-# /dev/stdin (/proc/self/fd/0) gives a fresh, blocking description of the same pipe; where that
-# cannot be opened, poll for up to 30 s.
+# The answer is every byte the client writes after the `sent` line, up to its end of input, and
+# it must be exactly `remove` and a newline: compared as hex, since a shell's read would silently
+# drop a NUL byte. rsync's server leaves stdin non-blocking; on Linux, opening /dev/stdin
+# (/proc/self/fd/0) gives a fresh, blocking description of the same pipe. Where that cannot be
+# opened the answer stays empty and the job stays (the client then sends rm itself).
 mgw_read_answer() {
   mgw_answer=
-  mgw_opened=
-  { mgw_opened=1; IFS= read -r mgw_answer <&3 || :; } 3</dev/stdin 2>/dev/null
-  [ -z "$mgw_opened" ] || return 0
-  mgw_need sleep
-  mgw_i=0
-  while [ $mgw_i -lt 300 ]; do
-    IFS= read -r mgw_answer && return 0
-    [ -z "$mgw_answer" ] || return 0
-    "$mgw_found" 0.1
-    mgw_i=$((mgw_i + 1))
-  done
+  mgw_need head
+  mgw_head=$mgw_found
+  mgw_need od
+  mgw_od=$mgw_found
+  mgw_need tr
+  { mgw_answer=$("$mgw_head" -c 64 <&3 | "$mgw_od" -An -tx1 | "$mgw_found" -d ' \n'); } 3</dev/stdin 2>/dev/null
 }
 
 mgw_verb_start() {

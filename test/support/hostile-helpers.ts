@@ -306,3 +306,44 @@ exec ${ssh} "mint-gw $MGW_VERB $MGW_JOB $caps"
   await chmod(path, 0o755);
   return path;
 }
+
+/**
+ * Writes an rsync --rsh program (Node) for `take`: it runs `mint-gw take $MGW_JOB CAPS` through
+ * OpenSSH, relays rsync's streams, and when the gateway prints its `sent` line writes $MGW_ANSWER
+ * (any bytes, JSON-encoded in the environment) as the answer instead of the client's `remove\n`.
+ * The gateway's stderr is appended to $MGW_STDERR_LOG.
+ */
+export async function writeAnsweringRsh(sandbox: Sandbox, dir: string): Promise<string> {
+  const path = join(dir, 'answering-rsh.mjs');
+  const ssh = ['ssh', ...sshOptions(sandbox), '-p', String(sandbox.port), `${sandbox.user}@127.0.0.1`];
+  await writeFile(
+    path,
+    `#!${process.execPath}
+import { spawn } from 'node:child_process';
+import { appendFileSync } from 'node:fs';
+const flags = process.argv.slice(2).find((a) => /^-[A-Za-z]*e[0-9]*\\.[A-Za-z]*$/.test(a));
+const caps = flags ? flags.slice(flags.indexOf('e') + 1) : '.iLsfxCIvu';
+const argv = ${JSON.stringify(ssh)};
+const child = spawn(argv[0], [...argv.slice(1), \`mint-gw take \${process.env.MGW_JOB} \${caps}\`], { stdio: ['pipe', 'pipe', 'pipe'] });
+process.stdin.pipe(child.stdin, { end: false });
+child.stdout.pipe(process.stdout);
+let err = '';
+let answered = false;
+child.stderr.on('data', (chunk) => {
+  err += chunk.toString('latin1');
+  if (!answered && /^mint-gw: sent: /m.test(err)) {
+    answered = true;
+    process.stdin.unpipe(child.stdin);
+    child.stdin.end(Buffer.from(JSON.parse(process.env.MGW_ANSWER), 'latin1'));
+    process.stdout.end();
+  }
+});
+child.on('close', (code) => {
+  appendFileSync(process.env.MGW_STDERR_LOG, err);
+  process.exit(code ?? 255);
+});
+`,
+  );
+  await chmod(path, 0o755);
+  return path;
+}
