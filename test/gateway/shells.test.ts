@@ -25,6 +25,7 @@ describe('gateway script as POSIX sh', () => {
     await writeFile(program, '#!/bin/sh\necho "ran $*"\n');
     await chmod(program, 0o755);
     const job = '0f0e0d0c-0b0a-4908-8706-050403020100';
+    const other = '1f0e0d0c-0b0a-4908-8706-050403020100';
     const commands = [
       'mint-gw list',
       `mint-gw status ${job}`,
@@ -44,6 +45,10 @@ describe('gateway script as POSIX sh', () => {
       'mint-gw probe  ',
       '/usr/lib/openssh/sftp-server',
       `mint-gw logs ${job} -1`,
+      `mint-gw run ${other} x`,
+      `mint-gw run ${other} x`,
+      `mint-gw take ${other} .iLsfxCIvu`,
+      `mint-gw rm ${other}`,
     ];
     const answers = (shell: string): string[] =>
       commands.map((command) => {
@@ -55,11 +60,41 @@ describe('gateway script as POSIX sh', () => {
         // (A running job's log may or may not hold its first line yet.)
         let stdout = r.stdout.replace(/^pid=\d+$/m, 'pid=N').replace(/^state=running$/m, 'state=R');
         if (stdout.includes('state=R')) stdout = stdout.replace(/^log_bytes=\d+$/m, 'log_bytes=N');
-        return `${command} -> ${r.status} ${stdout.replace(/\n/g, '|')} ${r.stderr.replace(/\n/g, '|').replace(/mint-gw: status: .*/, '')}`;
+        const stderr = r.stderr.replace(/pid=\d+/g, 'pid=N').replace(/\n/g, '|').replace(/mint-gw: status: .*/, '');
+        return `${command} -> ${r.status} ${stdout.replace(/\n/g, '|')} ${stderr}`;
       });
     const dash = answers('dash');
     const bash = answers('bash');
     expect(bash).toEqual(dash);
     expect(dash.find((a) => a.startsWith('mint-gw probe;id'))).toContain('-> 64');
+    expect(dash.filter((a) => a.startsWith(`mint-gw run ${other}`))).toEqual([
+      `mint-gw run ${other} x -> 0 ran x| mint-gw: started: job=${other} state=running pid=N|`,
+      `mint-gw run ${other} x -> 0 ran x| mint-gw: started: job=${other} state=exited pid=-|`,
+    ]);
+  });
+
+  // Needs root to give the directory to another account.
+  it.runIf(process.getuid?.() === 0)('refuses a job root owned by another account, or open to the group, under dash and bash', async () => {
+    const dir = await freshDir();
+    const program = join(dir, 'prog.sh');
+    await writeFile(program, '#!/bin/sh\n');
+    await chmod(program, 0o755);
+    const foreign = join(dir, 'foreign');
+    await mkdir(foreign, { mode: 0o700 });
+    execFileSync('chown', ['65534', foreign]);
+    const open = join(dir, 'open');
+    await mkdir(open);
+    await chmod(open, 0o770);
+    for (const shell of ['dash', 'bash']) {
+      const probe = (root: string): { status: number | null; stderr: string } => {
+        const r = spawnSync(shell, [GATEWAY_SCRIPT, '--root', root, '--program', program], {
+          env: { PATH: '/usr/bin:/bin', HOME: dir, SSH_ORIGINAL_COMMAND: 'mint-gw probe' },
+          encoding: 'utf8',
+        });
+        return { status: r.status, stderr: r.stderr };
+      };
+      expect(probe(foreign)).toEqual({ status: 78, stderr: `mint-gw: error: E_CONFIG: job root ${foreign} is not owned by this account\n` });
+      expect(probe(open)).toEqual({ status: 78, stderr: `mint-gw: error: E_CONFIG: job root ${open} is writable by group or others (chmod 700 it)\n` });
+    }
   });
 });
