@@ -200,10 +200,7 @@ function startAndFollow(job: Job, args: readonly string[]): Follow {
   const onStarted = (report: { pid: number | undefined }): void => job.emit({ type: 'started', jobId: job.jobId, pid: report.pid });
   return async (link, offset, onChunk, signal) => {
     if (sent) {
-      const seen = await link.gateway.status(job.jobId).catch((error: unknown) => {
-        if (error instanceof GatewayError && error.gatewayCode === 'E_NOJOB') return undefined;
-        throw error;
-      });
+      const seen = await link.gateway.status(job.jobId).catch(undefinedIf('E_NOJOB'));
       if (seen && seen.state !== 'created') return link.gateway.logs(job.jobId, offset, onChunk, signal);
     }
     sent = true;
@@ -244,10 +241,7 @@ async function finish(job: Job, started: number, follow: Follow): Promise<Remote
     cancelled = cancellation(job.signal, 'job cancelled', jobId);
     // Stop the remote process group, then collect what the log says up to the end. A job the
     // gateway has never heard of never ran: there is nothing to stop and no log.
-    const stopped = await session.step('run', (link) => link.gateway.cancel(jobId), undefined).catch((error: unknown) => {
-      if (error instanceof GatewayError && error.gatewayCode === 'E_NOJOB') return undefined;
-      throw error;
-    });
+    const stopped = await session.step('run', (link) => link.gateway.cancel(jobId), undefined).catch(undefinedIf('E_NOJOB'));
     neverRan = stopped === undefined;
     final = stopped
       ? await session.step('run', (link) => link.gateway.logs(jobId, offset, onChunk), undefined).catch((error: unknown) => {
@@ -352,6 +346,14 @@ async function fetchResults(job: Job, link: Link, removeJob: boolean, attempt: n
     if (attempt > 1 && error instanceof GatewayError && error.gatewayCode === 'E_NOJOB') return { files: [], durationMs: 0, removed: true };
     throw error;
   }
+}
+
+/** For `.catch`: the gateway's refusal with this code means "nothing there"; anything else throws. */
+function undefinedIf(gatewayCode: string): (error: unknown) => undefined {
+  return (error) => {
+    if (error instanceof GatewayError && error.gatewayCode === gatewayCode) return undefined;
+    throw error;
+  };
 }
 
 /** The CancelledError an aborted job signal carries (prepare() always aborts with one). */

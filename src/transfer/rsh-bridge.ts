@@ -20,6 +20,7 @@ import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import type { ClientChannel } from 'ssh2';
 import type { Connection } from '../connection/connect.js';
+import { TransferError } from '../errors.js';
 
 const FRAME_STDOUT = 1;
 const FRAME_STDERR = 2;
@@ -89,7 +90,6 @@ export class RshBridge {
   async session(route: RouteFn): Promise<BridgeSession> {
     const token = randomBytes(32).toString('hex');
     const state: RelayState = { exitCode: undefined, stderr: '', refused: undefined };
-    const accepted = new Promise<net.Socket>((resolve) => this.waiting.set(token, resolve));
     const relay = new Relay(this.connection, route, state);
     const ours = net.connect({
       path: this.socketPath,
@@ -97,9 +97,16 @@ export class RshBridge {
       onread: { buffer: () => relay.buffer, callback: (n, buffer) => relay.onRead(n, buffer) },
     });
     relay.attach(ours);
-    this.track(ours);
-    ours.write(`${token}\n`);
-    const shimEnd = await accepted;
+    const shimEnd = await new Promise<net.Socket>((resolve, reject) => {
+      this.waiting.set(token, resolve);
+      // A bridge closed under us (its connection died): fail now, not wait forever.
+      ours.once('close', () => {
+        this.waiting.delete(token);
+        reject(new TransferError('the rsync bridge closed before the transfer began', { host: this.connection.host.name }, true));
+      });
+      this.track(ours);
+      ours.write(`${token}\n`);
+    });
     return {
       env: { MINT_RSH_FD: String(SHIM_FD) },
       shimEnd,
