@@ -65,7 +65,7 @@ const opts = parseOptions(process.argv.slice(2));
 
 const CONFIG = opts.quick
   ? { b1Reps: 3, verbReps: 3, b2Bytes: 64 * 1024 ** 2, b2Reps: 2, b3Files: 500, b3Reps: 2, b4Jobs: 16, b4Reps: 1, budgetMs: 5 * 60_000 }
-  : { b1Reps: 7, verbReps: 7, b2Bytes: 1024 ** 3, b2Reps: 3, b3Files: 5000, b3Reps: 5, b4Jobs: 64, b4Reps: 3, budgetMs: 8 * 60_000 };
+  : { b1Reps: 7, verbReps: 7, b2Bytes: 1024 ** 3, b2Reps: 5, b3Files: 5000, b3Reps: 5, b4Jobs: 64, b4Reps: 3, budgetMs: 8 * 60_000 };
 const B3_FILE_BYTES = 4096;
 const MIN_FREE_FOR_FULL_B2 = 5 * 1024 ** 3;
 

@@ -272,7 +272,7 @@ async function finish(job: Job, started: number, follow: Follow): Promise<Remote
     try {
       const down = await session.step(
         'download',
-        (link, attempt) => fetchResults(job, link, wanted && !neverRan, attempt, (file) => got.add(file)),
+        (link) => fetchResults(job, link, wanted && !neverRan, (file) => got.add(file)),
         job.signal,
       );
       cleanedUp = down.removed;
@@ -322,11 +322,11 @@ async function finish(job: Job, started: number, follow: Follow): Promise<Remote
 }
 
 /**
- * One download attempt. With `take`, the gateway removes the job once rsync has sent it all. If an
- * earlier `take` lost its connection after that point, the job is gone on the retry: its sender
- * had already heard the receiver's final goodbye, so every file had arrived.
+ * One download attempt. With `take`, the gateway removes the job only when our rsync has exited 0
+ * and we have said so on the channel; if the connection drops before its `removed` line arrives,
+ * `removed` is false and the cleanup step's `rm` (a no-op on a removed job) settles it.
  */
-async function fetchResults(job: Job, link: Link, removeJob: boolean, attempt: number, onFile: (file: string) => void): Promise<TransferResult> {
+async function fetchResults(job: Job, link: Link, removeJob: boolean, onFile: (file: string) => void): Promise<TransferResult> {
   const options = {
     bridge: link.bridge,
     host: job.session.host.name,
@@ -339,12 +339,9 @@ async function fetchResults(job: Job, link: Link, removeJob: boolean, attempt: n
   try {
     return await download(job.outputDir, { ...options, removeJob: true });
   } catch (error) {
-    if (isUnknownVerb(error, 'take')) {
-      job.legacyTake = true;
-      return download(job.outputDir, options);
-    }
-    if (attempt > 1 && error instanceof GatewayError && error.gatewayCode === 'E_NOJOB') return { files: [], durationMs: 0, removed: true };
-    throw error;
+    if (!isUnknownVerb(error, 'take')) throw error;
+    job.legacyTake = true;
+    return download(job.outputDir, options);
   }
 }
 

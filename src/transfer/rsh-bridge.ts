@@ -4,10 +4,11 @@
  * inherits. Nobody else can reach a transfer: the pair is made through a socket in a fresh 0700
  * directory and matched by a random token, and the shim's end is only ever an inherited fd.
  *
- * Our end reads into a reused buffer (net's `onread`): a GiB upload would otherwise allocate a
+ * Our end reads into reused buffers (net's `onread`): a GiB upload would otherwise allocate a
  * GiB of 64 KiB read buffers, and the garbage collection that follows cost more CPU than ssh2's
  * encryption. ssh2 copies what it is given into its packets at once unless the channel's window is
- * closed; only then does it keep the chunk, and the next read gets a fresh buffer.
+ * closed; only then does it keep the chunk, and its buffer goes back to the pool when the write
+ * completes.
  *
  * Wire format. Shim -> parent: a JSON line {"argv": [...]}, then raw stdin bytes, then a
  * half-close. Parent -> shim: frames of [type u8][length u32be][payload]: 1 = stdout bytes,
@@ -94,7 +95,7 @@ export class RshBridge {
     const ours = net.connect({
       path: this.socketPath,
       allowHalfOpen: true,
-      onread: { buffer: () => relay.buffer, callback: (n, buffer) => relay.onRead(n, buffer) },
+      onread: { buffer: () => relay.nextBuffer(), callback: (n, buffer) => relay.onRead(n, buffer) },
     });
     relay.attach(ours);
     const shimEnd = await new Promise<net.Socket>((resolve, reject) => {
@@ -165,7 +166,8 @@ export class RshBridge {
 
 /** One transfer: the shim's header, then its bytes into an exec channel and the channel's back. */
 class Relay {
-  buffer = Buffer.allocUnsafe(READ_BUFFER);
+  /** Read buffers no write holds any more. */
+  private readonly pool: Uint8Array[] = [];
   private socket: net.Socket | undefined;
   private channel: ClientChannel | undefined;
   private header: Buffer | undefined = Buffer.alloc(0);
@@ -190,18 +192,34 @@ class Relay {
     });
   }
 
+  /** onread's buffer for the next read. */
+  nextBuffer(): Uint8Array {
+    return this.pool.pop() ?? new Uint8Array(READ_BUFFER);
+  }
+
   /** onread's callback: false pauses the socket. */
   onRead(n: number, buffer: Uint8Array): boolean {
     const chunk = Buffer.from(buffer.buffer, buffer.byteOffset, n);
-    if (this.header) return this.readHeader(chunk);
+    if (this.header) {
+      this.pool.push(buffer);
+      return this.readHeader(chunk);
+    }
     const channel = this.channel;
     if (!channel) {
       this.early.push(Buffer.from(chunk));
+      this.pool.push(buffer);
       return true;
     }
-    this.connection.batch(() => channel.write(chunk));
-    // ssh2 kept a reference (closed window, or a write still pending): read into a new buffer.
-    if (channel.writableLength > 0) this.buffer = Buffer.allocUnsafe(READ_BUFFER);
+    let free = false;
+    const release = (): void => {
+      if (free) return;
+      free = true;
+      this.pool.push(buffer);
+    };
+    this.connection.batch(() => channel.write(chunk, release));
+    // Nothing pending means ssh2 copied it all into packets already; otherwise the buffer comes
+    // back when the write completes.
+    if (channel.writableLength === 0) release();
     if (channel.writableNeedDrain) {
       this.socket?.pause();
       channel.once('drain', () => this.socket?.resume());
