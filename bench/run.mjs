@@ -349,7 +349,7 @@ async function verbCosts(env, workDir) {
   await mkdir(dir, { recursive: true });
   const input = join(dir, 'input.dat');
   await writeRandomFile(input, 1024);
-  const mint = { probe: [], put: [], start: [], status: [], logs: [], get: [], rm: [], refused_verb: [] };
+  const mint = { probe: [], put: [], start: [], status: [], logs: [], get: [], rm: [], run: [], take: [], refused_verb: [] };
   const link = await openLink(env.host);
   try {
     for (let i = 0; i < CONFIG.verbReps; i++) {
@@ -369,6 +369,13 @@ async function verbCosts(env, workDir) {
       await mkdir(out, { recursive: true });
       mint.get.push((await timed(() => download(out, { bridge: link.bridge, host: link.host.name, jobId }))).ms);
       mint.rm.push((await timed(() => link.gateway.remove(jobId))).ms);
+      // What a job really sends after put: run (start + follow to the end) and take (get + removal).
+      const second = randomUUID();
+      await upload([input], { bridge: link.bridge, host: link.host.name, jobId: second });
+      mint.run.push((await timed(() => link.gateway.run(second, [], () => undefined, () => undefined))).ms);
+      const out2 = join(dir, `out2-${i}`);
+      await mkdir(out2, { recursive: true });
+      mint.take.push((await timed(() => download(out2, { bridge: link.bridge, host: link.host.name, jobId: second, removeJob: true }))).ms);
       // An exec the gateway refuses at once (unknown verb): channel + login shell + gateway start.
       mint.refused_verb.push(
         (await timed(() => link.gateway.connection.exec('mint-gw nosuchverb').then((ch) => new Promise((r) => {
