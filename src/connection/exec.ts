@@ -3,6 +3,7 @@
  * whose stdout was consumed, so stdout is always read, even when the caller does not want it.
  */
 import type { ClientChannel } from 'ssh2';
+import { StringDecoder } from 'node:string_decoder';
 import { ConnectError } from '../errors.js';
 import type { Connection } from './connect.js';
 
@@ -61,14 +62,10 @@ export function collect(connection: Connection, channel: ClientChannel, options:
       size += chunk.length;
       if (size <= maxBuffer) chunks.push(chunk);
     });
-    let seen = 0;
+    const stderrLines = options.onStderrLine ? splitLines(options.onStderrLine) : undefined;
     channel.stderr.on('data', (chunk: Buffer) => {
       if (stderr.length < 65536) stderr += chunk.toString('utf8');
-      if (!options.onStderrLine) return;
-      for (let end = stderr.indexOf('\n', seen); end >= 0; end = stderr.indexOf('\n', seen)) {
-        options.onStderrLine(stderr.slice(seen, end));
-        seen = end + 1;
-      }
+      stderrLines?.(chunk);
     });
     channel.on('exit', (code: number | null, signalName?: string) => {
       exitCode = code ?? undefined;
@@ -82,4 +79,20 @@ export function collect(connection: Connection, channel: ClientChannel, options:
       finish();
     });
   });
+}
+
+/**
+ * Calls `onLine` with each complete line of a byte stream, as chunks arrive. Lines are found in
+ * the stream itself, not in a capped copy of it, so a line after a flood of output is still seen;
+ * only the unfinished tail is held, and a tail that grows past 64 KiB is no line anyone waits for.
+ */
+export function splitLines(onLine: (line: string) => void): (chunk: Buffer) => void {
+  const decoder = new StringDecoder('utf8');
+  let tail = '';
+  return (chunk) => {
+    const parts = (tail + decoder.write(chunk)).split('\n');
+    tail = parts.pop() ?? '';
+    if (tail.length > 65536) tail = '';
+    for (const line of parts) onLine(line);
+  };
 }

@@ -112,6 +112,12 @@ export function parseStartedLine(stderr: string): { state: JobState; pid: number
   return { state: m[1] as JobState, pid: /^\d+$/.test(m[2]!) ? Number(m[2]) : undefined };
 }
 
+/** `take`'s end of rsync on stderr, `mint-gw: sent: job=J rsync=N`: rsync's exit status N. */
+export function parseSentLine(line: string): number | undefined {
+  const m = /^mint-gw: sent: job=\S+ rsync=(\d+)$/.exec(line);
+  return m ? Number(m[1]) : undefined;
+}
+
 /** Whether `take`'s stderr says the gateway removed the job after sending it. */
 export function tookAndRemoved(stderr: string, job: string): boolean {
   return stderr.split('\n').includes(`mint-gw: removed: job=${job}`);

@@ -21,6 +21,8 @@ import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import type { ClientChannel } from 'ssh2';
 import type { Connection } from '../connection/connect.js';
+import { splitLines } from '../connection/exec.js';
+import { parseSentLine } from '../gateway/protocol.js';
 import { TransferError } from '../errors.js';
 
 const FRAME_STDOUT = 1;
@@ -285,7 +287,6 @@ class Relay {
     // `take`: the gateway's `sent` line is rsync's end; the shim exits with its status while the
     // channel waits for the answer.
     let sent: number | undefined;
-    let seen = 0;
     const closed = new Promise<void>((resolve) => channel.once('close', () => resolve()));
     channel.on('data', (chunk: Buffer) => {
       if (!writeFrame(socket, FRAME_STDOUT, chunk)) {
@@ -293,23 +294,24 @@ class Relay {
         socket.once('drain', () => channel.resume());
       }
     });
+    const stderrLines = answered
+      ? splitLines((line) => {
+          if (sent !== undefined) return;
+          sent = parseSentLine(line);
+          if (sent === undefined) return;
+          state.exitCode = sent;
+          state.answer = async (remove) => {
+            if (remove) channel.end('remove\n');
+            else channel.close();
+            await closed;
+          };
+          writeExit(socket, sent);
+        })
+      : undefined;
     channel.stderr.on('data', (chunk: Buffer) => {
       if (state.stderr.length < 65536) state.stderr += chunk.toString('utf8');
       if (sent === undefined) writeFrame(socket, FRAME_STDERR, chunk);
-      if (!answered || sent !== undefined) return;
-      for (let end = state.stderr.indexOf('\n', seen); end >= 0 && sent === undefined; end = state.stderr.indexOf('\n', seen)) {
-        const m = /^mint-gw: sent: job=\S+ rsync=(\d+)$/.exec(state.stderr.slice(seen, end));
-        seen = end + 1;
-        if (!m) continue;
-        sent = Number(m[1]);
-        state.exitCode = sent;
-        state.answer = async (remove) => {
-          if (remove) channel.end('remove\n');
-          else channel.close();
-          await closed;
-        };
-        writeExit(socket, sent);
-      }
+      stderrLines?.(chunk);
     });
     channel.on('exit', (code: number | null) => {
       if (sent === undefined) state.exitCode = code ?? undefined;

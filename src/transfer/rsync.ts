@@ -95,15 +95,16 @@ export async function checkInputs(inputs: readonly string[], context: { host: st
 
 export function upload(inputs: readonly string[], options: TransferOptions): Promise<TransferResult> {
   // Absolute local paths: a relative name with a colon (a:b.dat) would otherwise read as host:path.
-  return runRsync('put', 'put', [...inputs, 'mint:work/'], options);
+  return runRsync('put', [...inputs, 'mint:work/'], options);
 }
 
 export function download(outputDir: string, options: DownloadOptions): Promise<TransferResult> {
-  return runRsync('get', options.removeJob ? 'take' : 'get', ['mint:work/', `${resolve(outputDir)}/`], options);
+  return runRsync(options.removeJob ? 'take' : 'get', ['mint:work/', `${resolve(outputDir)}/`], options);
 }
 
-async function runRsync(direction: Direction, verb: 'put' | 'get' | 'take', paths: string[], options: TransferOptions): Promise<TransferResult> {
+async function runRsync(verb: 'put' | 'get' | 'take', paths: string[], options: TransferOptions): Promise<TransferResult> {
   const started = performance.now();
+  const direction: Direction = verb === 'put' ? 'put' : 'get';
   const step: Step = direction === 'put' ? 'upload' : 'download';
   const context = { host: options.host, jobId: options.jobId, step };
   const session = await options.bridge.session((argv) => {

@@ -6,10 +6,13 @@ import {
   parseList,
   parseLogTrailer,
   parseProbe,
+  parseSentLine,
+  parseStartedLine,
   parseRefusal,
   parseStatus,
   refusalError,
 } from '../../src/gateway/protocol.js';
+import { splitLines } from '../../src/connection/exec.js';
 
 const JOB = '123e4567-e89b-42d3-a456-426614174000';
 
@@ -57,5 +60,29 @@ describe('gateway protocol (pure)', () => {
     const noGateway = refusalError('start', 127, 'sh: 1: mint-gw: not found\n');
     expect(noGateway).toMatchObject({ code: 'GATEWAY_PROTOCOL' });
     expect(noGateway.hint).toContain('mint-gateway install');
+  });
+
+  it('reads the lines run and take print on stderr', () => {
+    expect(parseStartedLine(`mint-gw: started: job=${JOB} state=running pid=42`)).toEqual({ state: 'running', pid: 42 });
+    expect(parseStartedLine(`mint-gw: started: job=${JOB} state=exited pid=-`)).toEqual({ state: 'exited', pid: undefined });
+    expect(parseStartedLine(`mint-gw: started: job=${JOB} state=bogus pid=1`)).toBeUndefined();
+    expect(parseSentLine(`mint-gw: sent: job=${JOB} rsync=0`)).toBe(0);
+    expect(parseSentLine(`mint-gw: sent: job=${JOB} rsync=23`)).toBe(23);
+    expect(parseSentLine(`mint-gw: sent: job=${JOB} rsync=-1`)).toBeUndefined();
+    expect(parseSentLine(`x mint-gw: sent: job=${JOB} rsync=0`)).toBeUndefined();
+  });
+
+  it('splits a byte stream into lines across chunks, and still sees a line after 100 KiB of output', () => {
+    const lines: string[] = [];
+    const feed = splitLines((line) => lines.push(line));
+    const flood = `${'warning: something\n'.repeat(6000)}`;
+    feed(Buffer.from(flood));
+    const euro = Buffer.from('caf\u00e9 ok\nmint-gw: sent: job=j rsync=0\npartial');
+    feed(euro.subarray(0, 4)); // cuts the two-byte e-acute in half
+    feed(euro.subarray(4));
+    expect(lines.length).toBe(6002);
+    expect(lines.slice(-2)).toEqual(['caf\u00e9 ok', 'mint-gw: sent: job=j rsync=0']);
+    feed(Buffer.from(' end\n'));
+    expect(lines.at(-1)).toBe('partial end');
   });
 });
