@@ -26,5 +26,5 @@ export { listJobs, cancelJob } from './job/manage.js';
 export { probeHost, PROBE_EXIT, type ProbeResult, type ProbeStep } from './probe/probe.js';
 export { progressReporter } from './cli/progress.js';
 export { install as installGateway, uninstall as uninstallGateway, parsePublicKey, authorizedKeysLine, type GatewayOptions, type KeyRestrictions } from './gateway/install.js';
-export { doctor, type DoctorCheck } from './gateway/doctor.js';
+export { doctor, type DoctorCheck, type DoctorOptions, type DoctorStatus } from './gateway/doctor.js';
 export { ConnectionPool, defaultPool, type PoolOptions } from './connection/pool.js';

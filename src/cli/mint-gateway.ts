@@ -14,9 +14,11 @@ const USAGE = `usage:
   mint-gateway install --key FILE|- [--root DIR] [--program PATH] [--gateway-path PATH] [--dest FILE]
                        [--key-name NAME] [--from PATTERNS] [--expiry-time YYYYMMDD[HHMM[SS]][Z]]
                        [--cert-authority [--principals NAMES]] [--export GLOBS] [--max-jobs N]
-                       [--min-free-mb N] [--max-age-days N] [--allow-unconfined-rsync] [--print]
+                       [--min-free-mb N] [--min-free-inodes N] [--max-job-mb N] [--max-job-files N]
+                       [--max-age-days N] [--client-timeout SECONDS] [--env NAME=VALUE]...
+                       [--allow-unconfined-rsync] [--print]
   mint-gateway uninstall --key FILE|- [--dest FILE]
-  mint-gateway doctor [--root DIR] [--program PATH] [--gateway-path PATH] [--dest FILE] [--json]`;
+  mint-gateway doctor [--root DIR] [--program PATH] [--gateway-path PATH] [--dest FILE] [--sshd PATH] [--json]`;
 
 function defaults(home: string): { root: string; program: string; gatewayPath: string; dest: string } {
   return {
@@ -55,6 +57,11 @@ export async function main(argv: string[] = process.argv.slice(2), io: Io = proc
             export: { type: 'string' },
             'max-jobs': { type: 'string' },
             'min-free-mb': { type: 'string' },
+            'min-free-inodes': { type: 'string' },
+            'max-job-mb': { type: 'string' },
+            'max-job-files': { type: 'string' },
+            'client-timeout': { type: 'string' },
+            env: { type: 'string', multiple: true },
             'max-age-days': { type: 'string' },
             print: { type: 'boolean' },
             'allow-unconfined-rsync': { type: 'boolean' },
@@ -69,6 +76,10 @@ export async function main(argv: string[] = process.argv.slice(2), io: Io = proc
         const maxJobs = number('--max-jobs', values['max-jobs']);
         const minFreeMb = number('--min-free-mb', values['min-free-mb']);
         const maxAgeDays = number('--max-age-days', values['max-age-days']);
+        const minFreeInodes = number('--min-free-inodes', values['min-free-inodes']);
+        const maxJobMb = number('--max-job-mb', values['max-job-mb']);
+        const maxJobFiles = number('--max-job-files', values['max-job-files']);
+        const clientTimeout = number('--client-timeout', values['client-timeout']);
         const outcome = await install({
           publicKey: await readKey(values.key, stdin),
           gatewayPath: abs(values['gateway-path'] ?? d.gatewayPath),
@@ -81,6 +92,11 @@ export async function main(argv: string[] = process.argv.slice(2), io: Io = proc
             ...(maxJobs !== undefined ? { maxJobs } : {}),
             ...(minFreeMb !== undefined ? { minFreeMb } : {}),
             ...(maxAgeDays !== undefined ? { maxAgeDays } : {}),
+            ...(minFreeInodes !== undefined ? { minFreeInodes } : {}),
+            ...(maxJobMb !== undefined ? { maxJobMb } : {}),
+            ...(maxJobFiles !== undefined ? { maxJobFiles } : {}),
+            ...(clientTimeout !== undefined ? { clientTimeout } : {}),
+            ...(values.env?.length ? { env: values.env } : {}),
             ...(values['allow-unconfined-rsync'] ? { allowUnconfinedRsync: true } : {}),
           },
           restrictions: {
@@ -103,7 +119,7 @@ export async function main(argv: string[] = process.argv.slice(2), io: Io = proc
         return ExitCode.OK;
       }
       case 'doctor': {
-        const { values, positionals } = parseArgs({ args: rest, allowPositionals: true, options: { ...pathOptions, json: { type: 'boolean' } } });
+        const { values, positionals } = parseArgs({ args: rest, allowPositionals: true, options: { ...pathOptions, sshd: { type: 'string' }, json: { type: 'boolean' } } });
         if (positionals.length) throw new UsageError(USAGE);
         const checks = await doctor({
           root: abs(values.root ?? d.root),
@@ -111,15 +127,29 @@ export async function main(argv: string[] = process.argv.slice(2), io: Io = proc
           gatewayPath: abs(values['gateway-path'] ?? d.gatewayPath),
           authorizedKeys: abs(values.dest ?? d.dest),
           home,
+          ...(values.sshd ? { sshd: values.sshd } : {}),
         });
-        const ok = checks.every((c) => c.ok);
-        if (values.json) printJson(io, { ok, checks });
+        const counts = { ok: 0, warn: 0, skipped: 0, error: 0 };
+        for (const c of checks) counts[c.status] += 1;
+        // Only errors fail: a skipped check was not passed, but nothing was found wrong either.
+        const ok = counts.error === 0;
+        if (values.json) printJson(io, { ok, counts, checks });
         else {
+          const label = { ok: '[ ok ]', warn: '[warn]', error: '[FAIL]', skipped: '[SKIPPED]' } as const;
+          const indent = ' '.repeat(2 + 9 + 1 + 20 + 1);
           for (const c of checks) {
-            io.stdout.write(`  [${!c.ok ? 'FAIL' : c.severity === 'warning' ? 'warn' : ' ok '}] ${c.check.padEnd(20)} ${c.detail}\n`);
-            if (c.fix && (!c.ok || c.severity === 'warning')) io.stdout.write(`         ${''.padEnd(20)} fix: ${c.fix}\n`);
+            io.stdout.write(`  ${label[c.status].padEnd(9)} ${c.check.padEnd(20)} ${c.detail}\n`);
+            if (c.fix && c.status !== 'ok') io.stdout.write(`${indent}fix: ${c.fix}\n`);
           }
-          io.stdout.write(ok ? '  verdict: the gateway holds\n' : '  verdict: fix the FAIL lines above\n');
+          const plural = (n: number, one: string, many: string): string => `${n} ${n === 1 ? one : many}`;
+          io.stdout.write(`  summary: ${counts.ok} ok, ${plural(counts.warn, 'warning', 'warnings')}, ${counts.skipped} skipped, ${plural(counts.error, 'error', 'errors')}\n`);
+          io.stdout.write(
+            !ok
+              ? '  verdict: fix the FAIL lines above\n'
+              : counts.skipped
+                ? '  verdict: the gateway holds as far as checked; the SKIPPED lines were not checked: check them as their fix says\n'
+                : '  verdict: the gateway holds\n',
+          );
         }
         return ok ? ExitCode.OK : ExitCode.FAILED;
       }

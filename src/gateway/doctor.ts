@@ -3,7 +3,7 @@
  * protocol, each with how to fix it.
  */
 import { execFile } from 'node:child_process';
-import { constants } from 'node:fs';
+import { constants, type Stats } from 'node:fs';
 import { access, readFile, realpath, stat } from 'node:fs/promises';
 import { homedir, userInfo } from 'node:os';
 import { join, sep } from 'node:path';
@@ -11,10 +11,20 @@ import { promisify } from 'node:util';
 
 const run = promisify(execFile);
 
+/**
+ * What came of one check. 'ok': done and passed. 'warn': done and passed, but something weakens or
+ * slows the gateway. 'error': done and failed (defeats the gateway or stops jobs). 'skipped': could
+ * not be done here (a command missing, permission denied, a file unreadable): never a pass; `detail`
+ * says why and `fix` how to get it checked.
+ */
+export type DoctorStatus = 'ok' | 'warn' | 'error' | 'skipped';
+
 export interface DoctorCheck {
   check: string;
+  status: DoctorStatus;
+  /** The check was done and passed ('ok' or 'warn'); false for 'error' and 'skipped'. */
   ok: boolean;
-  /** 'error' defeats the gateway or stops jobs; 'warning' weakens or slows it. */
+  /** From before `status`: 'error' for error, 'warning' for warn and skipped, 'info' for ok. */
   severity: 'error' | 'warning' | 'info';
   detail: string;
   fix?: string;
@@ -27,48 +37,72 @@ export interface DoctorOptions {
   authorizedKeys: string;
   home?: string;
   shell?: string;
+  /** The sshd asked for its effective settings (`sshd -T`): a path, or a name looked up in /usr/sbin:/usr/bin:/sbin:/bin. Default `sshd`. */
+  sshd?: string;
 }
+
+function finding(check: string, status: DoctorStatus, detail: string, fix?: string): DoctorCheck {
+  const severity = status === 'error' ? 'error' : status === 'ok' ? 'info' : 'warning';
+  return { check, status, ok: status === 'ok' || status === 'warn', severity, detail, ...(fix ? { fix } : {}) };
+}
+
+/** Said of a path this account cannot reach: sshd and the gateway act as the account too. */
+const IF_THIS_ACCOUNT = 'if this is the account MInt logs in as, sshd and the gateway cannot reach it either: fix its permissions';
 
 export async function doctor(options: DoctorOptions): Promise<DoctorCheck[]> {
   const home = options.home ?? homedir();
+  const account = whoami();
   const checks: DoctorCheck[] = [];
   const add = (c: DoctorCheck): void => void checks.push(c);
 
+  const keys = await readText(options.authorizedKeys);
+  const ourLines = (keys.state === 'read' ? keys.text : '').split('\n').filter((l) => l.includes('mint-gateway:SHA256:'));
+
   // ~/.ssh/rc runs before a forced command unless `restrict` or `no-user-rc` is on the key's line.
   const rc = join(home, '.ssh', 'rc');
-  const keys = await readFile(options.authorizedKeys, 'utf8').catch(() => '');
-  const ourLines = keys.split('\n').filter((l) => l.includes('mint-gateway:SHA256:'));
-  if (await exists(rc)) {
+  const rcThere = await presence(rc);
+  if (rcThere === 'absent') add(finding('ssh-rc', 'ok', 'no ~/.ssh/rc'));
+  else if (rcThere !== 'present') {
+    add(finding('ssh-rc', 'skipped', `cannot tell whether ${rc} exists (${rcThere.why})`, `run doctor as the account that owns ${home}, or check \`ls -l ${rc}\` as root: if it exists, the mint-gateway line needs restrict`));
+  } else if (keys.state === 'unreadable') {
+    add(finding('ssh-rc', 'skipped', `${rc} exists, but ${options.authorizedKeys} cannot be read (${keys.why}) to see whether the gateway line's restrict keeps it from running`, `check that the mint-gateway line in ${options.authorizedKeys} starts with restrict, or remove ~/.ssh/rc`));
+  } else {
     const covered = ourLines.length > 0 && ourLines.every((l) => /^(cert-authority,)?restrict\b|no-user-rc/.test(l));
-    add({
-      check: 'ssh-rc',
-      ok: covered,
-      severity: covered ? 'info' : 'error',
-      detail: `${rc} exists${covered ? ' (the gateway line has restrict, so it does not run for MInt\'s key)' : ' and would run before the gateway'}`,
-      ...(covered ? {} : { fix: 'reinstall with `mint-gateway install` (adds restrict) or remove ~/.ssh/rc' }),
-    });
-  } else add({ check: 'ssh-rc', ok: true, severity: 'info', detail: 'no ~/.ssh/rc' });
+    add(covered
+      ? finding('ssh-rc', 'ok', `${rc} exists (the gateway line has restrict, so it does not run for MInt's key)`)
+      : finding('ssh-rc', 'error', `${rc} exists and would run before the gateway`, 'reinstall with `mint-gateway install` (adds restrict) or remove ~/.ssh/rc'));
+  }
 
   add(
-    ourLines.length === 0
-      ? { check: 'authorized-key', ok: false, severity: 'error', detail: `no mint-gateway line in ${options.authorizedKeys}`, fix: 'run `mint-gateway install --key mint.pub ...`' }
-      : ourLines.every((l) => /(^|,)restrict(,| )/.test(l) && l.includes(`command="${options.gatewayPath} `))
-        ? { check: 'authorized-key', ok: true, severity: 'info', detail: `${ourLines.length} mint-gateway line(s), restricted and pinned to ${options.gatewayPath}` }
-        : { check: 'authorized-key', ok: false, severity: 'error', detail: 'a mint-gateway line lacks restrict or points at another gateway path', fix: 'rerun `mint-gateway install` to rewrite it' },
+    keys.state === 'unreadable'
+      ? finding('authorized-key', 'skipped', `cannot read ${options.authorizedKeys} (${keys.why}), so could not look for the mint-gateway line`, `run doctor as the account that owns it; ${IF_THIS_ACCOUNT}`)
+      : ourLines.length === 0
+        ? finding('authorized-key', 'error', `no mint-gateway line in ${options.authorizedKeys}${keys.state === 'missing' ? ' (it does not exist)' : ''}`, 'run `mint-gateway install --key mint.pub ...`')
+        : ourLines.every((l) => /(^|,)restrict(,| )/.test(l) && l.includes(`command="${options.gatewayPath} `))
+          ? finding('authorized-key', 'ok', `${ourLines.length} mint-gateway line(s), restricted and pinned to ${options.gatewayPath}`)
+          : finding('authorized-key', 'error', 'a mint-gateway line lacks restrict or points at another gateway path', 'rerun `mint-gateway install` to rewrite it'),
   );
 
-  add(await sshdSettings());
-  add(await loginShell(options.shell ?? userInfo().shell ?? '/bin/sh', home));
+  add(await sshdSettings(options.sshd ?? 'sshd', 'error' in account ? undefined : account.username));
+  // sshd runs requests through /bin/sh when the passwd entry names no shell.
+  const shell = options.shell ?? ('error' in account ? undefined : account.shell || '/bin/sh');
+  add(shell
+    ? await loginShell(shell, home, 'error' in account ? (process.env.USER ?? '') : account.username)
+    : finding('login-shell', 'skipped', `cannot look up this account's login shell (${'error' in account ? account.error : ''})`, 'check that the shell in `getent passwd $(id -un)` starts silently: `SSH_CLIENT=x SHELL -c true` must print nothing'));
   add(await modeCheck('authorized-keys-mode', options.authorizedKeys, 'chmod 600'));
   add(await modeCheck('ssh-dir-mode', join(home, '.ssh'), 'chmod 700'));
   add(await modeCheck('gateway-mode', options.gatewayPath, 'chmod 755 (and owned by this account)', true));
   add(await rootCheck(options.root, home));
   for (const tool of ['rsync', 'setsid', 'tail']) {
     const found = await firstExisting([`/usr/bin/${tool}`, `/bin/${tool}`]);
-    add(found ? { check: `needs-${tool}`, ok: true, severity: 'info', detail: found } : { check: `needs-${tool}`, ok: false, severity: 'error', detail: `${tool} not found in /usr/bin or /bin`, fix: `install ${tool === 'setsid' ? 'util-linux' : tool === 'tail' ? 'coreutils' : tool}` });
+    add(found
+      ? finding(`needs-${tool}`, 'ok', found)
+      : finding(`needs-${tool}`, 'error', `${tool} not found in /usr/bin or /bin`, `install ${tool === 'setsid' ? 'util-linux' : tool === 'tail' ? 'coreutils' : tool}`));
   }
   const programOk = await access(options.program, constants.X_OK).then(() => true, () => false);
-  add(programOk ? { check: 'program', ok: true, severity: 'info', detail: `${options.program} is executable` } : { check: 'program', ok: false, severity: 'error', detail: `${options.program} is missing or not executable`, fix: `chmod +x ${options.program}` });
+  add(programOk
+    ? finding('program', 'ok', `${options.program} is executable`)
+    : finding('program', 'error', `${options.program} is missing or not executable`, `chmod +x ${options.program}`));
   return checks;
 }
 
@@ -80,84 +114,145 @@ function globMatch(pattern: string, name: string): boolean {
   return re.test(name);
 }
 
-async function sshdSettings(): Promise<DoctorCheck> {
+async function sshdSettings(sshd: string, user: string | undefined): Promise<DoctorCheck> {
+  const PATH = '/usr/sbin:/usr/bin:/sbin:/bin';
+  const yourself = (why: string): DoctorCheck =>
+    finding(
+      'sshd-config',
+      'skipped',
+      `could not read sshd's settings: ${why}`,
+      `run \`sudo sshd -T -C user=${user ?? '$(id -un)'},host=localhost,addr=127.0.0.1 | grep -Ei '^(permituserenvironment|acceptenv) '\` and check that PermitUserEnvironment is no and AcceptEnv matches none of ${DANGEROUS_ENV.map((n) => n.replace(/x%%$/, '*')).join(' ')}; or run doctor as root (--sshd PATH if sshd is elsewhere)`,
+    );
   let text: string;
   try {
-    text = (await run('sshd', ['-T'], { env: { PATH: '/usr/sbin:/usr/bin:/sbin:/bin' } })).stdout;
-  } catch {
-    return { check: 'sshd-config', ok: true, severity: 'info', detail: 'could not read `sshd -T` (needs root); ask the admin that PermitUserEnvironment is no and AcceptEnv lists nothing dangerous' };
+    text = (await run(sshd, ['-T'], { env: { PATH }, timeout: 15_000 })).stdout;
+  } catch (error) {
+    const e = error as NodeJS.ErrnoException & { stderr?: string; killed?: boolean; signal?: string | null };
+    if (e.code === 'ENOENT') return yourself(`${sshd} not found${sshd.includes('/') ? '' : ` in ${PATH}`}`);
+    if (e.killed) return yourself(`\`${sshd} -T\` did not answer within 15 s`);
+    const said = (e.stderr ?? '').trim().split('\n')[0]?.trim();
+    const how = typeof e.code === 'number' ? `exit ${e.code}` : e.signal ? `killed by ${e.signal}` : (e.code ?? e.message);
+    return yourself(`\`${sshd} -T\` failed (${how}${said ? `: ${said}` : ''}); it usually needs root`);
   }
   const get = (key: string): string[] => text.split('\n').filter((l) => l.startsWith(`${key} `)).map((l) => l.slice(key.length + 1));
+  const permit = get('permituserenvironment');
+  // OpenSSH's -T always prints it; without it nothing here was read from sshd's settings.
+  if (permit.length === 0) return yourself(`\`${sshd} -T\` printed no permituserenvironment line`);
   const problems: string[] = [];
-  if (get('permituserenvironment').some((v) => v !== 'no')) problems.push('PermitUserEnvironment is on (environment= in keys could set LD_PRELOAD)');
+  if (permit.some((v) => v !== 'no')) problems.push('PermitUserEnvironment is on (environment= in keys could set LD_PRELOAD)');
   const accept = get('acceptenv').join(' ').trim();
   const risky = accept.split(/\s+/).filter((pattern) => pattern && DANGEROUS_ENV.some((name) => globMatch(pattern, name)));
   if (risky.length) problems.push(`AcceptEnv ${risky.join(' ')} lets clients set variables that run code before the gateway (${DANGEROUS_ENV.filter((n) => risky.some((p) => globMatch(p, n))).join(', ')})`);
   return problems.length
-    ? { check: 'sshd-config', ok: false, severity: 'error', detail: problems.join('; '), fix: 'set PermitUserEnvironment no and narrow AcceptEnv in sshd_config' }
-    : { check: 'sshd-config', ok: true, severity: 'info', detail: `PermitUserEnvironment no; AcceptEnv ${accept || '(none)'}` };
+    ? finding('sshd-config', 'error', problems.join('; '), 'set PermitUserEnvironment no and narrow AcceptEnv in sshd_config')
+    : finding('sshd-config', 'ok', `PermitUserEnvironment no; AcceptEnv ${accept || '(none)'}`);
 }
 
 /** sshd runs the forced command through the login shell; a shell that prints breaks the protocol. */
-async function loginShell(shell: string, home: string): Promise<DoctorCheck> {
+async function loginShell(shell: string, home: string, user: string): Promise<DoctorCheck> {
+  // sshd starts the shell in / when it cannot enter the home directory.
+  const cwd = (await presence(home)) === 'present' ? home : '/';
   const started = performance.now();
   try {
     const { stdout, stderr } = await run(shell, ['-c', 'true'], {
-      env: { HOME: home, SSH_CLIENT: '127.0.0.1 22 22', SSH_CONNECTION: '127.0.0.1 22 127.0.0.1 22', PATH: '/usr/bin:/bin', USER: userInfo().username },
-      cwd: home,
+      env: { HOME: home, SSH_CLIENT: '127.0.0.1 22 22', SSH_CONNECTION: '127.0.0.1 22 127.0.0.1 22', PATH: '/usr/bin:/bin', USER: user },
+      cwd,
     });
     const ms = performance.now() - started;
     if (stdout || stderr) {
-      return { check: 'login-shell', ok: false, severity: 'error', detail: `${shell} prints at start-up: ${JSON.stringify((stdout + stderr).slice(0, 120))}`, fix: 'make the startup files quiet for non-interactive shells, or chsh -s /bin/sh for this account' };
+      return finding('login-shell', 'error', `${shell} prints at start-up: ${JSON.stringify((stdout + stderr).slice(0, 120))}`, 'make the startup files quiet for non-interactive shells, or chsh -s /bin/sh for this account');
     }
-    const slow = ms > 30;
-    return {
-      check: 'login-shell',
-      ok: true,
-      severity: slow ? 'warning' : 'info',
-      detail: `${shell} starts silently in ${ms.toFixed(0)} ms${slow ? ' (every gateway verb pays this)' : ''}`,
-      ...(slow ? { fix: 'chsh -s /bin/sh for the MInt account: its startup files are not read then' } : {}),
-    };
+    return ms > 30
+      ? finding('login-shell', 'warn', `${shell} starts silently in ${ms.toFixed(0)} ms (every gateway verb pays this)`, 'chsh -s /bin/sh for the MInt account: its startup files are not read then')
+      : finding('login-shell', 'ok', `${shell} starts silently in ${ms.toFixed(0)} ms`);
   } catch (error) {
-    return { check: 'login-shell', ok: false, severity: 'error', detail: `${shell} -c true failed: ${(error as Error).message}`, fix: 'fix the account\'s shell or its startup files' };
+    return finding('login-shell', 'error', `${shell} -c true failed: ${(error as Error).message}`, 'fix the account\'s shell or its startup files');
   }
 }
 
 async function modeCheck(check: string, path: string, fix: string, executable = false): Promise<DoctorCheck> {
+  let info: Stats;
   try {
-    const info = await stat(path);
-    const uid = process.getuid?.();
-    const writableByOthers = (info.mode & 0o022) !== 0;
-    const wrongOwner = uid !== undefined && info.uid !== uid && info.uid !== 0;
-    const notExec = executable && (info.mode & 0o100) === 0;
-    if (writableByOthers || wrongOwner || notExec) {
-      const why = [writableByOthers && 'writable by group or others', wrongOwner && 'owned by another user', notExec && 'not executable'].filter(Boolean).join(', ');
-      return { check, ok: false, severity: 'error', detail: `${path} is ${why}`, fix: `${fix} ${path}` };
-    }
-    return { check, ok: true, severity: 'info', detail: `${path} mode ${(info.mode & 0o777).toString(8)}` };
-  } catch {
-    return { check, ok: false, severity: 'error', detail: `${path} does not exist`, fix: 'run `mint-gateway install`' };
+    info = await stat(path);
+  } catch (error) {
+    return absent(error)
+      ? finding(check, 'error', `${path} does not exist`, 'run `mint-gateway install`')
+      : finding(check, 'skipped', `cannot stat ${path} (${code(error)})`, `check \`ls -ld ${path}\` as root (${fix} it if group or others can write it); ${IF_THIS_ACCOUNT}`);
   }
+  const uid = process.getuid?.();
+  const writableByOthers = (info.mode & 0o022) !== 0;
+  const wrongOwner = uid !== undefined && info.uid !== uid && info.uid !== 0;
+  const notExec = executable && (info.mode & 0o100) === 0;
+  if (writableByOthers || wrongOwner || notExec) {
+    const why = [writableByOthers && 'writable by group or others', wrongOwner && 'owned by another user', notExec && 'not executable'].filter(Boolean).join(', ');
+    return finding(check, 'error', `${path} is ${why}`, `${fix} ${path}`);
+  }
+  return finding(check, 'ok', `${path} mode ${(info.mode & 0o777).toString(8)}`);
 }
 
 async function rootCheck(root: string, home: string): Promise<DoctorCheck> {
   let real: string;
   try {
     real = await realpath(root);
-  } catch {
-    return { check: 'job-root', ok: false, severity: 'error', detail: `${root} does not exist`, fix: `mkdir -m 700 ${root}` };
+  } catch (error) {
+    return absent(error)
+      ? finding('job-root', 'error', `${root} does not exist`, `mkdir -m 700 ${root}`)
+      : finding('job-root', 'skipped', `cannot resolve ${root} (${code(error)})`, `run doctor as the account that owns it; ${IF_THIS_ACCOUNT}`);
   }
   const realHome = await realpath(home).catch(() => home);
   const ssh = join(realHome, '.ssh');
   if (real === realHome || `${ssh}${sep}`.startsWith(`${real}${sep}`) || `${real}${sep}`.startsWith(`${ssh}${sep}`)) {
-    return { check: 'job-root', ok: false, severity: 'error', detail: `${root} is the home dir, holds ~/.ssh, or is inside it`, fix: 'use a dedicated directory such as ~/mint-jobs' };
+    return finding('job-root', 'error', `${root} is the home dir, holds ~/.ssh, or is inside it`, 'use a dedicated directory such as ~/mint-jobs');
   }
   const mode = await modeCheck('job-root', real, 'chmod 700');
-  return mode.ok ? { ...mode, detail: `${real} is a private directory` } : mode;
+  return mode.status === 'ok' ? { ...mode, detail: `${real} is a private directory` } : mode;
+}
+
+type Account = { username: string; shell: string } | { error: string };
+
+/** This process's account from the passwd database; a uid without an entry has none. */
+function whoami(): Account {
+  try {
+    const { username, shell } = userInfo();
+    return { username, shell: shell ?? '' };
+  } catch (error) {
+    return { error: (error as Error).message };
+  }
+}
+
+type Text = { state: 'read'; text: string } | { state: 'missing' } | { state: 'unreadable'; why: string };
+
+async function readText(path: string): Promise<Text> {
+  try {
+    return { state: 'read', text: await readFile(path, 'utf8') };
+  } catch (error) {
+    return absent(error) ? { state: 'missing' } : { state: 'unreadable', why: code(error) };
+  }
+}
+
+/** 'present', 'absent', or why it cannot be told (e.g. a parent directory this account cannot search). */
+async function presence(path: string): Promise<'present' | 'absent' | { why: string }> {
+  try {
+    await access(path);
+    return 'present';
+  } catch (error) {
+    return absent(error) ? 'absent' : { why: code(error) };
+  }
+}
+
+/** The path is not there (or a parent is not a directory), as opposed to unreachable. */
+function absent(error: unknown): boolean {
+  const c = (error as NodeJS.ErrnoException).code;
+  return c === 'ENOENT' || c === 'ENOTDIR';
+}
+
+function code(error: unknown): string {
+  const e = error as NodeJS.ErrnoException;
+  return e.code === 'EACCES' || e.code === 'EPERM' ? `${e.code}: permission denied` : (e.code ?? e.message);
 }
 
 async function exists(path: string): Promise<boolean> {
-  return access(path).then(() => true, () => false);
+  return (await presence(path)) === 'present';
 }
 
 async function firstExisting(paths: string[]): Promise<string | undefined> {

@@ -35,6 +35,15 @@ export interface GatewayOptions {
   maxAgeDays?: number;
   /** Seconds between cancel's TERM and KILL (gateway default 10). */
   grace?: number;
+  /** Uploads stop (and the job is removed) before free inodes under the root fall below this. */
+  minFreeInodes?: number;
+  /** Per-job caps on the work dir's size (MB) and entries, held during every upload. */
+  maxJobMb?: number;
+  maxJobFiles?: number;
+  /** Seconds the gateway waits on a silent client (rsync --timeout, take's answer; default 600). */
+  clientTimeout?: number;
+  /** NAME=VALUE variables every program gets (e.g. LANG=ja_JP.UTF-8, SLURM_CONF=...). */
+  env?: readonly string[];
   rsync?: string;
   /** Serve downloads with an rsync older than 3.5.0 (no --confine-root). */
   allowUnconfinedRsync?: boolean;
@@ -97,10 +106,24 @@ export function gatewayCommand(gatewayPath: string, options: GatewayOptions): st
     ['--min-free-mb', options.minFreeMb],
     ['--max-age-days', options.maxAgeDays],
     ['--grace', options.grace],
+    ['--min-free-inodes', options.minFreeInodes],
+    ['--max-job-mb', options.maxJobMb],
+    ['--max-job-files', options.maxJobFiles],
+    ['--client-timeout', options.clientTimeout],
   ] as const) {
     if (value === undefined) continue;
     if (!Number.isInteger(value) || value < 0 || value > 999_999_999) throw new ConfigError(`${flag} must be a whole number`);
     words.push(flag, String(value));
+  }
+  if (options.clientTimeout === 0) throw new ConfigError('--client-timeout must be at least 1 second');
+  for (const assignment of options.env ?? []) {
+    // The value reaches the gateway through the login shell inside single quotes, and the whole
+    // command inside command="..." (where " and \ are escaped below): no quote, backslash or
+    // control byte may break out of either.
+    if (!/^[A-Za-z_][A-Za-z0-9_]*=[\x20-\x7e]*$/.test(assignment) || /['"\\]/.test(assignment)) {
+      throw new ConfigError(`--env ${JSON.stringify(assignment)} must be NAME=VALUE (NAME of letters, digits and _; VALUE printable ASCII without quotes or backslashes)`);
+    }
+    words.push('--env', `'${assignment}'`);
   }
   if (options.rsync !== undefined) words.push('--rsync', options.rsync);
   if (options.allowUnconfinedRsync) words.push('--allow-unconfined-rsync');

@@ -13,7 +13,8 @@
 # lives in ROOT/UUID; rsync's server arguments come from a template in this file, the client only
 # supplies rsync's capability letters.
 #
-# Requirements on the external computer: POSIX sh, coreutils, rsync, setsid (util-linux).
+# Requirements on the external computer: POSIX sh, coreutils, rsync >= 3.1, setsid and flock
+# (util-linux).
 #
 # Exit codes: 0 success; for put/get/take, rsync's own exit code (1..35); the gateway's refusals use
 # 64..79 so that they never collide with rsync's, each with one line on stderr:
@@ -23,15 +24,18 @@
 # 66 E_SUBSYSTEM  a subsystem request (sftp, and scp which speaks sftp)
 # 67 E_NOJOB      the job does not exist
 # 68 E_STATE      the job is in the wrong state for the verb (put after start, rm while running...)
-# 69 E_LIMIT      a site limit refuses it (max jobs, free disk)
+# 69 E_LIMIT      a site limit refuses it (max jobs, free disk or inodes, job size, the audit log
+#                 cannot be written)
 # 70 E_INTERNAL   a step that should not fail did
 # 78 E_CONFIG     the gateway's own options or the job root are unsafe or wrong (fix authorized_keys)
 
 MGW_PROTOCOL=1
-MGW_VERSION=0.2.0
+MGW_VERSION=0.3.0
 MGW_VERBS='probe list put get take start run status logs cancel rm'
 MGW_MAX_COMMAND=4096
 MGW_MAX_ARGS=64
+MGW_NL='
+'
 
 # ---------------------------------------------------------------------------------------------------
 # Output and failure
@@ -52,6 +56,9 @@ mgw_die() {
 # shell); from here on nothing the client or the account's dotfiles set may steer a lookup.
 
 mgw_scrub_env() {
+  # What sshd gave the session, kept for the program (mgw_program_env), never for our own lookups.
+  MGW_ACCOUNT_PATH=${PATH:-/usr/local/bin:/usr/bin:/bin}
+  MGW_ACCOUNT_UMASK=$(umask)
   PATH=/usr/bin:/bin:/usr/sbin:/sbin
   export PATH
   LC_ALL=C
@@ -92,6 +99,11 @@ mgw_parse_options() {
   MGW_MIN_FREE_MB=0
   MGW_MAX_AGE_DAYS=0
   MGW_GRACE=10
+  MGW_MIN_FREE_INODES=0
+  MGW_MAX_JOB_MB=0
+  MGW_MAX_JOB_FILES=0
+  MGW_CLIENT_TIMEOUT=600
+  MGW_SITE_ENV=
   MGW_RSYNC=
   MGW_ALLOW_UNCONFINED=
   MGW_MODE=serve
@@ -105,6 +117,11 @@ mgw_parse_options() {
       --min-free-mb) [ $# -ge 2 ] || mgw_die E_CONFIG 78 "--min-free-mb needs a value"; MGW_MIN_FREE_MB=$2; shift 2 ;;
       --max-age-days) [ $# -ge 2 ] || mgw_die E_CONFIG 78 "--max-age-days needs a value"; MGW_MAX_AGE_DAYS=$2; shift 2 ;;
       --grace) [ $# -ge 2 ] || mgw_die E_CONFIG 78 "--grace needs a value"; MGW_GRACE=$2; shift 2 ;;
+      --min-free-inodes) [ $# -ge 2 ] || mgw_die E_CONFIG 78 "--min-free-inodes needs a value"; MGW_MIN_FREE_INODES=$2; shift 2 ;;
+      --max-job-mb) [ $# -ge 2 ] || mgw_die E_CONFIG 78 "--max-job-mb needs a value"; MGW_MAX_JOB_MB=$2; shift 2 ;;
+      --max-job-files) [ $# -ge 2 ] || mgw_die E_CONFIG 78 "--max-job-files needs a value"; MGW_MAX_JOB_FILES=$2; shift 2 ;;
+      --client-timeout) [ $# -ge 2 ] || mgw_die E_CONFIG 78 "--client-timeout needs a value"; MGW_CLIENT_TIMEOUT=$2; shift 2 ;;
+      --env) [ $# -ge 2 ] || mgw_die E_CONFIG 78 "--env needs NAME=VALUE"; mgw_add_site_env "$2"; shift 2 ;;
       --rsync) [ $# -ge 2 ] || mgw_die E_CONFIG 78 "--rsync needs a value"; MGW_RSYNC=$2; shift 2 ;;
       --allow-unconfined-rsync) MGW_ALLOW_UNCONFINED=1; shift ;;
       # The detached job runner: reached only through this script's own argv, never from
@@ -117,12 +134,34 @@ mgw_parse_options() {
   mgw_check_number "$MGW_MIN_FREE_MB" --min-free-mb
   mgw_check_number "$MGW_MAX_AGE_DAYS" --max-age-days
   mgw_check_number "$MGW_GRACE" --grace
+  mgw_check_number "$MGW_MIN_FREE_INODES" --min-free-inodes
+  mgw_check_number "$MGW_MAX_JOB_MB" --max-job-mb
+  mgw_check_number "$MGW_MAX_JOB_FILES" --max-job-files
+  mgw_check_number "$MGW_CLIENT_TIMEOUT" --client-timeout
+  [ "$MGW_CLIENT_TIMEOUT" -gt 0 ] || mgw_die E_CONFIG 78 "--client-timeout must be at least 1 second"
   case $MGW_KEY_NAME in
     '' | *[!A-Za-z0-9._@-]*) mgw_die E_CONFIG 78 "--key-name may hold only letters, digits and ._@-" ;;
   esac
   case $MGW_EXPORT in
     *[!A-Za-z0-9._*?/,+=@%-]*) mgw_die E_CONFIG 78 "--export holds a character outside A-Za-z0-9._*?/,+=@%-" ;;
   esac
+}
+
+# --env NAME=VALUE (repeatable): a variable the site gives every program. The value may hold any
+# byte but a newline (the list is newline-separated); it reaches the program as one argv element of
+# env(1), never through a shell.
+mgw_add_site_env() {
+  case ${1%%=*} in
+    '' | [0-9]* | *[!A-Za-z0-9_]*) mgw_die E_CONFIG 78 "--env takes NAME=VALUE with NAME of letters, digits and _" ;;
+  esac
+  case $1 in
+    *=*) ;;
+    *) mgw_die E_CONFIG 78 "--env takes NAME=VALUE" ;;
+  esac
+  case $1 in
+    *"$MGW_NL"*) mgw_die E_CONFIG 78 "--env values may not hold a newline" ;;
+  esac
+  MGW_SITE_ENV=$MGW_SITE_ENV$1$MGW_NL
 }
 
 mgw_check_number() {
@@ -174,25 +213,54 @@ mgw_check_program() {
     '') mgw_die E_CONFIG 78 "--program is required to start jobs" ;;
     *) mgw_die E_CONFIG 78 "--program must be an absolute path" ;;
   esac
+  # env(1) would take a path holding '=' for one more variable.
+  case $MGW_PROGRAM in *=*) mgw_die E_CONFIG 78 "--program must not hold '='" ;; esac
   { [ -f "$MGW_PROGRAM" ] && [ -x "$MGW_PROGRAM" ]; } ||
     mgw_die E_CONFIG 78 "program $MGW_PROGRAM is missing or not executable"
 }
 
 # ---------------------------------------------------------------------------------------------------
-# Audit: one line per attempt. The root is ours and closed to others, and the log is refused if it
-# has become a symlink, so a line cannot be steered into another file.
+# Audit: one line per request, written before the request is carried out. A request that cannot be
+# audited is refused (mgw_audit_accepted): with the disk full, a gateway that went on would act
+# unrecorded. Every line is whole or absent: writers take an exclusive flock on the log, append the
+# line in one printf, and if that write failed part way (ENOSPC after a partial block: measured on a
+# full tmpfs, dash and bash both report it, and leave the first bytes of the line behind) cut the
+# log back to its last newline, so no line is ever glued to the next. The root is ours and closed to
+# others, and the log is refused if it has become a symlink, so a line cannot be steered elsewhere.
 
+# mgw_audit DECISION EXIT: returns non-zero when the line could not be written whole.
 mgw_audit() {
   { [ -n "${MGW_ROOT:-}" ] && [ -d "$MGW_ROOT" ]; } || return 0
   mgw_log=$MGW_ROOT/.mint-gateway-audit.log
-  [ ! -L "$mgw_log" ] || return 0
+  [ ! -L "$mgw_log" ] || return 1
+  mgw_which flock || return 1
+  mgw_flock=$mgw_found
   mgw_client=${SSH_CONNECTION%% *}
   [ -n "$mgw_client" ] || mgw_client=-
   mgw_when=-
   if mgw_which date; then mgw_when=$("$mgw_found" -u +%Y-%m-%dT%H:%M:%SZ); fi
-  printf '%s key=%s from=%s verb=%s job=%s decision=%s exit=%s\n' \
-    "$mgw_when" "$MGW_KEY_NAME" "$mgw_client" "${MGW_VERB:--}" "${MGW_JOB:--}" "$1" "$2" \
-    >>"$mgw_log" 2>/dev/null || :
+  mgw_line="$mgw_when key=$MGW_KEY_NAME from=$mgw_client verb=${MGW_VERB:--} job=${MGW_JOB:--} decision=$1 exit=$2"
+  { mgw_audit_append; } 2>/dev/null 9>>"$mgw_log"
+}
+
+# fd 9 is the log, opened for appending.
+mgw_audit_append() {
+  "$mgw_flock" -w 10 9 || return 1
+  printf '%s\n' "$mgw_line" >&9 && return 0
+  # The partial line is everything after the log's last newline (all lines before it are whole,
+  # and we hold the lock): look at no more bytes than our line could have left.
+  mgw_which truncate || return 1
+  mgw_truncate=$mgw_found
+  mgw_which tail || return 1
+  mgw_partial=$("$mgw_found" -c $((${#mgw_line} + 1)) -- "$mgw_log") || return 1
+  mgw_partial=${mgw_partial##*"$MGW_NL"}
+  [ -z "$mgw_partial" ] || "$mgw_truncate" -s -"${#mgw_partial}" -- "$mgw_log"
+  return 1
+}
+
+# The request is about to be carried out: audit it, or refuse it.
+mgw_audit_accepted() {
+  mgw_audit "$1" 0 || mgw_die E_LIMIT 69 "the audit log under the job root cannot be written (disk full?); request refused"
 }
 
 # ---------------------------------------------------------------------------------------------------
@@ -296,7 +364,10 @@ mgw_check_prog_arg() {
 #   work/                      the program's cwd: inputs in, outputs out
 #   remote_program_exec.log    the program's stdout and stderr
 #   started/                   made by the first start (mkdir is the lock that makes start idempotent)
-#   pid                        the runner's pid, which is also its process group and session id
+#   pid                        `PID START`: the runner's pid (also its process group and session id)
+#                              and its start time, so a reused pid is never taken for the runner
+#   putting.PID                `PID START` of a gateway whose upload (put) is under way
+#   export.PID/                the exportable files, hard-linked, while a download serves them
 #   exit                       the program's exit status, written when it ends
 #   cancelled                  written by cancel
 
@@ -306,14 +377,39 @@ mgw_read_file() {
   IFS= read -r mgw_value <"$1" || [ -n "$mgw_value" ]
 }
 
-mgw_alive() {
-  kill -0 "$1" 2>/dev/null
+# Sets mgw_pstart to PID's start time in clock ticks since boot (field 22 of /proc/PID/stat, which
+# never changes for a process and differs for a later process given the same pid), or to - on a
+# system without /proc.
+mgw_proc_start() {
+  mgw_pstart=-
+  [ -r /proc/self/stat ] || return 0
+  mgw_pstart=
+  IFS= read -r mgw_st <"/proc/$1/stat" 2>/dev/null || return 1
+  # The command name in field 2 may hold spaces and parentheses: skip past its last ')'.
+  mgw_st=${mgw_st##*) }
+  set -f
+  # shellcheck disable=SC2086
+  set -- $mgw_st
+  [ $# -ge 20 ] || return 1
+  shift 19
+  mgw_pstart=$1
 }
 
-# Sets MGW_STATE to created | running | exited | cancelled | lost, MGW_EXIT and MGW_PID.
+# mgw_alive PID START: PID is alive and is the process that was recorded, not a later one given the
+# same pid. A START of - (recorded where /proc was missing) can only be checked with kill -0.
+mgw_alive() {
+  case $1 in '' | *[!0-9]*) return 1 ;; esac
+  kill -0 "$1" 2>/dev/null || return 1
+  [ "$2" != - ] || return 0
+  mgw_proc_start "$1" || return 1
+  [ -n "$2" ] && [ "$mgw_pstart" = "$2" ]
+}
+
+# Sets MGW_STATE to created | running | exited | cancelled | lost, MGW_EXIT, MGW_PID and MGW_PSTART.
 mgw_job_state() {
   MGW_EXIT=
   MGW_PID=
+  MGW_PSTART=
   if [ ! -d "$MGW_JOBDIR/started" ]; then
     MGW_STATE=created
     return 0
@@ -324,8 +420,10 @@ mgw_job_state() {
     return 0
   fi
   if mgw_read_file "$MGW_JOBDIR/pid"; then
-    MGW_PID=$mgw_value
-    if mgw_alive "$MGW_PID"; then
+    MGW_PID=${mgw_value%% *}
+    # A pid file without a start time (gateway 0.2) cannot prove who the pid is now.
+    case $mgw_value in *' '*) MGW_PSTART=${mgw_value#* } ;; esac
+    if mgw_alive "$MGW_PID" "$MGW_PSTART"; then
       MGW_STATE=running
     elif [ -f "$MGW_JOBDIR/cancelled" ]; then
       MGW_STATE=cancelled
@@ -364,6 +462,7 @@ mgw_write_atomic() {
 
 mgw_verb_probe() {
   mgw_expect_args 0 0 "no arguments"
+  mgw_audit_accepted accepted
   printf 'mint-gw=%s\nversion=%s\nverbs=%s\n' "$MGW_PROTOCOL" "$MGW_VERSION" "$MGW_VERBS"
   if mgw_rsync_found; then
     # shellcheck disable=SC2046
@@ -377,6 +476,7 @@ mgw_verb_probe() {
   fi
   if mgw_which setsid; then printf 'setsid=yes\n'; else printf 'setsid=missing\n'; fi
   if mgw_which tail; then printf 'tail=yes\n'; else printf 'tail=missing\n'; fi
+  if mgw_which flock; then printf 'flock=yes\n'; else printf 'flock=missing\n'; fi
   printf 'program=%s\n' "$MGW_PROGRAM"
   if [ -f "$MGW_PROGRAM" ] && [ -x "$MGW_PROGRAM" ]; then
     printf 'program_ok=yes\n'
@@ -387,6 +487,8 @@ mgw_verb_probe() {
   if [ -w "$MGW_ROOT" ]; then printf 'root_writable=yes\n'; else printf 'root_writable=no\n'; fi
   mgw_free_mb
   printf 'free_mb=%s\n' "$MGW_FREE_MB"
+  mgw_free_inodes
+  printf 'free_inodes=%s\n' "$MGW_FREE_INODES"
   if mgw_which nproc; then printf 'cpus=%s\n' "$("$mgw_found")"; fi
   if [ -r /proc/meminfo ]; then
     while read -r mgw_k mgw_v _; do
@@ -401,8 +503,9 @@ mgw_verb_probe() {
     printf 'load=%s %s %s\n' "$mgw_l1" "$mgw_l5" "$mgw_l15"
   fi
   printf 'max_jobs=%s\nmin_free_mb=%s\nmax_age_days=%s\n' "$MGW_MAX_JOBS" "$MGW_MIN_FREE_MB" "$MGW_MAX_AGE_DAYS"
+  printf 'min_free_inodes=%s\nmax_job_mb=%s\nmax_job_files=%s\nclient_timeout=%s\n' \
+    "$MGW_MIN_FREE_INODES" "$MGW_MAX_JOB_MB" "$MGW_MAX_JOB_FILES" "$MGW_CLIENT_TIMEOUT"
   printf 'export=%s\n' "${MGW_EXPORT:-*}"
-  mgw_audit accepted 0
 }
 
 mgw_free_mb() {
@@ -410,6 +513,7 @@ mgw_free_mb() {
   mgw_which df || return 0
   # POSIX df -P: the 4th field of the 2nd line is the available space in 1024-byte blocks.
   mgw_df=$("$mgw_found" -Pk -- "$MGW_ROOT" 2>/dev/null) || return 0
+  set -f
   # shellcheck disable=SC2086
   set -- $mgw_df
   shift 10 2>/dev/null || return 0
@@ -417,6 +521,23 @@ mgw_free_mb() {
     '' | *[!0-9]*) return 0 ;;
   esac
   MGW_FREE_MB=$(($1 / 1024))
+}
+
+# Free inodes under the root (GNU df -i; same layout). A file system that reports no inode total
+# (btrfs allocates them dynamically) has no inode floor: unknown.
+mgw_free_inodes() {
+  MGW_FREE_INODES=unknown
+  mgw_which df || return 0
+  mgw_df=$("$mgw_found" -Pi -- "$MGW_ROOT" 2>/dev/null) || return 0
+  set -f
+  # shellcheck disable=SC2086
+  set -- $mgw_df
+  shift 8 2>/dev/null || return 0
+  case $1$3 in
+    '' | *[!0-9]*) return 0 ;;
+  esac
+  [ "$1" -gt 0 ] || return 0
+  MGW_FREE_INODES=$3
 }
 
 mgw_rsync_found() {
@@ -449,10 +570,10 @@ mgw_rsync_template() {
   if [ "$MGW_VERB" = put ]; then MGW_RSYNC_FLAGS=-tEre$MGW_CAPS; else MGW_RSYNC_FLAGS=-tre$MGW_CAPS; fi
   MGW_RSYNC_SAFETY=--munge-links
   # A peer that stops talking (or a hostile one that deadlocks the protocol) frees the server.
-  MGW_RSYNC_TIMEOUT=--timeout=600
+  MGW_RSYNC_TIMEOUT=--timeout=$MGW_CLIENT_TIMEOUT
   MGW_RSYNC_CONFINE=
   if mgw_rsync_confines; then
-    MGW_RSYNC_CONFINE=--confine-root=$MGW_WORK
+    MGW_RSYNC_CONFINE=--confine-root=$MGW_SERVE
   elif [ "$MGW_VERB" != put ] && [ -z "$MGW_ALLOW_UNCONFINED" ]; then
     # Without it, a client's dir-merge filter rule can make the sender read a file in any parent
     # of the work dir (say ~/.netrc) and learn its lines from which names go missing.
@@ -460,6 +581,11 @@ mgw_rsync_template() {
   fi
 }
 
+# An upload may only add to a job that has not started, and must leave the site its floors (free
+# space, free inodes) and stay under the per-job caps for its whole length, not only at its start:
+# rsync's receiver runs in its own process group beside a watchdog that stops it (mgw_put_watch).
+# While it runs, putting.PID announces it, so that start can refuse to run the program on inputs
+# that are still changing (mgw_check_uploads).
 mgw_verb_put() {
   mgw_expect_args 2 2 "JOB CAPS"
   # shellcheck disable=SC2086
@@ -472,23 +598,187 @@ mgw_verb_put() {
   mgw_check_free
   if [ ! -d "$MGW_JOBDIR" ]; then
     "$MGW_MKDIR" -m 700 -- "$MGW_JOBDIR" 2>/dev/null || [ -d "$MGW_JOBDIR" ] ||
-      mgw_die E_INTERNAL 70 "cannot create job dir"
+      mgw_die E_LIMIT 69 "cannot create job dir (disk or inodes full?)"
   fi
   { [ ! -L "$MGW_JOBDIR" ] && [ ! -L "$MGW_WORK" ]; } || mgw_die E_STATE 68 "job dir holds a symbolic link"
-  [ -d "$MGW_WORK" ] || "$MGW_MKDIR" -m 700 -- "$MGW_WORK" || mgw_die E_INTERNAL 70 "cannot create work dir"
+  [ -d "$MGW_WORK" ] || "$MGW_MKDIR" -m 700 -- "$MGW_WORK" || mgw_die E_LIMIT 69 "cannot create work dir (disk or inodes full?)"
+  mgw_check_job_size
+  # Announce the upload, then look at started/ once more: start makes started/ before it looks for
+  # uploads, so whichever of the two comes second sees the other.
+  mgw_proc_start $$
+  mgw_putting=$MGW_JOBDIR/putting.$$
+  mgw_write_atomic "$mgw_putting" "$$ $mgw_pstart" || mgw_die E_LIMIT 69 "cannot record the upload (disk or inodes full?)"
+  trap '"$MGW_RM" -f -- "$mgw_putting"' EXIT
+  trap 'exit 129' HUP
+  trap 'exit 143' TERM
+  if [ -d "$MGW_JOBDIR/started" ]; then
+    mgw_die E_STATE 68 "job $MGW_JOB has started; its inputs can no longer change"
+  fi
+  MGW_SERVE=$MGW_WORK
   mgw_rsync_template
-  mgw_audit accepted 0
+  mgw_audit_accepted accepted
   set -- --server "$MGW_RSYNC_FLAGS" --log-format=X --partial "$MGW_RSYNC_SAFETY" "$MGW_RSYNC_TIMEOUT"
   [ -z "$MGW_RSYNC_CONFINE" ] || set -- "$@" "$MGW_RSYNC_CONFINE"
-  exec "$MGW_RSYNC" "$@" . "$MGW_WORK/"
+  if ! mgw_put_limited; then
+    "$MGW_RSYNC" "$@" . "$MGW_WORK/"
+    exit
+  fi
+  mgw_need setsid
+  # stdin goes through fd 3: a background command's stdin would otherwise be /dev/null. setsid does
+  # not fork (a background job of a non-interactive shell is no group leader), so $! is rsync's
+  # pid and its process group, which also holds the receiver process rsync forks.
+  exec 3<&0
+  "$mgw_found" "$MGW_RSYNC" "$@" . "$MGW_WORK/" <&3 3<&- &
+  mgw_rsync_pid=$!
+  exec 3<&-
+  mgw_proc_start "$mgw_rsync_pid"
+  mgw_put_watch "$mgw_rsync_pid" "$mgw_pstart" &
+  mgw_watch_pid=$!
+  wait "$mgw_rsync_pid"
+  mgw_rc=$?
+  mgw_over=
+  if [ "$mgw_rc" -eq 137 ]; then
+    # KILLed: by the watchdog, which then exits with the number of the limit it saw coming.
+    wait "$mgw_watch_pid"
+    mgw_limit_reason $?
+  else
+    kill "$mgw_watch_pid" 2>/dev/null
+    # A transfer quicker than the watchdog's look, or one that failed on a full disk: what counts
+    # is where the job stands now.
+    mgw_put_within 0 || :
+  fi
+  if [ -n "$mgw_over" ]; then
+    mgw_remove_job "$MGW_JOBDIR"
+    mgw_die E_LIMIT 69 "$mgw_over; the upload was stopped and job $MGW_JOB removed"
+  fi
+  exit "$mgw_rc"
 }
 
+mgw_put_limited() {
+  [ "$MGW_MIN_FREE_MB$MGW_MIN_FREE_INODES$MGW_MAX_JOB_MB$MGW_MAX_JOB_FILES" != 0000 ]
+}
+
+# mgw_put_watch PID START: every 0.02 s, stops rsync's process group when a limit is passed or, for
+# the site's floors, would be passed before the next look at the rate since the last one, and exits
+# with the limit's number (mgw_limit_reason). What this cannot hold: a burst faster than one look
+# (rsync makes a thousand empty files on tmpfs in ~30 ms) dips under the floor for that long; the
+# upload is then stopped and removed all the same, which gives the room back.
+mgw_put_watch() {
+  mgw_need sleep
+  mgw_sleep=$mgw_found
+  mgw_prev_free=
+  mgw_prev_inodes=
+  mgw_put_within 1
+  while mgw_alive "$1" "$2"; do
+    "$mgw_sleep" 0.02
+    if ! mgw_put_within 1; then
+      mgw_alive "$1" "$2" && kill -KILL -"$1" 2>/dev/null
+      exit "$mgw_limit"
+    fi
+  done
+  exit 0
+}
+
+mgw_limit_reason() {
+  case $1 in
+    11) mgw_over="free space under the job root would fall below the site's floor of $MGW_MIN_FREE_MB MB" ;;
+    12) mgw_over="free inodes under the job root would fall below the site's floor of $MGW_MIN_FREE_INODES" ;;
+    13) mgw_over="job $MGW_JOB would pass the site's cap of $MGW_MAX_JOB_MB MB per job" ;;
+    14) mgw_over="job $MGW_JOB would pass the site's cap of $MGW_MAX_JOB_FILES files per job" ;;
+    *) mgw_over="the upload was stopped by a signal" ;;
+  esac
+}
+
+# mgw_put_within PREDICT: every configured floor and cap holds (and, with PREDICT 1, each floor will
+# still hold at the rate since the last call); otherwise mgw_over says which does not and mgw_limit
+# is its number.
+mgw_put_within() {
+  mgw_over=
+  mgw_limit=0
+  if [ "$MGW_MIN_FREE_MB" -gt 0 ]; then
+    mgw_free_mb
+    if [ "$MGW_FREE_MB" != unknown ]; then
+      mgw_next=$MGW_FREE_MB
+      [ "$1" = 0 ] || [ -z "$mgw_prev_free" ] || mgw_next=$((2 * MGW_FREE_MB - mgw_prev_free))
+      mgw_prev_free=$MGW_FREE_MB
+      if [ "$mgw_next" -lt "$MGW_MIN_FREE_MB" ]; then
+        mgw_limit=11
+        mgw_over="free space under the job root would fall below the site's floor of $MGW_MIN_FREE_MB MB ($MGW_FREE_MB MB free)"
+        return 1
+      fi
+    fi
+  fi
+  if [ "$MGW_MIN_FREE_INODES" -gt 0 ]; then
+    mgw_free_inodes
+    if [ "$MGW_FREE_INODES" != unknown ]; then
+      mgw_next=$MGW_FREE_INODES
+      [ "$1" = 0 ] || [ -z "$mgw_prev_inodes" ] || mgw_next=$((2 * MGW_FREE_INODES - mgw_prev_inodes))
+      mgw_prev_inodes=$MGW_FREE_INODES
+      if [ "$mgw_next" -lt "$MGW_MIN_FREE_INODES" ]; then
+        mgw_limit=12
+        mgw_over="free inodes under the job root would fall below the site's floor of $MGW_MIN_FREE_INODES ($MGW_FREE_INODES free)"
+        return 1
+      fi
+    fi
+  fi
+  # The caps are the site's policy, not its safety: checked as they stand, so an upload that ends
+  # just under a cap is not refused for its rate.
+  if [ "$MGW_MAX_JOB_MB" -gt 0 ]; then
+    mgw_job_kb
+    if [ "$mgw_kb" -gt $((MGW_MAX_JOB_MB * 1024)) ]; then
+      mgw_limit=13
+      mgw_over="job $MGW_JOB would pass the site's cap of $MGW_MAX_JOB_MB MB per job ($((mgw_kb / 1024)) MB so far)"
+      return 1
+    fi
+  fi
+  if [ "$MGW_MAX_JOB_FILES" -gt 0 ]; then
+    mgw_job_files
+    if [ "$mgw_files" -gt "$MGW_MAX_JOB_FILES" ]; then
+      mgw_limit=14
+      mgw_over="job $MGW_JOB would pass the site's cap of $MGW_MAX_JOB_FILES files per job ($mgw_files so far)"
+      return 1
+    fi
+  fi
+  return 0
+}
+
+# Disk use of the job's work dir in KiB (du -s counts blocks, so sparse or partial files count as
+# what they take).
+mgw_job_kb() {
+  mgw_need du
+  mgw_kb=$("$mgw_found" -sk -- "$MGW_WORK" 2>/dev/null)
+  mgw_kb=${mgw_kb%%[!0-9]*}
+  [ -n "$mgw_kb" ] || mgw_kb=0
+}
+
+# Entries (files, directories, links) below the work dir: each takes an inode.
+mgw_job_files() {
+  mgw_need find
+  mgw_find=$mgw_found
+  mgw_need wc
+  mgw_files=$("$mgw_find" "$MGW_WORK" -mindepth 1 2>/dev/null | "$mgw_found" -l)
+  mgw_files=${mgw_files##*[!0-9]}
+  [ -n "$mgw_files" ] || mgw_files=0
+}
+
+# Before an upload begins: the floors hold now, and a re-upload into a job already at its cap is
+# refused before it sends anything.
 mgw_check_free() {
-  [ "$MGW_MIN_FREE_MB" -gt 0 ] || return 0
-  mgw_free_mb
-  [ "$MGW_FREE_MB" = unknown ] && return 0
-  [ "$MGW_FREE_MB" -ge "$MGW_MIN_FREE_MB" ] ||
-    mgw_die E_LIMIT 69 "only ${MGW_FREE_MB} MB free under the job root, the site requires $MGW_MIN_FREE_MB MB"
+  if [ "$MGW_MIN_FREE_MB" -gt 0 ]; then
+    mgw_free_mb
+    [ "$MGW_FREE_MB" = unknown ] || [ "$MGW_FREE_MB" -ge "$MGW_MIN_FREE_MB" ] ||
+      mgw_die E_LIMIT 69 "only ${MGW_FREE_MB} MB free under the job root, the site requires $MGW_MIN_FREE_MB MB"
+  fi
+  if [ "$MGW_MIN_FREE_INODES" -gt 0 ]; then
+    mgw_free_inodes
+    [ "$MGW_FREE_INODES" = unknown ] || [ "$MGW_FREE_INODES" -ge "$MGW_MIN_FREE_INODES" ] ||
+      mgw_die E_LIMIT 69 "only ${MGW_FREE_INODES} inodes free under the job root, the site requires $MGW_MIN_FREE_INODES"
+  fi
+}
+
+mgw_check_job_size() {
+  { [ "$MGW_MAX_JOB_MB" -gt 0 ] || [ "$MGW_MAX_JOB_FILES" -gt 0 ]; } || return 0
+  mgw_put_within 0 || mgw_die E_LIMIT 69 "$mgw_over"
 }
 
 mgw_verb_get() {
@@ -501,29 +791,21 @@ mgw_verb_get() {
   mgw_job_state
   [ "$MGW_STATE" != running ] || mgw_die E_STATE 68 "job $MGW_JOB is still running"
   { [ -d "$MGW_WORK" ] && [ ! -L "$MGW_WORK" ]; } || mgw_die E_NOJOB 67 "job $MGW_JOB has no work dir"
+  mgw_rsync_found || mgw_die E_CONFIG 78 "rsync is not installed on the external computer"
+  mgw_stage_exports
   mgw_rsync_template
-  mgw_audit accepted 0
+  mgw_audit_accepted accepted
   set -- --server --sender "$MGW_RSYNC_FLAGS" "$MGW_RSYNC_SAFETY" "$MGW_RSYNC_TIMEOUT"
   [ -z "$MGW_RSYNC_CONFINE" ] || set -- "$@" "$MGW_RSYNC_CONFINE"
-  # --export: only matching files leave this machine. These rules come from our argv, so rsync puts
-  # them before any rule the client sends over the protocol, and the first matching rule wins.
-  if [ -n "$MGW_EXPORT" ]; then
-    mgw_rest=$MGW_EXPORT
-    while [ -n "$mgw_rest" ]; do
-      mgw_glob=${mgw_rest%%,*}
-      case $mgw_rest in *,*) mgw_rest=${mgw_rest#*,} ;; *) mgw_rest= ;; esac
-      [ -z "$mgw_glob" ] || set -- "$@" "--include=$mgw_glob"
-    done
-    set -- "$@" '--include=*/' '--exclude=*'
-  fi
-  [ "$MGW_VERB" = take ] || exec "$MGW_RSYNC" "$@" . "$MGW_WORK/"
-  "$MGW_RSYNC" "$@" . "$MGW_WORK/"
+  "$MGW_RSYNC" "$@" . "$MGW_SERVE/"
   mgw_rc=$?
+  [ "$MGW_VERB" = take ] || exit "$mgw_rc"
   printf 'mint-gw: sent: job=%s rsync=%s\n' "$MGW_JOB" "$mgw_rc" >&2
   [ "$mgw_rc" -eq 0 ] || exit "$mgw_rc"
   # rsync's sender can exit 0 while the receiver skipped a file it could not write, so only the
   # client knows the results are safe: once its own rsync has exited 0 it answers `remove` on
-  # stdin. Anything else, or end of input (a dropped connection), keeps the job.
+  # stdin. Anything else, end of input (a dropped connection) or silence for --client-timeout
+  # seconds keeps the job.
   mgw_read_answer
   [ "$mgw_answer" = 72656d6f76650a ] || exit 0
   mgw_job_state
@@ -533,6 +815,31 @@ mgw_verb_get() {
     mgw_err "E_INTERNAL: the results were sent but job $MGW_JOB could not be removed"
   fi
   exit 0
+}
+
+# --export: what rsync serves is a tree that holds only the exportable files, hard links into the
+# work dir made by a local rsync with our own filter rules, never the work dir itself. Filter rules
+# on the server's command line do not do: the sender appends the rules the client sends over the
+# protocol to the same list, and a `!` rule among them (which a stock client never sends, a
+# hand-made one does) clears the list, allow-list and all. A client rule can only narrow what is
+# served; what is not in the tree cannot leave. Directories come only on the way to an exportable
+# file (-m). Plain rsync options, as old as rsync 3.0. Sets MGW_SERVE.
+mgw_stage_exports() {
+  MGW_SERVE=$MGW_WORK
+  [ -n "$MGW_EXPORT" ] || return 0
+  MGW_SERVE=$MGW_JOBDIR/export.$$
+  mgw_remove_job "$MGW_SERVE"
+  trap 'mgw_remove_job "$MGW_SERVE"' EXIT
+  set -- -rtm --link-dest="$MGW_WORK"
+  mgw_rest=$MGW_EXPORT
+  while [ -n "$mgw_rest" ]; do
+    mgw_glob=${mgw_rest%%,*}
+    case $mgw_rest in *,*) mgw_rest=${mgw_rest#*,} ;; *) mgw_rest= ;; esac
+    [ -z "$mgw_glob" ] || set -- "$@" "--include=$mgw_glob"
+  done
+  set -- "$@" '--include=*/' '--exclude=*'
+  "$MGW_RSYNC" "$@" "$MGW_WORK/" "$MGW_SERVE/" >/dev/null 2>&1 ||
+    mgw_die E_LIMIT 69 "could not prepare the exportable files of job $MGW_JOB (disk or inodes full?)"
 }
 
 # The answer is every byte the client writes after the `sent` line, up to its end of input, and
@@ -547,13 +854,14 @@ mgw_read_answer() {
   mgw_need od
   mgw_od=$mgw_found
   mgw_need tr
-  { mgw_answer=$("$mgw_head" -c 64 <&3 | "$mgw_od" -An -tx1 | "$mgw_found" -d ' \n'); } 3</dev/stdin 2>/dev/null
+  mgw_tr=$mgw_found
+  mgw_need timeout
+  { mgw_answer=$("$mgw_found" "$MGW_CLIENT_TIMEOUT" "$mgw_head" -c 64 <&3 | "$mgw_od" -An -tx1 | "$mgw_tr" -d ' \n'); } 3</dev/stdin 2>/dev/null
 }
 
 mgw_verb_start() {
   mgw_start_job
   mgw_print_status
-  mgw_audit "$mgw_start_result" 0
 }
 
 # start, and then what `logs JOB 0` does: the start report goes to stderr (stdout is the log) as
@@ -562,13 +870,12 @@ mgw_verb_run() {
   mgw_start_job
   printf 'mint-gw: started: job=%s state=%s pid=%s\n' "$MGW_JOB" "$MGW_STATE" "${MGW_PID:--}" >&2
   mgw_check_log
-  mgw_audit "$mgw_start_result" 0
   MGW_OFFSET=0
   mgw_follow_log
 }
 
 # Starts the program detached unless the job has started already (a retry after a lost reply must
-# not run it twice); sets MGW_STATE, MGW_PID, MGW_EXIT and mgw_start_result for the audit line.
+# not run it twice); sets MGW_STATE, MGW_PID and MGW_EXIT, and audits the request.
 mgw_start_job() {
   mgw_expect_args 1 $((MGW_MAX_ARGS + 1)) "JOB [ARG...] (at most $MGW_MAX_ARGS arguments)"
   # shellcheck disable=SC2086
@@ -579,35 +886,126 @@ mgw_start_job() {
   mgw_check_program
   mgw_need setsid
   mgw_setsid=$mgw_found
-  if [ ! -d "$MGW_JOBDIR" ]; then
-    # A job without inputs: start makes its dir.
-    "$MGW_MKDIR" -m 700 -- "$MGW_JOBDIR" 2>/dev/null || [ -d "$MGW_JOBDIR" ] ||
-      mgw_die E_INTERNAL 70 "cannot create job dir"
-  fi
-  { [ ! -L "$MGW_JOBDIR" ] && [ ! -L "$MGW_WORK" ]; } || mgw_die E_STATE 68 "job dir holds a symbolic link"
-  [ -d "$MGW_WORK" ] || "$MGW_MKDIR" -m 700 -- "$MGW_WORK" || mgw_die E_INTERNAL 70 "cannot create work dir"
-  if ! "$MGW_MKDIR" -- "$MGW_JOBDIR/started" 2>/dev/null; then
-    mgw_job_state
-    mgw_start_result=already-started
-    return 0
-  fi
-  mgw_check_capacity
-  mgw_sweep_old
-  : >"$MGW_LOGFILE" || mgw_die E_INTERNAL 70 "cannot create log"
   case $0 in
     /*) ;;
     *) mgw_die E_CONFIG 78 "the gateway must be named by an absolute path in authorized_keys" ;;
   esac
+  if [ ! -d "$MGW_JOBDIR" ]; then
+    # A job without inputs: start makes its dir.
+    "$MGW_MKDIR" -m 700 -- "$MGW_JOBDIR" 2>/dev/null || [ -d "$MGW_JOBDIR" ] ||
+      mgw_die E_LIMIT 69 "cannot create job dir (disk or inodes full?)"
+  fi
+  { [ ! -L "$MGW_JOBDIR" ] && [ ! -L "$MGW_WORK" ]; } || mgw_die E_STATE 68 "job dir holds a symbolic link"
+  [ -d "$MGW_WORK" ] || "$MGW_MKDIR" -m 700 -- "$MGW_WORK" || mgw_die E_LIMIT 69 "cannot create work dir (disk or inodes full?)"
+  if ! "$MGW_MKDIR" -- "$MGW_JOBDIR/started" 2>/dev/null; then
+    [ -d "$MGW_JOBDIR/started" ] || mgw_die E_LIMIT 69 "cannot mark job $MGW_JOB started (disk or inodes full?)"
+    mgw_job_state
+    mgw_audit_accepted already-started
+    return 0
+  fi
+  # From here on a refusal undoes started/ (mgw_unstart): the job is `created` again.
+  mgw_check_uploads
+  mgw_check_capacity
+  mgw_audit accepted 0 || mgw_unstart E_LIMIT 69 "the audit log under the job root cannot be written (disk full?); request refused"
+  mgw_sweep_old
+  : >"$MGW_LOGFILE" || mgw_unstart E_LIMIT 69 "cannot create the job's log (disk or inodes full?)"
+  mgw_program_env
+  set -- "$MGW_PROGRAM" "$@"
+  mgw_ifs=$IFS
+  IFS=$MGW_NL
+  for mgw_e in $MGW_PENV_REV; do set -- "$mgw_e" "$@"; done
+  IFS=$mgw_ifs
   # setsid gives the runner its own session and process group, so it outlives this SSH channel and
   # cancel can signal the whole group. A background job of a non-interactive shell is not a group
   # leader, so setsid does not fork and $! is the runner's pid (and its group id).
-  MINT_JOB_ID=$MGW_JOB "$mgw_setsid" "$0" --root "$MGW_ROOT" --grace "$MGW_GRACE" --run-job \
-    "$MGW_JOBDIR" "$MGW_PROGRAM" "$@" </dev/null >/dev/null 2>&1 &
-  mgw_write_atomic "$MGW_JOBDIR/pid" "$!" || mgw_die E_INTERNAL 70 "cannot record pid"
-  MGW_STATE=running
+  "$mgw_setsid" "$0" --root "$MGW_ROOT" --grace "$MGW_GRACE" --run-job \
+    "$MGW_JOBDIR" "$MGW_ACCOUNT_UMASK" "$@" </dev/null >/dev/null 2>&1 &
   MGW_PID=$!
+  # The runner is our unreaped child here, so its /proc entry is there even if it has ended.
+  mgw_proc_start "$MGW_PID"
+  MGW_PSTART=$mgw_pstart
+  if ! mgw_write_atomic "$MGW_JOBDIR/pid" "$MGW_PID $MGW_PSTART"; then
+    kill -KILL -"$MGW_PID" 2>/dev/null
+    mgw_unstart E_LIMIT 69 "cannot record the job's pid (disk or inodes full?); the program was stopped"
+  fi
+  MGW_STATE=running
   MGW_EXIT=
-  mgw_start_result=accepted
+}
+
+# A start refused after it made started/.
+mgw_unstart() {
+  "$MGW_RM" -f -- "$MGW_LOGFILE" "$MGW_JOBDIR/pid"
+  "$MGW_RMDIR" -- "$MGW_JOBDIR/started" 2>/dev/null
+  mgw_die "$@"
+}
+
+# The program must see its inputs complete and final: while an upload into the job is under way
+# (its putting.PID names a live gateway), start is refused. put writes putting.PID before its own
+# last look at started/, so an upload that began after this look is refused by put instead.
+mgw_check_uploads() {
+  set +f
+  for mgw_m in "$MGW_JOBDIR"/putting.*; do
+    set -f
+    [ -f "$mgw_m" ] || continue
+    case $mgw_m in *.tmp) continue ;; esac
+    if mgw_read_file "$mgw_m" && mgw_alive "${mgw_value%% *}" "${mgw_value#* }"; then
+      mgw_unstart E_STATE 68 "an upload into job $MGW_JOB is still running (gateway pid ${mgw_value%% *}); start refused so that the program sees only complete inputs"
+    fi
+    "$MGW_RM" -f -- "$mgw_m"
+  done
+  set -f
+}
+
+# The program's environment is built from nothing (env -i in the runner): what sshd gave the
+# account (its PATH, HOME, USER, LOGNAME, SHELL; its umask is passed apart), the system's locale,
+# the site's --env, and the job's MINT_JOB_ID and MINT_JOB_DIR; nothing else that the client's
+# session carried. Debian's default `AcceptEnv LANG LC_*` let a client put LC_X='$(id);../../x' into
+# the program's environment, bytes the argument allow-list refuses; so locale variables come from
+# the system's locale file, as PAM's pam_env reads it for a login, never from the session. Sets
+# MGW_PENV_REV: NAME=VALUE lines, last first (env(1) lets a later one win).
+mgw_program_env() {
+  MGW_PENV_REV=
+  mgw_penv "PATH=$MGW_ACCOUNT_PATH"
+  [ -z "${HOME:-}" ] || mgw_penv "HOME=$HOME"
+  [ -z "${USER:-}" ] || mgw_penv "USER=$USER"
+  [ -z "${LOGNAME:-}" ] || mgw_penv "LOGNAME=$LOGNAME"
+  [ -z "${SHELL:-}" ] || mgw_penv "SHELL=$SHELL"
+  mgw_system_locale
+  mgw_ifs=$IFS
+  IFS=$MGW_NL
+  for mgw_e in $MGW_SITE_ENV; do mgw_penv "$mgw_e"; done
+  IFS=$mgw_ifs
+  mgw_penv "MINT_JOB_ID=$MGW_JOB"
+  mgw_penv "MINT_JOB_DIR=$MGW_WORK"
+}
+
+mgw_penv() {
+  case $1 in *"$MGW_NL"*) return 0 ;; esac
+  MGW_PENV_REV=$1$MGW_NL$MGW_PENV_REV
+}
+
+# LANG, LANGUAGE and LC_* from /etc/default/locale (Debian) or /etc/locale.conf (systemd, RHEL),
+# read as data: NAME=VALUE lines, optionally quoted, values of locale-name bytes only.
+mgw_system_locale() {
+  for mgw_f in /etc/default/locale /etc/locale.conf; do
+    { [ -f "$mgw_f" ] && [ -r "$mgw_f" ]; } || continue
+    while IFS= read -r mgw_l || [ -n "$mgw_l" ]; do
+      case $mgw_l in
+        LANG=* | LANGUAGE=* | LC_[A-Z]*=*) ;;
+        *) continue ;;
+      esac
+      mgw_n=${mgw_l%%=*}
+      mgw_v=${mgw_l#*=}
+      case $mgw_v in
+        \"*\") mgw_v=${mgw_v#\"}; mgw_v=${mgw_v%\"} ;;
+        \'*\') mgw_v=${mgw_v#\'}; mgw_v=${mgw_v%\'} ;;
+      esac
+      case $mgw_n in *[!A-Z_]*) continue ;; esac
+      case $mgw_v in '' | *[!A-Za-z0-9._@:-]*) continue ;; esac
+      mgw_penv "$mgw_n=$mgw_v"
+    done <"$mgw_f"
+    return 0
+  done
 }
 
 # Counted before the program starts; --max-jobs 0 means no limit.
@@ -687,8 +1085,8 @@ mgw_verb_status() {
   mgw_check_job "$mgw_argv"
   mgw_require_job
   mgw_job_state
+  mgw_audit_accepted accepted
   mgw_print_status
-  mgw_audit accepted 0
 }
 
 # Streams the log from OFFSET on stdout until the job has ended and every byte is out (GNU tail's
@@ -703,7 +1101,7 @@ mgw_verb_logs() {
   mgw_require_job
   [ -d "$MGW_JOBDIR/started" ] || mgw_die E_STATE 68 "job $MGW_JOB has not started"
   mgw_check_log
-  mgw_audit accepted 0
+  mgw_audit_accepted accepted
   mgw_follow_log
 }
 
@@ -734,45 +1132,52 @@ mgw_follow_log() {
   printf 'mint-gw: status: job=%s state=%s exit=%s\n' "$MGW_JOB" "$MGW_STATE" "${MGW_EXIT:--}" >&2
 }
 
+# The runner ignores TERM and lives until the program has ended, so signalling its group while the
+# runner is provably alive (pid and start time) reaches our processes and never somebody else's
+# group that reuses the pid. Once the program has ended, the runner itself kills what is left of a
+# cancelled job's group (mgw_run_job).
 mgw_verb_cancel() {
   mgw_expect_args 1 1 "JOB"
   mgw_check_job "$mgw_argv"
   mgw_require_job
   mgw_job_state
+  mgw_audit_accepted accepted
   if [ "$MGW_STATE" = running ] && [ -n "$MGW_PID" ]; then
     : >"$MGW_JOBDIR/cancelled"
-    kill -TERM -"$MGW_PID" 2>/dev/null
+    mgw_signal_runner TERM
     mgw_need sleep
     mgw_sleep=$mgw_found
     mgw_i=0
-    # Wait up to --grace seconds for the group to go, then KILL what is left.
-    while [ $mgw_i -lt $((MGW_GRACE * 5)) ] && kill -0 -"$MGW_PID" 2>/dev/null; do
+    # Wait up to --grace seconds for the program to go, then KILL what is left.
+    while [ $mgw_i -lt $((MGW_GRACE * 5)) ] && mgw_alive "$MGW_PID" "$MGW_PSTART"; do
       "$mgw_sleep" 0.2
       mgw_i=$((mgw_i + 1))
     done
-    if kill -0 -"$MGW_PID" 2>/dev/null; then
-      kill -KILL -"$MGW_PID" 2>/dev/null
-    fi
+    mgw_signal_runner KILL
   elif [ "$MGW_STATE" = created ]; then
     : >"$MGW_JOBDIR/cancelled"
     "$MGW_MKDIR" -- "$MGW_JOBDIR/started" 2>/dev/null
   fi
   mgw_job_state
   mgw_print_status
-  mgw_audit accepted 0
+}
+
+mgw_signal_runner() {
+  mgw_alive "$MGW_PID" "$MGW_PSTART" || return 0
+  kill -"$1" -"$MGW_PID" 2>/dev/null
 }
 
 mgw_verb_rm() {
   mgw_expect_args 1 1 "JOB"
   mgw_check_job "$mgw_argv"
   if [ ! -d "$MGW_JOBDIR" ]; then
-    mgw_audit accepted 0
+    mgw_audit_accepted accepted
     return 0
   fi
   mgw_job_state
   [ "$MGW_STATE" != running ] || mgw_die E_STATE 68 "job $MGW_JOB is running; cancel it first"
+  mgw_audit_accepted accepted
   mgw_remove_job "$MGW_JOBDIR" || mgw_die E_INTERNAL 70 "could not remove every file of job $MGW_JOB"
-  mgw_audit accepted 0
 }
 
 # rm -r never follows symlinks; chmod first because a program may leave read-only dirs behind.
@@ -785,33 +1190,38 @@ mgw_remove_job() {
 
 mgw_verb_list() {
   mgw_expect_args 0 0 "no arguments"
+  mgw_audit_accepted accepted
   mgw_list_jobs
   for mgw_id in $MGW_JOBS; do
     mgw_check_job "$mgw_id"
     mgw_job_state
     printf '%s %s%s\n' "$MGW_JOB" "$MGW_STATE" "${MGW_EXIT:+ exit=$MGW_EXIT}"
   done
-  MGW_JOB=
-  mgw_audit accepted 0
 }
 
 # ---------------------------------------------------------------------------------------------------
-# The detached runner: cwd is the work dir, stdin is /dev/null, stdout and stderr go to the log.
+# The detached runner: cwd is the work dir, stdin is /dev/null, stdout and stderr go to the log, the
+# environment is exactly the one start built and the umask the account's. Its arguments:
+#   --run-job JOBDIR UMASK NAME=VALUE... PROGRAM ARG...
 # TERM is ignored here so that the runner outlives a cancelled program and records its status; KILL
 # (cancel's last resort) ends it too, and then `cancelled` alone tells the story.
 
 mgw_run_job() {
   mgw_jobdir=$1
-  shift
+  mgw_umask=$2
+  shift 2
   trap '' TERM HUP INT
   cd -- "$mgw_jobdir/work" || exit 70
-  unset SSH_ORIGINAL_COMMAND
-  MINT_JOB_DIR=$mgw_jobdir/work
-  export MINT_JOB_ID MINT_JOB_DIR
-  # The program gets default signal handling back (an ignored signal would be inherited).
-  ( trap - TERM HUP INT; exec "$@" ) </dev/null >>"$mgw_jobdir/remote_program_exec.log" 2>&1
+  mgw_need env
+  # The program gets default signal handling back (an ignored signal would be inherited). env -i
+  # takes the NAME=VALUE words and then runs PROGRAM (an absolute path without '=') with its args.
+  ( trap - TERM HUP INT; umask "$mgw_umask" && exec "$mgw_found" -i "$@" ) \
+    </dev/null >>"$mgw_jobdir/remote_program_exec.log" 2>&1
   mgw_rc=$?
   printf '%s\n' "$mgw_rc" >"$mgw_jobdir/exit.tmp" && "$MGW_MV" -f -- "$mgw_jobdir/exit.tmp" "$mgw_jobdir/exit"
+  # What a cancelled program left running in its group goes with it. This runner leads that group,
+  # so it is provably ours; the runner ends here too.
+  [ ! -f "$mgw_jobdir/cancelled" ] || kill -KILL 0
 }
 
 # ---------------------------------------------------------------------------------------------------
@@ -827,6 +1237,8 @@ main() {
   MGW_MV=$mgw_found
   mgw_need rmdir
   MGW_RMDIR=$mgw_found
+  mgw_need rm
+  MGW_RM=$mgw_found
   if [ "$MGW_MODE" = run ]; then
     shift $(($# - $(mgw_count_run_args "$@")))
     mgw_run_job "$@"

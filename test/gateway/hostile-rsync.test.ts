@@ -147,7 +147,8 @@ describe('gateway hardening: hostile rsync clients through put and get', { timeo
       await new Promise((r) => setTimeout(r, 100));
     }
     expect(await listTree(join(sandbox().root, LEAK, 'work'))).toEqual([
-      'f inside.txt 7 600',
+      // The program runs with the account's umask (sshd's, here this test process's), not the gateway's 077.
+      `f inside.txt 7 ${(0o666 & ~process.umask()).toString(8)}`,
       'l leak -> /etc/hostname',
       `l secret -> ${secret}`,
       'l up -> ../../',
@@ -210,11 +211,18 @@ describe('gateway hardening: hostile rsync clients through put and get', { timeo
     }
     const jobRel = `jobs/${job}`;
     const skip = (rel: string): boolean => ignoreOthers(job)(rel) || rel === `${jobRel}/work` || rel.startsWith(`${jobRel}/work/`);
-    // jobs/ gains the job dir on the first put, so only its type is compared.
-    const typeOnly = (rel: string): boolean => rel === 'jobs';
+    // jobs/ gains the job dir on the first put, and the job dir's mtime moves with the gateway's
+    // putting.PID marker, so only their types are compared.
+    const typeOnly = (rel: string): boolean => rel === 'jobs' || rel === jobRel;
     const beforeTree = await snapshotTree(sandbox().dir, skip, typeOnly);
     const src = await source(u.fill);
     const run = await rsync('put', job, u.args(src));
+    // The client's rsync may exit (on an error) before the gateway has: the gateway announces an
+    // upload with putting.PID while it runs and removes it when it ends, so wait for that first.
+    for (const deadline = Date.now() + 10_000; Date.now() < deadline; await new Promise((r) => setTimeout(r, 50))) {
+      const entries = await readdir(join(sandbox().root, job)).catch(() => []);
+      if (!entries.some((e) => e.startsWith('putting.'))) break;
+    }
     const changes = diffTrees(beforeTree, await snapshotTree(sandbox().dir, skip, typeOnly));
     const work = join(sandbox().root, job, 'work');
     expect({
@@ -475,7 +483,7 @@ describe('gateway hardening: hostile rsync clients through put and get', { timeo
       if (d.stderr) expect(run.result.stdout + run.result.stderr).toMatch(d.stderr);
       if (d.asked) expect(run.asked).toMatch(d.asked);
     };
-    const INSIDE_ONLY = ['f inside.txt 7 600'];
+    const INSIDE_ONLY = [`f inside.txt 7 ${(0o666 & ~process.umask()).toString(8)}`];
 
     it('-rt: symlinks are skipped, only the regular file arrives -> 0', async () => {
       await download({ args: ['-rt'], code: 0, files: INSIDE_ONLY, stderr: /skipping non-regular file "leak"/ });

@@ -129,9 +129,9 @@ describe('cancel and attach against a real sshd and the real gateway', () => {
     if (state) await rm(state, { recursive: true, force: true });
   });
 
-  /** The job's process group id (the runner's pid, which the gateway records). */
+  /** The job's process group id (the runner's pid, which the gateway records as `PID STARTTIME`). */
   async function groupOf(jobId: string): Promise<number> {
-    const pid = Number((await readFile(join(sandbox.root, jobId, 'pid'), 'utf8')).trim());
+    const pid = Number((await readFile(join(sandbox.root, jobId, 'pid'), 'utf8')).trim().split(' ')[0]);
     expect(pid).toBeGreaterThan(1);
     return pid;
   }

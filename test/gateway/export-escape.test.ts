@@ -1,0 +1,130 @@
+/**
+ * --export against a hand-made rsync peer. With `--export 'results/*'`, `mint-gw get|take JOB CAPS`
+ * must let only files matching the allow-list leave the external computer, whatever the client
+ * sends. The gateway used to pass the allow-list to rsync's sender as argv filter rules
+ * (`--include=results/* --include=*\/ --exclude=*`); the sender appends the filter rules the
+ * receiving client sends over the protocol to that same list, and a bare `!` rule clears the whole
+ * list, so a client sending `!` got the entire work dir.
+ *
+ * The stock rsync client never sends `!` (it clears its own list locally), so the client runs with
+ * `--exclude=MARKER` through an --rsh relay (test/support/filter-rewrite.ts) that replaces that
+ * rule's frame in the multiplexed filter list with `!`. The relay reports whether it found and
+ * rewrote the frame, so these rows cannot pass without the rewrite having happened. Control rows
+ * send the same stream unchanged.
+ *
+ * The job's work dir holds results/a.txt (exportable), scratch.txt and secret/key.txt (not). Only
+ * results/a.txt may arrive; a directory may arrive only if it is `results` or empty (the gateway's
+ * `--include=*\/` rule has always sent the directory tree, not its files). rsync's exit status is
+ * not asserted for rewritten rows (a gateway may accept or refuse the stream), only what arrived.
+ */
+import { randomBytes } from 'node:crypto';
+import { chmod, lstat, mkdir, readFile, readdir, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { runRemote } from '../../src/index.js';
+import { freshDir, useSandbox } from '../support/fixture.js';
+import { runCli } from '../support/hostile-helpers.js';
+import { readRewriteReport, writeFilterRewritingRsh } from '../support/filter-rewrite.js';
+
+const SECRET = `mint-secret-${randomBytes(8).toString('hex')}`;
+const PROGRAM = `#!/bin/sh
+# Leaves one exportable file and two that must stay on the external computer.
+mkdir -p results secret
+echo a >results/a.txt
+echo ${SECRET} >scratch.txt
+echo ${SECRET} >secret/key.txt
+exit 0
+`;
+
+/** `d path` / `f path size`, sorted. */
+async function listTree(dir: string): Promise<string[]> {
+  const out: string[] = [];
+  const walk = async (rel: string): Promise<void> => {
+    for (const name of await readdir(join(dir, rel))) {
+      const r = rel ? `${rel}/${name}` : name;
+      const st = await lstat(join(dir, r));
+      if (st.isDirectory()) {
+        out.push(`d ${r}`);
+        await walk(r);
+      } else out.push(`${st.isFile() ? 'f' : '?'} ${r} ${st.size}`);
+    }
+  };
+  await walk('');
+  return out.sort();
+}
+
+describe('--export results/*: a client that clears the filter list over the protocol', { timeout: 60_000 }, async () => {
+  const outside = await freshDir();
+  await writeFile(join(outside, 'p.sh'), PROGRAM);
+  await chmod(join(outside, 'p.sh'), 0o755);
+  const sandbox = useSandbox({ program: join(outside, 'p.sh'), gateway: { export: 'results/*' } });
+
+  let job: string | undefined;
+  /** One finished job, kept (take rows send no `remove`, so it stays). */
+  const finishedJob = async (): Promise<string> => {
+    if (!job) {
+      const r = await runRemote({ host: sandbox().host, outputDir: await freshDir(), cleanup: 'never' });
+      expect(r.exitCode).toBe(0);
+      job = r.jobId;
+      expect(await listTree(join(sandbox().root, job, 'work'))).toEqual([
+        'd results',
+        'd secret',
+        'f results/a.txt 2',
+        `f scratch.txt ${SECRET.length + 1}`,
+        `f secret/key.txt ${SECRET.length + 1}`,
+      ]);
+    }
+    return job;
+  };
+
+  const download = async (verb: 'get' | 'take', rewrite: boolean) => {
+    const id = await finishedJob();
+    const dir = await freshDir();
+    const rsh = await writeFilterRewritingRsh(sandbox(), dir);
+    const marker = `mint-marker-${randomBytes(6).toString('hex')}`;
+    const log = join(dir, 'rewrite.json');
+    const dest = join(dir, 'out');
+    await mkdir(dest);
+    const run = await runCli('rsync', ['-rt', `--exclude=${marker}`, `--rsh=${rsh}`, 'h:work/', `${dest}/`], {
+      env: { ...process.env, MGW_VERB: verb, MGW_JOB: id, MGW_MARKER: marker, MGW_REWRITE: rewrite ? '1' : '0', MGW_REWRITE_LOG: log },
+      timeoutMs: 30_000,
+    });
+    const report = await readRewriteReport(log);
+    const tree = await listTree(dest);
+    let leaked = false;
+    for (const entry of tree) if (entry.startsWith('f ') && (await readFile(join(dest, entry.split(' ')[1]!), 'utf8')).includes(SECRET)) leaked = true;
+    return { run, report, marker, tree, leaked, dest };
+  };
+
+  /** Only results/a.txt (and directories: `results`, or empty ones) arrived, and no secret bytes. */
+  const expectOnlyExported = async (d: Awaited<ReturnType<typeof download>>): Promise<void> => {
+    const context = `rsync exit ${d.run.code}\nstdout: ${d.run.stdout}\nstderr: ${d.run.stderr}`;
+    const files = d.tree.filter((e) => !e.startsWith('d '));
+    const dirs = d.tree.filter((e) => e.startsWith('d ')).map((e) => e.slice(2));
+    const nonEmptyOthers = dirs.filter((dir) => dir !== 'results' && d.tree.some((e) => e.slice(2).startsWith(`${dir}/`)));
+    expect({ files, results: dirs.includes('results'), nonEmptyOthers, leaked: d.leaked, timedOut: d.run.timedOut }, context).toEqual({
+      files: ['f results/a.txt 2'],
+      results: true,
+      nonEmptyOthers: [],
+      leaked: false,
+      timedOut: false,
+    });
+    expect(await readFile(join(d.dest, 'results', 'a.txt'), 'utf8')).toBe('a\n');
+  };
+
+  it.each(['get', 'take'] as const)('control: %s with the client\'s own rule unchanged sends only results/a.txt', async (verb) => {
+    const d = await download(verb, false);
+    expect(d.report, d.run.stderr).toMatchObject({ found: true, rewritten: false, error: null, rules: [`- ${d.marker}`] });
+    expect(d.run.code, d.run.stderr).toBe(0);
+    await expectOnlyExported(d);
+  });
+
+  it.each(['get', 'take'] as const)('%s with the rule rewritten to `!` (clear the list) still sends only results/a.txt', async (verb) => {
+    const d = await download(verb, true);
+    // The relay found the client's marker rule in the first MSG_DATA frame and sent `!` instead.
+    expect(d.report, d.run.stderr).toMatchObject({ found: true, rewritten: true, error: null, rules: [`- ${d.marker}`] });
+    expect(d.report.frameAfter).toContain(Buffer.from([1, 0, 0, 0, 0x21]).toString('hex'));
+    expect(d.run.stderr).not.toContain('filter-rewrite relay: FAILED');
+    await expectOnlyExported(d);
+  });
+});
