@@ -93,11 +93,11 @@ export async function doctor(options: DoctorOptions): Promise<DoctorCheck[]> {
   add(await modeCheck('ssh-dir-mode', join(home, '.ssh'), 'chmod 700'));
   add(await modeCheck('gateway-mode', options.gatewayPath, 'chmod 755 (and owned by this account)', true));
   add(await rootCheck(options.root, home));
-  for (const tool of ['rsync', 'setsid', 'tail']) {
+  for (const tool of ['rsync', 'setsid', 'flock', 'tail']) {
     const found = await firstExisting([`/usr/bin/${tool}`, `/bin/${tool}`]);
     add(found
       ? finding(`needs-${tool}`, 'ok', found)
-      : finding(`needs-${tool}`, 'error', `${tool} not found in /usr/bin or /bin`, `install ${tool === 'setsid' ? 'util-linux' : tool === 'tail' ? 'coreutils' : tool}`));
+      : finding(`needs-${tool}`, 'error', `${tool} not found in /usr/bin or /bin`, `install ${tool === 'setsid' || tool === 'flock' ? 'util-linux' : tool === 'tail' ? 'coreutils' : tool}`));
   }
   const programOk = await access(options.program, constants.X_OK).then(() => true, () => false);
   add(programOk

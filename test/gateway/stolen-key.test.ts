@@ -139,6 +139,7 @@ describe('a stolen key, round 2', async () => {
     const watch = watchFloor(sandbox().root);
     const err = await runRemote({ host: sandbox().host, inputs: [big], outputDir: await freshDir() }).catch((e: unknown) => e);
     const low = watch.stop();
+    process.stdout.write(`[stolen-key] lowest free space during the upload: ${low.mb.toFixed(1)} MB (floor 16)\n`);
     expect(err).toMatchObject({ code: 'GATEWAY_REFUSED', gatewayCode: 'E_LIMIT' });
     expect(String((err as Error).message)).toMatch(/floor of 16 MB.*upload was stopped and job \S+ removed/);
     // The floor held all along (sampled every 5 ms), and nothing of the upload stays.
@@ -279,8 +280,8 @@ describe('a stolen key, round 2', async () => {
 
   it('6. take: a client silent after the transfer is waited for --client-timeout seconds, then let go; the job stays', async () => {
     await sandbox().reinstall({ clientTimeout: 2 });
-    const r = await runRemote({ host: sandbox().host, args: ['env'], outputDir: await freshDir(), cleanup: 'never' });
-    // A relay that runs take and, after the gateway's `sent` line, never answers nor closes stdin.
+    // A relay that runs take and, after the gateway's `sent` line, writes $MGW_SEND (maybe nothing)
+    // and then neither writes more nor closes the gateway's input.
     const relay = join(dir, 'silent-rsh.mjs');
     const ssh = ['ssh', ...sshOptions(sandbox()), '-p', String(sandbox().port), `${sandbox().user}@127.0.0.1`];
     await writeFile(
@@ -290,25 +291,41 @@ import { spawn } from 'node:child_process';
 const flags = process.argv.slice(2).find((a) => /^-[A-Za-z]*e[0-9]*\\.[A-Za-z]*$/.test(a));
 const caps = flags ? flags.slice(flags.indexOf('e') + 1) : '.iLsfxCIvu';
 const argv = ${JSON.stringify(ssh)};
-const child = spawn(argv[0], [...argv.slice(1), 'mint-gw take ${r.jobId} ' + caps], { stdio: ['pipe', 'pipe', 'inherit'] });
+const child = spawn(argv[0], [...argv.slice(1), 'mint-gw take ' + process.env.MGW_JOB + ' ' + caps], { stdio: ['pipe', 'pipe', 'pipe'] });
 process.stdin.pipe(child.stdin, { end: false });
 child.stdout.pipe(process.stdout);
-process.stdin.on('end', () => process.stdin.unpipe(child.stdin));
+let err = '';
+child.stderr.on('data', (d) => {
+  process.stderr.write(d);
+  err += d.toString('latin1');
+  if (/^mint-gw: sent: /m.test(err) && !child.sent) {
+    child.sent = true;
+    process.stdin.unpipe(child.stdin);
+    child.stdin.write(process.env.MGW_SEND ?? '');
+  }
+});
 child.on('close', (code) => process.exit(code ?? 255));
 `,
     );
     await chmod(relay, 0o755);
-    const t0 = Date.now();
-    const out = await freshDir();
-    const take = await runCli('rsync', ['-rt', `--rsh=${relay}`, 'h:x/', `${out}/`], { timeoutMs: 30_000 });
-    const took = Date.now() - t0;
-    expect(take.timedOut).toBe(false);
-    expect(take.stderr).toMatch(/mint-gw: sent: job=\S+ rsync=0/);
-    expect(take.stderr).not.toMatch(/removed/);
-    expect(took).toBeGreaterThanOrEqual(2000);
-    expect(took).toBeLessThan(15_000);
-    expect(existsSync(join(sandbox().root, r.jobId))).toBe(true);
-    await gw.run(`mint-gw rm ${r.jobId}`);
+    for (const send of ['', 'remove\n']) {
+      const r = await runRemote({ host: sandbox().host, args: ['env'], outputDir: await freshDir(), cleanup: 'never' });
+      const t0 = Date.now();
+      const out = await freshDir();
+      const take = await runCli('rsync', ['-rt', `--rsh=${relay}`, 'h:x/', `${out}/`], {
+        env: { ...process.env, MGW_JOB: r.jobId, MGW_SEND: send },
+        timeoutMs: 30_000,
+      });
+      const took = Date.now() - t0;
+      expect(take.timedOut).toBe(false);
+      expect(take.stderr).toMatch(/mint-gw: sent: job=\S+ rsync=0/);
+      // `remove` must be followed by the end of input: one that never comes does not count.
+      expect(take.stderr).not.toMatch(/removed/);
+      expect(took).toBeGreaterThanOrEqual(2000);
+      expect(took).toBeLessThan(15_000);
+      expect(existsSync(join(sandbox().root, r.jobId))).toBe(true);
+      await gw.run(`mint-gw rm ${r.jobId}`);
+    }
     await sandbox().reinstall({});
   });
 
@@ -320,6 +337,23 @@ child.on('close', (code) => process.exit(code ?? 255));
     const fresh = await openGateway(sandbox(), 2);
     try {
       expect((await fresh.run(`mint-gw start ${job} env`, { env: hostile })).exitCode).toBe(0);
+      // Control: sshd did hand the client's variables to the gateway (so the program's lack of
+      // them is the gateway's doing): a `logs` that follows a sleeping job, with the same
+      // variables, shows them in its /proc/PID/environ.
+      const sleeper = randomUUID();
+      expect((await fresh.run(`mint-gw start ${sleeper} sleep 3`)).exitCode).toBe(0);
+      const following = fresh.run(`mint-gw logs ${sleeper} 0`, { env: hostile });
+      let seen = false;
+      for (const deadline = Date.now() + 3000; !seen && Date.now() < deadline; await new Promise((r) => setTimeout(r, 50))) {
+        for (const pid of await readdir('/proc').catch(() => [] as string[])) {
+          if (!/^\d+$/.test(pid)) continue;
+          const environ = await readFile(`/proc/${pid}/environ`, 'latin1').catch(() => '');
+          if (environ.split('\0').includes(`LC_X=${hostile.LC_X}`)) seen = true;
+        }
+      }
+      expect(seen).toBe(true);
+      expect((await following).exitCode).toBe(0);
+      await fresh.run(`mint-gw rm ${sleeper}`);
     } finally {
       fresh.close();
     }
