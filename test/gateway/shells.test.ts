@@ -3,7 +3,8 @@
  * (Debian's /bin/sh) and bash (/bin/sh on other distributions) for every verb and refusal.
  */
 import { describe, expect, it } from 'vitest';
-import { execFileSync, spawnSync } from 'node:child_process';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
+import { existsSync, readFileSync } from 'node:fs';
 import { chmod, mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { GATEWAY_SCRIPT } from '../../src/gateway/install.js';
@@ -72,6 +73,97 @@ describe('gateway script as POSIX sh', () => {
       `mint-gw run ${other} x -> 0 ran x| mint-gw: started: job=${other} state=exited pid=-|`,
     ]);
   });
+
+  it("builds the program's environment the same under dash and bash: no client variable, the site's --env, the account's umask", async () => {
+    const dir = await freshDir();
+    const root = join(dir, 'root');
+    await mkdir(root, { mode: 0o700 });
+    const program = join(dir, 'prog.sh');
+    await writeFile(program, '#!/bin/sh\nenv | LC_ALL=C sort | grep -v "^PWD=\\|^SHLVL=\\|^_=\\|^MINT_JOB_" >env.txt; umask >>env.txt\n');
+    await chmod(program, 0o755);
+    const outputs: string[] = [];
+    for (const [i, shell] of ['dash', 'bash'].entries()) {
+      const job = `${i}f0e0d0c-0b0a-4908-8706-050403020100`;
+      const r = spawnSync(shell, ['-c', `umask 027; exec ${shell} "$@"`, shell, GATEWAY_SCRIPT, '--root', root, '--program', program, '--env', 'SITE=a b'], {
+        env: { PATH: '/usr/local/bin:/usr/bin:/bin', HOME: dir, SHELL: '/bin/sh', LANG: 'xx_XX.EVIL', LC_X: '$(id);../../x', SSH_ORIGINAL_COMMAND: `mint-gw run ${job}` },
+        encoding: 'utf8',
+      });
+      expect(r.status).toBe(0);
+      outputs.push(readFileSync(join(root, job, 'work', 'env.txt'), 'utf8'));
+    }
+    expect(outputs[1]).toBe(outputs[0]);
+    expect(outputs[0]).toMatch(/^HOME=.*\nPATH=\/usr\/local\/bin:\/usr\/bin:\/bin\nSHELL=\/bin\/sh\nSITE=a b\n0027\n$/);
+  });
+
+  it('treats a pid given to a stranger the same under dash and bash: lost, never signalled', async () => {
+    const dir = await freshDir();
+    const root = join(dir, 'root');
+    await mkdir(root, { mode: 0o700 });
+    const program = join(dir, 'prog.sh');
+    await writeFile(program, '#!/bin/sh\n');
+    await chmod(program, 0o755);
+    const stranger = spawn('sleep', ['60'], { detached: true, stdio: 'ignore' });
+    try {
+      for (const shell of ['dash', 'bash']) {
+        const job = '2f0e0d0c-0b0a-4908-8706-050403020100';
+        await mkdir(join(root, job, 'started'), { recursive: true });
+        await mkdir(join(root, job, 'work'));
+        await writeFile(join(root, job, 'pid'), `${stranger.pid} 1\n`);
+        const gw = (command: string): string =>
+          spawnSync(shell, [GATEWAY_SCRIPT, '--root', root, '--program', program], {
+            env: { PATH: '/usr/bin:/bin', HOME: dir, SSH_ORIGINAL_COMMAND: command },
+            encoding: 'utf8',
+          }).stdout;
+        expect(gw(`mint-gw status ${job}`)).toMatch(/^state=lost$/m);
+        expect(gw(`mint-gw cancel ${job}`)).toMatch(/^state=lost$/m);
+        expect(() => process.kill(stranger.pid!, 0)).not.toThrow();
+        gw(`mint-gw rm ${job}`);
+        expect(existsSync(join(root, job))).toBe(false);
+      }
+    } finally {
+      stranger.kill('SIGKILL');
+    }
+  });
+
+  // A size-limited job root needs mount(2).
+  it.runIf(process.getuid?.() === 0)('holds the free-space floor during an upload and fails closed on a full audit log, under dash and bash', async () => {
+    const dir = await freshDir();
+    const program = join(dir, 'prog.sh');
+    await writeFile(program, '#!/bin/sh\n');
+    await chmod(program, 0o755);
+    const src = join(dir, 'src');
+    await mkdir(src);
+    await writeFile(join(src, 'big.bin'), Buffer.alloc(24 * 1024 * 1024, 3));
+    for (const shell of ['dash', 'bash']) {
+      const root = join(dir, `root-${shell}`);
+      await mkdir(root, { mode: 0o700 });
+      execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=32m,mode=700', 'tmpfs', root]);
+      try {
+        const job = '3f0e0d0c-0b0a-4908-8706-050403020100';
+        // rsync's remote shell runs the gateway under this shell directly, as sshd would.
+        const rsh = join(dir, `rsh-${shell}.sh`);
+        await writeFile(rsh, `#!/bin/sh\nexport SSH_ORIGINAL_COMMAND="mint-gw put ${job} .iLsfxCIvu"\nexec ${shell} ${GATEWAY_SCRIPT} --root ${root} --program ${program} --min-free-mb 12\n`);
+        await chmod(rsh, 0o755);
+        const put = spawnSync('rsync', ['-rt', `--rsh=${rsh}`, `${src}/`, 'h:x'], { encoding: 'utf8' });
+        expect(put.status).not.toBe(0);
+        expect(put.stderr).toMatch(/E_LIMIT: free space under the job root would fall below the site's floor of 12 MB.*job \S+ removed/);
+        expect(existsSync(join(root, job))).toBe(false);
+        // Fill the disk: every request is then refused, and the log holds only whole lines.
+        spawnSync('dd', ['if=/dev/zero', `of=${join(root, 'filler')}`, 'bs=64k']);
+        const codes = Array.from({ length: 120 }, () =>
+          spawnSync(shell, [GATEWAY_SCRIPT, '--root', root, '--program', program], { env: { PATH: '/usr/bin:/bin', HOME: dir, SSH_ORIGINAL_COMMAND: 'mint-gw list' } }).status,
+        );
+        expect(codes).toContain(69);
+        const log = readFileSync(join(root, '.mint-gateway-audit.log'), 'utf8');
+        expect(log.endsWith('\n')).toBe(true);
+        const lines = log.split('\n').slice(0, -1);
+        for (const line of lines) expect(line).toMatch(/^\S+ key=mint from=- verb=\S+ job=\S+ decision=\S+ exit=\d+$/);
+        expect(lines.filter((l) => l.includes('verb=list job=- decision=accepted')).length).toBe(codes.filter((c) => c === 0).length);
+      } finally {
+        execFileSync('umount', [root]);
+      }
+    }
+  }, 60_000);
 
   // Needs root to give the directory to another account.
   it.runIf(process.getuid?.() === 0)('refuses a job root owned by another account, or open to the group, under dash and bash', async () => {
