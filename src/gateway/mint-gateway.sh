@@ -239,7 +239,12 @@ mgw_audit() {
   [ -n "$mgw_client" ] || mgw_client=-
   mgw_when=-
   if mgw_which date; then mgw_when=$("$mgw_found" -u +%Y-%m-%dT%H:%M:%SZ); fi
-  mgw_line="$mgw_when key=$MGW_KEY_NAME from=$mgw_client verb=${MGW_VERB:--} job=${MGW_JOB:--} decision=$1 exit=$2"
+  # A refused verb is the client's token (up to 4 KiB): only known verbs are written as they came.
+  case " $MGW_VERBS " in
+    *" ${MGW_VERB:--} "*) mgw_verb=$MGW_VERB ;;
+    *) mgw_verb=${MGW_VERB:+?}; mgw_verb=${mgw_verb:--} ;;
+  esac
+  mgw_line="$mgw_when key=$MGW_KEY_NAME from=$mgw_client verb=$mgw_verb job=${MGW_JOB:--} decision=$1 exit=$2"
   { mgw_audit_append; } 2>/dev/null 9>>"$mgw_log"
 }
 
@@ -252,7 +257,9 @@ mgw_audit_append() {
   mgw_which truncate || return 1
   mgw_truncate=$mgw_found
   mgw_which tail || return 1
-  mgw_partial=$("$mgw_found" -c $((${#mgw_line} + 1)) -- "$mgw_log") || return 1
+  # The x keeps $(...) from stripping a trailing newline: a write that left nothing must cut nothing.
+  mgw_partial=$("$mgw_found" -c $((${#mgw_line} + 1)) -- "$mgw_log" && printf x) || return 1
+  mgw_partial=${mgw_partial%x}
   mgw_partial=${mgw_partial##*"$MGW_NL"}
   [ -z "$mgw_partial" ] || "$mgw_truncate" -s -"${#mgw_partial}" -- "$mgw_log"
   return 1
@@ -452,6 +459,46 @@ mgw_require_job() {
   { [ -d "$MGW_JOBDIR" ] && [ ! -L "$MGW_JOBDIR" ]; } || mgw_die E_NOJOB 67 "no job $MGW_JOB"
 }
 
+# One exclusive lock over the job root serialises every step that reads a job's state and then
+# changes it (start, rm, take's removal, cancel, the sweep, put's set-up). Without it an rm that had
+# seen `created` removed the inputs of a program that a start launched in between, which then ran
+# unseen and uncancellable (found by review). Sections are short; fd 8 is closed for every child
+# that outlives one (flock belongs to the open file, which a child would keep).
+mgw_lock() {
+  { command exec 8>>"$MGW_ROOT/.mint-gateway.lock"; } 2>/dev/null ||
+    mgw_die E_LIMIT 69 "cannot open the job root's lock file (disk or inodes full?)"
+  "$MGW_FLOCK" -w 60 8 || mgw_die E_INTERNAL 70 "the job root stayed locked for 60 s"
+}
+
+mgw_unlock() {
+  exec 8>&-
+}
+
+# Under the lock, a job leaves the root at once, renamed to ROOT/.trash.PID.START.N (no job name,
+# so no verb sees it); mgw_empty_trash deletes it after the lock is released.
+mgw_discard() {
+  mgw_trash_n=$((${mgw_trash_n:-0} + 1))
+  [ -n "${mgw_self_start:-}" ] || { mgw_proc_start $$; mgw_self_start=$mgw_pstart; }
+  "$MGW_MV" -- "$1" "$MGW_ROOT/.trash.$$.$mgw_self_start.$mgw_trash_n"
+}
+
+# Deletes this gateway's trash, and that of gateways that died before they could.
+mgw_empty_trash() {
+  mgw_ok=0
+  set +f
+  for mgw_t in "$MGW_ROOT"/.trash.*.*.*; do
+    set -f
+    { [ -d "$mgw_t" ] && [ ! -L "$mgw_t" ]; } || continue
+    mgw_tp=${mgw_t#"$MGW_ROOT"/.trash.}
+    mgw_tpid=${mgw_tp%%.*}
+    mgw_tp=${mgw_tp#*.}
+    if [ "$mgw_tpid" != $$ ] && mgw_alive "$mgw_tpid" "${mgw_tp%%.*}"; then continue; fi
+    mgw_remove_job "$mgw_t" || mgw_ok=1
+  done
+  set -f
+  return $mgw_ok
+}
+
 # Writes a small file atomically: readers see the old content or the new, never half.
 mgw_write_atomic() {
   printf '%s\n' "$2" >"$1.tmp" && "$MGW_MV" -f -- "$1.tmp" "$1"
@@ -596,28 +643,29 @@ mgw_verb_put() {
     mgw_die E_STATE 68 "job $MGW_JOB has started; its inputs can no longer change"
   fi
   mgw_check_free
-  if [ ! -d "$MGW_JOBDIR" ]; then
-    "$MGW_MKDIR" -m 700 -- "$MGW_JOBDIR" 2>/dev/null || [ -d "$MGW_JOBDIR" ] ||
-      mgw_die E_LIMIT 69 "cannot create job dir (disk or inodes full?)"
-  fi
-  { [ ! -L "$MGW_JOBDIR" ] && [ ! -L "$MGW_WORK" ]; } || mgw_die E_STATE 68 "job dir holds a symbolic link"
-  [ -d "$MGW_WORK" ] || "$MGW_MKDIR" -m 700 -- "$MGW_WORK" || mgw_die E_LIMIT 69 "cannot create work dir (disk or inodes full?)"
+  mgw_lock
+  mgw_make_job_dirs
   mgw_check_job_size
-  # Announce the upload, then look at started/ once more: start makes started/ before it looks for
-  # uploads, so whichever of the two comes second sees the other.
+  # Announce the upload under the lock, after the last look at started/: start looks for uploads
+  # under the same lock, so one of the two always sees the other.
+  if [ -d "$MGW_JOBDIR/started" ]; then
+    mgw_die E_STATE 68 "job $MGW_JOB has started; its inputs can no longer change"
+  fi
   mgw_proc_start $$
   mgw_putting=$MGW_JOBDIR/putting.$$
   mgw_write_atomic "$mgw_putting" "$$ $mgw_pstart" || mgw_die E_LIMIT 69 "cannot record the upload (disk or inodes full?)"
   trap '"$MGW_RM" -f -- "$mgw_putting"' EXIT
   trap 'exit 129' HUP
   trap 'exit 143' TERM
-  if [ -d "$MGW_JOBDIR/started" ]; then
-    mgw_die E_STATE 68 "job $MGW_JOB has started; its inputs can no longer change"
-  fi
+  trap 'exit 141' PIPE
+  mgw_unlock
   MGW_SERVE=$MGW_WORK
   mgw_rsync_template
   mgw_audit_accepted accepted
-  set -- --server "$MGW_RSYNC_FLAGS" --log-format=X --partial "$MGW_RSYNC_SAFETY" "$MGW_RSYNC_TIMEOUT"
+  # --chmod: whatever modes the client sends, every directory stays open to us and every file
+  # readable, so the watchdog's du and find see the whole job (a client's mode-000 directories hid
+  # what was below them from both; found by review) and rm can remove it.
+  set -- --server "$MGW_RSYNC_FLAGS" --log-format=X --partial --chmod=Du+rwx,Fu+rw "$MGW_RSYNC_SAFETY" "$MGW_RSYNC_TIMEOUT"
   [ -z "$MGW_RSYNC_CONFINE" ] || set -- "$@" "$MGW_RSYNC_CONFINE"
   if ! mgw_put_limited; then
     "$MGW_RSYNC" "$@" . "$MGW_WORK/"
@@ -658,10 +706,32 @@ mgw_verb_put() {
     mgw_put_within 0 || :
   fi
   if [ -n "$mgw_over" ]; then
-    mgw_remove_job "$MGW_JOBDIR"
+    mgw_lock
+    mgw_job_state
+    [ "$MGW_STATE" != created ] || mgw_discard "$MGW_JOBDIR"
+    mgw_unlock
+    mgw_empty_trash
     mgw_die E_LIMIT 69 "$mgw_over; the upload was stopped and job $MGW_JOB removed"
   fi
   exit "$mgw_rc"
+}
+
+# Under the lock: the job dir and its work dir, made if missing (mgw_created says so), never a
+# symbolic link.
+mgw_make_job_dirs() {
+  mgw_created=
+  if [ ! -d "$MGW_JOBDIR" ]; then
+    "$MGW_MKDIR" -m 700 -- "$MGW_JOBDIR" 2>/dev/null || mgw_die E_LIMIT 69 "cannot create job dir (disk or inodes full?)"
+    mgw_created=1
+  fi
+  { [ ! -L "$MGW_JOBDIR" ] && [ ! -L "$MGW_WORK" ]; } || mgw_die E_STATE 68 "job dir holds a symbolic link"
+  [ -d "$MGW_WORK" ] || "$MGW_MKDIR" -m 700 -- "$MGW_WORK" || mgw_undo_created E_LIMIT 69 "cannot create work dir (disk or inodes full?)"
+}
+
+# A refusal right after mgw_make_job_dirs: what this request made goes again.
+mgw_undo_created() {
+  [ -z "$mgw_created" ] || "$MGW_RM" -rf -- "$MGW_JOBDIR"
+  mgw_die "$@"
 }
 
 mgw_put_limited() {
@@ -775,15 +845,24 @@ mgw_job_files() {
 # Before an upload begins: the floors hold now, and a re-upload into a job already at its cap is
 # refused before it sends anything.
 mgw_check_free() {
+  mgw_floors_hold || mgw_die E_LIMIT 69 "$mgw_over"
+}
+
+mgw_floors_hold() {
+  mgw_over=
   if [ "$MGW_MIN_FREE_MB" -gt 0 ]; then
     mgw_free_mb
-    [ "$MGW_FREE_MB" = unknown ] || [ "$MGW_FREE_MB" -ge "$MGW_MIN_FREE_MB" ] ||
-      mgw_die E_LIMIT 69 "only ${MGW_FREE_MB} MB free under the job root, the site requires $MGW_MIN_FREE_MB MB"
+    if [ "$MGW_FREE_MB" != unknown ] && [ "$MGW_FREE_MB" -lt "$MGW_MIN_FREE_MB" ]; then
+      mgw_over="only ${MGW_FREE_MB} MB free under the job root, the site requires $MGW_MIN_FREE_MB MB"
+      return 1
+    fi
   fi
   if [ "$MGW_MIN_FREE_INODES" -gt 0 ]; then
     mgw_free_inodes
-    [ "$MGW_FREE_INODES" = unknown ] || [ "$MGW_FREE_INODES" -ge "$MGW_MIN_FREE_INODES" ] ||
-      mgw_die E_LIMIT 69 "only ${MGW_FREE_INODES} inodes free under the job root, the site requires $MGW_MIN_FREE_INODES"
+    if [ "$MGW_FREE_INODES" != unknown ] && [ "$MGW_FREE_INODES" -lt "$MGW_MIN_FREE_INODES" ]; then
+      mgw_over="only ${MGW_FREE_INODES} inodes free under the job root, the site requires $MGW_MIN_FREE_INODES"
+      return 1
+    fi
   fi
 }
 
@@ -803,6 +882,11 @@ mgw_verb_get() {
   [ "$MGW_STATE" != running ] || mgw_die E_STATE 68 "job $MGW_JOB is still running"
   { [ -d "$MGW_WORK" ] && [ ! -L "$MGW_WORK" ]; } || mgw_die E_NOJOB 67 "job $MGW_JOB has no work dir"
   mgw_rsync_found || mgw_die E_CONFIG 78 "rsync is not installed on the external computer"
+  # A client gone at any moment (its `sent` line then kills us with SIGPIPE) must still leave no
+  # staging tree behind: the EXIT trap runs on exit, not on death by a signal.
+  trap 'exit 141' PIPE
+  trap 'exit 129' HUP
+  trap 'exit 143' TERM
   mgw_stage_exports
   mgw_rsync_template
   mgw_audit_accepted accepted
@@ -819,10 +903,14 @@ mgw_verb_get() {
   # seconds keeps the job.
   mgw_read_answer
   [ "$mgw_answer" = 72656d6f76650a ] || exit 0
+  mgw_lock
   mgw_job_state
-  if [ "$MGW_STATE" != running ] && mgw_remove_job "$MGW_JOBDIR"; then
+  if [ "$MGW_STATE" != running ] && mgw_discard "$MGW_JOBDIR"; then
+    mgw_unlock
+    mgw_empty_trash
     printf 'mint-gw: removed: job=%s\n' "$MGW_JOB" >&2
   else
+    mgw_unlock
     mgw_err "E_INTERNAL: the results were sent but job $MGW_JOB could not be removed"
   fi
   exit 0
@@ -838,8 +926,19 @@ mgw_verb_get() {
 mgw_stage_exports() {
   MGW_SERVE=$MGW_WORK
   [ -n "$MGW_EXPORT" ] || return 0
-  MGW_SERVE=$MGW_JOBDIR/export.$$
-  mgw_remove_job "$MGW_SERVE"
+  # A staging tree holds inodes (its directories): the floors hold for it too, and trees left by
+  # gateways that died (SIGKILL) go first.
+  set +f
+  for mgw_x in "$MGW_JOBDIR"/export.*.*; do
+    set -f
+    [ -d "$mgw_x" ] || continue
+    mgw_xp=${mgw_x##*/export.}
+    mgw_alive "${mgw_xp%%.*}" "${mgw_xp#*.}" || mgw_remove_job "$mgw_x"
+  done
+  set -f
+  mgw_check_free
+  mgw_proc_start $$
+  MGW_SERVE=$MGW_JOBDIR/export.$$.$mgw_pstart
   trap 'mgw_remove_job "$MGW_SERVE"' EXIT
   set -- -rtm --link-dest="$MGW_WORK"
   mgw_rest=$MGW_EXPORT
@@ -903,19 +1002,18 @@ mgw_start_job() {
     /*) ;;
     *) mgw_die E_CONFIG 78 "the gateway must be named by an absolute path in authorized_keys" ;;
   esac
-  if [ ! -d "$MGW_JOBDIR" ]; then
-    # A job without inputs: start makes its dir.
-    "$MGW_MKDIR" -m 700 -- "$MGW_JOBDIR" 2>/dev/null || [ -d "$MGW_JOBDIR" ] ||
-      mgw_die E_LIMIT 69 "cannot create job dir (disk or inodes full?)"
-  fi
-  { [ ! -L "$MGW_JOBDIR" ] && [ ! -L "$MGW_WORK" ]; } || mgw_die E_STATE 68 "job dir holds a symbolic link"
-  [ -d "$MGW_WORK" ] || "$MGW_MKDIR" -m 700 -- "$MGW_WORK" || mgw_die E_LIMIT 69 "cannot create work dir (disk or inodes full?)"
+  mgw_lock
+  # A job without inputs: start makes its dir.
+  mgw_make_job_dirs
   if ! "$MGW_MKDIR" -- "$MGW_JOBDIR/started" 2>/dev/null; then
-    [ -d "$MGW_JOBDIR/started" ] || mgw_die E_LIMIT 69 "cannot mark job $MGW_JOB started (disk or inodes full?)"
+    [ -d "$MGW_JOBDIR/started" ] || mgw_undo_created E_LIMIT 69 "cannot mark job $MGW_JOB started (disk or inodes full?)"
     mgw_job_state
     mgw_audit_accepted already-started
+    mgw_unlock
     return 0
   fi
+  # The floors hold for a new program too (it will write); a job that already ran is not refused.
+  mgw_floors_hold || mgw_unstart E_LIMIT 69 "$mgw_over"
   # From here on a refusal undoes started/ (mgw_unstart): the job is `created` again.
   mgw_check_uploads
   mgw_check_capacity
@@ -932,7 +1030,7 @@ mgw_start_job() {
   # cancel can signal the whole group. A background job of a non-interactive shell is not a group
   # leader, so setsid does not fork and $! is the runner's pid (and its group id).
   "$mgw_setsid" "$0" --root "$MGW_ROOT" --grace "$MGW_GRACE" --run-job \
-    "$MGW_JOBDIR" "$MGW_ACCOUNT_UMASK" "$@" </dev/null >/dev/null 2>&1 &
+    "$MGW_JOBDIR" "$MGW_ACCOUNT_UMASK" "$@" </dev/null >/dev/null 2>&1 8>&- &
   MGW_PID=$!
   # The runner is our unreaped child here, so its /proc entry is there even if it has ended.
   mgw_proc_start "$MGW_PID"
@@ -941,15 +1039,18 @@ mgw_start_job() {
     kill -KILL -"$MGW_PID" 2>/dev/null
     mgw_unstart E_LIMIT 69 "cannot record the job's pid (disk or inodes full?); the program was stopped"
   fi
+  mgw_unlock
+  mgw_empty_trash
   MGW_STATE=running
   MGW_EXIT=
 }
 
-# A start refused after it made started/.
+# A start refused after it made started/ (under the lock): the job is `created` again, or gone if
+# this start made it.
 mgw_unstart() {
   "$MGW_RM" -f -- "$MGW_LOGFILE" "$MGW_JOBDIR/pid"
   "$MGW_RMDIR" -- "$MGW_JOBDIR/started" 2>/dev/null
-  mgw_die "$@"
+  mgw_undo_created "$@"
 }
 
 # The program must see its inputs complete and final: while an upload into the job is under way
@@ -1035,8 +1136,7 @@ mgw_check_capacity() {
   done
   mgw_check_job "$mgw_self"
   if [ "$mgw_running" -ge "$MGW_MAX_JOBS" ]; then
-    "$MGW_RMDIR" -- "$MGW_JOBDIR/started" 2>/dev/null
-    mgw_die E_LIMIT 69 "$mgw_running jobs are running, the site allows $MGW_MAX_JOBS; try again later"
+    mgw_unstart E_LIMIT 69 "$mgw_running jobs are running, the site allows $MGW_MAX_JOBS; try again later"
   fi
 }
 
@@ -1056,7 +1156,7 @@ mgw_sweep_old() {
     mgw_job_state
     [ "$MGW_STATE" != running ] || continue
     mgw_mtime=$("$mgw_stat" -c %Y -- "$MGW_JOBDIR") || continue
-    [ "$mgw_mtime" -ge "$mgw_limit" ] || mgw_remove_job "$MGW_JOBDIR"
+    [ "$mgw_mtime" -ge "$mgw_limit" ] || mgw_discard "$MGW_JOBDIR"
   done
   mgw_check_job "$mgw_self"
 }
@@ -1153,10 +1253,12 @@ mgw_verb_cancel() {
   mgw_expect_args 1 1 "JOB"
   mgw_check_job "$mgw_argv"
   mgw_require_job
+  mgw_lock
   mgw_job_state
   mgw_audit_accepted accepted
   if [ "$MGW_STATE" = running ] && [ -n "$MGW_PID" ]; then
     : >"$MGW_JOBDIR/cancelled"
+    mgw_unlock
     mgw_signal_runner TERM
     mgw_need sleep
     mgw_sleep=$mgw_found
@@ -1171,6 +1273,7 @@ mgw_verb_cancel() {
     : >"$MGW_JOBDIR/cancelled"
     "$MGW_MKDIR" -- "$MGW_JOBDIR/started" 2>/dev/null
   fi
+  mgw_unlock
   mgw_job_state
   mgw_print_status
 }
@@ -1183,6 +1286,7 @@ mgw_signal_runner() {
 mgw_verb_rm() {
   mgw_expect_args 1 1 "JOB"
   mgw_check_job "$mgw_argv"
+  mgw_lock
   if [ ! -d "$MGW_JOBDIR" ]; then
     mgw_audit_accepted accepted
     return 0
@@ -1190,15 +1294,19 @@ mgw_verb_rm() {
   mgw_job_state
   [ "$MGW_STATE" != running ] || mgw_die E_STATE 68 "job $MGW_JOB is running; cancel it first"
   mgw_audit_accepted accepted
-  mgw_remove_job "$MGW_JOBDIR" || mgw_die E_INTERNAL 70 "could not remove every file of job $MGW_JOB"
+  mgw_discard "$MGW_JOBDIR" || mgw_die E_INTERNAL 70 "could not remove job $MGW_JOB"
+  mgw_unlock
+  mgw_empty_trash || mgw_die E_INTERNAL 70 "could not remove every file of job $MGW_JOB"
 }
 
-# rm -r never follows symlinks; chmod first because a program may leave read-only dirs behind.
+# rm -r never follows symlinks; directories are made writable first because a program may leave
+# read-only ones behind. Only directories: files may be hard links (a download's staging tree links
+# the work dir's files), whose mode is the original's.
 mgw_remove_job() {
-  mgw_need chmod
-  "$mgw_found" -R u+rwx -- "$1" 2>/dev/null
-  mgw_need rm
-  "$mgw_found" -rf -- "$1"
+  [ -e "$1" ] || [ -L "$1" ] || return 0
+  mgw_need find
+  "$mgw_found" "$1" -type d ! -perm -u=rwx -exec "$MGW_CHMOD" u+rwx {} + 2>/dev/null
+  "$MGW_RM" -rf -- "$1"
 }
 
 mgw_verb_list() {
@@ -1257,8 +1365,11 @@ main() {
     mgw_run_job "$@"
     exit 0
   fi
-  # Every request is audited under an exclusive lock (mgw_audit).
+  # Every request is audited under an exclusive lock (mgw_audit), and state changes take one too.
   mgw_need flock
+  MGW_FLOCK=$mgw_found
+  mgw_need chmod
+  MGW_CHMOD=$mgw_found
   mgw_check_root
   mgw_read_command
   case $MGW_VERB in

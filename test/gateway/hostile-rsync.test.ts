@@ -530,7 +530,7 @@ describe('gateway hardening: hostile rsync clients through put and get', { timeo
 
   describe('confinement across all cases', () => {
     it('jobs/ holds only the jobs the cases uploaded to (each with nothing but work/), LEAK, and the audit log', async () => {
-      expect((await readdir(sandbox().root)).sort()).toEqual([...jobs, LEAK, '.mint-gateway-audit.log'].sort());
+      expect((await readdir(sandbox().root)).sort()).toEqual([...jobs, LEAK, '.mint-gateway-audit.log', '.mint-gateway.lock'].sort());
       for (const job of jobs) expect(await readdir(join(sandbox().root, job)), job).toEqual(['work']);
       expect((await readdir(join(sandbox().root, LEAK))).sort()).toEqual(['exit', 'pid', 'remote_program_exec.log', 'started', 'work']);
     });
