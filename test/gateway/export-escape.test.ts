@@ -12,10 +12,12 @@
  * rewrote the frame, so these rows cannot pass without the rewrite having happened. Control rows
  * send the same stream unchanged.
  *
- * The job's work dir holds results/a.txt (exportable), scratch.txt and secret/key.txt (not). Only
- * results/a.txt may arrive; a directory may arrive only if it is `results` or empty (the gateway's
- * `--include=*\/` rule has always sent the directory tree, not its files). rsync's exit status is
- * not asserted for rewritten rows (a gateway may accept or refuse the stream), only what arrived.
+ * The job's work dir holds results/a.txt (exportable), scratch.txt and secret/key.txt (not). Exactly
+ * results/a.txt and its directory arrive (the gateway serves a staging tree of hard links holding
+ * only exportable files, with directories only on the way to one). rsync's exit status is not
+ * asserted for rewritten rows (a gateway may accept or refuse the stream), only what arrived.
+ * Afterwards the job's own files keep their modes (the staged copies are hard links) and no staging
+ * tree is left, also when the client is killed in the middle of a take.
  */
 import { randomBytes } from 'node:crypto';
 import { chmod, lstat, mkdir, readFile, readdir, writeFile } from 'node:fs/promises';
@@ -23,7 +25,7 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { runRemote } from '../../src/index.js';
 import { freshDir, useSandbox } from '../support/fixture.js';
-import { runCli } from '../support/hostile-helpers.js';
+import { runCli, sshOptions } from '../support/hostile-helpers.js';
 import { readRewriteReport, writeFilterRewritingRsh } from '../support/filter-rewrite.js';
 
 const SECRET = `mint-secret-${randomBytes(8).toString('hex')}`;
@@ -31,6 +33,7 @@ const PROGRAM = `#!/bin/sh
 # Leaves one exportable file and two that must stay on the external computer.
 mkdir -p results secret
 echo a >results/a.txt
+chmod 444 results/a.txt
 echo ${SECRET} >scratch.txt
 echo ${SECRET} >secret/key.txt
 exit 0
@@ -96,16 +99,11 @@ describe('--export results/*: a client that clears the filter list over the prot
     return { run, report, marker, tree, leaked, dest };
   };
 
-  /** Only results/a.txt (and directories: `results`, or empty ones) arrived, and no secret bytes. */
+  /** Exactly results/a.txt and its directory arrived, and no secret bytes. */
   const expectOnlyExported = async (d: Awaited<ReturnType<typeof download>>): Promise<void> => {
     const context = `rsync exit ${d.run.code}\nstdout: ${d.run.stdout}\nstderr: ${d.run.stderr}`;
-    const files = d.tree.filter((e) => !e.startsWith('d '));
-    const dirs = d.tree.filter((e) => e.startsWith('d ')).map((e) => e.slice(2));
-    const nonEmptyOthers = dirs.filter((dir) => dir !== 'results' && d.tree.some((e) => e.slice(2).startsWith(`${dir}/`)));
-    expect({ files, results: dirs.includes('results'), nonEmptyOthers, leaked: d.leaked, timedOut: d.run.timedOut }, context).toEqual({
-      files: ['f results/a.txt 2'],
-      results: true,
-      nonEmptyOthers: [],
+    expect({ tree: d.tree, leaked: d.leaked, timedOut: d.run.timedOut }, context).toEqual({
+      tree: ['d results', 'f results/a.txt 2'],
       leaked: false,
       timedOut: false,
     });
@@ -126,5 +124,21 @@ describe('--export results/*: a client that clears the filter list over the prot
     expect(d.report.frameAfter).toContain(Buffer.from([1, 0, 0, 0, 0x21]).toString('hex'));
     expect(d.run.stderr).not.toContain('filter-rewrite relay: FAILED');
     await expectOnlyExported(d);
+  });
+
+  it('the job keeps its own files\' modes and no staging tree, also after a client killed in the middle of a take', async () => {
+    const id = await finishedJob();
+    const jobDir = join(sandbox().root, id);
+    // A take whose client dies before the transfer ends: the gateway's `sent` line then meets a
+    // closed pipe (SIGPIPE), which must not skip the staging tree's removal.
+    const ssh = ['ssh', ...sshOptions(sandbox()), '-p', String(sandbox().port), `${sandbox().user}@127.0.0.1`, `mint-gw take ${id} .iLsfxCIvu`];
+    const quoted = ssh.map((a) => `'${a.replace(/'/g, `'\\''`)}'`).join(' ');
+    for (let i = 0; i < 3; i += 1) await runCli('sh', ['-c', `sleep 3 | timeout -s KILL 1 ${quoted}`], { timeoutMs: 20_000 });
+    for (const deadline = Date.now() + 10_000; Date.now() < deadline; await new Promise((r) => setTimeout(r, 100))) {
+      if (!(await readdir(jobDir)).some((e) => e.startsWith('export.'))) break;
+    }
+    expect((await readdir(jobDir)).filter((e) => e.startsWith('export.'))).toEqual([]);
+    expect((await lstat(join(jobDir, 'work', 'results', 'a.txt'))).mode & 0o777).toBe(0o444);
+    expect(await listTree(join(jobDir, 'work'))).toContain('f results/a.txt 2');
   });
 });

@@ -5,7 +5,7 @@
 import { describe, expect, it } from 'vitest';
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
-import { chmod, mkdir, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { GATEWAY_SCRIPT } from '../../src/gateway/install.js';
 import { freshDir } from '../support/fixture.js';
@@ -159,6 +159,15 @@ describe('gateway script as POSIX sh', () => {
         const lines = log.split('\n').slice(0, -1);
         for (const line of lines) expect(line).toMatch(/^\S+ key=mint from=- verb=\S+ job=\S+ decision=\S+ exit=\d+$/);
         expect(lines.filter((l) => l.includes('verb=list job=- decision=accepted')).length).toBe(codes.filter((c) => c === 0).length);
+        // A log that ends exactly on a page boundary of a full disk: the refused request's write
+        // leaves nothing, and nothing of the lines before it may be cut.
+        await rm(join(root, 'filler'));
+        const whole = `${'2026-01-01T00:00:00Z key=mint from=- verb=list job=- decision=accepted exit=0'.padEnd(127, ' ')}\n`.repeat(32);
+        await writeFile(join(root, '.mint-gateway-audit.log'), whole);
+        spawnSync('dd', ['if=/dev/zero', `of=${join(root, 'filler')}`, 'bs=4k']);
+        const refused = spawnSync(shell, [GATEWAY_SCRIPT, '--root', root, '--program', program], { env: { PATH: '/usr/bin:/bin', HOME: dir, SSH_ORIGINAL_COMMAND: 'mint-gw list' } });
+        expect(refused.status).toBe(69);
+        expect(readFileSync(join(root, '.mint-gateway-audit.log'), 'utf8')).toBe(whole);
       } finally {
         execFileSync('umount', [root]);
       }

@@ -25,11 +25,12 @@ import { runRemote } from '../../src/index.js';
 import { freshDir, useSandbox } from '../support/fixture.js';
 import { openGateway, readAudit, runCli, sshOptions, writeRshWrapper, type GatewaySession } from '../support/hostile-helpers.js';
 
-const PROGRAM = `#!/bin/sh
+const PROGRAM = (counts: string): string => `#!/bin/sh
 case "$1" in
   env) env >env.txt; umask >umask.txt ;;
   sleep) sleep "$2" ;;
   size) wc -c <input.bin >size.txt ;;
+  count) a=$(ls | wc -l); sleep 0.5; b=$(ls | wc -l); echo "$a $b" >"${counts}/$MINT_JOB_ID" ;;
 esac
 exit 0
 `;
@@ -87,7 +88,9 @@ function watchFloor(root: string): { stop: () => { mb: number; inodes: number } 
 
 describe('a stolen key, round 2', async () => {
   const dir = await freshDir();
-  await writeFile(join(dir, 'p.sh'), PROGRAM);
+  const counts = join(dir, 'counts');
+  await mkdir(counts);
+  await writeFile(join(dir, 'p.sh'), PROGRAM(counts));
   await chmod(join(dir, 'p.sh'), 0o755);
   // Debian's default: the client's LANG and LC_* reach the session.
   const sandbox = useSandbox({ program: join(dir, 'p.sh'), sshdConfig: ['AcceptEnv LANG LC_*'] });
@@ -379,5 +382,80 @@ child.on('close', (code) => process.exit(code ?? 255));
     expect(Number.parseInt(umask, 8)).toBe(process.umask());
     await gw.run(`mint-gw rm ${job}`);
     await sandbox().reinstall({});
+  });
+
+  it('8. rm, start and cancel wait for the root lock, so rm cannot delete the inputs of a program start launched', async () => {
+    // Without the lock, rm saw `created`, start launched the program, and rm then deleted its
+    // inputs under it (found by review with 20,000 inputs). That race is too narrow to hit reliably
+    // here, so the test holds the gateway's lock itself and shows that each state-changing step
+    // waits for it: then no step can act between another's look at the state and its change.
+    const job = randomUUID();
+    await mkdir(join(sandbox().root, job, 'work'), { recursive: true, mode: 0o700 });
+    await writeFile(join(sandbox().root, job, 'work', 'in'), 'x');
+    const lockFile = join(sandbox().root, '.mint-gateway.lock');
+    for (const command of [`mint-gw start ${job} count`, `mint-gw cancel ${job}`, `mint-gw rm ${job}`]) {
+      const holder = spawn('flock', [lockFile, 'sleep', '1.5'], { stdio: 'ignore' });
+      await new Promise((r) => setTimeout(r, 200));
+      const t0 = Date.now();
+      const r = await gw.run(command);
+      const waited = Date.now() - t0;
+      holder.kill('SIGKILL');
+      expect(r.exitCode, `${command}: ${r.stderr.toString()}`).toBe(0);
+      expect(waited, command).toBeGreaterThanOrEqual(1000);
+    }
+    expect(existsSync(join(sandbox().root, job))).toBe(false);
+    // And the race itself, a few times, with rm and start at once.
+    for (let i = 0; i < 4; i += 1) {
+      const racer = randomUUID();
+      await mkdir(join(sandbox().root, racer, 'work'), { recursive: true, mode: 0o700 });
+      for (let f = 0; f < 500; f += 1) await writeFile(join(sandbox().root, racer, 'work', `in${f}`), '');
+      const [, started] = await Promise.all([gw.run(`mint-gw rm ${racer}`), gw.run(`mint-gw start ${racer} count`)]);
+      if (started.exitCode !== 0) continue;
+      await waitFor(() => existsSync(join(counts, racer)), 10_000);
+      const [a, b] = (await readFile(join(counts, racer), 'utf8')).trim().split(' ');
+      expect(b, `the program saw ${a} inputs, then ${b}`).toBe(a);
+      await waitFor(async () => !/^state=running$/m.test((await gw.run(`mint-gw status ${racer}`)).stdout.toString()), 10_000);
+      await gw.run(`mint-gw rm ${racer}`);
+    }
+  });
+
+  it('9. a start refused by --max-jobs leaves nothing behind for a job it made', async () => {
+    await sandbox().reinstall({ maxJobs: 1 });
+    const fresh = await openGateway(sandbox(), 2);
+    const running = randomUUID();
+    try {
+      expect((await fresh.run(`mint-gw start ${running} sleep 5`)).exitCode).toBe(0);
+      for (let i = 0; i < 3; i += 1) {
+        const job = randomUUID();
+        const r = await fresh.run(`mint-gw start ${job}`);
+        expect(r.exitCode).toBe(69);
+        expect(existsSync(join(sandbox().root, job))).toBe(false);
+      }
+      await fresh.run(`mint-gw cancel ${running}`);
+      await fresh.run(`mint-gw rm ${running}`);
+    } finally {
+      fresh.close();
+    }
+    await sandbox().reinstall({});
+  });
+
+  it("10. a client's mode-000 directories arrive open to the account (the watchdog's du and find see into them)", async () => {
+    const job = randomUUID();
+    const rsh = await writeRshWrapper(sandbox(), dir);
+    const src = await freshDir();
+    await mkdir(join(src, 'closed'));
+    await writeFile(join(src, 'closed', 'f'), 'x');
+    await chmod(join(src, 'closed', 'f'), 0o000);
+    await chmod(join(src, 'closed'), 0o000);
+    try {
+      const put = await runCli('rsync', ['-rtp', `--rsh=${rsh}`, `${src}/`, 'h:x'], { env: { ...process.env, MGW_VERB: 'put', MGW_JOB: job } });
+      expect(put.code, put.stderr).toBe(0);
+    } finally {
+      await chmod(join(src, 'closed'), 0o700);
+    }
+    const { lstat } = await import('node:fs/promises');
+    expect((await lstat(join(sandbox().root, job, 'work', 'closed'))).mode & 0o700).toBe(0o700);
+    expect((await lstat(join(sandbox().root, job, 'work', 'closed', 'f'))).mode & 0o600).toBe(0o600);
+    await gw.run(`mint-gw rm ${job}`);
   });
 });
