@@ -1,5 +1,5 @@
 export { runRemote, attach, type RunRemoteOptions, type AttachOptions } from './job/run-remote.js';
-export type { RemoteResult, JobTimings } from './result/result.js';
+export type { RemoteResult, JobTimings } from './job/result.js';
 export type { JobEvent, EventListener } from './job/events.js';
 export { RemoteJobError } from './job/remote-job-error.js';
 export {
@@ -25,6 +25,6 @@ export { PROTOCOL_VERSION, type JobState, type JobStatus } from './gateway/proto
 export { listJobs, cancelJob } from './job/manage.js';
 export { probeHost, PROBE_EXIT, type ProbeResult, type ProbeStep } from './probe/probe.js';
 export { progressReporter } from './cli/progress.js';
-export { install as installGateway, uninstall as uninstallGateway, parsePublicKey, authorizedKeysLine, type GatewayOptions, type KeyRestrictions } from './gateway/install.js';
-export { doctor, type DoctorCheck, type DoctorOptions, type DoctorStatus } from './gateway/doctor.js';
-export { ConnectionPool, defaultPool, type PoolOptions } from './connection/pool.js';
+export { install as installGateway, uninstall as uninstallGateway, parsePublicKey, authorizedKeysLine, type GatewayOptions, type KeyRestrictions } from './site/install.js';
+export { doctor, type DoctorCheck, type DoctorOptions, type DoctorStatus } from './site/doctor.js';
+export { ConnectionPool, defaultPool, type PoolOptions } from './transfer/pool.js';

@@ -10,7 +10,7 @@ import type { ResolveOptions } from '../config/resolve-host.js';
 import { resolveJump } from '../config/resolve-host.js';
 import type { ResolvedHost } from '../config/resolved-host.js';
 import { connect, type Connection } from '../connection/connect.js';
-import { defaultPool, type ConnectionPool, type Lease } from '../connection/pool.js';
+import { defaultPool, type ConnectionPool, type Lease } from '../transfer/pool.js';
 import type { RshBridge } from '../transfer/rsh-bridge.js';
 import { GatewayClient } from './gateway-client.js';
 import type { EventListener } from './events.js';

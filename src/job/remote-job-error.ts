@@ -1,5 +1,5 @@
 import { MintSshError } from '../errors.js';
-import type { RemoteResult } from '../result/result.js';
+import type { RemoteResult } from './result.js';
 
 /** Thrown only with throwOnFailure: the program ran and failed; the full result rides along. */
 export class RemoteJobError extends MintSshError {

@@ -3,7 +3,7 @@ import { execFileSync } from 'node:child_process';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { SandboxError } from '../errors.js';
-import { GATEWAY_SCRIPT, install } from '../gateway/install.js';
+import { GATEWAY_SCRIPT, install } from '../site/install.js';
 import { SAMPLE_PROGRAM, type Sandbox, type SandboxOptions } from './sandbox.js';
 
 /**

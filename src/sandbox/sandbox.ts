@@ -9,12 +9,12 @@ import { chmod, copyFile, mkdir, mkdtemp, readFile, readdir, rm, writeFile } fro
 import net from 'node:net';
 import { tmpdir, userInfo } from 'node:os';
 import { join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { SAMPLE_PROGRAM } from '../assets/index.js';
 import { SandboxError } from '../errors.js';
-import { install, type GatewayOptions, type KeyRestrictions } from '../gateway/install.js';
+import { install, type GatewayOptions, type KeyRestrictions } from '../site/install.js';
 import type { InlineHost } from '../config/resolve-host.js';
 
-export const SAMPLE_PROGRAM = fileURLToPath(new URL('../../examples/execute_remote-side_program_ssh.sh', import.meta.url));
+export { SAMPLE_PROGRAM };
 
 export interface SandboxOptions {
   /** The remote-side program; default the sample from examples/. */

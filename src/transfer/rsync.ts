@@ -5,17 +5,15 @@
  */
 import { execa } from 'execa';
 import { spawnSync } from 'node:child_process';
-import { fileURLToPath } from 'node:url';
 import { stat } from 'node:fs/promises';
 import { basename, resolve } from 'node:path';
 import { InputError, TransferError, type Step } from '../errors.js';
 import { formatCommand, refusalError, tookAndRemoved } from '../gateway/protocol.js';
+import { NODE_SHIM, PERL_SHIM } from '../assets/index.js';
 import { RSYNC_CLIENT_OPTIONS, checkServerArgs, type Direction } from './rsync-args.js';
 import type { RshBridge } from './rsh-bridge.js';
 
-const NODE_SHIM = fileURLToPath(new URL('./rsh-shim.mjs', import.meta.url));
-// Not compiled, so found beside the sources (the package ships src/transfer/rsh-shim.pl).
-const PERL_SHIM = fileURLToPath(new URL('../../src/transfer/rsh-shim.pl', import.meta.url));
+// The shims: src/assets/ (the package ships them as they are).
 
 export interface TransferProgress {
   direction: Direction;

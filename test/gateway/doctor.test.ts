@@ -10,7 +10,7 @@ import { chmod, copyFile, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
-import { doctor, type DoctorCheck, type DoctorOptions } from '../../src/gateway/doctor.js';
+import { doctor, type DoctorCheck, type DoctorOptions } from '../../src/site/doctor.js';
 import { main } from '../../src/cli/mint-gateway.js';
 import { captureIo } from '../support/cli-io.js';
 import { freshDir } from '../support/fixture.js';

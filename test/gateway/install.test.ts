@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { execFileSync } from 'node:child_process';
 import { readFile, writeFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import { authorizedKeysLine, install, parsePublicKey, uninstall } from '../../src/gateway/install.js';
+import { authorizedKeysLine, install, parsePublicKey, uninstall } from '../../src/site/install.js';
 import { freshDir } from '../support/fixture.js';
 
 const FRAGMENTS = join(import.meta.dirname, '..', '..', 'authorized_keys.d');

@@ -7,7 +7,7 @@ import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { chmod, mkdir, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { GATEWAY_SCRIPT } from '../../src/gateway/install.js';
+import { GATEWAY_SCRIPT } from '../../src/site/install.js';
 import { freshDir } from '../support/fixture.js';
 
 describe('gateway script as POSIX sh', () => {

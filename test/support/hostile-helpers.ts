@@ -14,7 +14,7 @@ import { collect, type ExecResult } from '../../src/connection/exec.js';
 import type { Sandbox } from '../../src/sandbox/sandbox.js';
 import { GATEWAY_EXIT } from '../../src/gateway/protocol.js';
 
-/** The gateway's refusal codes and exit statuses (the header of src/gateway/mint-gateway.sh). */
+/** The gateway's refusal codes and exit statuses (the header of src/assets/mint-gateway.sh). */
 export const EXIT = GATEWAY_EXIT;
 export type ErrorName = keyof typeof EXIT;
 

@@ -1,6 +1,6 @@
 import { parseArgs } from 'node:util';
 import { attach, runRemote } from '../../job/run-remote.js';
-import type { RemoteResult } from '../../result/result.js';
+import type { RemoteResult } from '../../job/result.js';
 import { CancelledError } from '../../errors.js';
 import { appendMintLog, mintLogFields, mintLogPath } from '../mint-log.js';
 import { progressReporter } from '../progress.js';

@@ -5,11 +5,11 @@
  */
 import { chmod, copyFile, mkdir, readFile, rename, stat, writeFile } from 'node:fs/promises';
 import { dirname } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { GATEWAY_SCRIPT } from '../assets/index.js';
 import { ConfigError } from '../errors.js';
 import { fingerprintSha256, keyTypeOf } from '../config/known-hosts.js';
 
-export const GATEWAY_SCRIPT = fileURLToPath(new URL('../../src/gateway/mint-gateway.sh', import.meta.url));
+export { GATEWAY_SCRIPT };
 
 const KEY_TYPES = new Set([
   'ssh-ed25519',

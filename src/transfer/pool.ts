@@ -6,8 +6,8 @@
  * (MaxStartups drops them, fail2ban bans the address).
  */
 import type { ResolvedHost } from '../config/resolved-host.js';
-import { RshBridge } from '../transfer/rsh-bridge.js';
-import type { Connection } from './connect.js';
+import type { Connection } from '../connection/connect.js';
+import { RshBridge } from './rsh-bridge.js';
 
 export interface PooledLink {
   connection: Connection;

@@ -1,0 +1,19 @@
+/**
+ * The one module that knows where the shipped non-TypeScript files are: the gateway script, the
+ * rsync remote-shell shims and the sample remote-side program. The package ships src/assets/ and
+ * examples/ as they are (package.json "files"); this module sits two levels below the package root
+ * both as src/assets/index.ts (tests run the sources) and as dist/assets/index.js, so one relative
+ * URL finds them from either.
+ */
+import { fileURLToPath } from 'node:url';
+
+const fromRoot = (path: string): string => fileURLToPath(new URL(`../../${path}`, import.meta.url));
+
+/** The forced-command gateway (POSIX sh), copied to the external computer by `mint-gateway install`. */
+export const GATEWAY_SCRIPT = fromRoot('src/assets/mint-gateway.sh');
+/** rsync's --rsh on the MInt side: the Perl shim (starts in ~5 ms) ... */
+export const PERL_SHIM = fromRoot('src/assets/rsh-shim.pl');
+/** ... and the Node one, where Perl is missing. */
+export const NODE_SHIM = fromRoot('src/assets/rsh-shim.mjs');
+/** MInt's sample remote-side program, the sandbox's default. */
+export const SAMPLE_PROGRAM = fromRoot('examples/execute_remote-side_program_ssh.sh');
