@@ -16,12 +16,11 @@ export function distReady() {
 let modules;
 export async function load() {
   if (modules) return modules;
-  const [index, connectMod, bridgeMod, rsyncMod, gatewayMod, sandboxMod] = await Promise.all([
+  const [index, connectMod, bridgeMod, gatewayMod, sandboxMod] = await Promise.all([
     import(new URL('../../dist/index.js', import.meta.url).href),
     import(new URL('../../dist/connection/connect.js', import.meta.url).href),
     import(new URL('../../dist/transfer/rsh-bridge.js', import.meta.url).href),
-    import(new URL('../../dist/transfer/rsync.js', import.meta.url).href),
-    import(new URL('../../dist/job/gateway-client.js', import.meta.url).href),
+    import(new URL('../../dist/gateway/client.js', import.meta.url).href),
     import(new URL('../../dist/sandbox/sandbox.js', import.meta.url).href),
   ]);
   modules = {
@@ -31,8 +30,6 @@ export async function load() {
     installGateway: index.installGateway,
     connect: connectMod.connect,
     RshBridge: bridgeMod.RshBridge,
-    upload: rsyncMod.upload,
-    download: rsyncMod.download,
     GatewayClient: gatewayMod.GatewayClient,
     readBanner: sandboxMod.readBanner,
     sshdConfig: sandboxMod.sshdConfig,
@@ -52,7 +49,7 @@ export async function openLink(inlineHost) {
     host,
     connection,
     bridge,
-    gateway: new m.GatewayClient(connection),
+    gateway: new m.GatewayClient(connection, bridge),
     connectMs,
     async close() {
       await bridge.close().catch(() => undefined);
@@ -70,7 +67,7 @@ export async function timedUpload(inlineHost, inputs, jobId = randomUUID()) {
   const t0 = performance.now();
   const link = await openLink(inlineHost);
   try {
-    const result = await m.upload(inputs, { bridge: link.bridge, host: link.host.name, jobId });
+    const result = await link.gateway.put(inputs, { jobId });
     return { jobId, totalMs: performance.now() - t0, connectMs: link.connectMs, uploadMs: result.durationMs, files: result.files };
   } finally {
     await link.close();

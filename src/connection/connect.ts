@@ -10,6 +10,9 @@ import { openProxyCommand, openTcp } from './open-socket.js';
 import { verifyHostKey } from './host-key.js';
 import { planAuth } from './auth.js';
 
+/** An open exec channel. Named here so that no module outside connection/ imports ssh2. */
+export type Channel = ClientChannel;
+
 export interface ConnectOptions {
   signal?: AbortSignal;
   /** Resolves one ProxyJump hop (`[user@]host[:port]`) the way the top-level host was resolved. */

@@ -12,7 +12,7 @@ import type { ResolvedHost } from '../config/resolved-host.js';
 import { connect, type Connection } from '../connection/connect.js';
 import { defaultPool, type ConnectionPool, type Lease } from '../transfer/pool.js';
 import type { RshBridge } from '../transfer/rsh-bridge.js';
-import { GatewayClient } from './gateway-client.js';
+import { GatewayClient } from '../gateway/client.js';
 import type { EventListener } from './events.js';
 
 export interface Link {
@@ -51,7 +51,7 @@ export class JobSession {
     this.emit({ type: 'connecting', host: this.host.name, attempt: this.connects });
     const t = performance.now();
     const lease = await this.pool.acquire(this.host, () => openConnection(this.host, this.resolveOptions, this.signal));
-    this.link = { connection: lease.connection, gateway: new GatewayClient(lease.connection), bridge: lease.bridge, lease };
+    this.link = { connection: lease.connection, gateway: new GatewayClient(lease.connection, lease.bridge), bridge: lease.bridge, lease };
     this.emit({ type: 'connected', host: this.host.name, ms: performance.now() - t });
     return this.link;
   }

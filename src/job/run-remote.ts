@@ -13,7 +13,8 @@ import { resolveHost, type InlineHost, type ResolveOptions } from '../config/res
 import type { CleanupPolicy } from '../config/resolved-host.js';
 import type { ConnectionPool } from '../transfer/pool.js';
 import { checkProgramArgs, isJobId, isUnknownVerb, type JobState } from '../gateway/protocol.js';
-import { checkInputs, download, upload, type TransferProgress, type TransferResult } from '../transfer/rsync.js';
+import { checkInputs, type TransferProgress } from '../transfer/rsync.js';
+import type { TransferResult } from '../gateway/client.js';
 import type { RemoteResult } from './result.js';
 import type { EventListener } from './events.js';
 import { JobSession, type Link } from './job-session.js';
@@ -69,9 +70,7 @@ export async function runRemote(options: RunRemoteOptions): Promise<RemoteResult
       const up = await job.session.step(
         'upload',
         (link) =>
-          upload(inputs, {
-            bridge: link.bridge,
-            host: job.session.host.name,
+          link.gateway.put(inputs, {
             jobId,
             ...(job.signal ? { signal: job.signal } : {}),
             onProgress: (p) => job.emit({ type: 'uploading', bytes: p.bytes, percent: p.percent, rate: p.rate }),
@@ -328,20 +327,19 @@ async function finish(job: Job, started: number, follow: Follow): Promise<Remote
  */
 async function fetchResults(job: Job, link: Link, removeJob: boolean, onFile: (file: string) => void): Promise<TransferResult> {
   const options = {
-    bridge: link.bridge,
-    host: job.session.host.name,
     jobId: job.jobId,
     ...(job.signal ? { signal: job.signal } : {}),
     onProgress: (p: TransferProgress) => job.emit({ type: 'downloading', bytes: p.bytes, percent: p.percent, rate: p.rate }),
     onFile,
   };
-  if (!removeJob || job.legacyTake) return download(job.outputDir, options);
+  const outputDir = resolve(job.outputDir);
+  if (!removeJob || job.legacyTake) return link.gateway.get(outputDir, options);
   try {
-    return await download(job.outputDir, { ...options, removeJob: true });
+    return await link.gateway.take(outputDir, options);
   } catch (error) {
     if (!isUnknownVerb(error, 'take')) throw error;
     job.legacyTake = true;
-    return download(job.outputDir, options);
+    return link.gateway.get(outputDir, options);
   }
 }
 

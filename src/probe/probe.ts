@@ -12,7 +12,7 @@ import { resolveHost, type InlineHost, type ResolveOptions } from '../config/res
 import type { ResolvedHost } from '../config/resolved-host.js';
 import { openTcp } from '../connection/open-socket.js';
 import { openConnection } from '../job/job-session.js';
-import { GatewayClient } from '../job/gateway-client.js';
+import { GatewayClient } from '../gateway/client.js';
 import { execCollect } from '../connection/exec.js';
 import { PROTOCOL_VERSION } from '../gateway/protocol.js';
 

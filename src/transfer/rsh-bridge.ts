@@ -19,10 +19,8 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
-import type { ClientChannel } from 'ssh2';
-import type { Connection } from '../connection/connect.js';
+import type { Channel, Connection } from '../connection/connect.js';
 import { splitLines } from '../connection/exec.js';
-import { parseSentLine } from '../gateway/protocol.js';
 import { TransferError } from '../errors.js';
 
 const FRAME_STDOUT = 1;
@@ -34,17 +32,19 @@ const READ_BUFFER = 256 * 1024;
 export const SHIM_FD = 3;
 
 /**
- * Decides, from the argv rsync gave its remote shell, which gateway line to run (or refuses).
- * `answer: true` is for `take`: the channel outlives rsync (see BridgeSession.answer).
+ * Decides, from the argv rsync gave its remote shell, which remote command to run (or refuses).
+ * `endsOn`, for a channel that outlives rsync (the gateway's `take`): a remote stderr line for which
+ * it returns a number ends rsync's part with that exit status, and the channel then waits for the
+ * caller's answer (BridgeSession.answer). The bridge knows no gateway line itself.
  */
-export type RouteFn = (argv: string[]) => { command: string; answer?: boolean } | { error: string };
+export type RouteFn = (argv: string[]) => { command: string; endsOn?: (stderrLine: string) => number | undefined } | { error: string };
 
 interface RelayState {
   exitCode: number | undefined;
   stderr: string;
   refused: string | undefined;
-  /** Set while a `take` channel waits for the client's answer. */
-  answer?: (remove: boolean) => Promise<void>;
+  /** Set while a channel that outlives rsync waits for the client's answer. */
+  answer?: (reply: string | undefined) => Promise<void>;
 }
 
 export interface BridgeSession {
@@ -55,11 +55,11 @@ export interface BridgeSession {
   /** The remote exit status of the relayed channel, its stderr, and why it was refused, if it was. */
   remote: () => { exitCode: number | undefined; stderr: string; refused: string | undefined };
   /**
-   * For `take`: once the local rsync has exited, tells the gateway whether to remove the job
-   * (only after a clean local exit) and waits for the channel to close. Then `remote().stderr`
-   * holds the gateway's `removed` line if it did.
+   * For a channel that outlives rsync (RouteFn's `endsOn`): once the local rsync has exited, sends
+   * `reply` and ends the channel's input (or, without a reply, closes the channel) and waits for the
+   * channel to close. Then `remote().stderr` holds what the remote side said after that.
    */
-  answer: (remove: boolean) => Promise<void>;
+  answer: (reply: string | undefined) => Promise<void>;
   close: () => void;
 }
 
@@ -114,13 +114,13 @@ export class RshBridge {
       env: { MINT_RSH_FD: String(SHIM_FD) },
       shimEnd,
       remote: () => state,
-      answer: async (remove) => {
+      answer: async (reply) => {
         const answer = state.answer;
         state.answer = undefined;
-        await answer?.(remove);
+        await answer?.(reply);
       },
       close: () => {
-        void state.answer?.(false);
+        void state.answer?.(undefined);
         this.waiting.delete(token);
         ours.destroy();
         shimEnd.destroy();
@@ -171,10 +171,10 @@ class Relay {
   /** Read buffers no write holds any more. */
   private readonly pool: Uint8Array[] = [];
   private socket: net.Socket | undefined;
-  private channel: ClientChannel | undefined;
+  private channel: Channel | undefined;
   private header: Buffer | undefined = Buffer.alloc(0);
   private early: Buffer[] = [];
-  private answered = false;
+  private endsOn: ((stderrLine: string) => number | undefined) | undefined;
   private stdinEnded = false;
   private readonly connection: Connection;
   private readonly route: RouteFn;
@@ -190,7 +190,7 @@ class Relay {
     this.socket = socket;
     socket.on('end', () => {
       if (!this.channel) this.stdinEnded = true;
-      else if (!this.answered) this.channel.end();
+      else if (!this.endsOn) this.channel.end();
     });
   }
 
@@ -259,7 +259,7 @@ class Relay {
       socket.pause();
       return false;
     }
-    this.answered = decision.answer === true;
+    this.endsOn = decision.endsOn;
     this.connection.exec(decision.command).then(
       (channel) => this.start(channel),
       (error: Error) => {
@@ -273,10 +273,11 @@ class Relay {
     return false;
   }
 
-  private start(channel: ClientChannel): void {
+  private start(channel: Channel): void {
     const socket = this.socket!;
     const state = this.state;
-    const answered = this.answered;
+    const endsOn = this.endsOn;
+    const answered = endsOn !== undefined;
     this.channel = channel;
     for (const chunk of this.early) channel.write(chunk);
     this.early = [];
@@ -284,8 +285,8 @@ class Relay {
     // `take` channel stays open after rsync for the answer, so the shim's end does not end it.
     if (this.stdinEnded && !answered) channel.end();
     socket.resume();
-    // `take`: the gateway's `sent` line is rsync's end; the shim exits with its status while the
-    // channel waits for the answer.
+    // A channel that outlives rsync: the line `endsOn` recognises is rsync's end; the shim exits
+    // with its status while the channel waits for the answer.
     let sent: number | undefined;
     const closed = new Promise<void>((resolve) => channel.once('close', () => resolve()));
     channel.on('data', (chunk: Buffer) => {
@@ -294,14 +295,14 @@ class Relay {
         socket.once('drain', () => channel.resume());
       }
     });
-    const stderrLines = answered
+    const stderrLines = endsOn
       ? splitLines((line) => {
           if (sent !== undefined) return;
-          sent = parseSentLine(line);
+          sent = endsOn(line);
           if (sent === undefined) return;
           state.exitCode = sent;
-          state.answer = async (remove) => {
-            if (remove) channel.end('remove\n');
+          state.answer = async (reply) => {
+            if (reply !== undefined) channel.end(reply);
             else channel.close();
             await closed;
           };

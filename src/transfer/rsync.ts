@@ -1,14 +1,14 @@
 /**
- * Uploads and downloads with the local rsync binary, its remote shell being our shim, so rsync's
- * delta algorithm and file handling are the real thing and the bytes travel on the job's one SSH
- * connection. No -z: MInt's inputs are mostly binary and the link is rarely the bottleneck.
+ * The local rsync binary, its remote shell being our shim, so rsync's delta algorithm and file
+ * handling are the real thing and the bytes travel on the job's one SSH connection. No -z: MInt's
+ * inputs are mostly binary and the link is rarely the bottleneck. What runs on the other side, and
+ * what its answers mean, is the gateway client's business (gateway/client.ts).
  */
 import { execa } from 'execa';
 import { spawnSync } from 'node:child_process';
 import { stat } from 'node:fs/promises';
 import { basename, resolve } from 'node:path';
-import { InputError, TransferError, type Step } from '../errors.js';
-import { formatCommand, refusalError, tookAndRemoved } from '../gateway/protocol.js';
+import { InputError } from '../errors.js';
 import { NODE_SHIM, PERL_SHIM } from '../assets/index.js';
 import { RSYNC_CLIENT_OPTIONS, checkServerArgs, type Direction } from './rsync-args.js';
 import type { RshBridge } from './rsh-bridge.js';
@@ -22,10 +22,19 @@ export interface TransferProgress {
   rate: string;
 }
 
-export interface TransferOptions {
+export interface RsyncRun {
+  direction: Direction;
+  /** rsync's source and destination; `mint:` names the remote side, which the bridge reaches. */
+  paths: string[];
   bridge: RshBridge;
-  host: string;
-  jobId: string;
+  /** The remote command for the capability string rsync asks the server with. */
+  remoteCommand: (caps: string) => string;
+  /**
+   * For a channel that outlives rsync (see RouteFn): recognises its end in the remote stderr, and
+   * `reply` gives what to answer once the local rsync has exited (cleanly or not).
+   */
+  endsOn?: (stderrLine: string) => number | undefined;
+  reply?: (localOk: boolean) => string | undefined;
   signal?: AbortSignal;
   onProgress?: (progress: TransferProgress) => void;
   /** Each file rsync wrote, as it is written (also for an attempt that fails later). */
@@ -33,20 +42,18 @@ export interface TransferOptions {
   rsyncPath?: string;
 }
 
-export interface TransferResult {
+/** What one rsync run did, locally and on the relayed channel; the caller judges it. */
+export interface RsyncOutcome {
   /** Paths (relative to the destination) of the files rsync wrote. */
   files: string[];
   durationMs: number;
-  /** Download with `removeJob`: the gateway removed the job after sending it. */
-  removed: boolean;
-}
-
-export interface DownloadOptions extends TransferOptions {
-  /**
-   * Ask the gateway to remove the job once rsync has sent everything (`take`), which saves the
-   * separate `rm` round trip. `removed` in the result says whether it did.
-   */
-  removeJob?: boolean;
+  failed: boolean;
+  cancelled: boolean;
+  /** The local rsync binary is not installed. */
+  missing: boolean;
+  exitCode: number | undefined;
+  stderr: string;
+  remote: { exitCode: number | undefined; stderr: string; refused: string | undefined };
 }
 
 export type ShimKind = 'perl' | 'node';
@@ -91,37 +98,27 @@ export async function checkInputs(inputs: readonly string[], context: { host: st
   return resolved;
 }
 
-export function upload(inputs: readonly string[], options: TransferOptions): Promise<TransferResult> {
-  // Absolute local paths: a relative name with a colon (a:b.dat) would otherwise read as host:path.
-  return runRsync('put', [...inputs, 'mint:work/'], options);
-}
-
-export function download(outputDir: string, options: DownloadOptions): Promise<TransferResult> {
-  return runRsync(options.removeJob ? 'take' : 'get', ['mint:work/', `${resolve(outputDir)}/`], options);
-}
-
-async function runRsync(verb: 'put' | 'get' | 'take', paths: string[], options: TransferOptions): Promise<TransferResult> {
+/** Runs the local rsync with the bridge as its remote shell; never throws for rsync's own failures. */
+export async function runRsync(run: RsyncRun): Promise<RsyncOutcome> {
   const started = performance.now();
-  const direction: Direction = verb === 'put' ? 'put' : 'get';
-  const step: Step = direction === 'put' ? 'upload' : 'download';
-  const context = { host: options.host, jobId: options.jobId, step };
-  const session = await options.bridge.session((argv) => {
+  const { direction } = run;
+  const session = await run.bridge.session((argv) => {
     const check = checkServerArgs(argv, direction);
     if (!check.ok) return { error: check.reason };
-    return { command: formatCommand({ verb, job: options.jobId, caps: check.caps }), answer: verb === 'take' };
+    return { command: run.remoteCommand(check.caps), ...(run.endsOn ? { endsOn: run.endsOn } : {}) };
   });
   const files: string[] = [];
   try {
     const child = execa(
-      options.rsyncPath ?? 'rsync',
-      [...RSYNC_CLIENT_OPTIONS[direction], '-8', '--out-format=%n', '--info=progress2', `--rsh=${rshCommand()}`, '--', ...paths],
+      run.rsyncPath ?? 'rsync',
+      [...RSYNC_CLIENT_OPTIONS[direction], '-8', '--out-format=%n', '--info=progress2', `--rsh=${rshCommand()}`, '--', ...run.paths],
       {
         env: { ...session.env, RSYNC_PROTECT_ARGS: undefined, RSYNC_OLD_ARGS: undefined, RSYNC_RSH: undefined },
         reject: false,
         all: false,
         // fd 3 (SHIM_FD): the shim's end of the bridge, which it inherits through rsync.
         stdio: ['ignore', 'pipe', 'pipe', session.shimEnd],
-        ...(options.signal ? { cancelSignal: options.signal } : {}),
+        ...(run.signal ? { cancelSignal: run.signal } : {}),
         maxBuffer: 64 * 1024 * 1024,
         lines: false,
         buffer: { stdout: false, stderr: true },
@@ -137,40 +134,27 @@ async function runRsync(verb: 'put' | 'get' | 'take', paths: string[], options: 
     const parseLine = (line: string): void => {
       const progress = /^\s*([\d,]+)\s+(\d+)%\s+(\S+)/.exec(line);
       if (progress) {
-        options.onProgress?.({ direction, bytes: Number(progress[1]!.replace(/,/g, '')), percent: Number(progress[2]), rate: progress[3]! });
+        run.onProgress?.({ direction, bytes: Number(progress[1]!.replace(/,/g, '')), percent: Number(progress[2]), rate: progress[3]! });
         return;
       }
       if (line && !line.endsWith('/') && line.trim() === line) {
         files.push(line);
-        options.onFile?.(line);
+        run.onFile?.(line);
       }
     };
     const result = await child;
     if (carry) parseLine(carry);
-    // `take`: the job goes only once our rsync has put every file where it belongs.
-    if (verb === 'take') await session.answer(!result.failed && result.exitCode === 0);
-    const remote = session.remote();
-    if (result.isCanceled) {
-      throw new TransferError(`${step} cancelled`, { ...context, exitCode: -1, stderr: String(result.stderr ?? '') });
-    }
-    if (result.failed) {
-      if (remote.refused) throw new TransferError(`${step} refused before it began: ${remote.refused}`, { ...context, stderr: String(result.stderr ?? '') });
-      if (remote.exitCode !== undefined && remote.exitCode >= 64) {
-        throw refusalError(verb, remote.exitCode, remote.stderr, context);
-      }
-      if (result.exitCode === undefined && result.code === 'ENOENT') {
-        throw new TransferError('rsync is not installed on this (MInt) side', { ...context, hint: 'install rsync (apt-get install rsync)' });
-      }
-      const stderr = String(result.stderr ?? '').trim();
-      // 12 (protocol stream) and 30/35 (timeouts) and 255 (link lost) are what a dropped connection looks like.
-      const transient = [12, 30, 35, 255].includes(result.exitCode ?? 0);
-      throw new TransferError(
-        `${step} failed: rsync exited with code ${result.exitCode ?? 'none'}${stderr ? `: ${stderr.split('\n').slice(-4).join(' | ')}` : ''}`,
-        { ...context, ...(result.exitCode === undefined ? {} : { exitCode: result.exitCode }), stderr },
-        transient,
-      );
-    }
-    return { files, durationMs: performance.now() - started, removed: verb === 'take' && tookAndRemoved(remote.stderr, options.jobId) };
+    if (run.endsOn) await session.answer(run.reply?.(!result.failed && result.exitCode === 0));
+    return {
+      files,
+      durationMs: performance.now() - started,
+      failed: result.failed,
+      cancelled: result.isCanceled,
+      missing: result.exitCode === undefined && result.code === 'ENOENT',
+      exitCode: result.exitCode,
+      stderr: String(result.stderr ?? ''),
+      remote: session.remote(),
+    };
   } finally {
     session.close();
   }

@@ -1,0 +1,195 @@
+/**
+ * The client side of the gateway protocol: every verb over an open connection (and, for put, get
+ * and take, the rsync bridge on it), each turned into a typed reply or a typed refusal. take's
+ * handshake (the `sent` line, our answer, the `removed` line) lives in take() alone.
+ */
+import type { Connection } from '../connection/connect.js';
+import { execCollect, type ExecOptions, type ExecResult } from '../connection/exec.js';
+import { TransferError, type Step } from '../errors.js';
+import type { RshBridge } from '../transfer/rsh-bridge.js';
+import { runRsync, type TransferProgress } from '../transfer/rsync.js';
+import {
+  checkCompatible,
+  formatCommand,
+  parseList,
+  parseLogTrailer,
+  parseSentLine,
+  parseStartedLine,
+  parseProbe,
+  parseStatus,
+  refusalError,
+  tookAndRemoved,
+  type GatewayCommand,
+  type JobListing,
+  type JobState,
+  type JobStatus,
+  type ProbeReport,
+} from './protocol.js';
+
+export interface TransferOptions {
+  jobId: string;
+  signal?: AbortSignal;
+  onProgress?: (progress: TransferProgress) => void;
+  /** Each file rsync wrote, as it is written (also for an attempt that fails later). */
+  onFile?: (path: string) => void;
+  rsyncPath?: string;
+}
+
+export interface TransferResult {
+  /** Paths (relative to the destination) of the files rsync wrote. */
+  files: string[];
+  durationMs: number;
+  /** take: the gateway removed the job after sending it. */
+  removed: boolean;
+}
+
+export class GatewayClient {
+  readonly connection: Connection;
+  private readonly bridge: RshBridge | undefined;
+
+  /** `bridge` (the connection's rsync bridge) is needed for put, get and take only. */
+  constructor(connection: Connection, bridge?: RshBridge) {
+    this.connection = connection;
+    this.bridge = bridge;
+  }
+
+  /** Uploads local files and directories (absolute paths) into the job's work dir. */
+  put(inputs: readonly string[], options: TransferOptions): Promise<TransferResult> {
+    // Absolute local paths: a relative name with a colon (a:b.dat) would otherwise read as host:path.
+    return this.transfer('put', [...inputs, 'mint:work/'], options);
+  }
+
+  /** Downloads what the gateway exports from the job's work dir into `outputDir`. */
+  get(outputDir: string, options: TransferOptions): Promise<TransferResult> {
+    return this.transfer('get', ['mint:work/', `${outputDir.replace(/\/+$/, '')}/`], options);
+  }
+
+  /**
+   * get, then the job's removal on the same channel: the gateway prints `mint-gw: sent: job=J
+   * rsync=N` when its sender is done (rsync's end, for the bridge), and removes the job only when we
+   * answer `remove` and a newline after our own rsync has exited 0 (its receiver may have skipped a
+   * file the sender counted as sent). `removed` says whether the gateway confirmed the removal.
+   */
+  take(outputDir: string, options: TransferOptions): Promise<TransferResult> {
+    return this.transfer('take', ['mint:work/', `${outputDir.replace(/\/+$/, '')}/`], options);
+  }
+
+  private async transfer(verb: 'put' | 'get' | 'take', paths: string[], options: TransferOptions): Promise<TransferResult> {
+    if (!this.bridge) throw new Error('GatewayClient: put, get and take need the connection\'s bridge');
+    const step: Step = verb === 'put' ? 'upload' : 'download';
+    const context = { host: this.connection.host.name, jobId: options.jobId, step };
+    const outcome = await runRsync({
+      direction: verb === 'put' ? 'put' : 'get',
+      paths,
+      bridge: this.bridge,
+      remoteCommand: (caps) => formatCommand({ verb, job: options.jobId, caps }),
+      ...(verb === 'take' ? { endsOn: parseSentLine, reply: (localOk: boolean) => (localOk ? 'remove\n' : undefined) } : {}),
+      ...(options.signal ? { signal: options.signal } : {}),
+      ...(options.onProgress ? { onProgress: options.onProgress } : {}),
+      ...(options.onFile ? { onFile: options.onFile } : {}),
+      ...(options.rsyncPath ? { rsyncPath: options.rsyncPath } : {}),
+    });
+    const { remote } = outcome;
+    if (outcome.cancelled) throw new TransferError(`${step} cancelled`, { ...context, exitCode: -1, stderr: outcome.stderr });
+    if (outcome.failed) {
+      if (remote.refused) throw new TransferError(`${step} refused before it began: ${remote.refused}`, { ...context, stderr: outcome.stderr });
+      if (remote.exitCode !== undefined && remote.exitCode >= 64) throw refusalError(verb, remote.exitCode, remote.stderr, context);
+      if (outcome.missing) throw new TransferError('rsync is not installed on this (MInt) side', { ...context, hint: 'install rsync (apt-get install rsync)' });
+      const stderr = outcome.stderr.trim();
+      // 12 (protocol stream) and 30/35 (timeouts) and 255 (link lost) are what a dropped connection looks like.
+      const transient = [12, 30, 35, 255].includes(outcome.exitCode ?? 0);
+      throw new TransferError(
+        `${step} failed: rsync exited with code ${outcome.exitCode ?? 'none'}${stderr ? `: ${stderr.split('\n').slice(-4).join(' | ')}` : ''}`,
+        { ...context, ...(outcome.exitCode === undefined ? {} : { exitCode: outcome.exitCode }), stderr },
+        transient,
+      );
+    }
+    return { files: outcome.files, durationMs: outcome.durationMs, removed: verb === 'take' && tookAndRemoved(remote.stderr, options.jobId) };
+  }
+
+  private async call(command: GatewayCommand, step: Step): Promise<string> {
+    return (await this.callFull(command, step)).stdout.toString('utf8');
+  }
+
+  private async callFull(command: GatewayCommand, step: Step, options: ExecOptions = {}): Promise<ExecResult> {
+    const jobId = 'job' in command ? command.job : undefined;
+    const context = { host: this.connection.host.name, step, ...(jobId ? { jobId } : {}) };
+    const result = await execCollect(this.connection, formatCommand(command), options);
+    if (result.exitCode !== 0) throw refusalError(command.verb, result.exitCode, result.stderr, context, result.signal);
+    return result;
+  }
+
+  async probe(): Promise<ProbeReport> {
+    const report = parseProbe(await this.call({ verb: 'probe' }, 'probe'), { host: this.connection.host.name, step: 'probe' });
+    checkCompatible(report, { host: this.connection.host.name, step: 'probe' });
+    return report;
+  }
+
+  async start(job: string, args: readonly string[]): Promise<JobStatus> {
+    return parseStatus(await this.call({ verb: 'start', job, args }, 'start'), { host: this.connection.host.name, jobId: job });
+  }
+
+  /**
+   * `start` and `logs JOB 0` in one exec: one login-shell round trip less per job. `onStarted` hears
+   * the start report (state and pid) before the first log byte; resolves with the final state.
+   */
+  async run(
+    job: string,
+    args: readonly string[],
+    onStarted: (started: { state: JobState; pid: number | undefined }) => void,
+    onChunk: (chunk: Buffer) => void,
+    signal?: AbortSignal,
+  ): Promise<{ state: JobState; exitCode: number | undefined }> {
+    // A cancel is held back until the gateway has reported the start: closing the channel earlier
+    // could let the start land after the caller's `cancel` found no job to stop.
+    let started = false;
+    const stop = new AbortController();
+    const onAbort = (): void => {
+      if (started) stop.abort(signal?.reason);
+    };
+    const onStderrLine = (line: string): void => {
+      const report = parseStartedLine(line);
+      if (!report) return;
+      started = true;
+      onStarted(report);
+      if (signal?.aborted) stop.abort(signal.reason);
+    };
+    signal?.addEventListener('abort', onAbort, { once: true });
+    try {
+      const result = await this.callFull({ verb: 'run', job, args }, 'start', { onStdout: onChunk, onStderrLine, signal: stop.signal });
+      return parseLogTrailer(result.stderr) ?? (await this.status(job));
+    } finally {
+      signal?.removeEventListener('abort', onAbort);
+    }
+  }
+
+  async status(job: string): Promise<JobStatus> {
+    return parseStatus(await this.call({ verb: 'status', job }, 'run'), { host: this.connection.host.name, jobId: job });
+  }
+
+  /**
+   * Streams the log from `offset` until the job ends; resolves, once the gateway has sent it all,
+   * with the job's final state (the gateway reports it at the end, saving a status round trip).
+   */
+  async logs(
+    job: string,
+    offset: number,
+    onChunk: (chunk: Buffer) => void,
+    signal?: AbortSignal,
+  ): Promise<{ state: JobState; exitCode: number | undefined }> {
+    const result = await this.callFull({ verb: 'logs', job, offset }, 'run', { onStdout: onChunk, ...(signal ? { signal } : {}) });
+    return parseLogTrailer(result.stderr) ?? (await this.status(job));
+  }
+
+  async cancel(job: string): Promise<JobStatus> {
+    return parseStatus(await this.call({ verb: 'cancel', job }, 'run'), { host: this.connection.host.name, jobId: job });
+  }
+
+  async remove(job: string): Promise<void> {
+    await this.call({ verb: 'rm', job }, 'cleanup');
+  }
+
+  async list(): Promise<JobListing[]> {
+    return parseList(await this.call({ verb: 'list' }, 'probe'));
+  }
+}
