@@ -1,3 +1,8 @@
+/**
+ * mint-ssh-exec's core entry: run a job on an external computer, attach to it, list and cancel jobs,
+ * probe a host, resolve its profile; the errors and the types. The sandbox (`mint-ssh-exec/sandbox`)
+ * and the site's tools (`mint-ssh-exec/site`) have entries of their own.
+ */
 export { runRemote, attach, type RunRemoteOptions, type AttachOptions } from './job/run-remote.js';
 export type { RemoteResult, JobTimings } from './job/result.js';
 export type { JobEvent, EventListener } from './job/events.js';
@@ -20,11 +25,8 @@ export {
 export { resolveHost, type InlineHost, type ResolveOptions } from './config/resolve-host.js';
 export type { ResolvedHost, CleanupPolicy, RetryPolicy } from './config/resolved-host.js';
 export type { HostProfile } from './config/profile-schema.js';
-export { startSandbox, type Sandbox, type SandboxOptions } from './sandbox/sandbox.js';
 export { PROTOCOL_VERSION, type JobState, type JobStatus } from './gateway/protocol.js';
 export { listJobs, cancelJob } from './job/manage.js';
 export { probeHost, PROBE_EXIT, type ProbeResult, type ProbeStep } from './probe/probe.js';
 export { progressReporter } from './cli/progress.js';
-export { install as installGateway, uninstall as uninstallGateway, parsePublicKey, authorizedKeysLine, type GatewayOptions, type KeyRestrictions } from './site/install.js';
-export { doctor, type DoctorCheck, type DoctorOptions, type DoctorStatus } from './site/doctor.js';
 export { ConnectionPool, defaultPool, type PoolOptions } from './transfer/pool.js';

@@ -16,8 +16,10 @@ export function distReady() {
 let modules;
 export async function load() {
   if (modules) return modules;
-  const [index, connectMod, bridgeMod, gatewayMod, sandboxMod] = await Promise.all([
+  const [index, sandboxEntry, siteEntry, connectMod, bridgeMod, gatewayMod, sandboxMod] = await Promise.all([
     import(new URL('../../dist/index.js', import.meta.url).href),
+    import(new URL('../../dist/sandbox/index.js', import.meta.url).href),
+    import(new URL('../../dist/site/index.js', import.meta.url).href),
     import(new URL('../../dist/connection/connect.js', import.meta.url).href),
     import(new URL('../../dist/transfer/rsh-bridge.js', import.meta.url).href),
     import(new URL('../../dist/gateway/client.js', import.meta.url).href),
@@ -25,9 +27,9 @@ export async function load() {
   ]);
   modules = {
     runRemote: index.runRemote,
-    startSandbox: index.startSandbox,
+    startSandbox: sandboxEntry.startSandbox,
     resolveHost: index.resolveHost,
-    installGateway: index.installGateway,
+    installGateway: siteEntry.installGateway,
     connect: connectMod.connect,
     RshBridge: bridgeMod.RshBridge,
     GatewayClient: gatewayMod.GatewayClient,

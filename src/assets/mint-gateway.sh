@@ -38,6 +38,64 @@ MGW_NL='
 '
 
 # ---------------------------------------------------------------------------------------------------
+# main: the whole request, top to bottom. Options from authorized_keys (trusted, still checked),
+# the binaries the gateway runs (absolute paths from /usr/bin, /bin, /usr/sbin, /sbin), the job
+# root, then the client's command: checked in full (mgw_read_command and each verb's mgw_check_*
+# calls, which validate every token before anything acts on it), then one verb. The runner mode
+# (--run-job, only ever from this script's own argv) is fenced off at the end of the file.
+
+main() {
+  mgw_scrub_env
+  MGW_VERB=
+  MGW_JOB=
+  mgw_parse_options "$@"
+  mgw_need mkdir
+  MGW_MKDIR=$mgw_found
+  mgw_need mv
+  MGW_MV=$mgw_found
+  mgw_need rmdir
+  MGW_RMDIR=$mgw_found
+  mgw_need rm
+  MGW_RM=$mgw_found
+  if [ "$MGW_MODE" = run ]; then
+    shift $(($# - $(mgw_count_run_args "$@")))
+    mgw_run_job "$@"
+    exit 0
+  fi
+  # Every request is audited under an exclusive lock (mgw_audit), and state changes take one too.
+  mgw_need flock
+  MGW_FLOCK=$mgw_found
+  mgw_need chmod
+  MGW_CHMOD=$mgw_found
+  mgw_check_root
+  mgw_read_command
+  case $MGW_VERB in
+    probe) mgw_verb_probe ;;
+    list) mgw_verb_list ;;
+    put) mgw_verb_put ;;
+    get | take) mgw_verb_get ;;
+    start) mgw_verb_start ;;
+    run) mgw_verb_run ;;
+    status) mgw_verb_status ;;
+    logs) mgw_verb_logs ;;
+    cancel) mgw_verb_cancel ;;
+    rm) mgw_verb_rm ;;
+    *) mgw_die E_USAGE 64 "unknown verb '$MGW_VERB'" ;;
+  esac
+}
+
+# In runner mode, the arguments after --run-job: the count from the end of "$@".
+mgw_count_run_args() {
+  mgw_n=0
+  mgw_seen=
+  for mgw_a in "$@"; do
+    if [ -n "$mgw_seen" ]; then mgw_n=$((mgw_n + 1)); fi
+    [ "$mgw_a" != --run-job ] || mgw_seen=1
+  done
+  printf '%s\n' "$mgw_n"
+}
+
+# ---------------------------------------------------------------------------------------------------
 # Output and failure
 
 mgw_err() {
@@ -1346,56 +1404,5 @@ mgw_run_job() {
 }
 
 # ---------------------------------------------------------------------------------------------------
-
-main() {
-  mgw_scrub_env
-  MGW_VERB=
-  MGW_JOB=
-  mgw_parse_options "$@"
-  mgw_need mkdir
-  MGW_MKDIR=$mgw_found
-  mgw_need mv
-  MGW_MV=$mgw_found
-  mgw_need rmdir
-  MGW_RMDIR=$mgw_found
-  mgw_need rm
-  MGW_RM=$mgw_found
-  if [ "$MGW_MODE" = run ]; then
-    shift $(($# - $(mgw_count_run_args "$@")))
-    mgw_run_job "$@"
-    exit 0
-  fi
-  # Every request is audited under an exclusive lock (mgw_audit), and state changes take one too.
-  mgw_need flock
-  MGW_FLOCK=$mgw_found
-  mgw_need chmod
-  MGW_CHMOD=$mgw_found
-  mgw_check_root
-  mgw_read_command
-  case $MGW_VERB in
-    probe) mgw_verb_probe ;;
-    list) mgw_verb_list ;;
-    put) mgw_verb_put ;;
-    get | take) mgw_verb_get ;;
-    start) mgw_verb_start ;;
-    run) mgw_verb_run ;;
-    status) mgw_verb_status ;;
-    logs) mgw_verb_logs ;;
-    cancel) mgw_verb_cancel ;;
-    rm) mgw_verb_rm ;;
-    *) mgw_die E_USAGE 64 "unknown verb '$MGW_VERB'" ;;
-  esac
-}
-
-# In runner mode, the arguments after --run-job: the count from the end of "$@".
-mgw_count_run_args() {
-  mgw_n=0
-  mgw_seen=
-  for mgw_a in "$@"; do
-    if [ -n "$mgw_seen" ]; then mgw_n=$((mgw_n + 1)); fi
-    [ "$mgw_a" != --run-job ] || mgw_seen=1
-  done
-  printf '%s\n' "$mgw_n"
-}
 
 main "$@"
