@@ -12,7 +12,7 @@ import { SAMPLE_PROGRAM, type Sandbox, type SandboxOptions } from './sandbox.js'
  */
 export async function dockerAvailable(): Promise<{ available: boolean; reason: string }> {
   try {
-    const { getContainerRuntimeClient } = await import('testcontainers');
+    const { getContainerRuntimeClient } = await loadTestcontainers();
     const client = await getContainerRuntimeClient();
     return { available: true, reason: `Docker ${client.info.containerRuntime.serverVersion}` };
   } catch (error) {
@@ -21,6 +21,22 @@ export async function dockerAvailable(): Promise<{ available: boolean; reason: s
   }
 }
 
+/**
+ * testcontainers is an optional peer dependency: the Docker sandbox is for machines with a Docker
+ * engine, and the package should not pull ~100 packages into every MInt module that never uses it.
+ */
+async function loadTestcontainers(): Promise<typeof import('testcontainers')> {
+  try {
+    return await import('testcontainers');
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ERR_MODULE_NOT_FOUND') {
+      throw new SandboxError('the Docker sandbox needs the testcontainers package, which is not installed', {
+        hint: 'npm install testcontainers (an optional peer dependency of mint-ssh-exec), or run the sandbox without --docker',
+      });
+    }
+    throw error;
+  }
+}
 
 const DOCKERFILE = `FROM debian:12-slim
 RUN apt-get update && apt-get install -y --no-install-recommends openssh-server rsync && rm -rf /var/lib/apt/lists/* \\
@@ -41,7 +57,7 @@ CMD ["/usr/sbin/sshd", "-D", "-e"]
  * installer. Paths in the returned object (root, gatewayPath, program) are inside the container.
  */
 export async function startDockerSandbox(options: SandboxOptions = {}): Promise<Sandbox> {
-  const { GenericContainer, Wait } = await import('testcontainers');
+  const { GenericContainer, Wait } = await loadTestcontainers();
   const dir = await mkdtemp(join(tmpdir(), 'mint-docker-sandbox-'));
   try {
     const clientKey = join(dir, 'mint_ed25519');
