@@ -22,7 +22,7 @@ export type ErrorCode =
   | 'SANDBOX_FAILED';
 
 /** The step of a job's life an error happened in. */
-export type Step = 'config' | 'connect' | 'upload' | 'start' | 'run' | 'download' | 'cleanup' | 'probe' | 'install';
+export type Step = 'config' | 'connect' | 'upload' | 'start' | 'run' | 'download' | 'cleanup' | 'probe';
 
 export interface ErrorContext {
   host?: string;

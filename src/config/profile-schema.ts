@@ -75,7 +75,6 @@ export const HostProfileSchema = z.strictObject({
   keepaliveIntervalMs: intBetween(0, 600_000, 'an integer from 0 (off) to 600000').optional(),
   keepaliveCountMax: intBetween(1, 100).optional(),
   cleanup: z.enum(['always', 'on-success', 'never']).optional(),
-  remoteShellWarnMs: z.number({ error: 'a number' }).optional(),
   retry: RetrySchema.optional(),
 });
 

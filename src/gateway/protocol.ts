@@ -123,14 +123,6 @@ export function tookAndRemoved(stderr: string, job: string): boolean {
   return stderr.split('\n').includes(`mint-gw: removed: job=${job}`);
 }
 
-/**
- * Whether a refusal says the gateway does not know the verb: a gateway older than `run` and `take`
- * (version 0.1.0), which the client then drives with the older verbs.
- */
-export function isUnknownVerb(error: unknown, verb: Verb): boolean {
-  return error instanceof GatewayError && error.gatewayCode === 'E_USAGE' && error.message.includes(`unknown verb '${verb}'`);
-}
-
 /** The final status `logs` reports on stderr once the log is complete. */
 export function parseLogTrailer(stderr: string): { state: JobState; exitCode: number | undefined } | undefined {
   const m = /^mint-gw: status: job=\S+ state=(\S+) exit=(\S+)$/m.exec(stderr);
@@ -183,18 +175,6 @@ export function checkCompatible(report: ProbeReport, context: ErrorContext = {})
     { ...context, hint: `upgrade ${side}` },
   );
 }
-
-/** Exit codes of the gateway's refusals (see the header of mint-gateway.sh). */
-export const GATEWAY_EXIT = {
-  E_USAGE: 64,
-  E_NOCOMMAND: 65,
-  E_SUBSYSTEM: 66,
-  E_NOJOB: 67,
-  E_STATE: 68,
-  E_LIMIT: 69,
-  E_INTERNAL: 70,
-  E_CONFIG: 78,
-} as const;
 
 export interface Refusal {
   gatewayCode: string;

@@ -12,7 +12,7 @@ import { CancelledError, GatewayError, InputError, MintSshError, type Step } fro
 import { resolveHost, type InlineHost, type ResolveOptions } from '../config/resolve-host.js';
 import type { CleanupPolicy } from '../config/resolved-host.js';
 import type { ConnectionPool } from '../transfer/pool.js';
-import { checkProgramArgs, isJobId, isUnknownVerb, type JobState } from '../gateway/protocol.js';
+import { checkProgramArgs, isJobId, type JobState } from '../gateway/protocol.js';
 import { checkInputs, type TransferProgress } from '../transfer/rsync.js';
 import type { TransferResult } from '../gateway/client.js';
 import type { RemoteResult } from './result.js';
@@ -133,8 +133,6 @@ interface Job {
   throwOnFailure: boolean;
   timings: { connectMs: number; uploadMs: number; runMs: number; downloadMs: number; cleanupMs: number; totalMs: number };
   runStarted: number;
-  /** The gateway predates `take`: download with `get`, then `rm`. */
-  legacyTake: boolean;
   connectMs: () => number;
   dispose: () => void;
 }
@@ -173,7 +171,6 @@ async function prepare(options: CommonOptions, jobId: string): Promise<Job> {
     throwOnFailure: options.throwOnFailure ?? false,
     timings: { connectMs: 0, uploadMs: 0, runMs: 0, downloadMs: 0, cleanupMs: 0, totalMs: 0 },
     runStarted: 0,
-    legacyTake: false,
     connectMs: () => firstConnectMs ?? 0,
     dispose: () => {
       if (timer) clearTimeout(timer);
@@ -190,12 +187,10 @@ type Follow = (link: Link, offset: number, onChunk: (chunk: Buffer) => void, sig
 /**
  * The first attempt sends `run` (start + follow in one exec). After a dropped connection, `run` is
  * sent again only if `status` proves it never took effect; otherwise `logs` resumes at the byte
- * offset held, so the program runs once and no log byte is lost or repeated. A gateway older than
- * `run` gets `start` and then `logs`.
+ * offset held, so the program runs once and no log byte is lost or repeated.
  */
 function startAndFollow(job: Job, args: readonly string[]): Follow {
   let sent = false;
-  let legacy = false;
   const onStarted = (report: { pid: number | undefined }): void => job.emit({ type: 'started', jobId: job.jobId, pid: report.pid });
   return async (link, offset, onChunk, signal) => {
     if (sent) {
@@ -203,16 +198,7 @@ function startAndFollow(job: Job, args: readonly string[]): Follow {
       if (seen && seen.state !== 'created') return link.gateway.logs(job.jobId, offset, onChunk, signal);
     }
     sent = true;
-    if (!legacy) {
-      try {
-        return await link.gateway.run(job.jobId, args, onStarted, onChunk, signal);
-      } catch (error) {
-        if (!isUnknownVerb(error, 'run')) throw error;
-        legacy = true;
-      }
-    }
-    onStarted(await link.gateway.start(job.jobId, args));
-    return link.gateway.logs(job.jobId, 0, onChunk, signal);
+    return link.gateway.run(job.jobId, args, onStarted, onChunk, signal);
   };
 }
 
@@ -333,14 +319,7 @@ async function fetchResults(job: Job, link: Link, removeJob: boolean, onFile: (f
     onFile,
   };
   const outputDir = resolve(job.outputDir);
-  if (!removeJob || job.legacyTake) return link.gateway.get(outputDir, options);
-  try {
-    return await link.gateway.take(outputDir, options);
-  } catch (error) {
-    if (!isUnknownVerb(error, 'take')) throw error;
-    job.legacyTake = true;
-    return link.gateway.get(outputDir, options);
-  }
+  return removeJob ? link.gateway.take(outputDir, options) : link.gateway.get(outputDir, options);
 }
 
 /** For `.catch`: the gateway's refusal with this code means "nothing there"; anything else throws. */

@@ -135,14 +135,10 @@ export async function probeHost(target: string | InlineHost, options: ResolveOpt
     }
     const f = report.fields;
     result.gateway = { protocol: report.protocol, version: report.version };
-    // 0.1.0 gateways lack `run` and `take`: jobs still work, with two more requests each.
-    const verbs = (f.get('verbs') ?? '').split(' ');
-    const older = !verbs.includes('run') || !verbs.includes('take');
     steps.push({
       step: 'gateway',
       ok: true,
       detail: `mint gateway ${report.version}, protocol ${report.protocol} (client speaks ${PROTOCOL_VERSION})`,
-      ...(older ? { warning: 'this gateway predates the run and take verbs, so every job makes two extra requests: reinstall it (mint-gateway install) on the external computer' } : {}),
     });
 
     try {

@@ -135,40 +135,6 @@ describe.each(sandboxKinds())('runRemote against a real sshd and the real gatewa
     expect(r.log).toContain('args: ownlog');
   });
 
-  it('drives a gateway older than run and take (0.1.0) with start, logs, get and rm', async () => {
-    const path = sandbox().gatewayPath;
-    const current = await readFile(path, 'utf8');
-    const old = current.replace('    run) mgw_verb_run ;;\n', '').replace('    get | take) mgw_verb_get ;;', '    get) mgw_verb_get ;;');
-    expect(old).not.toBe(current);
-    await writeFile(path, old);
-    try {
-      const work = await freshDir();
-      await writeFile(join(work, 'a.dat'), 'alpha\n');
-      const events: string[] = [];
-      const r = await runRemote({
-        host: sandbox().host,
-        inputs: [join(work, 'a.dat')],
-        outputDir: join(work, 'out'),
-        args: ['legacy'],
-        onEvent: (e) => {
-          if (e.type === 'started') events.push(e.type);
-        },
-      });
-      expect([r.exitCode, r.files, r.cleanedUp]).toEqual([0, ['a.dat'], true]);
-      expect(r.log).toContain('args: legacy');
-      expect(events).toEqual(['started']);
-      const audit = await readFile(join(sandbox().root, '.mint-gateway-audit.log'), 'utf8');
-      // The refusals of the unknown verbs name no job: take every line from the job's put on.
-      const lines = audit.split('\n').filter(Boolean);
-      const from = lines.findIndex((l) => l.includes(`verb=put job=${r.jobId}`));
-      const verbs = lines.slice(from).map((l) => /verb=(\S+) .*decision=(\S+)/.exec(l)?.slice(1).join(':'));
-      expect(verbs).toEqual(['put:accepted', 'run:refused:E_USAGE', 'start:accepted', 'logs:accepted', 'take:refused:E_USAGE', 'get:accepted', 'rm:accepted']);
-      expect(await remoteJobs()).not.toContain(r.jobId);
-    } finally {
-      await writeFile(path, current);
-    }
-  });
-
   it('leaves no job directory behind after successful jobs', async () => {
     // Only the failing job above (kept by cleanup: on-success) may remain.
     const left = await listJobs(sandbox().host);

@@ -12,10 +12,17 @@ import { resolveHost } from '../../src/config/resolve-host.js';
 import { connect, type Connection } from '../../src/connection/connect.js';
 import { collect, type ExecResult } from '../../src/connection/exec.js';
 import type { Sandbox } from '../../src/sandbox/sandbox.js';
-import { GATEWAY_EXIT } from '../../src/gateway/protocol.js';
-
 /** The gateway's refusal codes and exit statuses (the header of src/assets/mint-gateway.sh). */
-export const EXIT = GATEWAY_EXIT;
+export const EXIT = {
+  E_USAGE: 64,
+  E_NOCOMMAND: 65,
+  E_SUBSYSTEM: 66,
+  E_NOJOB: 67,
+  E_STATE: 68,
+  E_LIMIT: 69,
+  E_INTERNAL: 70,
+  E_CONFIG: 78,
+} as const;
 export type ErrorName = keyof typeof EXIT;
 
 /** The byte allow-list message, so table rows can name the layer that must refuse them. */
