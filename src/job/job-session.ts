@@ -14,10 +14,12 @@ import { defaultPool, type ConnectionPool, type Lease } from '../transfer/pool.j
 import type { RshBridge } from '../transfer/rsh-bridge.js';
 import { GatewayClient } from '../gateway/client.js';
 import type { EventListener } from './events.js';
+import { sshJobSteps, type JobSteps } from './steps.js';
 
 export interface Link {
   connection: Connection;
-  gateway: GatewayClient;
+  /** The job's steps over this link (the SSH gateway's). */
+  steps: JobSteps;
   bridge: RshBridge;
   lease: Lease;
 }
@@ -51,7 +53,7 @@ export class JobSession {
     this.emit({ type: 'connecting', host: this.host.name, attempt: this.connects });
     const t = performance.now();
     const lease = await this.pool.acquire(this.host, () => openConnection(this.host, this.resolveOptions, this.signal));
-    this.link = { connection: lease.connection, gateway: new GatewayClient(lease.connection, lease.bridge), bridge: lease.bridge, lease };
+    this.link = { connection: lease.connection, steps: sshJobSteps(new GatewayClient(lease.connection, lease.bridge)), bridge: lease.bridge, lease };
     this.emit({ type: 'connected', host: this.host.name, ms: performance.now() - t });
     return this.link;
   }

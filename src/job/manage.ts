@@ -7,7 +7,7 @@ import { JobSession } from './job-session.js';
 export async function listJobs(host: string | InlineHost, options: ResolveOptions = {}): Promise<JobListing[]> {
   const session = new JobSession(await resolveHost(host, options), options, () => undefined);
   try {
-    return await session.step('probe', (link) => link.gateway.list());
+    return await session.step('probe', (link) => link.steps.list());
   } finally {
     await session.drop();
   }
@@ -18,7 +18,7 @@ export async function cancelJob(host: string | InlineHost, jobId: string, option
   if (!isJobId(jobId)) throw new InputError(`job id ${JSON.stringify(jobId)} is not a lowercase UUID`, { step: 'config' });
   const session = new JobSession(await resolveHost(host, options), options, () => undefined);
   try {
-    return await session.step('run', (link) => link.gateway.cancel(jobId));
+    return await session.step('run', (link) => link.steps.cancel(jobId));
   } finally {
     await session.drop();
   }

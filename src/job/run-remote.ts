@@ -15,6 +15,7 @@ import type { ConnectionPool } from '../transfer/pool.js';
 import { checkProgramArgs, isJobId, type JobState } from '../gateway/protocol.js';
 import { checkInputs, type TransferProgress } from '../transfer/rsync.js';
 import type { TransferResult } from '../gateway/client.js';
+import type { Final } from './steps.js';
 import type { RemoteResult } from './result.js';
 import type { EventListener } from './events.js';
 import { JobSession, type Link } from './job-session.js';
@@ -70,8 +71,7 @@ export async function runRemote(options: RunRemoteOptions): Promise<RemoteResult
       const up = await job.session.step(
         'upload',
         (link) =>
-          link.gateway.put(inputs, {
-            jobId,
+          link.steps.putInputs(jobId, inputs, {
             ...(job.signal ? { signal: job.signal } : {}),
             onProgress: (p) => job.emit({ type: 'uploading', bytes: p.bytes, percent: p.percent, rate: p.rate }),
           }),
@@ -105,7 +105,7 @@ export async function attach(options: AttachOptions): Promise<RemoteResult> {
   if (!isJobId(options.jobId)) throw new InputError(`job id ${JSON.stringify(options.jobId)} is not a lowercase UUID`, { step: 'config' });
   const job = await prepare(options, options.jobId);
   try {
-    const status = await job.session.step('run', (link) => link.gateway.status(options.jobId), job.signal);
+    const status = await job.session.step('run', (link) => link.steps.status(options.jobId), job.signal);
     job.timings.connectMs = job.connectMs();
     if (status.state === 'created') {
       throw new GatewayError('GATEWAY_REFUSED', `job ${options.jobId} was uploaded but never started; nothing to attach to`, {
@@ -115,7 +115,7 @@ export async function attach(options: AttachOptions): Promise<RemoteResult> {
       });
     }
     job.runStarted = performance.now();
-    return await finish(job, started, (link, offset, onChunk, signal) => link.gateway.logs(options.jobId, offset, onChunk, signal));
+    return await finish(job, started, (link, offset, onChunk, signal) => link.steps.followLog(options.jobId, offset, onChunk, signal));
   } catch (error) {
     throw tag(error, 'run', options.jobId);
   } finally {
@@ -180,7 +180,6 @@ async function prepare(options: CommonOptions, jobId: string): Promise<Job> {
   };
 }
 
-type Final = { state: JobState; exitCode: number | undefined };
 /** One attempt at following the log from `offset` to the end; the first may also start the job. */
 type Follow = (link: Link, offset: number, onChunk: (chunk: Buffer) => void, signal: AbortSignal | undefined) => Promise<Final>;
 
@@ -194,11 +193,11 @@ function startAndFollow(job: Job, args: readonly string[]): Follow {
   const onStarted = (report: { pid: number | undefined }): void => job.emit({ type: 'started', jobId: job.jobId, pid: report.pid });
   return async (link, offset, onChunk, signal) => {
     if (sent) {
-      const seen = await link.gateway.status(job.jobId).catch(undefinedIf('E_NOJOB'));
-      if (seen && seen.state !== 'created') return link.gateway.logs(job.jobId, offset, onChunk, signal);
+      const seen = await link.steps.status(job.jobId).catch(undefinedIf('E_NOJOB'));
+      if (seen && seen.state !== 'created') return link.steps.followLog(job.jobId, offset, onChunk, signal);
     }
     sent = true;
-    return link.gateway.run(job.jobId, args, onStarted, onChunk, signal);
+    return link.steps.startAndFollow(job.jobId, args, onStarted, onChunk, signal);
   };
 }
 
@@ -226,10 +225,10 @@ async function finish(job: Job, started: number, follow: Follow): Promise<Remote
     cancelled = cancellation(job.signal, 'job cancelled', jobId);
     // Stop the remote process group, then collect what the log says up to the end. A job the
     // gateway has never heard of never ran: there is nothing to stop and no log.
-    const stopped = await session.step('run', (link) => link.gateway.cancel(jobId), undefined).catch(undefinedIf('E_NOJOB'));
+    const stopped = await session.step('run', (link) => link.steps.cancel(jobId), undefined).catch(undefinedIf('E_NOJOB'));
     neverRan = stopped === undefined;
     final = stopped
-      ? await session.step('run', (link) => link.gateway.logs(jobId, offset, onChunk), undefined).catch((error: unknown) => {
+      ? await session.step('run', (link) => link.steps.followLog(jobId, offset, onChunk), undefined).catch((error: unknown) => {
           // Cancelled before it started: started/ exists but no log was ever made.
           if (!(error instanceof GatewayError && error.gatewayCode === 'E_STATE')) throw error;
           neverRan = true;
@@ -276,7 +275,7 @@ async function finish(job: Job, started: number, follow: Follow): Promise<Remote
 
   const t3 = performance.now();
   if ((wanted || neverRan) && !downloadInterrupted && !cleanedUp && job.cleanup !== 'never') {
-    await session.step('cleanup', (link) => link.gateway.remove(jobId), undefined);
+    await session.step('cleanup', (link) => link.steps.remove(jobId), undefined);
     cleanedUp = true;
   }
   job.timings.cleanupMs = performance.now() - t3;
@@ -313,13 +312,12 @@ async function finish(job: Job, started: number, follow: Follow): Promise<Remote
  */
 async function fetchResults(job: Job, link: Link, removeJob: boolean, onFile: (file: string) => void): Promise<TransferResult> {
   const options = {
-    jobId: job.jobId,
     ...(job.signal ? { signal: job.signal } : {}),
     onProgress: (p: TransferProgress) => job.emit({ type: 'downloading', bytes: p.bytes, percent: p.percent, rate: p.rate }),
     onFile,
   };
   const outputDir = resolve(job.outputDir);
-  return removeJob ? link.gateway.take(outputDir, options) : link.gateway.get(outputDir, options);
+  return link.steps.fetchResults(job.jobId, outputDir, { ...options, remove: removeJob });
 }
 
 /** For `.catch`: the gateway's refusal with this code means "nothing there"; anything else throws. */
@@ -337,7 +335,7 @@ function cancellation(signal: AbortSignal, fallback: string, jobId: string): Can
 
 async function removeQuietly(job: Job): Promise<void> {
   await job.session
-    .step('cleanup', (link) => link.gateway.remove(job.jobId), undefined)
+    .step('cleanup', (link) => link.steps.remove(job.jobId), undefined)
     .catch(() => undefined);
 }
 

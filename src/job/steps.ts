@@ -1,0 +1,56 @@
+/**
+ * A remote job's steps, whatever carries them to the external computer: put the inputs, start the
+ * program, follow its log from a byte offset, read its status, cancel it, fetch its results, remove
+ * it. runRemote, attach, listJobs and cancelJob use nothing else. The SSH gateway (one connection,
+ * gateway/client.ts) is the first implementation, sshJobSteps below; pull mode over HTTPS is meant
+ * to be the second. Every step must be safe to repeat after a dropped link (JobSession.step retries
+ * them): resumable transfers, a start that never runs the program twice, offsets for the log, a
+ * removal of a missing job that succeeds.
+ */
+import type { GatewayClient, TransferOptions, TransferResult } from '../gateway/client.js';
+import type { JobListing, JobState, JobStatus } from '../gateway/protocol.js';
+
+/** How a program ended, as the step that saw its end reports it. */
+export interface Final {
+  state: JobState;
+  exitCode: number | undefined;
+}
+
+/** A transfer's options, the job aside. */
+export type TransferRun = Omit<TransferOptions, 'jobId'>;
+
+export interface JobSteps {
+  putInputs(jobId: string, inputs: readonly string[], options: TransferRun): Promise<TransferResult>;
+  start(jobId: string, args: readonly string[]): Promise<JobStatus>;
+  /** start, then followLog from byte 0: one round trip where the transport allows it. */
+  startAndFollow(
+    jobId: string,
+    args: readonly string[],
+    onStarted: (started: { state: JobState; pid: number | undefined }) => void,
+    onChunk: (chunk: Buffer) => void,
+    signal?: AbortSignal,
+  ): Promise<Final>;
+  /** The log from `offset` until the program has ended and every byte is out. */
+  followLog(jobId: string, offset: number, onChunk: (chunk: Buffer) => void, signal?: AbortSignal): Promise<Final>;
+  status(jobId: string): Promise<JobStatus>;
+  cancel(jobId: string): Promise<JobStatus>;
+  /** With `remove`, the job goes once every result is safely here (`removed` says it went). */
+  fetchResults(jobId: string, outputDir: string, options: TransferRun & { remove: boolean }): Promise<TransferResult>;
+  remove(jobId: string): Promise<void>;
+  list(): Promise<JobListing[]>;
+}
+
+/** The steps over the SSH gateway: put/run/take, and start/logs/status/cancel/rm/list. */
+export function sshJobSteps(gateway: GatewayClient): JobSteps {
+  return {
+    putInputs: (jobId, inputs, options) => gateway.put(inputs, { ...options, jobId }),
+    start: (jobId, args) => gateway.start(jobId, args),
+    startAndFollow: (jobId, args, onStarted, onChunk, signal) => gateway.run(jobId, args, onStarted, onChunk, signal),
+    followLog: (jobId, offset, onChunk, signal) => gateway.logs(jobId, offset, onChunk, signal),
+    status: (jobId) => gateway.status(jobId),
+    cancel: (jobId) => gateway.cancel(jobId),
+    fetchResults: (jobId, outputDir, { remove, ...options }) => (remove ? gateway.take(outputDir, { ...options, jobId }) : gateway.get(outputDir, { ...options, jobId })),
+    remove: (jobId) => gateway.remove(jobId),
+    list: () => gateway.list(),
+  };
+}
