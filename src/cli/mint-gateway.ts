@@ -2,23 +2,13 @@
 import { readFile } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { parseArgs } from 'node:util';
 import { ConfigError } from '../errors.js';
 import { install, uninstall } from '../site/install.js';
 import { doctor } from '../site/doctor.js';
-import { ExitCode, UsageError } from './exit-codes.js';
+import { ExitCode } from './exit-codes.js';
+import { defineCommand, parseCommand, printHelp, programHelp, unknownCommand, type ProgramSpec } from './options.js';
 import { printJson, processIo, type Io } from './output.js';
 import { reportError, version } from './mint-ssh-exec.js';
-
-const USAGE = `usage:
-  mint-gateway install --key FILE|- [--root DIR] [--program PATH] [--gateway-path PATH] [--dest FILE]
-                       [--key-name NAME] [--from PATTERNS] [--expiry-time YYYYMMDD[HHMM[SS]][Z]]
-                       [--cert-authority [--principals NAMES]] [--export GLOBS] [--max-jobs N]
-                       [--min-free-mb N] [--min-free-inodes N] [--max-job-mb N] [--max-job-files N]
-                       [--max-age-days N] [--client-timeout SECONDS] [--env NAME=VALUE]...
-                       [--allow-unconfined-rsync] [--print]
-  mint-gateway uninstall --key FILE|- [--dest FILE]
-  mint-gateway doctor [--root DIR] [--program PATH] [--gateway-path PATH] [--dest FILE] [--sshd PATH] [--json]`;
 
 function defaults(home: string): { root: string; program: string; gatewayPath: string; dest: string } {
   return {
@@ -29,12 +19,83 @@ function defaults(home: string): { root: string; program: string; gatewayPath: s
   };
 }
 
+// Where things are on this computer: install writes them, doctor checks them.
 const pathOptions = {
-  root: { type: 'string' },
-  program: { type: 'string' },
-  'gateway-path': { type: 'string' },
-  dest: { type: 'string' },
+  root: { type: 'string', value: 'DIR', description: 'the job root, one dir per job (default: ~/mint-jobs)' },
+  program: {
+    type: 'string',
+    value: 'PATH',
+    description: 'the program every job runs (default: ~/misrc_remote_workflow/scripts/execute_remote-side_program_ssh.sh)',
+  },
+  'gateway-path': { type: 'string', value: 'PATH', description: 'where the gateway script goes (default: ~/.mint/mint-gateway.sh)' },
+  dest: { type: 'string', value: 'FILE', description: 'the authorized_keys file, e.g. an authorized_keys.d/ fragment (default: ~/.ssh/authorized_keys)' },
 } as const;
+
+const PROGRAM = 'mint-gateway';
+
+export const installSpec = defineCommand({
+  program: PROGRAM,
+  name: 'install',
+  brief: "install the gateway for MInt's key: the script, the job root and the key's line",
+  summary:
+    "Install the gateway for MInt's key on this computer: copy the gateway script, create the job root and " +
+    "write the key's forced-command line to authorized_keys (re-running updates that line in place).",
+  positionals: [],
+  options: {
+    key: { type: 'string', value: 'FILE|-', required: true, description: "MInt's public key, or - to read it from stdin" },
+    ...pathOptions,
+    'key-name': { type: 'string', value: 'NAME', description: "the key's name in the gateway's audit log" },
+    from: { type: 'string', value: 'PATTERNS', description: "sshd's from=: where the key is accepted from (e.g. MInt's proxy address)" },
+    'expiry-time': { type: 'string', value: 'TIME', description: "sshd's expiry-time=: YYYYMMDD[HHMM[SS]][Z], when the key stops working" },
+    'cert-authority': { type: 'boolean', description: "trust OpenSSH user certificates signed by this key (MInt's CA) instead of the key" },
+    principals: { type: 'string', value: 'NAMES', description: 'with --cert-authority: the certificate principals accepted' },
+    export: { type: 'string', value: 'GLOBS', description: 'rsync include patterns (comma-separated): only matching files leave a job' },
+    'max-jobs': { type: 'string', value: 'N', description: 'at most N jobs running at once' },
+    'min-free-mb': { type: 'string', value: 'N', description: 'keep N MB free under the job root (uploads stop, starts are refused)' },
+    'min-free-inodes': { type: 'string', value: 'N', description: 'keep N inodes free under the job root' },
+    'max-job-mb': { type: 'string', value: 'N', description: "cap on a job dir's size in MB, held during every upload" },
+    'max-job-files': { type: 'string', value: 'N', description: "cap on a job dir's number of files and dirs" },
+    'max-age-days': { type: 'string', value: 'N', description: 'finished jobs older than N days are removed when a new job starts' },
+    'client-timeout': { type: 'string', value: 'SECONDS', description: 'how long the gateway waits on a silent client (default: 600)' },
+    env: { type: 'string', value: 'NAME=VALUE', multiple: true, description: 'a variable every program gets, e.g. LANG=ja_JP.UTF-8' },
+    'allow-unconfined-rsync': { type: 'boolean', description: 'serve downloads with an rsync older than 3.5.0 (no --confine-root)' },
+    print: { type: 'boolean', description: 'only print the authorized_keys line; write nothing' },
+  },
+});
+
+export const uninstallSpec = defineCommand({
+  program: PROGRAM,
+  name: 'uninstall',
+  brief: "remove the key's mint-gateway line",
+  summary: "Remove exactly the mint-gateway line of this key from authorized_keys (the gateway and job root stay).",
+  positionals: [],
+  options: {
+    key: { type: 'string', value: 'FILE|-', required: true, description: 'the public key whose line goes, or - to read it from stdin' },
+    dest: pathOptions.dest,
+  },
+});
+
+export const doctorSpec = defineCommand({
+  program: PROGRAM,
+  name: 'doctor',
+  brief: 'check what defeats the gateway or slows it, with a fix for each',
+  summary:
+    'Check what defeats a forced command or breaks the protocol here (~/.ssh/rc, sshd settings, the login ' +
+    'shell, permissions, rsync/setsid/flock, the program), with a fix for each line that is not ok.',
+  positionals: [],
+  options: {
+    ...pathOptions,
+    sshd: { type: 'string', value: 'PATH', description: "the sshd asked for its settings with 'sshd -T' (default: sshd)" },
+    json: { type: 'boolean', description: "print every check and its status as JSON on stdout" },
+  },
+  notes: ['exit status: 1 when a check FAILs, else 0 (warnings and SKIPPED checks included); 2 is a usage error'],
+});
+
+export const PROGRAM_SPEC: ProgramSpec = {
+  program: PROGRAM,
+  summary: 'Install, remove and check the mint-ssh-exec gateway on the external computer, as the account MInt logs in as.',
+  commands: [installSpec, uninstallSpec, doctorSpec],
+};
 
 export async function main(argv: string[] = process.argv.slice(2), io: Io = processIo, stdin: NodeJS.ReadableStream = process.stdin): Promise<number> {
   const [command, ...rest] = argv;
@@ -43,31 +104,8 @@ export async function main(argv: string[] = process.argv.slice(2), io: Io = proc
   try {
     switch (command) {
       case 'install': {
-        const { values, positionals } = parseArgs({
-          args: rest,
-          allowPositionals: true,
-          options: {
-            ...pathOptions,
-            key: { type: 'string' },
-            'key-name': { type: 'string' },
-            from: { type: 'string' },
-            'expiry-time': { type: 'string' },
-            'cert-authority': { type: 'boolean' },
-            principals: { type: 'string' },
-            export: { type: 'string' },
-            'max-jobs': { type: 'string' },
-            'min-free-mb': { type: 'string' },
-            'min-free-inodes': { type: 'string' },
-            'max-job-mb': { type: 'string' },
-            'max-job-files': { type: 'string' },
-            'client-timeout': { type: 'string' },
-            env: { type: 'string', multiple: true },
-            'max-age-days': { type: 'string' },
-            print: { type: 'boolean' },
-            'allow-unconfined-rsync': { type: 'boolean' },
-          },
-        });
-        if (positionals.length || !values.key) throw new UsageError(USAGE);
+        const { values } = parseCommand(installSpec, rest);
+        if (values.help) return printHelp(io, installSpec);
         const number = (flag: string, v: string | undefined): number | undefined => {
           if (v === undefined) return undefined;
           if (!/^\d+$/.test(v)) throw new ConfigError(`${flag} must be a whole number, got ${JSON.stringify(v)}`);
@@ -112,15 +150,15 @@ export async function main(argv: string[] = process.argv.slice(2), io: Io = proc
         return ExitCode.OK;
       }
       case 'uninstall': {
-        const { values, positionals } = parseArgs({ args: rest, allowPositionals: true, options: { key: { type: 'string' }, dest: { type: 'string' } } });
-        if (positionals.length || !values.key) throw new UsageError(USAGE);
+        const { values } = parseCommand(uninstallSpec, rest);
+        if (values.help) return printHelp(io, uninstallSpec);
         const removed = await uninstall({ publicKey: await readKey(values.key, stdin), authorizedKeys: abs(values.dest ?? d.dest) });
         io.stdout.write(removed ? 'removed the mint-gateway line\n' : 'no mint-gateway line for that key\n');
         return ExitCode.OK;
       }
       case 'doctor': {
-        const { values, positionals } = parseArgs({ args: rest, allowPositionals: true, options: { ...pathOptions, sshd: { type: 'string' }, json: { type: 'boolean' } } });
-        if (positionals.length) throw new UsageError(USAGE);
+        const { values } = parseCommand(doctorSpec, rest);
+        if (values.help) return printHelp(io, doctorSpec);
         const checks = await doctor({
           root: abs(values.root ?? d.root),
           program: abs(values.program ?? d.program),
@@ -154,14 +192,21 @@ export async function main(argv: string[] = process.argv.slice(2), io: Io = proc
         return ok ? ExitCode.OK : ExitCode.FAILED;
       }
       case '--version':
+      case '-v':
         io.stdout.write(`${version()}\n`);
         return ExitCode.OK;
-      case '--help':
+      case 'help':
+        // `help COMMAND` is `COMMAND --help`.
+        if (rest[0] !== undefined) return await main([rest[0], '--help'], io, stdin);
+        io.stdout.write(programHelp(PROGRAM_SPEC));
+        return ExitCode.OK;
       case undefined:
-        io.stdout.write(`${USAGE}\n`);
-        return command ? ExitCode.OK : ExitCode.USAGE;
+      case '--help':
+      case '-h':
+        io.stdout.write(programHelp(PROGRAM_SPEC));
+        return command === undefined ? ExitCode.USAGE : ExitCode.OK;
       default:
-        throw new UsageError(`unknown command ${JSON.stringify(command)}\n${USAGE}`);
+        throw unknownCommand(PROGRAM_SPEC, command);
     }
   } catch (error) {
     return reportError(io, error, 'mint-gateway');

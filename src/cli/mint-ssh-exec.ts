@@ -2,20 +2,19 @@
 import { readFileSync } from 'node:fs';
 import { MintSshError } from '../errors.js';
 import { ExitCode, UsageError, exitCodeFor } from './exit-codes.js';
+import { programHelp, unknownCommand, type ProgramSpec } from './options.js';
 import { processIo, type Io } from './output.js';
-import { probeCommand, probeUsage } from './commands/probe.js';
-import { attachCommand, attachUsage, runCommand, runUsage } from './commands/run.js';
-import { cancelCommand, cancelUsage, jobsCommand, jobsUsage } from './commands/jobs.js';
-import { sandboxCommand, sandboxUsage } from './commands/sandbox.js';
+import { probeCommand, probeSpec } from './commands/probe.js';
+import { attachCommand, attachSpec, runCommand, runSpec } from './commands/run.js';
+import { cancelCommand, cancelSpec, jobsCommand, jobsSpec } from './commands/jobs.js';
+import { sandboxCommand, sandboxSpec } from './commands/sandbox.js';
 
-const USAGE = `usage:
-  ${probeUsage}
-  ${runUsage}
-  ${attachUsage}
-  ${jobsUsage}
-  ${cancelUsage}
-  ${sandboxUsage}
-  mint-ssh-exec --version`;
+/** The subcommands, in the order the usage lists them; each one's table makes its parser and help. */
+export const PROGRAM_SPEC: ProgramSpec = {
+  program: 'mint-ssh-exec',
+  summary: 'Run part of a MInt workflow module on an external computer over one SSH connection, through a forced-command gateway (set up there with mint-gateway).',
+  commands: [probeSpec, runSpec, attachSpec, jobsSpec, cancelSpec, sandboxSpec],
+};
 
 export async function main(argv: string[] = process.argv.slice(2), io: Io = processIo, signal?: AbortSignal): Promise<number> {
   const [command, ...rest] = argv;
@@ -39,14 +38,18 @@ export async function main(argv: string[] = process.argv.slice(2), io: Io = proc
       case '-v':
         io.stdout.write(`${version()}\n`);
         return ExitCode.OK;
+      case 'help':
+        // `help COMMAND` is `COMMAND --help`.
+        if (rest[0] !== undefined) return await main([rest[0], '--help'], io, controller.signal);
+        io.stdout.write(programHelp(PROGRAM_SPEC));
+        return ExitCode.OK;
       case undefined:
       case '--help':
       case '-h':
-      case 'help':
-        io.stdout.write(`${USAGE}\n`);
+        io.stdout.write(programHelp(PROGRAM_SPEC));
         return command === undefined ? ExitCode.USAGE : ExitCode.OK;
       default:
-        throw new UsageError(`unknown command ${JSON.stringify(command)}\n${USAGE}`);
+        throw unknownCommand(PROGRAM_SPEC, command);
     }
   } catch (error) {
     return reportError(io, error, 'mint-ssh-exec');

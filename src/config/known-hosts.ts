@@ -3,6 +3,7 @@
  * already trusts with OpenSSH is trusted here, and a changed or revoked key is refused the same way.
  */
 import { createHash, createHmac } from 'node:crypto';
+import { knownHostsName, matchHostPatterns } from './openssh.js';
 
 export type HostKeyCheck =
   | { status: 'match'; file?: string; line: number }
@@ -18,7 +19,7 @@ interface Entry {
 }
 
 export function checkKnownHosts(text: string, host: string, port: number, keyBlob: Buffer): HostKeyCheck {
-  const name = lookupName(host, port);
+  const name = knownHostsName(host, port);
   let matched: number | undefined;
   let revoked: number | undefined;
   const others: { line: number; type: string; blob: Buffer }[] = [];
@@ -59,33 +60,7 @@ export function keyTypeOf(keyBlob: Buffer): string {
 }
 
 export function knownHostsLine(host: string, port: number, keyBlob: Buffer): string {
-  return `${lookupName(host, port)} ${keyTypeOf(keyBlob)} ${keyBlob.toString('base64')}`;
-}
-
-/**
- * OpenSSH's pattern-list rule: `*` and `?` wildcards, and a matching `!pattern` rejects the name
- * even when another pattern accepts it.
- */
-export function matchHostPatterns(name: string, patterns: readonly string[], ignoreCase: boolean): boolean {
-  let accepted = false;
-  for (const pattern of patterns) {
-    const negated = pattern.startsWith('!');
-    if (!wildcardMatch(name, negated ? pattern.slice(1) : pattern, ignoreCase)) continue;
-    if (negated) return false;
-    accepted = true;
-  }
-  return accepted;
-}
-
-function wildcardMatch(name: string, pattern: string, ignoreCase: boolean): boolean {
-  const source = pattern.replace(/[.+^${}()|[\]\\]/g, '\\$&').replace(/\*/g, '.*').replace(/\?/g, '.');
-  return new RegExp(`^${source}$`, ignoreCase ? 'is' : 's').test(name);
-}
-
-/** ssh lowercases hostnames before it looks them up or writes them, and brackets non-default ports. */
-function lookupName(host: string, port: number): string {
-  const lower = host.toLowerCase();
-  return port === 22 ? lower : `[${lower}]:${port}`;
+  return `${knownHostsName(host, port)} ${keyTypeOf(keyBlob)} ${keyBlob.toString('base64')}`;
 }
 
 function parseEntry(raw: string): Entry | undefined {
@@ -119,3 +94,5 @@ function tryKeyType(keyBlob: Buffer): string | undefined {
     return undefined;
   }
 }
+
+export { matchHostPatterns } from './openssh.js';

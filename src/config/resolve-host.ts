@@ -7,6 +7,7 @@ import { homedir, userInfo } from 'node:os';
 import { join, resolve as resolvePath } from 'node:path';
 import { ConfigError } from '../errors.js';
 import { loadProfiles } from './load-profiles.js';
+import { expandTilde, expandTokens } from './openssh.js';
 import { HostProfileSchema, type HostProfile } from './profile-schema.js';
 import { readSshConfig, type SshConfigEntry } from './ssh-config.js';
 import { DEFAULTS, type ResolvedHost } from './resolved-host.js';
@@ -79,7 +80,7 @@ function merge(name: string, profile: HostProfile, ssh: SshConfigEntry, env: Nod
   else if (ssh.identityAgent && ssh.identityAgent !== 'SSH_AUTH_SOCK') agent = expandHome(ssh.identityAgent, home);
   else agent = env.SSH_AUTH_SOCK || undefined;
 
-  const proxyCommand = profile.proxyCommand ? expandTokens(profile.proxyCommand, { h: hostname, p: String(port), r: user, n: name }) : ssh.proxyCommand;
+  const proxyCommand = profile.proxyCommand ? expandTokens(profile.proxyCommand, { h: hostname, p: String(port), r: user, n: name }, 'proxyCommand') : ssh.proxyCommand;
   const proxyJump = profile.proxyJump ?? ssh.proxyJump;
   if (proxyCommand && proxyJump) {
     throw new ConfigError(`host ${name} has both ProxyCommand and ProxyJump; OpenSSH uses one, so choose one`);
@@ -122,16 +123,5 @@ export async function resolveJump(spec: string, options: ResolveOptions = {}): P
 }
 
 export function expandHome(path: string, home: string): string {
-  if (path === '~') return home;
-  if (path.startsWith('~/')) return join(home, path.slice(2));
-  return resolvePath(path);
-}
-
-function expandTokens(text: string, values: Record<string, string>): string {
-  return text.replace(/%(.)/g, (whole, token: string) => {
-    if (token === '%') return '%';
-    const value = values[token];
-    if (value === undefined) throw new ConfigError(`unknown token ${whole} in proxyCommand (known: %h %p %r %n %%)`);
-    return value;
-  });
+  return resolvePath(expandTilde(path, home));
 }

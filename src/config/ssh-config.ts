@@ -7,7 +7,7 @@ import { readFile } from 'node:fs/promises';
 import { homedir, userInfo } from 'node:os';
 import { dirname, isAbsolute, join } from 'node:path';
 import { ConfigError } from '../errors.js';
-import { matchHostPatterns } from './known-hosts.js';
+import { expandTilde as tilde, expandTokens, matchHostPatterns } from './openssh.js';
 
 export interface SshConfigEntry {
   hostName?: string;
@@ -273,21 +273,11 @@ function finish(state: State): SshConfigEntry {
 }
 
 function expand(source: Sourced, tokens: Record<string, string>, what: string): string {
-  return source.value.replace(/%(.?)/g, (_, token: string) => {
-    if (token === '%') return '%';
-    const value = tokens[token];
-    if (value === undefined) {
-      throw new ConfigError(`${source.where}: unknown token %${token} in ${what} (supported here: %%${Object.keys(tokens).map((t) => ` %${t}`).join('')})`);
-    }
-    return value;
-  });
+  return expandTokens(source.value, tokens, what, source.where);
 }
 
 function expandTilde(source: Sourced, homeDir: string): string {
-  const { value } = source;
-  if (value === '~' || value.startsWith('~/')) return homeDir + value.slice(1);
-  if (value.startsWith('~')) throw new ConfigError(`${source.where}: ~user paths are not supported, got "${value}"`);
-  return value;
+  return tilde(source.value, homeDir, source.where);
 }
 
 function parsePort(value: string, where: string): number {
@@ -328,7 +318,7 @@ function parseCount(value: string, keyword: string, where: string): number {
 
 /** Include paths: ~ expanded, relative ones under ~/.ssh, `*` and `?` allowed in the last component. */
 function includePaths(options: SshConfigOptions, pattern: string): string[] {
-  let path = pattern === '~' || pattern.startsWith('~/') ? options.homeDir + pattern.slice(1) : pattern;
+  let path = tilde(pattern, options.homeDir, 'Include');
   if (!isAbsolute(path)) path = join(options.homeDir, '.ssh', path);
   const dir = dirname(path);
   const last = path.slice(dir.length + 1);

@@ -6,6 +6,7 @@ import { appendFileSync, mkdirSync, readFileSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { HostKeyError } from '../errors.js';
 import { checkKnownHosts, fingerprintSha256, keyTypeOf, knownHostsLine } from '../config/known-hosts.js';
+import { knownHostsName } from '../config/openssh.js';
 import type { ResolvedHost } from '../config/resolved-host.js';
 
 export function verifyHostKey(host: ResolvedHost, keyBlob: Buffer): HostKeyError | undefined {
@@ -66,5 +67,5 @@ export function verifyHostKey(host: ResolvedHost, keyBlob: Buffer): HostKeyError
 }
 
 function lookupName(host: ResolvedHost): string {
-  return host.port === 22 ? host.hostKeyAlias : `[${host.hostKeyAlias}]:${host.port}`;
+  return knownHostsName(host.hostKeyAlias, host.port);
 }

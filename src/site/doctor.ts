@@ -8,6 +8,7 @@ import { access, readFile, realpath, stat } from 'node:fs/promises';
 import { homedir, userInfo } from 'node:os';
 import { join, sep } from 'node:path';
 import { promisify } from 'node:util';
+import { wildcardMatch } from '../config/openssh.js';
 
 const run = promisify(execFile);
 
@@ -110,8 +111,7 @@ export async function doctor(options: DoctorOptions): Promise<DoctorCheck[]> {
 const DANGEROUS_ENV = ['LD_PRELOAD', 'LD_LIBRARY_PATH', 'LD_AUDIT', 'BASH_ENV', 'ENV', 'PATH', 'IFS', 'SHELLOPTS', 'PS4', 'BASH_FUNC_x%%'];
 
 function globMatch(pattern: string, name: string): boolean {
-  const re = new RegExp(`^${pattern.replace(/[.+^${}()|[\]\\]/g, '\\$&').replace(/\*/g, '.*').replace(/\?/g, '.')}$`);
-  return re.test(name);
+  return wildcardMatch(name, pattern, false);
 }
 
 async function sshdSettings(sshd: string, user: string | undefined): Promise<DoctorCheck> {

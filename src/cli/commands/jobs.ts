@@ -1,25 +1,51 @@
-import { parseArgs } from 'node:util';
 import { cancelJob, listJobs } from '../../job/manage.js';
-import { ExitCode, UsageError } from '../exit-codes.js';
+import { ExitCode } from '../exit-codes.js';
+import { defineCommand, parseCommand, printHelp, usageError } from '../options.js';
 import { printJson, type Io } from '../output.js';
+import { PROGRAM, configOption, hostArgument } from './common.js';
 
-export const jobsUsage = 'mint-ssh-exec jobs HOST [--json] [--config FILE]';
-export const cancelUsage = 'mint-ssh-exec cancel HOST JOB [--json] [--config FILE]';
+export const jobsSpec = defineCommand({
+  program: PROGRAM,
+  name: 'jobs',
+  brief: "list a host's jobs and their states",
+  summary: "List the jobs in HOST's job root with their state (and exit code once ended).",
+  positionals: [hostArgument],
+  options: {
+    json: { type: 'boolean', description: 'print the host and its jobs as JSON on stdout' },
+    config: configOption,
+  },
+});
+
+export const cancelSpec = defineCommand({
+  program: PROGRAM,
+  name: 'cancel',
+  brief: 'cancel a running job',
+  summary: "Cancel a job on HOST: the remote program's whole process group gets TERM, then KILL after the gateway's grace time. A run or attach following it then ends as cancelled.",
+  positionals: [hostArgument, { name: 'JOB', description: 'the job id (a UUID; see jobs)' }],
+  options: {
+    json: { type: 'boolean', description: "print the job's status as JSON on stdout" },
+    config: configOption,
+  },
+});
 
 export async function jobsCommand(args: string[], io: Io): Promise<number> {
-  const { values, positionals } = parseArgs({ args, allowPositionals: true, options: { json: { type: 'boolean' }, config: { type: 'string' } } });
-  if (positionals.length !== 1) throw new UsageError(`usage: ${jobsUsage}`);
-  const jobs = await listJobs(positionals[0]!, values.config ? { configFile: values.config } : {});
-  if (values.json) printJson(io, { host: positionals[0], jobs });
+  const { values, positionals } = parseCommand(jobsSpec, args);
+  if (values.help) return printHelp(io, jobsSpec);
+  const [host] = positionals;
+  if (!host) throw usageError(jobsSpec);
+  const jobs = await listJobs(host, values.config ? { configFile: values.config } : {});
+  if (values.json) printJson(io, { host, jobs });
   else if (jobs.length === 0) io.stdout.write('no jobs\n');
   else for (const job of jobs) io.stdout.write(`${job.jobId}  ${job.state}${job.exitCode === undefined ? '' : ` (exit ${job.exitCode})`}\n`);
   return ExitCode.OK;
 }
 
 export async function cancelCommand(args: string[], io: Io): Promise<number> {
-  const { values, positionals } = parseArgs({ args, allowPositionals: true, options: { json: { type: 'boolean' }, config: { type: 'string' } } });
-  if (positionals.length !== 2) throw new UsageError(`usage: ${cancelUsage}`);
-  const status = await cancelJob(positionals[0]!, positionals[1]!, values.config ? { configFile: values.config } : {});
+  const { values, positionals } = parseCommand(cancelSpec, args);
+  if (values.help) return printHelp(io, cancelSpec);
+  const [host, jobId] = positionals;
+  if (!host || !jobId) throw usageError(cancelSpec);
+  const status = await cancelJob(host, jobId, values.config ? { configFile: values.config } : {});
   if (values.json) printJson(io, status);
   else io.stdout.write(`${status.jobId}  ${status.state}${status.exitCode === undefined ? '' : ` (exit ${status.exitCode})`}\n`);
   return ExitCode.OK;

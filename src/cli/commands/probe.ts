@@ -1,17 +1,29 @@
-import { parseArgs } from 'node:util';
 import { PROBE_EXIT, probeHost, type ProbeResult } from '../../probe/probe.js';
-import { ExitCode, UsageError } from '../exit-codes.js';
+import { ExitCode } from '../exit-codes.js';
+import { defineCommand, parseCommand, printHelp, together } from '../options.js';
 import { printJson, type Io } from '../output.js';
+import { PROGRAM, configOption } from './common.js';
 
-export const probeUsage = 'mint-ssh-exec probe HOST... [--json] [--config FILE]';
+export const probeSpec = defineCommand({
+  program: PROGRAM,
+  name: 'probe',
+  brief: 'check that hosts are ready to run jobs, with a fix for each failure',
+  summary: 'Check, step by step, that each HOST is ready to run jobs: configuration, reach, host key, authentication, gateway, rsync, program, job root, resources and latency; a fix for each failure.',
+  positionals: [{ name: 'HOST...', description: 'one or more host profile names (see --config) or ~/.ssh/config aliases, probed at once' }],
+  options: {
+    json: { type: 'boolean', description: 'print every step of every host as JSON on stdout' },
+    config: configOption,
+  },
+  notes: [
+    `exit status: 0 when every host is ready, else that of the first failing step of the first failing host: ${Object.entries(PROBE_EXIT)
+      .map(([step, code]) => together(String(code), step))
+      .join(', ')}; 2 is a usage error`,
+  ],
+});
 
 export async function probeCommand(args: string[], io: Io): Promise<number> {
-  const { values, positionals } = parseArgs({
-    args,
-    allowPositionals: true,
-    options: { json: { type: 'boolean' }, config: { type: 'string' } },
-  });
-  if (positionals.length === 0) throw new UsageError(`usage: ${probeUsage}`);
+  const { values, positionals } = parseCommand(probeSpec, args);
+  if (values.help) return printHelp(io, probeSpec);
   const options = values.config ? { configFile: values.config } : {};
   // Several hosts are probed at once: a slow or dead one does not hold up the others.
   const results = await Promise.all(positionals.map((host) => probeHost(host, options)));

@@ -1,34 +1,69 @@
-import { parseArgs } from 'node:util';
 import { attach, runRemote } from '../../job/run-remote.js';
 import type { RemoteResult } from '../../job/result.js';
 import { CancelledError } from '../../errors.js';
 import { appendMintLog, mintLogFields, mintLogPath } from '../mint-log.js';
 import { progressReporter } from '../progress.js';
 import { ExitCode, UsageError } from '../exit-codes.js';
+import { defineCommand, parseCommand, printHelp, usageError } from '../options.js';
 import { printJson, type Io } from '../output.js';
 import type { CleanupPolicy } from '../../config/resolved-host.js';
+import { PROGRAM, configOption, hostArgument, ownExitCodes } from './common.js';
 
-export const runUsage =
-  'mint-ssh-exec run HOST FILE... [-o DIR] [--arg ARG]... [--cleanup always|on-success|never] [--timeout SEC] [--json] [--quiet] [--mint-log PATH] [--solver NAME] [--config FILE]';
-export const attachUsage = 'mint-ssh-exec attach HOST JOB [-o DIR] [--cleanup POLICY] [--json] [--quiet] [--config FILE]';
-
-const common = {
-  output: { type: 'string', short: 'o' },
-  cleanup: { type: 'string' },
-  timeout: { type: 'string' },
-  json: { type: 'boolean' },
-  quiet: { type: 'boolean', short: 'q' },
-  config: { type: 'string' },
+// Shared by run and attach, in the order their usage lists them.
+const output = { type: 'string', short: 'o', value: 'DIR', description: 'where the results land (default: the current directory)' } as const;
+const cleanup = {
+  type: 'string',
+  value: 'POLICY',
+  description: "when to remove the remote job dir: always, on-success or never (default: the profile's, else on-success)",
 } as const;
+const timeout = { type: 'string', value: 'SEC', description: 'cancel the job after SEC seconds (counted from the start of this command)' } as const;
+const json = { type: 'boolean', description: 'print the result object as JSON on stdout instead of the remote log' } as const;
+const quiet = { type: 'boolean', short: 'q', description: 'print neither the remote log nor progress; failures are still reported' } as const;
+
+export const runSpec = defineCommand({
+  program: PROGRAM,
+  name: 'run',
+  brief: "run the site's program on a host with these input files and bring the results back",
+  summary:
+    "Send FILEs to a fresh job dir on HOST, run the site's program there, stream its log to stdout and bring " +
+    "the results back: a drop-in for MInt's execute_remote_command.sh. Ctrl-C cancels the remote job.",
+  positionals: [hostArgument, { name: '[FILE...]', description: "files or directories to send as the program's inputs (symlinks are followed)" }],
+  options: {
+    output,
+    arg: { type: 'string', value: 'ARG', multiple: true, description: 'an argument for the remote program: 1-255 characters of A-Za-z0-9._,:=+@%-' },
+    cleanup,
+    timeout,
+    json,
+    quiet,
+    'mint-log': {
+      type: 'string',
+      value: 'PATH',
+      description: "append MInt's start/end lines to this solver_execute.log (default: MInt's own when $MISYSTEM_SITEID is set)",
+    },
+    solver: { type: 'string', value: 'NAME', description: 'the solver named in those log lines (default: remote)' },
+    'job-id': { type: 'string', value: 'UUID', description: 'use this job id (a lowercase UUID) instead of a fresh one' },
+    config: configOption,
+  },
+  notes: [
+    `exit status: the remote program's own; 2 is a usage error, and mint-ssh-exec's own failures are ${ownExitCodes()}`,
+    'environment: MINT_USER_ID, MINT_SOLVER_UUID, MINT_RUN_ID, MINT_WORKFLOW_ID fill the MInt log lines',
+  ],
+});
+
+export const attachSpec = defineCommand({
+  program: PROGRAM,
+  name: 'attach',
+  brief: 'follow a job started earlier to its end and bring its results back',
+  summary: "Pick up a job started earlier by run: follow it to its end, stream its log and bring the results back; exits with the program's status like run.",
+  positionals: [hostArgument, { name: 'JOB', description: 'the job id (a UUID; see jobs)' }],
+  options: { output, cleanup, timeout, json, quiet, config: configOption },
+});
 
 export async function runCommand(args: string[], io: Io, signal: AbortSignal): Promise<number> {
-  const { values, positionals } = parseArgs({
-    args,
-    allowPositionals: true,
-    options: { ...common, arg: { type: 'string', multiple: true }, 'mint-log': { type: 'string' }, solver: { type: 'string' }, 'job-id': { type: 'string' } },
-  });
+  const { values, positionals } = parseCommand(runSpec, args);
+  if (values.help) return printHelp(io, runSpec);
   const [host, ...files] = positionals;
-  if (!host) throw new UsageError(`usage: ${runUsage}`);
+  if (!host) throw usageError(runSpec);
   const jobId = values['job-id'] ?? crypto.randomUUID();
   const logPath = mintLogPath(values['mint-log'], io.env);
   const fields = mintLogFields(values.solver ?? 'remote', jobId, io.env);
@@ -55,9 +90,10 @@ export async function runCommand(args: string[], io: Io, signal: AbortSignal): P
 }
 
 export async function attachCommand(args: string[], io: Io, signal: AbortSignal): Promise<number> {
-  const { values, positionals } = parseArgs({ args, allowPositionals: true, options: common });
+  const { values, positionals } = parseCommand(attachSpec, args);
+  if (values.help) return printHelp(io, attachSpec);
   const [host, jobId] = positionals;
-  if (!host || !jobId || positionals.length > 2) throw new UsageError(`usage: ${attachUsage}`);
+  if (!host || !jobId) throw usageError(attachSpec);
   const progress = progressReporter(io, { quiet: Boolean(values.quiet), streamLog: !values.json && !values.quiet });
   try {
     const result = await attach({ host, jobId, ...shared(values, signal), onEvent: progress.onEvent });

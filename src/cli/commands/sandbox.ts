@@ -1,21 +1,32 @@
-import { parseArgs } from 'node:util';
 import { rename, rm, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { startSandbox } from '../../sandbox/sandbox.js';
 import { startDockerSandbox } from '../../sandbox/docker.js';
 import { ExitCode, UsageError } from '../exit-codes.js';
+import { defineCommand, parseCommand, printHelp } from '../options.js';
 import type { Io } from '../output.js';
+import { PROGRAM } from './common.js';
 
-export const sandboxUsage = 'mint-ssh-exec sandbox [--program PATH] [--port N] [--write-config FILE] [--docker]';
+export const sandboxSpec = defineCommand({
+  program: PROGRAM,
+  name: 'sandbox',
+  brief: 'run a throwaway external computer on this machine to try things on',
+  summary:
+    'Start a throwaway external computer on this machine (a private sshd with the gateway installed) and keep ' +
+    'it running until Ctrl-C; prints its host profile and how to use it, and removes everything it made.',
+  positionals: [],
+  options: {
+    program: { type: 'string', value: 'PATH', description: 'the remote-side program jobs run (default: the sample from examples/)' },
+    port: { type: 'string', value: 'N', description: 'the port it listens on at 127.0.0.1 (default: a free one)' },
+    'write-config': { type: 'string', value: 'FILE', description: 'write the host profile here once the host answers (removed when it stops)' },
+    docker: { type: 'boolean', description: 'run the host in a Docker container instead (needs a Docker engine)' },
+  },
+});
 
 /** Keeps a sandbox host running until interrupted, and says how to use it. */
 export async function sandboxCommand(args: string[], io: Io, signal: AbortSignal): Promise<number> {
-  const { values, positionals } = parseArgs({
-    args,
-    allowPositionals: true,
-    options: { program: { type: 'string' }, port: { type: 'string' }, docker: { type: 'boolean' }, 'write-config': { type: 'string' } },
-  });
-  if (positionals.length) throw new UsageError(`usage: ${sandboxUsage}`);
+  const { values } = parseCommand(sandboxSpec, args);
+  if (values.help) return printHelp(io, sandboxSpec);
   let port: number | undefined;
   if (values.port !== undefined) {
     port = Number(values.port);
