@@ -2,6 +2,7 @@
  * One error family for every step of a job. Like ssh2's `level`, each error says whether retrying
  * the same step can help (`retryable`), so the retry policy never has to guess from messages.
  */
+import type { RemoteResult } from './types.js';
 
 export type ErrorCode =
   | 'CONFIG_INVALID'
@@ -117,11 +118,30 @@ export class TransferError extends MintSshError {
 }
 
 export class CancelledError extends MintSshError {
-  /** The job's result when it had started: state 'cancelled' and the log up to the end. */
-  result: unknown;
+  /**
+   * The job's result when it had started: state 'cancelled' and the log up to the end. Set once the
+   * cancelled job has been wound down (the error is often the AbortSignal's reason, made earlier).
+   */
+  result: RemoteResult | undefined;
 
   constructor(message: string, context: ErrorContext = {}) {
     super('CANCELLED', message, context);
+  }
+}
+
+/** Thrown only with throwOnFailure: the program ran and failed; the full result rides along. */
+export class RemoteJobError extends MintSshError {
+  readonly result: RemoteResult;
+
+  constructor(result: RemoteResult) {
+    const how = result.state === 'exited' ? `exited with code ${result.exitCode}` : `ended as ${result.state}`;
+    const tail = result.log.trimEnd().split('\n').slice(-10).join('\n');
+    super('REMOTE_FAILED', `remote program on ${result.host} ${how} (job ${result.jobId})\n---------- remote side log ----------------\n${tail}\n-------------------------------------------`, {
+      host: result.host,
+      jobId: result.jobId,
+      step: 'run',
+    });
+    this.result = result;
   }
 }
 

@@ -4,11 +4,11 @@
  * and the site's tools (`mint-ssh-exec/site`) have entries of their own.
  */
 export { runRemote, attach, type RunRemoteOptions, type AttachOptions } from './job/run-remote.js';
-export type { RemoteResult, JobTimings } from './job/result.js';
+export type { RemoteResult, JobTimings } from './types.js';
 export type { JobEvent, EventListener } from './job/events.js';
-export { RemoteJobError } from './job/remote-job-error.js';
 export {
   MintSshError,
+  RemoteJobError,
   ConfigError,
   InputError,
   ConnectError,

@@ -3,7 +3,8 @@
  * and reading its key=value replies and one-line refusals. No sockets here (ssh2's protocol/transport
  * split), so every rule is unit-testable and mirrors the checks in mint-gateway.sh.
  */
-import { GatewayError, type ErrorContext } from '../errors.js';
+import { GatewayError, InputError, type ErrorContext } from '../errors.js';
+import type { JobState } from '../types.js';
 
 /** The protocol this client speaks; the gateway reports its own in `probe`. */
 export const PROTOCOL_VERSION = 1;
@@ -17,6 +18,12 @@ export const MAX_PROGRAM_ARGS = 64;
 
 export function isJobId(value: string): boolean {
   return JOB_ID.test(value);
+}
+
+/** The one check of a caller's job id: a lowercase UUID, as the gateway's own check demands. */
+export function checkJobId(value: string, context: ErrorContext = {}): string {
+  if (!isJobId(value)) throw new InputError(`job id ${JSON.stringify(value)} is not a lowercase UUID`, { step: 'config', ...context });
+  return value;
 }
 
 /** Program arguments the gateway will pass on; checked here too so a bad one fails before connecting. */
@@ -77,7 +84,7 @@ export function parseKeyValues(text: string): Map<string, string> {
   return out;
 }
 
-export type JobState = 'created' | 'running' | 'exited' | 'cancelled' | 'lost';
+export type { JobState };
 
 export interface JobStatus {
   jobId: string;

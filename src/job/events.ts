@@ -1,5 +1,5 @@
 /** What a running job tells its caller, in order; the CLI's progress display is built on these. */
-import type { RemoteResult } from './result.js';
+import type { RemoteResult } from '../types.js';
 
 export type JobEvent =
   | { type: 'connecting'; host: string; attempt: number }

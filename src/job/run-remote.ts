@@ -8,18 +8,17 @@ import { randomUUID } from 'node:crypto';
 import { mkdir, rename, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { StringDecoder } from 'node:string_decoder';
-import { CancelledError, GatewayError, InputError, MintSshError, type Step } from '../errors.js';
+import { CancelledError, GatewayError, InputError, MintSshError, RemoteJobError, type Step } from '../errors.js';
 import { resolveHost, type InlineHost, type ResolveOptions } from '../config/resolve-host.js';
 import type { CleanupPolicy } from '../config/resolved-host.js';
 import type { ConnectionPool } from '../transfer/pool.js';
-import { checkProgramArgs, isJobId, type JobState } from '../gateway/protocol.js';
+import { checkJobId, checkProgramArgs, type JobState } from '../gateway/protocol.js';
 import { checkInputs, type TransferProgress } from '../transfer/rsync.js';
 import type { TransferResult } from '../gateway/client.js';
 import type { Final } from './steps.js';
-import type { RemoteResult } from './result.js';
+import type { RemoteResult } from '../types.js';
 import type { EventListener } from './events.js';
 import { JobSession, type Link } from './job-session.js';
-import { RemoteJobError } from './remote-job-error.js';
 
 export const LOG_NAME = 'remote_program_exec.log';
 
@@ -59,7 +58,7 @@ export interface AttachOptions extends CommonOptions {
 export async function runRemote(options: RunRemoteOptions): Promise<RemoteResult> {
   const started = performance.now();
   const jobId = options.jobId ?? randomUUID();
-  if (!isJobId(jobId)) throw new InputError(`jobId ${JSON.stringify(jobId)} is not a lowercase UUID`, { step: 'config' });
+  checkJobId(jobId);
   const argsProblem = checkProgramArgs(options.args ?? []);
   if (argsProblem) throw new InputError(argsProblem, { step: 'config', jobId });
   const job = await prepare(options, jobId);
@@ -102,7 +101,7 @@ export async function runRemote(options: RunRemoteOptions): Promise<RemoteResult
 /** Picks up a job started earlier (by this process or one that died): wait, download, clean up. */
 export async function attach(options: AttachOptions): Promise<RemoteResult> {
   const started = performance.now();
-  if (!isJobId(options.jobId)) throw new InputError(`job id ${JSON.stringify(options.jobId)} is not a lowercase UUID`, { step: 'config' });
+  checkJobId(options.jobId);
   const job = await prepare(options, options.jobId);
   try {
     const status = await job.session.step('run', (link) => link.steps.status(options.jobId), job.signal);

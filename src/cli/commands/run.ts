@@ -1,5 +1,5 @@
 import { attach, runRemote } from '../../job/run-remote.js';
-import type { RemoteResult } from '../../job/result.js';
+import type { RemoteResult } from '../../types.js';
 import { CancelledError } from '../../errors.js';
 import { appendMintLog, mintLogFields, mintLogPath } from '../mint-log.js';
 import { progressReporter } from '../progress.js';

@@ -1,5 +1,10 @@
-/** One result shape for every job, success or failure (execa's lesson). */
-import type { JobState } from '../gateway/protocol.js';
+/**
+ * The types every layer shares: how a job stands on the external computer and what a finished job
+ * returns. One result shape for every job, success or failure (execa's lesson).
+ */
+
+/** How a job stands on the external computer. */
+export type JobState = 'created' | 'running' | 'exited' | 'cancelled' | 'lost';
 
 export interface JobTimings {
   connectMs: number;
