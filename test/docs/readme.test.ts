@@ -5,7 +5,8 @@
 import { describe, expect, it } from 'vitest';
 import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { readFile, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { siteHome } from '../support/site-home.js';
 
@@ -37,6 +38,22 @@ describe('README', () => {
       await rm(join(ROOT, 'tour-results'), { recursive: true, force: true });
     }
   }, 300_000);
+
+  it('the install lines run verbatim: npm pack, a global install of the tarball, the CLI on the PATH', async () => {
+    const prefix = await mkdtemp(join(tmpdir(), 'mint-global-'));
+    const version = JSON.parse(await readFile(join(ROOT, 'package.json'), 'utf8')).version as string;
+    const tarball = join(ROOT, `mint-ssh-exec-${version}.tgz`);
+    try {
+      // npm's global prefix, moved to a temp dir: `npm install -g` then installs there.
+      const r = bash(await block('install'), ROOT, { ...process.env, npm_config_prefix: prefix, npm_config_prefer_offline: 'true', PATH: `${join(prefix, 'bin')}:${process.env.PATH ?? ''}` });
+      expect(r.status, r.stdout + r.stderr).toBe(0);
+      expect(r.stdout.trim().split('\n').at(-1)).toBe(version);
+      expect(existsSync(join(prefix, 'bin', 'mint-ssh-exec'))).toBe(true);
+    } finally {
+      await rm(tarball, { force: true });
+      await rm(prefix, { recursive: true, force: true });
+    }
+  }, 180_000);
 
   it('the site set-up runs verbatim in a fresh home', async () => {
     const { home } = await siteHome();
