@@ -200,8 +200,76 @@ function startAndFollow(job: Job, args: readonly string[]): Follow {
   };
 }
 
-/** Follow the log until the program ends (or cancel it), then download and clean up. */
+/**
+ * The job's end, in four phases, each with its inputs and outputs in its signature: follow the log
+ * until the program ends (or stop it), keep the log, fetch the results, clean up; then one result.
+ */
 async function finish(job: Job, started: number, follow: Follow): Promise<RemoteResult> {
+  const ran = await followToEnd(job, follow);
+  job.timings.runMs = performance.now() - job.runStarted;
+  job.emit({ type: 'exited', exitCode: ran.final.exitCode, state: ran.final.state });
+
+  const programFailed = ran.final.state !== 'exited' || ran.final.exitCode !== 0;
+  const wanted = job.cleanup === 'always' || (job.cleanup === 'on-success' && !programFailed);
+  // The log is on disk before anything can remove the remote job.
+  await mkdir(job.outputDir, { recursive: true });
+  const logPath = join(job.outputDir, LOG_NAME);
+  await writeAtomically(logPath, ran.log);
+
+  const fetched = ran.cancelled ? undefined : await fetchAll(job, wanted && !ran.neverRan);
+  // A program's own file of that name does not replace the log.
+  if (fetched?.files.includes(LOG_NAME)) await writeAtomically(logPath, ran.log);
+  const cancelled = ran.cancelled ?? fetched?.cancelled;
+
+  const t = performance.now();
+  // Results whose download was cancelled stay on the remote side, whatever the policy.
+  let cleanedUp = fetched?.removed ?? false;
+  if ((wanted || ran.neverRan) && !fetched?.cancelled && !cleanedUp && job.cleanup !== 'never') {
+    await job.session.step('cleanup', (link) => link.steps.remove(job.jobId), undefined);
+    cleanedUp = true;
+  }
+  job.timings.cleanupMs = performance.now() - t;
+  job.emit({ type: 'cleaned-up', removed: cleanedUp });
+  job.timings.totalMs = performance.now() - started;
+
+  const result: RemoteResult = {
+    host: job.session.host.name,
+    jobId: job.jobId,
+    exitCode: ran.final.exitCode,
+    state: ran.final.state,
+    failed: programFailed || Boolean(fetched?.cancelled),
+    cancelled: Boolean(cancelled) || ran.final.state === 'cancelled',
+    log: ran.log.toString('utf8'),
+    files: fetched?.files ?? [],
+    outputDir: job.outputDir,
+    cleanedUp,
+    connections: job.session.connections,
+    timings: job.timings,
+  };
+  job.emit({ type: 'done', result });
+  if (cancelled) {
+    cancelled.result = result;
+    throw cancelled;
+  }
+  if (result.failed && job.throwOnFailure) throw new RemoteJobError(result);
+  return result;
+}
+
+interface Ran {
+  final: Final;
+  log: Buffer;
+  /** Set when the caller cancelled (or the timeout fired) while the program ran. */
+  cancelled: CancelledError | undefined;
+  /** Cancelled before the program started: the inputs are all there is to clear. */
+  neverRan: boolean;
+}
+
+/**
+ * Follows the log until the program ends; after a drop the stream resumes at the byte it stopped
+ * at (nothing lost, nothing twice). A cancel stops the remote process group and then reads what
+ * the log says up to its end; a job the gateway has never heard of never ran.
+ */
+async function followToEnd(job: Job, follow: Follow): Promise<Ran> {
   const { jobId, session, emit } = job;
   const chunks: Buffer[] = [];
   let offset = 0;
@@ -212,96 +280,48 @@ async function finish(job: Job, started: number, follow: Follow): Promise<Remote
     const text = decoder.write(chunk);
     if (text) emit({ type: 'log', text });
   };
-  let final: Final;
-  let cancelled: CancelledError | undefined;
-  // Cancelled before the program started: the inputs are all there is to clear.
-  let neverRan = false;
-  try {
-    // After a drop the stream resumes at the byte it stopped at: nothing lost, nothing twice.
-    final = await session.step('run', (link) => follow(link, offset, onChunk, job.signal), job.signal);
-  } catch (error) {
-    if (!(job.signal?.aborted)) throw error;
-    cancelled = cancellation(job.signal, 'job cancelled', jobId);
-    // Stop the remote process group, then collect what the log says up to the end. A job the
-    // gateway has never heard of never ran: there is nothing to stop and no log.
-    const stopped = await session.step('run', (link) => link.steps.cancel(jobId), undefined).catch(undefinedIf('E_NOJOB'));
-    neverRan = stopped === undefined;
-    final = stopped
-      ? await session.step('run', (link) => link.steps.followLog(jobId, offset, onChunk), undefined).catch((error: unknown) => {
-          // Cancelled before it started: started/ exists but no log was ever made.
-          if (!(error instanceof GatewayError && error.gatewayCode === 'E_STATE')) throw error;
-          neverRan = true;
-          return { state: stopped.state, exitCode: stopped.exitCode };
-        })
-      : { state: 'cancelled', exitCode: undefined };
-  }
-  const rest = decoder.end();
-  if (rest) emit({ type: 'log', text: rest });
-  const log = Buffer.concat(chunks);
-  job.timings.runMs = performance.now() - job.runStarted;
-  emit({ type: 'exited', exitCode: final.exitCode, state: final.state });
-
-  let failed = final.state !== 'exited' || final.exitCode !== 0;
-  // Results whose download was cancelled stay on the remote side, whatever the policy.
-  let downloadInterrupted = false;
-  const wanted = job.cleanup === 'always' || (job.cleanup === 'on-success' && !failed);
-  let cleanedUp = false;
-  const got = new Set<string>();
-  await mkdir(job.outputDir, { recursive: true });
-  // The log is on disk before anything can remove the remote job.
-  const logPath = join(job.outputDir, LOG_NAME);
-  await writeAtomically(logPath, log);
-  if (!cancelled) {
-    try {
-      const down = await session.step(
-        'download',
-        (link) => fetchResults(job, link, wanted && !neverRan, (file) => got.add(file)),
-        job.signal,
-      );
-      cleanedUp = down.removed;
-      job.timings.downloadMs = down.durationMs;
-      emit({ type: 'downloaded', files: got.size, ms: down.durationMs });
-    } catch (error) {
-      if (!job.signal?.aborted) throw error;
-      cancelled = cancellation(job.signal, 'download cancelled', jobId);
-      failed = true;
-      downloadInterrupted = true;
-    }
-  }
-  // A program's own file of that name does not replace the log.
-  if (got.has(LOG_NAME)) await writeAtomically(logPath, log);
-  const files = [...got];
-
-  const t3 = performance.now();
-  if ((wanted || neverRan) && !downloadInterrupted && !cleanedUp && job.cleanup !== 'never') {
-    await session.step('cleanup', (link) => link.steps.remove(jobId), undefined);
-    cleanedUp = true;
-  }
-  job.timings.cleanupMs = performance.now() - t3;
-  emit({ type: 'cleaned-up', removed: cleanedUp });
-  job.timings.totalMs = performance.now() - started;
-
-  const result: RemoteResult = {
-    host: session.host.name,
-    jobId,
-    exitCode: final.exitCode,
-    state: final.state,
-    failed,
-    cancelled: Boolean(cancelled) || final.state === 'cancelled',
-    log: log.toString('utf8'),
-    files,
-    outputDir: job.outputDir,
-    cleanedUp,
-    connections: session.connections,
-    timings: job.timings,
+  const done = (final: Final, cancelled: CancelledError | undefined, neverRan: boolean): Ran => {
+    const rest = decoder.end();
+    if (rest) emit({ type: 'log', text: rest });
+    return { final, log: Buffer.concat(chunks), cancelled, neverRan };
   };
-  emit({ type: 'done', result });
-  if (cancelled) {
-    cancelled.result = result;
-    throw cancelled;
+  try {
+    return done(await session.step('run', (link) => follow(link, offset, onChunk, job.signal), job.signal), undefined, false);
+  } catch (error) {
+    if (!job.signal?.aborted) throw error;
   }
-  if (failed && job.throwOnFailure) throw new RemoteJobError(result);
-  return result;
+  const cancelled = cancellation(job.signal, 'job cancelled', jobId);
+  const stopped = await session.step('run', (link) => link.steps.cancel(jobId), undefined).catch(undefinedIf('E_NOJOB'));
+  if (!stopped) return done({ state: 'cancelled', exitCode: undefined }, cancelled, true);
+  try {
+    return done(await session.step('run', (link) => link.steps.followLog(jobId, offset, onChunk), undefined), cancelled, false);
+  } catch (error) {
+    // Cancelled before it started: started/ exists but no log was ever made.
+    if (!(error instanceof GatewayError && error.gatewayCode === 'E_STATE')) throw error;
+    return done({ state: stopped.state, exitCode: stopped.exitCode }, cancelled, true);
+  }
+}
+
+interface Fetched {
+  files: string[];
+  /** take removed the job after sending everything. */
+  removed: boolean;
+  /** Set when the download was cancelled: the remote results then stay. */
+  cancelled: CancelledError | undefined;
+}
+
+/** Downloads the results (with `take` when the job is to go); a cancel here keeps them remotely. */
+async function fetchAll(job: Job, removeJob: boolean): Promise<Fetched> {
+  const got = new Set<string>();
+  try {
+    const down = await job.session.step('download', (link) => fetchResults(job, link, removeJob, (file) => got.add(file)), job.signal);
+    job.timings.downloadMs = down.durationMs;
+    job.emit({ type: 'downloaded', files: got.size, ms: down.durationMs });
+    return { files: [...got], removed: down.removed, cancelled: undefined };
+  } catch (error) {
+    if (!job.signal?.aborted) throw error;
+    return { files: [...got], removed: false, cancelled: cancellation(job.signal, 'download cancelled', job.jobId) };
+  }
 }
 
 /**
