@@ -69,6 +69,9 @@ main() {
   MGW_CHMOD=$mgw_found
   mgw_check_root
   mgw_read_command
+  mgw_check_request
+  # From here on every value a verb reads is validated: MGW_VERB, MGW_JOB (and the paths made
+  # from it), MGW_CAPS, MGW_OFFSET, MGW_PROG_ARGS.
   case $MGW_VERB in
     probe) mgw_verb_probe ;;
     list) mgw_verb_list ;;
@@ -80,7 +83,6 @@ main() {
     logs) mgw_verb_logs ;;
     cancel) mgw_verb_cancel ;;
     rm) mgw_verb_rm ;;
-    *) mgw_die E_USAGE 64 "unknown verb '$MGW_VERB'" ;;
   esac
 }
 
@@ -375,6 +377,35 @@ mgw_read_command() {
   mgw_argv="$*"
 }
 
+# The one check stage: every token of the request, validated once, by verb.
+mgw_check_request() {
+  MGW_PROG_ARGS=
+  # Safe to split: globbing is off and the byte check left no quote, glob or newline.
+  # shellcheck disable=SC2086
+  set -- $mgw_argv
+  case $MGW_VERB in
+    probe | list) mgw_expect_args 0 0 "no arguments" ;;
+    put | get | take)
+      mgw_expect_args 2 2 "JOB CAPS"
+      mgw_check_job "$1"
+      mgw_check_caps "$2" ;;
+    start | run)
+      mgw_expect_args 1 $((MGW_MAX_ARGS + 1)) "JOB [ARG...] (at most $MGW_MAX_ARGS arguments)"
+      mgw_check_job "$1"
+      shift
+      for mgw_a in "$@"; do mgw_check_prog_arg "$mgw_a"; done
+      MGW_PROG_ARGS=$* ;;
+    status | cancel | rm)
+      mgw_expect_args 1 1 "JOB"
+      mgw_check_job "$1" ;;
+    logs)
+      mgw_expect_args 2 2 "JOB OFFSET"
+      mgw_check_job "$1"
+      mgw_check_offset "$2" ;;
+    *) mgw_die E_USAGE 64 "unknown verb '$MGW_VERB'" ;;
+  esac
+}
+
 mgw_expect_args() {
   { [ "$MGW_ARGC" -ge "$1" ] && [ "$MGW_ARGC" -le "$2" ]; } ||
     mgw_die E_USAGE 64 "'$MGW_VERB' takes $3"
@@ -566,7 +597,6 @@ mgw_write_atomic() {
 # Verbs
 
 mgw_verb_probe() {
-  mgw_expect_args 0 0 "no arguments"
   mgw_audit_accepted accepted
   printf 'mint-gw=%s\nversion=%s\nverbs=%s\n' "$MGW_PROTOCOL" "$MGW_VERSION" "$MGW_VERBS"
   if mgw_rsync_found; then
@@ -692,11 +722,6 @@ mgw_rsync_template() {
 # While it runs, putting.PID announces it, so that start can refuse to run the program on inputs
 # that are still changing (mgw_check_uploads).
 mgw_verb_put() {
-  mgw_expect_args 2 2 "JOB CAPS"
-  # shellcheck disable=SC2086
-  set -- $mgw_argv
-  mgw_check_job "$1"
-  mgw_check_caps "$2"
   if [ -d "$MGW_JOBDIR/started" ]; then
     mgw_die E_STATE 68 "job $MGW_JOB has started; its inputs can no longer change"
   fi
@@ -930,11 +955,6 @@ mgw_check_job_size() {
 }
 
 mgw_verb_get() {
-  mgw_expect_args 2 2 "JOB CAPS"
-  # shellcheck disable=SC2086
-  set -- $mgw_argv
-  mgw_check_job "$1"
-  mgw_check_caps "$2"
   mgw_require_job
   mgw_job_state
   [ "$MGW_STATE" != running ] || mgw_die E_STATE 68 "job $MGW_JOB is still running"
@@ -1047,12 +1067,9 @@ mgw_verb_run() {
 # Starts the program detached unless the job has started already (a retry after a lost reply must
 # not run it twice); sets MGW_STATE, MGW_PID and MGW_EXIT, and audits the request.
 mgw_start_job() {
-  mgw_expect_args 1 $((MGW_MAX_ARGS + 1)) "JOB [ARG...] (at most $MGW_MAX_ARGS arguments)"
+  # Validated tokens (mgw_check_request): no space, glob or quote in any, so splitting is exact.
   # shellcheck disable=SC2086
-  set -- $mgw_argv
-  mgw_check_job "$1"
-  shift
-  for mgw_a in "$@"; do mgw_check_prog_arg "$mgw_a"; done
+  set -- $MGW_PROG_ARGS
   mgw_check_program
   mgw_need setsid
   mgw_setsid=$mgw_found
@@ -1252,8 +1269,6 @@ mgw_print_status() {
 }
 
 mgw_verb_status() {
-  mgw_expect_args 1 1 "JOB"
-  mgw_check_job "$mgw_argv"
   mgw_require_job
   mgw_job_state
   mgw_audit_accepted accepted
@@ -1264,11 +1279,6 @@ mgw_verb_status() {
 # --pid makes one last read after the runner dies, so no tail end is lost), then reports the final
 # status on stderr as `mint-gw: status: k=v ...`, sparing the client a separate status round trip.
 mgw_verb_logs() {
-  mgw_expect_args 2 2 "JOB OFFSET"
-  # shellcheck disable=SC2086
-  set -- $mgw_argv
-  mgw_check_job "$1"
-  mgw_check_offset "$2"
   mgw_require_job
   [ -d "$MGW_JOBDIR/started" ] || mgw_die E_STATE 68 "job $MGW_JOB has not started"
   mgw_check_log
@@ -1308,8 +1318,6 @@ mgw_follow_log() {
 # group that reuses the pid. Once the program has ended, the runner itself kills what is left of a
 # cancelled job's group (mgw_run_job).
 mgw_verb_cancel() {
-  mgw_expect_args 1 1 "JOB"
-  mgw_check_job "$mgw_argv"
   mgw_require_job
   mgw_lock
   mgw_job_state
@@ -1342,8 +1350,6 @@ mgw_signal_runner() {
 }
 
 mgw_verb_rm() {
-  mgw_expect_args 1 1 "JOB"
-  mgw_check_job "$mgw_argv"
   mgw_lock
   if [ ! -d "$MGW_JOBDIR" ]; then
     mgw_audit_accepted accepted
@@ -1368,7 +1374,6 @@ mgw_remove_job() {
 }
 
 mgw_verb_list() {
-  mgw_expect_args 0 0 "no arguments"
   mgw_audit_accepted accepted
   mgw_list_jobs
   for mgw_id in $MGW_JOBS; do
