@@ -658,6 +658,21 @@ mgw_free_mb() {
   MGW_FREE_MB=$(($1 / 1024))
 }
 
+# Free space under the root in KiB, for the upload gate.
+mgw_free_kb() {
+  MGW_FREE_KB=unknown
+  mgw_which df || return 0
+  mgw_df=$("$mgw_found" -Pk -- "$MGW_ROOT" 2>/dev/null) || return 0
+  set -f
+  # shellcheck disable=SC2086
+  set -- $mgw_df
+  shift 10 2>/dev/null || return 0
+  case $1 in
+    '' | *[!0-9]*) return 0 ;;
+  esac
+  MGW_FREE_KB=$1
+}
+
 # Free inodes under the root (GNU df -i; same layout). A file system that reports no inode total
 # (btrfs allocates them dynamically) has no inode floor: unknown.
 mgw_free_inodes() {
@@ -761,22 +776,35 @@ mgw_verb_put() {
   # overrun to 8 MB). nice only matters under contention; an idle machine uploads at full speed.
   mgw_nice=
   if mgw_which nice; then mgw_nice=$mgw_found; fi
-  # stdin goes through fd 3: a background command's stdin would otherwise be /dev/null. setsid does
-  # not fork (a background job of a non-interactive shell is no group leader) and nice execs, so
-  # $! is rsync's pid and its process group, which also holds the receiver process rsync forks.
+  # The client's stream reaches rsync through the gate (mgw_put_gate), which passes no more bytes
+  # than the byte floor and cap leave, whatever the CPU does. Gate and rsync are two background
+  # jobs joined by a FIFO, not one pipeline: dash's `wait PID` waits for PID's whole job, and the
+  # gate lives until the client ends its input, which it does only after our rsync has exited.
+  # The gate's stdin is the client's, through fd 3 (a background job's stdin is /dev/null before
+  # its own redirections, so `<&0` would be too), and its stderr is not the channel's, so a gate still waiting never holds the channel open.
+  mgw_need mkfifo
+  mgw_fifo=$MGW_JOBDIR/gate.$$
+  "$mgw_found" -m 600 -- "$mgw_fifo" 2>/dev/null || mgw_die E_LIMIT 69 "cannot make the upload's pipe (disk or inodes full?)"
+  trap '"$MGW_RM" -f -- "$mgw_putting" "$mgw_fifo"' EXIT
   exec 3<&0
+  mgw_put_gate <&3 3<&- >"$mgw_fifo" 2>/dev/null &
+  mgw_gate_pid=$!
+  exec 3<&-
+  # setsid does not fork (a background job of a non-interactive shell leads no group) and nice
+  # execs, so $! is rsync's pid and its process group, which also holds the receiver it forks.
   if [ -n "$mgw_nice" ]; then
-    "$mgw_setsid" "$mgw_nice" -n 10 "$MGW_RSYNC" "$@" . "$MGW_WORK/" <&3 3<&- &
+    "$mgw_setsid" "$mgw_nice" -n 10 "$MGW_RSYNC" "$@" . "$MGW_WORK/" <"$mgw_fifo" &
   else
-    "$mgw_setsid" "$MGW_RSYNC" "$@" . "$MGW_WORK/" <&3 3<&- &
+    "$mgw_setsid" "$MGW_RSYNC" "$@" . "$MGW_WORK/" <"$mgw_fifo" &
   fi
   mgw_rsync_pid=$!
-  exec 3<&-
   mgw_proc_start "$mgw_rsync_pid"
   mgw_put_watch "$mgw_rsync_pid" "$mgw_pstart" &
   mgw_watch_pid=$!
-  wait "$mgw_rsync_pid"
+  # (dash reports a KILLed job as `Killed` on stderr, which is the client's: not there.)
+  { wait "$mgw_rsync_pid"; } 2>/dev/null
   mgw_rc=$?
+  kill "$mgw_gate_pid" 2>/dev/null
   mgw_over=
   if [ "$mgw_rc" -eq 137 ]; then
     # KILLed: by the watchdog, which then exits with the number of the limit it saw coming.
@@ -784,9 +812,14 @@ mgw_verb_put() {
     mgw_limit_reason $?
   else
     kill "$mgw_watch_pid" 2>/dev/null
-    # A transfer quicker than the watchdog's look, or one that failed on a full disk: what counts
-    # is where the job stands now.
+    # A transfer quicker than the watchdog's look, one the gate stopped at a byte limit (rsync then
+    # fails for want of input), or one that failed on a full disk: what counts is where the job
+    # stands now.
     mgw_put_within 0 || :
+    if [ -z "$mgw_over" ] && [ "$mgw_rc" -ne 0 ]; then
+      mgw_gate_allowance
+      [ "$mgw_allow" -gt 0 ] || mgw_over=$mgw_gate_over
+    fi
   fi
   if [ -n "$mgw_over" ]; then
     mgw_lock
@@ -815,6 +848,58 @@ mgw_make_job_dirs() {
 mgw_undo_created() {
   [ -z "$mgw_created" ] || "$MGW_RM" -rf -- "$MGW_JOBDIR"
   mgw_die "$@"
+}
+
+# mgw_put_gate: copies the client's stream (stdin) to rsync (stdout) in chunks, and before each
+# chunk measures what is left above the byte floor and under the byte cap: a chunk is at most half
+# of that (and at most 64 MiB), so the bytes rsync receives can never outrun the room left, however
+# late the watchdog is scheduled. An upload's disk use is its data, give or take a block per file;
+# what a hostile stream can make take more room (many tiny files, a delta against an uploaded
+# basis) is the watchdog's. When less than 64 KiB may pass, the gate ends rsync's input: the
+# upload fails, and put names the limit.
+mgw_put_gate() {
+  mgw_need dd
+  mgw_dd=$mgw_found
+  exec 5>&1 3<&-
+  while :; do
+    mgw_gate_allowance
+    [ "$mgw_allow" -gt 0 ] || exit 0
+    # dd without fullblock passes each read on at once (the protocol's small messages are never
+    # held back) and stops after `count` reads of at most 64 KiB: at most the allowance. (head -c
+    # holds its output in stdio's buffer, and dd's iflag=count_bytes counts partial reads as
+    # records and stops early: both measured here.) Fewer reads than asked for means the end of
+    # input; its first stderr line is `FULL+PARTIAL records in`.
+    mgw_reads=$((mgw_allow / 65536))
+    mgw_done=$("$mgw_dd" bs=65536 count="$mgw_reads" 2>&1 >&5) || exit 0
+    mgw_done=${mgw_done%%" records in"*}
+    # (GNU dd may first warn about a partial read on a line of its own.)
+    mgw_done=${mgw_done##*"$MGW_NL"}
+    case $mgw_done in *[!0-9+]* | '') exit 0 ;; esac
+    [ $((${mgw_done%%+*} + ${mgw_done#*+})) -ge "$mgw_reads" ] || exit 0
+  done
+}
+
+# Sets mgw_allow to the bytes the gate may pass next (0: a byte limit is reached; mgw_gate_over
+# says which).
+mgw_gate_allowance() {
+  mgw_allow=67108864
+  mgw_gate_over=
+  if [ "$MGW_MIN_FREE_MB" -gt 0 ] && mgw_free_kb && [ "$MGW_FREE_KB" != unknown ]; then
+    mgw_room=$(((MGW_FREE_KB - MGW_MIN_FREE_MB * 1024) * 512))
+    if [ "$mgw_room" -lt "$mgw_allow" ]; then
+      mgw_allow=$mgw_room
+      mgw_gate_over="free space under the job root would fall below the site's floor of $MGW_MIN_FREE_MB MB"
+    fi
+  fi
+  if [ "$MGW_MAX_JOB_MB" -gt 0 ]; then
+    mgw_job_kb
+    mgw_room=$(((MGW_MAX_JOB_MB * 1024 - mgw_kb) * 512))
+    if [ "$mgw_room" -lt "$mgw_allow" ]; then
+      mgw_allow=$mgw_room
+      mgw_gate_over="job $MGW_JOB would pass the site's cap of $MGW_MAX_JOB_MB MB per job"
+    fi
+  fi
+  [ "$mgw_allow" -ge 65536 ] || mgw_allow=0
 }
 
 mgw_put_limited() {
