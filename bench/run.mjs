@@ -344,7 +344,6 @@ async function b1(env, workDir) {
 // Per-verb cost: what one command costs, and how much of it is the login shell.
 
 async function verbCosts(env, workDir) {
-  const { upload, download } = await load();
   const dir = join(workDir, `verbs-${env.tag}`);
   await mkdir(dir, { recursive: true });
   const input = join(dir, 'input.dat');
@@ -355,7 +354,7 @@ async function verbCosts(env, workDir) {
     for (let i = 0; i < CONFIG.verbReps; i++) {
       mint.probe.push((await timed(() => link.gateway.probe())).ms);
       const jobId = randomUUID();
-      mint.put.push((await timed(() => upload([input], { bridge: link.bridge, host: link.host.name, jobId }))).ms);
+      mint.put.push((await timed(() => link.gateway.put([input], { jobId }))).ms);
       mint.start.push((await timed(() => link.gateway.start(jobId, []))).ms);
       // Let the program finish so that status and logs are timed as fixed costs, not as waiting.
       for (let k = 0; k < 100; k++) {
@@ -367,15 +366,15 @@ async function verbCosts(env, workDir) {
       mint.logs.push((await timed(() => link.gateway.logs(jobId, 0, () => undefined))).ms);
       const out = join(dir, `out-${i}`);
       await mkdir(out, { recursive: true });
-      mint.get.push((await timed(() => download(out, { bridge: link.bridge, host: link.host.name, jobId }))).ms);
+      mint.get.push((await timed(() => link.gateway.get(out, { jobId }))).ms);
       mint.rm.push((await timed(() => link.gateway.remove(jobId))).ms);
       // What a job really sends after put: run (start + follow to the end) and take (get + removal).
       const second = randomUUID();
-      await upload([input], { bridge: link.bridge, host: link.host.name, jobId: second });
+      await link.gateway.put([input], { jobId: second });
       mint.run.push((await timed(() => link.gateway.run(second, [], () => undefined, () => undefined))).ms);
       const out2 = join(dir, `out2-${i}`);
       await mkdir(out2, { recursive: true });
-      mint.take.push((await timed(() => download(out2, { bridge: link.bridge, host: link.host.name, jobId: second, removeJob: true }))).ms);
+      mint.take.push((await timed(() => link.gateway.take(out2, { jobId: second }))).ms);
       // An exec the gateway refuses at once (unknown verb): channel + login shell + gateway start.
       mint.refused_verb.push(
         (await timed(() => link.gateway.connection.exec('mint-gw nosuchverb').then((ch) => new Promise((r) => {
