@@ -27,14 +27,15 @@ export function checkJobId(value: string, context: ErrorContext = {}): string {
 }
 
 /** Program arguments the gateway will pass on; checked here too so a bad one fails before connecting. */
-export function checkProgramArgs(args: readonly string[]): string | undefined {
-  if (args.length > MAX_PROGRAM_ARGS) return `at most ${MAX_PROGRAM_ARGS} program arguments are allowed`;
+export function checkProgramArgs(args: readonly string[], context: ErrorContext = {}): readonly string[] {
+  const refuse = (message: string): never => {
+    throw new InputError(message, { step: 'config', ...context });
+  };
+  if (args.length > MAX_PROGRAM_ARGS) refuse(`at most ${MAX_PROGRAM_ARGS} program arguments are allowed`);
   for (const arg of args) {
-    if (!PROGRAM_ARG.test(arg)) {
-      return `program argument ${JSON.stringify(arg)} must be 1-255 characters of A-Z a-z 0-9 . _ , : = + @ % -`;
-    }
+    if (!PROGRAM_ARG.test(arg)) refuse(`program argument ${JSON.stringify(arg)} must be 1-255 characters of A-Z a-z 0-9 . _ , : = + @ % -`);
   }
-  return undefined;
+  return args;
 }
 
 export type GatewayCommand =
@@ -63,9 +64,7 @@ export function formatCommand(command: GatewayCommand): string {
       break;
     case 'start':
     case 'run': {
-      const problem = checkProgramArgs(command.args ?? []);
-      if (problem) throw new TypeError(problem);
-      words.push(...(command.args ?? []));
+      words.push(...checkProgramArgs(command.args ?? []));
       break;
     }
     default:

@@ -59,8 +59,7 @@ export async function runRemote(options: RunRemoteOptions): Promise<RemoteResult
   const started = performance.now();
   const jobId = options.jobId ?? randomUUID();
   checkJobId(jobId);
-  const argsProblem = checkProgramArgs(options.args ?? []);
-  if (argsProblem) throw new InputError(argsProblem, { step: 'config', jobId });
+  checkProgramArgs(options.args ?? [], { jobId });
   const job = await prepare(options, jobId);
   const inputs = await checkInputs(options.inputs ?? [], { host: job.session.host.name, jobId });
 

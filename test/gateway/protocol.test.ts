@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import {
   checkCompatible,
+  checkJobId,
   checkProgramArgs,
   formatCommand,
   parseList,
@@ -28,10 +29,12 @@ describe('gateway protocol (pure)', () => {
     expect(() => formatCommand({ verb: 'status', job: JOB.toUpperCase() })).toThrow(TypeError);
     expect(() => formatCommand({ verb: 'put', job: JOB, caps: '.iL;id' })).toThrow(TypeError);
     expect(() => formatCommand({ verb: 'logs', job: JOB, offset: -1 })).toThrow(TypeError);
-    expect(() => formatCommand({ verb: 'start', job: JOB, args: ['a b'] })).toThrow(TypeError);
-    expect(checkProgramArgs(['ok', 'x'.repeat(256)])).toMatch(/1-255/);
-    expect(checkProgramArgs(Array(65).fill('a'))).toMatch(/at most 64/);
-    expect(checkProgramArgs(['--flag=1', 'file.dat'])).toBeUndefined();
+    // Program arguments are the caller's input: one validator, one way of failing (InputError).
+    expect(() => formatCommand({ verb: 'start', job: JOB, args: ['a b'] })).toThrow(expect.objectContaining({ code: 'INPUT_INVALID' }));
+    expect(() => checkProgramArgs(['ok', 'x'.repeat(256)])).toThrow(/1-255/);
+    expect(() => checkProgramArgs(Array(65).fill('a'), { jobId: JOB })).toThrow(expect.objectContaining({ code: 'INPUT_INVALID', jobId: JOB, message: expect.stringMatching(/at most 64/) }));
+    expect(checkProgramArgs(['--flag=1', 'file.dat'])).toEqual(['--flag=1', 'file.dat']);
+    expect(() => checkJobId('NOT-A-UUID')).toThrow(expect.objectContaining({ code: 'INPUT_INVALID' }));
   });
 
   it('reads status, list, probe and the logs trailer', () => {
