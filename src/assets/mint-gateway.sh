@@ -415,7 +415,9 @@ mgw_check_job() {
   mgw_is_job_name "$1" || mgw_die E_USAGE 64 "job id must be a lowercase UUID"
   MGW_JOB=$1
   MGW_JOBDIR=$MGW_ROOT/$1
-  MGW_WORK=$MGW_JOBDIR/work
+  # The program's cwd is named by the job, as MInt's own /tmp/<uuid> is: real helpers derive their
+  # directories from its basename. The gateway's state files sit beside it, never in it.
+  MGW_WORK=$MGW_JOBDIR/$1
   MGW_LOGFILE=$MGW_JOBDIR/remote_program_exec.log
 }
 
@@ -457,7 +459,7 @@ mgw_check_prog_arg() {
 
 # ---------------------------------------------------------------------------------------------------
 # Job state, all derived from files in the job dir, so any later connection can read it:
-#   work/                      the program's cwd: inputs in, outputs out
+#   JOB/                       the program's cwd, named by the job id: inputs in, outputs out
 #   remote_program_exec.log    the program's stdout and stderr
 #   started/                   made by the first start (mkdir is the lock that makes start idempotent)
 #   pid                        `PID START`: the runner's pid (also its process group and session id)
@@ -717,7 +719,7 @@ mgw_rsync_template() {
   # -r recurse, -t times (so unchanged files are skipped), -E executability (receiver only); no -l,
   # so symlinks are neither created on upload nor followed on download; no -D, so no devices or
   # specials. --log-format=X only makes the receiver report file names.
-  if [ "$MGW_VERB" = put ]; then MGW_RSYNC_FLAGS=-tEre$MGW_CAPS; else MGW_RSYNC_FLAGS=-tre$MGW_CAPS; fi
+  if [ "$MGW_VERB" = put ]; then MGW_RSYNC_FLAGS=-tEre$MGW_CAPS; else MGW_RSYNC_FLAGS=-tpre$MGW_CAPS; fi
   MGW_RSYNC_SAFETY=--munge-links
   # A peer that stops talking (or a hostile one that deadlocks the protocol) frees the server.
   MGW_RSYNC_TIMEOUT=--timeout=$MGW_CLIENT_TIMEOUT
@@ -1480,7 +1482,7 @@ mgw_run_job() {
   mgw_umask=$2
   shift 2
   trap '' TERM HUP INT
-  cd -- "$mgw_jobdir/work" || exit 70
+  cd -- "$mgw_jobdir/${mgw_jobdir##*/}" || exit 70
   mgw_need env
   # The program gets default signal handling back (an ignored signal would be inherited). env -i
   # takes the NAME=VALUE words and then runs PROGRAM (an absolute path without '=') with its args.

@@ -69,7 +69,7 @@ describe('--export results/*: a client that clears the filter list over the prot
       const r = await runRemote({ host: sandbox().host, outputDir: await freshDir(), cleanup: 'never' });
       expect(r.exitCode).toBe(0);
       job = r.jobId;
-      expect(await listTree(join(sandbox().root, job, 'work'))).toEqual([
+      expect(await listTree(join(sandbox().root, job, job))).toEqual([
         'd results',
         'd secret',
         'f results/a.txt 2',
@@ -138,7 +138,7 @@ describe('--export results/*: a client that clears the filter list over the prot
       if (!(await readdir(jobDir)).some((e) => e.startsWith('export.'))) break;
     }
     expect((await readdir(jobDir)).filter((e) => e.startsWith('export.'))).toEqual([]);
-    expect((await lstat(join(jobDir, 'work', 'results', 'a.txt'))).mode & 0o777).toBe(0o444);
-    expect(await listTree(join(jobDir, 'work'))).toContain('f results/a.txt 2');
+    expect((await lstat(join(jobDir, id, 'results', 'a.txt'))).mode & 0o777).toBe(0o444);
+    expect(await listTree(join(jobDir, id))).toContain('f results/a.txt 2');
   });
 });

@@ -1,7 +1,7 @@
 /**
  * Gateway hardening, rsync level: what a hostile client can do through an ACCEPTED `mint-gw put JOB
  * CAPS` / `mint-gw get JOB CAPS`, where the gateway runs rsync's server from its own fixed template
- * (-tEr / -tr, --munge-links, --partial, --confine-root=WORK when the local rsync has it).
+ * (-tEr / -tpr, --munge-links, --partial, --confine-root=WORK when the local rsync has it).
  *
  * The REAL local rsync client is used with an --rsh wrapper (test/support/hostile-helpers.ts) that
  * ignores rsync's remote command and runs `mint-gw put|get JOB CAPS` through OpenSSH instead, so the
@@ -146,7 +146,7 @@ describe('gateway hardening: hostile rsync clients through put and get', { timeo
       if (/^state=exited$/m.test((await gw.run(`mint-gw status ${LEAK}`)).stdout.toString())) break;
       await new Promise((r) => setTimeout(r, 100));
     }
-    expect(await listTree(join(sandbox().root, LEAK, 'work'))).toEqual([
+    expect(await listTree(join(sandbox().root, LEAK, LEAK))).toEqual([
       // The program runs with the account's umask (sshd's, here this test process's), not the gateway's 077.
       `f inside.txt 7 ${(0o666 & ~process.umask()).toString(8)}`,
       'l leak -> /etc/hostname',
@@ -210,7 +210,7 @@ describe('gateway hardening: hostile rsync clients through put and get', { timeo
       expect((await rsync('put', job, ['-rt', `${pre}/`, 'h:x'])).result.code).toBe(0);
     }
     const jobRel = `jobs/${job}`;
-    const skip = (rel: string): boolean => ignoreOthers(job)(rel) || rel === `${jobRel}/work` || rel.startsWith(`${jobRel}/work/`);
+    const skip = (rel: string): boolean => ignoreOthers(job)(rel) || rel === `${jobRel}/${job}` || rel.startsWith(`${jobRel}/${job}/`);
     // jobs/ gains the job dir on the first put, and the job dir's mtime moves with the gateway's
     // putting.PID marker, so only their types are compared.
     const typeOnly = (rel: string): boolean => rel === 'jobs' || rel === jobRel;
@@ -224,7 +224,7 @@ describe('gateway hardening: hostile rsync clients through put and get', { timeo
       if (!entries.some((e) => e.startsWith('putting.'))) break;
     }
     const changes = diffTrees(beforeTree, await snapshotTree(sandbox().dir, skip, typeOnly));
-    const work = join(sandbox().root, job, 'work');
+    const work = join(sandbox().root, job, job);
     expect({
       code: pinned(u.code, run.result.code),
       timedOut: run.result.timedOut,
@@ -236,7 +236,7 @@ describe('gateway hardening: hostile rsync clients through put and get', { timeo
       code: true,
       timedOut: false,
       changes: [],
-      jobDir: ['work'],
+      jobDir: [job],
       work: typeof u.work === 'function' ? u.work(src) : u.work,
     });
     if (u.asked) expect(run.asked).toMatch(u.asked);
@@ -316,7 +316,7 @@ describe('gateway hardening: hostile rsync clients through put and get', { timeo
         code: 2,
         work: ['f keep.txt 8 600'],
         asked: / --delete /,
-        extra: async ({ job }) => expect(await readFile(join(sandbox().root, job, 'work', 'keep.txt'), 'utf8')).toBe('keep me\n'),
+        extra: async ({ job }) => expect(await readFile(join(sandbox().root, job, job, 'keep.txt'), 'utf8')).toBe('keep me\n'),
       });
     });
 
@@ -363,7 +363,7 @@ describe('gateway hardening: hostile rsync clients through put and get', { timeo
         args: (s) => ['-rt', '--link-dest=/etc', `${s}/`, 'h:x'],
         code: 0,
         work: ['f passwd 17 600'],
-        extra: async ({ job }) => expect((await lstat(join(sandbox().root, job, 'work', 'passwd'))).nlink).toBe(1),
+        extra: async ({ job }) => expect((await lstat(join(sandbox().root, job, job, 'passwd'))).nlink).toBe(1),
       });
     });
 
@@ -521,7 +521,7 @@ describe('gateway hardening: hostile rsync clients through put and get', { timeo
     });
     it.each([
       ['dir-merge,- with an absolute path', () => `dir-merge,- ${secretNames()}`],
-      ['dir-merge,- with a ../ path from the work dir', () => `dir-merge,- ${relative(join(sandbox().root, LEAK, 'work'), secretNames())}`],
+      ['dir-merge,- with a ../ path from the work dir', () => `dir-merge,- ${relative(join(sandbox().root, LEAK, LEAK), secretNames())}`],
       [':- shorthand', () => `:- ${secretNames()}`],
     ])('exfiltration by %s: the server does not read a merge file outside the job -> 0, inside.txt still arrives', async (_name, rule) => {
       await download({ args: ['-rt', `--filter=${rule()}`], code: 0, files: INSIDE_ONLY });
@@ -529,10 +529,10 @@ describe('gateway hardening: hostile rsync clients through put and get', { timeo
   });
 
   describe('confinement across all cases', () => {
-    it('jobs/ holds only the jobs the cases uploaded to (each with nothing but work/), LEAK, and the audit log', async () => {
+    it('jobs/ holds only the jobs the cases uploaded to (each with nothing but its work dir), LEAK, and the audit log', async () => {
       expect((await readdir(sandbox().root)).sort()).toEqual([...jobs, LEAK, '.mint-gateway-audit.log', '.mint-gateway.lock'].sort());
-      for (const job of jobs) expect(await readdir(join(sandbox().root, job)), job).toEqual(['work']);
-      expect((await readdir(join(sandbox().root, LEAK))).sort()).toEqual(['exit', 'pid', 'remote_program_exec.log', 'started', 'work']);
+      for (const job of jobs) expect(await readdir(join(sandbox().root, job)), job).toEqual([job]);
+      expect((await readdir(join(sandbox().root, LEAK))).sort()).toEqual([LEAK, 'exit', 'pid', 'remote_program_exec.log', 'started'].sort());
     });
   });
 

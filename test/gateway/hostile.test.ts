@@ -568,7 +568,7 @@ describe('gateway hardening: hostile SSH_ORIGINAL_COMMAND', { timeout: 180_000 }
     });
     it('take while running -> 68, job dir kept', async () => {
       expectRefused(await gw.run(`mint-gw take ${RUNNING} ${CAPS}`), 'E_STATE', `job ${RUNNING} is still running`);
-      expect(existsSync(join(sandbox().root, RUNNING, 'work'))).toBe(true);
+      expect(existsSync(join(sandbox().root, RUNNING, RUNNING))).toBe(true);
     });
     it('take of a missing job -> 67, creates nothing', async () => {
       expectRefused(await gw.run(`mint-gw take ${MISSING} ${CAPS}`), 'E_NOJOB', `no job ${MISSING}`);
@@ -579,11 +579,11 @@ describe('gateway hardening: hostile SSH_ORIGINAL_COMMAND', { timeout: 180_000 }
       const r = await gw.run(`mint-gw take ${LIVE} ${CAPS}`);
       expect(r.exitCode).not.toBe(0);
       expect(r.stderr).not.toContain('mint-gw: removed');
-      expect(existsSync(join(sandbox().root, LIVE, 'work'))).toBe(true);
+      expect(existsSync(join(sandbox().root, LIVE, LIVE))).toBe(true);
     });
     it('rm while running -> 68, job dir kept', async () => {
       expectRefused(await gw.run(`mint-gw rm ${RUNNING}`), 'E_STATE', `job ${RUNNING} is running; cancel it first`);
-      expect(existsSync(join(sandbox().root, RUNNING, 'work'))).toBe(true);
+      expect(existsSync(join(sandbox().root, RUNNING, RUNNING))).toBe(true);
     });
     it.each(['status', 'cancel'])('%s of a missing job -> 67', async (verb) => {
       expectRefused(await gw.run(`mint-gw ${verb} ${MISSING}`), 'E_NOJOB', `no job ${MISSING}`);
@@ -690,13 +690,14 @@ describe('gateway hardening: hostile SSH_ORIGINAL_COMMAND', { timeout: 180_000 }
     it('jobs/ holds only the jobs legitimate steps made, and the audit log', async () => {
       const entries = (await readdir(sandbox().root)).sort();
       expect(entries).toEqual([...LEGIT_JOBS, '.mint-gateway.lock', '.mint-gateway-audit.log'].sort());
-      const allowed = new Set(['work', 'remote_program_exec.log', 'started', 'pid', 'exit', 'cancelled']);
+      const allowed = new Set(['remote_program_exec.log', 'started', 'pid', 'exit', 'cancelled']);
       for (const job of LEGIT_JOBS) {
-        for (const name of await readdir(join(sandbox().root, job))) expect(allowed, `${job}/${name}`).toContain(name);
+        // The program's cwd is named by the job (MInt's programs derive their names from it).
+        for (const name of await readdir(join(sandbox().root, job))) expect(new Set([...allowed, job]), `${job}/${name}`).toContain(name);
       }
       // Only the legitimate upload is in the uploaded jobs' work dirs; the program writes nothing there.
-      expect((await readdir(join(sandbox().root, CREATED, 'work'))).sort()).toEqual(['input.txt']);
-      expect(await readdir(join(sandbox().root, LIVE, 'work'))).toEqual([]);
+      expect((await readdir(join(sandbox().root, CREATED, CREATED))).sort()).toEqual(['input.txt']);
+      expect(await readdir(join(sandbox().root, LIVE, LIVE))).toEqual([]);
     });
     it('no canary exists anywhere an injected command could have written it', async () => {
       const places = [
@@ -705,7 +706,7 @@ describe('gateway hardening: hostile SSH_ORIGINAL_COMMAND', { timeout: 180_000 }
         sandbox().dir,
         sandbox().root,
         outside,
-        ...LEGIT_JOBS.map((j) => join(sandbox().root, j, 'work')),
+        ...LEGIT_JOBS.map((j) => join(sandbox().root, j, j)),
       ];
       for (const dir of places) {
         const hits = (await readdir(dir).catch(() => [] as string[])).filter((n) => n.includes(CANARY));

@@ -89,7 +89,7 @@ describe('gateway script as POSIX sh', () => {
         encoding: 'utf8',
       });
       expect(r.status).toBe(0);
-      outputs.push(readFileSync(join(root, job, 'work', 'env.txt'), 'utf8'));
+      outputs.push(readFileSync(join(root, job, job, 'env.txt'), 'utf8'));
     }
     expect(outputs[1]).toBe(outputs[0]);
     expect(outputs[0]).toMatch(/^HOME=.*\nPATH=\/usr\/local\/bin:\/usr\/bin:\/bin\nSHELL=\/bin\/sh\nSITE=a b\n0027\n$/);
@@ -107,7 +107,7 @@ describe('gateway script as POSIX sh', () => {
       for (const shell of ['dash', 'bash']) {
         const job = '2f0e0d0c-0b0a-4908-8706-050403020100';
         await mkdir(join(root, job, 'started'), { recursive: true });
-        await mkdir(join(root, job, 'work'));
+        await mkdir(join(root, job, job));
         await writeFile(join(root, job, 'pid'), `${stranger.pid} 1\n`);
         const gw = (command: string): string =>
           spawnSync(shell, [GATEWAY_SCRIPT, '--root', root, '--program', program], {

@@ -273,7 +273,7 @@ describe('a stolen key, round 2', async () => {
     await waitFor(async () => !(await readdir(join(sandbox().root, job))).some((e) => e.startsWith('putting.')));
     expect((await gw.run(`mint-gw start ${job} size`)).exitCode).toBe(0);
     await waitFor(() => existsSync(join(sandbox().root, job, 'exit')));
-    expect((await readFile(join(sandbox().root, job, 'work', 'size.txt'), 'utf8')).trim()).toBe(String(3 * MiB));
+    expect((await readFile(join(sandbox().root, job, job, 'size.txt'), 'utf8')).trim()).toBe(String(3 * MiB));
     // And the other order: a put after start is refused (as before).
     const late = await runCli('rsync', ['-rt', `--rsh=${rsh}`, `${src}/`, 'h:x'], { env: { ...process.env, MGW_VERB: 'put', MGW_JOB: job } });
     expect(late.code).not.toBe(0);
@@ -362,7 +362,7 @@ child.on('close', (code) => process.exit(code ?? 255));
     }
     await waitFor(() => existsSync(join(sandbox().root, job, 'exit')));
     const env = new Map(
-      (await readFile(join(sandbox().root, job, 'work', 'env.txt'), 'utf8'))
+      (await readFile(join(sandbox().root, job, job, 'env.txt'), 'utf8'))
         .split('\n')
         .filter(Boolean)
         .map((l) => [l.slice(0, l.indexOf('=')), l.slice(l.indexOf('=') + 1)] as [string, string]),
@@ -378,7 +378,7 @@ child.on('close', (code) => process.exit(code ?? 255));
     const names = [...env.keys()].sort();
     expect(names.filter((n) => !['HOME', 'LANG', 'LOGNAME', 'MINT_JOB_DIR', 'MINT_JOB_ID', 'MINT_SITE', 'PATH', 'PWD', 'SHELL', 'SHLVL', 'USER', '_'].includes(n))).toEqual([]);
     // The umask is the account's (sshd's, here this process's), not the gateway's 077.
-    const umask = (await readFile(join(sandbox().root, job, 'work', 'umask.txt'), 'utf8')).trim();
+    const umask = (await readFile(join(sandbox().root, job, job, 'umask.txt'), 'utf8')).trim();
     expect(Number.parseInt(umask, 8)).toBe(process.umask());
     await gw.run(`mint-gw rm ${job}`);
     await sandbox().reinstall({});
@@ -390,8 +390,8 @@ child.on('close', (code) => process.exit(code ?? 255));
     // here, so the test holds the gateway's lock itself and shows that each state-changing step
     // waits for it: then no step can act between another's look at the state and its change.
     const job = randomUUID();
-    await mkdir(join(sandbox().root, job, 'work'), { recursive: true, mode: 0o700 });
-    await writeFile(join(sandbox().root, job, 'work', 'in'), 'x');
+    await mkdir(join(sandbox().root, job, job), { recursive: true, mode: 0o700 });
+    await writeFile(join(sandbox().root, job, job, 'in'), 'x');
     const lockFile = join(sandbox().root, '.mint-gateway.lock');
     for (const command of [`mint-gw start ${job} count`, `mint-gw cancel ${job}`, `mint-gw rm ${job}`]) {
       const holder = spawn('flock', [lockFile, 'sleep', '1.5'], { stdio: 'ignore' });
@@ -407,8 +407,8 @@ child.on('close', (code) => process.exit(code ?? 255));
     // And the race itself, a few times, with rm and start at once.
     for (let i = 0; i < 4; i += 1) {
       const racer = randomUUID();
-      await mkdir(join(sandbox().root, racer, 'work'), { recursive: true, mode: 0o700 });
-      for (let f = 0; f < 500; f += 1) await writeFile(join(sandbox().root, racer, 'work', `in${f}`), '');
+      await mkdir(join(sandbox().root, racer, racer), { recursive: true, mode: 0o700 });
+      for (let f = 0; f < 500; f += 1) await writeFile(join(sandbox().root, racer, racer, `in${f}`), '');
       const [, started] = await Promise.all([gw.run(`mint-gw rm ${racer}`), gw.run(`mint-gw start ${racer} count`)]);
       if (started.exitCode !== 0) continue;
       await waitFor(() => existsSync(join(counts, racer)), 10_000);
@@ -454,8 +454,8 @@ child.on('close', (code) => process.exit(code ?? 255));
       await chmod(join(src, 'closed'), 0o700);
     }
     const { lstat } = await import('node:fs/promises');
-    expect((await lstat(join(sandbox().root, job, 'work', 'closed'))).mode & 0o700).toBe(0o700);
-    expect((await lstat(join(sandbox().root, job, 'work', 'closed', 'f'))).mode & 0o600).toBe(0o600);
+    expect((await lstat(join(sandbox().root, job, job, 'closed'))).mode & 0o700).toBe(0o700);
+    expect((await lstat(join(sandbox().root, job, job, 'closed', 'f'))).mode & 0o600).toBe(0o600);
     await gw.run(`mint-gw rm ${job}`);
   });
 });

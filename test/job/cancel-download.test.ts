@@ -27,7 +27,7 @@ describe('cancel during the download', async () => {
     expect(error).toBeInstanceOf(CancelledError);
     const result = (error as CancelledError).result as { jobId: string; state: string; exitCode: number; cleanedUp: boolean; cancelled: boolean };
     expect(result).toMatchObject({ state: 'exited', exitCode: 0, cleanedUp: false });
-    expect(existsSync(join(sandbox().root, result.jobId, 'work', 'big.out'))).toBe(true);
+    expect(existsSync(join(sandbox().root, result.jobId, result.jobId, 'big.out'))).toBe(true);
     expect((await readdir(out)).filter((f) => f !== 'remote_program_exec.log')).toEqual([]);
 
     const again = await attach({ host: sandbox().host, jobId: result.jobId, outputDir: out, cleanup: 'always' });

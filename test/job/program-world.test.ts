@@ -1,0 +1,43 @@
+/**
+ * The program's world is MInt's (issue "Real MInt programs on real external computers", items 1-3):
+ * its cwd is named by the job id, as MInt's /tmp/<uuid> is, and what it leaves comes back with the
+ * modes it gave it (MInt's `rsync -av` keeps them), never with a set-id bit; its PATH and umask are
+ * the account's (see also stolen-key.test.ts, 7).
+ */
+import { chmod, readFile, stat, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { runRemote } from '../../src/index.js';
+import { freshDir, useSandbox } from '../support/fixture.js';
+
+const PROGRAM = `#!/bin/sh
+basename "$PWD" >cwd.txt
+echo "$PATH" >path.txt
+echo out >out.txt; chmod 644 out.txt
+mkdir -p shared; chmod 755 shared; echo s >shared/s.txt; chmod 640 shared/s.txt
+printf '#!/bin/sh\\n' >run.sh; chmod 755 run.sh
+echo x >setid; chmod 4755 setid
+`;
+
+describe("the program's world", async () => {
+  const dir = await freshDir();
+  await writeFile(join(dir, 'p.sh'), PROGRAM);
+  await chmod(join(dir, 'p.sh'), 0o755);
+  const sandbox = useSandbox({ program: join(dir, 'p.sh') });
+
+  it('runs in a cwd named by the job id, and its outputs come back with their modes (no set-id bit)', async () => {
+    const out = await freshDir();
+    const r = await runRemote({ host: sandbox().host, outputDir: out });
+    expect(r.exitCode).toBe(0);
+    expect((await readFile(join(out, 'cwd.txt'), 'utf8')).trim()).toBe(r.jobId);
+    expect((await readFile(join(out, 'path.txt'), 'utf8')).trim().split(':')).toContain('/usr/local/bin');
+    const mode = async (p: string): Promise<string> => ((await stat(join(out, p))).mode & 0o7777).toString(8);
+    expect({
+      out: await mode('out.txt'),
+      shared: await mode('shared'),
+      s: await mode('shared/s.txt'),
+      run: await mode('run.sh'),
+      setid: await mode('setid'),
+    }).toEqual({ out: '644', shared: '755', s: '640', run: '755', setid: '755' });
+  });
+});
