@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { chmod, readFile, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, readFile, writeFile } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { main } from '../../src/cli/mint-ssh-exec.js';
@@ -109,10 +109,18 @@ describe('mint-ssh-exec CLI against the sandbox host', async () => {
   it('run --json prints the result object and writes MInt solver_execute.log lines', async () => {
     const dir = await freshDir();
     const mintLog = join(dir, 'solver_logs', 'solver_execute.log');
+    // The log's directory is never created: without it, run refuses before anything is sent.
+    const refused = await runMain(main, ['run', 'sandbox', '-o', dir, '--mint-log', mintLog, '--config', await config()], process.env);
+    expect(refused.code).not.toBe(0);
+    expect(refused.stderr).toMatch(/solver_logs does not exist; it is never created/);
+    await mkdir(join(dir, 'solver_logs'));
+    // MISYSTEM_SITEID alone (MInt sets it for every module) writes nothing anywhere else.
     const r = await runMain(main, ['run', 'sandbox', '--json', '-o', dir, '--mint-log', mintLog, '--solver', 'abaqus', '--config', await config()], {
       ...process.env,
       MINT_USER_ID: 'u123',
+      MISYSTEM_SITEID: 'mint-test-site-never-written',
     });
+    expect(existsSync('/home/misystem/assets/workflow/mint-test-site-never-written')).toBe(false);
     expect(r.code).toBe(0);
     const result = JSON.parse(r.stdout) as Record<string, unknown>;
     expect(Object.keys(result).sort()).toEqual(

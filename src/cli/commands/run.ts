@@ -38,7 +38,16 @@ export const runSpec = defineCommand({
     'mint-log': {
       type: 'string',
       value: 'PATH',
-      description: "append MInt's start/end lines to this solver_execute.log (default: MInt's own when $MISYSTEM_SITEID is set)",
+      description: "append MInt's start/end lines to this solver_execute.log (its directory must exist; none by default)",
+    },
+    'mint-log-site': {
+      type: 'boolean',
+      description: "append them to MInt's own solver_execute.log for $MISYSTEM_SITEID (under /home/misystem/assets/workflow/)",
+    },
+    'mint-log-format': {
+      type: 'string',
+      value: 'FORMAT',
+      description: "workflow (workflow_lib's line, the default) or template (the remote-side templates' %Y-%m-%d %T: EVENT: SOLVER: unknown)",
     },
     solver: { type: 'string', value: 'NAME', description: 'the solver named in those log lines (default: remote)' },
     'job-id': { type: 'string', value: 'UUID', description: 'use this job id (a lowercase UUID) instead of a fresh one' },
@@ -65,9 +74,11 @@ export async function runCommand(args: string[], io: Io, signal: AbortSignal): P
   const [host, ...files] = positionals;
   if (!host) throw usageError(runSpec);
   const jobId = values['job-id'] ?? crypto.randomUUID();
-  const logPath = mintLogPath(values['mint-log'], io.env);
+  const logPath = mintLogPath(values['mint-log'], Boolean(values['mint-log-site']), io.env);
+  const logFormat = values['mint-log-format'] ?? 'workflow';
+  if (logFormat !== 'workflow' && logFormat !== 'template') throw usageError(runSpec, `--mint-log-format must be workflow or template, got ${JSON.stringify(logFormat)}`);
   const fields = mintLogFields(values.solver ?? 'remote', jobId, io.env);
-  if (logPath) await appendMintLog(logPath, 'start', fields);
+  if (logPath) await appendMintLog(logPath, 'start', fields, logFormat);
   const progress = progressReporter(io, { quiet: Boolean(values.quiet), streamLog: !values.json && !values.quiet });
   let result: RemoteResult | undefined;
   try {
@@ -85,7 +96,12 @@ export async function runCommand(args: string[], io: Io, signal: AbortSignal): P
     throw error;
   } finally {
     progress.stop();
-    if (logPath) await appendMintLog(logPath, result && !result.failed ? 'normal end' : 'abnormal end', fields);
+    // The end line must not hide the job's own outcome: a log that cannot be written is a warning.
+    if (logPath) {
+      await appendMintLog(logPath, result && !result.failed ? 'normal end' : 'abnormal end', fields, logFormat).catch((error: unknown) =>
+        io.stderr.write(`mint-ssh-exec: warning: ${error instanceof Error ? error.message : String(error)}\n`),
+      );
+    }
   }
 }
 
