@@ -6,13 +6,13 @@ import { describe, expect, it } from 'vitest';
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { chmod, mkdir, rm, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { GATEWAY_SCRIPT } from '../../src/site/install.js';
 import { freshDir } from '../support/fixture.js';
 
 describe('gateway script as POSIX sh', () => {
-  it.each(['sh', 'dash'])('passes shellcheck -s %s', (dialect) => {
-    const r = spawnSync('shellcheck', ['-s', dialect, GATEWAY_SCRIPT], { encoding: 'utf8' });
+  it.each(['sh', 'dash'])('passes shellcheck -s %s (the gateway and the sh-only installer)', (dialect) => {
+    const r = spawnSync('shellcheck', ['-s', dialect, GATEWAY_SCRIPT, join(dirname(GATEWAY_SCRIPT), 'mint-gateway-install.sh')], { encoding: 'utf8' });
     expect(r.error, 'shellcheck must be installed (npm test installs it)').toBeUndefined();
     expect(r.stdout + r.stderr).toBe('');
     expect(r.status).toBe(0);

@@ -1,0 +1,104 @@
+/**
+ * The installer for sites without Node (src/assets/mint-gateway-install.sh), run under dash: it
+ * writes exactly the line the Node installer writes, for every option, with the same idempotence;
+ * and it runs where no `node` exists at all (a mount namespace hides the binary; skipped with the
+ * reason printed where one cannot be made).
+ */
+import { execFileSync, spawnSync } from 'node:child_process';
+import { chmod, readFile, stat, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { install } from '../../src/site/install.js';
+import { siteHome } from '../support/site-home.js';
+
+const ROOT = join(import.meta.dirname, '..', '..');
+const INSTALLER = join(ROOT, 'src', 'assets', 'mint-gateway-install.sh');
+
+function sh(home: string, args: string[]): { code: number | null; stdout: string; stderr: string } {
+  const r = spawnSync('dash', [INSTALLER, ...args], { env: { HOME: home, PATH: '/usr/bin:/bin' }, encoding: 'utf8' });
+  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+const CASES: Array<{ args: string[]; gateway: Record<string, unknown>; restrictions?: Record<string, unknown> }> = [
+  { args: [], gateway: {} },
+  { args: ['--key-name', 'mint-prod', '--export', 'results/*,*.csv', '--max-jobs', '2', '--min-free-mb', '100'], gateway: { keyName: 'mint-prod', export: 'results/*,*.csv', maxJobs: 2, minFreeMb: 100 } },
+  {
+    args: ['--max-age-days', '7', '--min-free-inodes', '5000', '--max-job-mb', '2048', '--max-job-files', '10000', '--client-timeout', '300', '--env', 'LANG=ja_JP.UTF-8', '--env', 'SLURM_CONF=/etc/slurm/slurm.conf'],
+    gateway: { maxAgeDays: 7, minFreeInodes: 5000, maxJobMb: 2048, maxJobFiles: 10000, clientTimeout: 300, env: ['LANG=ja_JP.UTF-8', 'SLURM_CONF=/etc/slurm/slurm.conf'] },
+  },
+  { args: ['--rsync', '/opt/rsync/bin/rsync', '--allow-unconfined-rsync'], gateway: { rsync: '/opt/rsync/bin/rsync', allowUnconfinedRsync: true } },
+  { args: ['--from', '192.0.2.0/24,!192.0.2.9', '--expiry-time', '20271231'], gateway: {}, restrictions: { from: '192.0.2.0/24,!192.0.2.9', expiryTime: '20271231' } },
+  { args: ['--cert-authority', '--principals', 'mint,mint-batch'], gateway: {}, restrictions: { certAuthority: true, principals: 'mint,mint-batch' } },
+];
+
+describe('the sh-only installer', () => {
+  it.each(CASES.map((c, i) => [i, c] as const))('case %i: the same line as the Node installer', async (_i, c) => {
+    const { home, pub, program } = await siteHome();
+    const r = sh(home, ['--key', join(home, 'mint.pub'), '--program', program, ...c.args, '--print']);
+    expect(r.stderr).toBe('');
+    const node = await install({
+      publicKey: pub,
+      gatewayPath: join(home, '.mint', 'mint-gateway.sh'),
+      authorizedKeys: join(home, '.ssh', 'authorized_keys'),
+      gateway: { root: join(home, 'mint-jobs'), program, ...c.gateway } as never,
+      ...(c.restrictions ? { restrictions: c.restrictions as never } : {}),
+      print: true,
+    });
+    expect(r.stdout).toBe(`${node.line}\n`);
+  });
+
+  it('installs, finds its line again by the key (unchanged, updated in place), keeps other lines and the mode', async () => {
+    const { home, program } = await siteHome();
+    const keys = join(home, '.ssh', 'authorized_keys');
+    execFileSync('mkdir', ['-p', join(home, '.ssh')]);
+    await writeFile(keys, 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOtherKeyOtherKeyOtherKeyOtherKeyOtherKey0 someone\n');
+    await chmod(keys, 0o640);
+    const first = sh(home, ['--key', join(home, 'mint.pub'), '--program', program]);
+    expect(first.code, first.stderr).toBe(0);
+    expect(first.stdout).toMatch(/^added the mint-gateway line in /);
+    expect((await stat(join(home, '.mint', 'mint-gateway.sh'))).mode & 0o777).toBe(0o755);
+    expect((await stat(join(home, 'mint-jobs'))).mode & 0o777).toBe(0o700);
+    expect(sh(home, ['--key', join(home, 'mint.pub'), '--program', program]).stdout).toMatch(/^unchanged /);
+    const updated = sh(home, ['--key', join(home, 'mint.pub'), '--program', program, '--max-jobs', '3']);
+    expect(updated.stdout).toMatch(/^updated /);
+    const lines = (await readFile(keys, 'utf8')).trimEnd().split('\n');
+    expect(lines).toHaveLength(2);
+    expect(lines[0]).toMatch(/ someone$/);
+    expect(lines[1]).toMatch(/^restrict,command=".* --max-jobs 3" ssh-ed25519 /);
+    expect((await stat(keys)).mode & 0o777).toBe(0o640);
+    // The Node installer sees the sh installer's line as its own.
+    const node = await install({
+      publicKey: await readFile(join(home, 'mint.pub'), 'utf8'),
+      gatewayPath: join(home, '.mint', 'mint-gateway.sh'),
+      authorizedKeys: keys,
+      gateway: { root: join(home, 'mint-jobs'), program, maxJobs: 3 },
+    });
+    expect(node.action).toBe('unchanged');
+  });
+
+  it('refuses what the Node installer refuses, with one line saying why', async () => {
+    const { home, program } = await siteHome();
+    const bad = join(home, 'bad.pub');
+    await writeFile(bad, 'ssh-rsa AAAAC3NzaC1lZDI1NTE5AAAAIF5JKsuflqp9Iut/0wdVF4FhZ59v3S7ipX49mcvI5JoN x\n');
+    expect(sh(home, ['--key', bad, '--program', program, '--print'])).toMatchObject({ code: 1, stderr: expect.stringMatching(/the key says ssh-rsa but its data is|does not decode to an SSH key/) });
+    expect(sh(home, ['--key', join(home, 'mint.pub'), '--export', "a'b", '--print'])).toMatchObject({ code: 1, stderr: expect.stringMatching(/--export holds a character/) });
+    expect(sh(home, ['--key', join(home, 'mint.pub'), '--env', 'X=a"b', '--print'])).toMatchObject({ code: 1 });
+    expect(sh(home, ['--key', join(home, 'mint.pub'), '--root', 'relative', '--print'])).toMatchObject({ code: 1, stderr: expect.stringMatching(/absolute path/) });
+    expect(sh(home, ['--key', join(home, 'mint.pub'), '--principals', 'a', '--print'])).toMatchObject({ code: 1, stderr: expect.stringMatching(/needs --cert-authority/) });
+    expect(sh(home, ['--key', join(home, 'mint.pub'), '--bogus', 'x'])).toMatchObject({ code: 2 });
+  });
+
+  it('runs where there is no node at all', async () => {
+    const { home, program } = await siteHome();
+    const probe = spawnSync('unshare', ['-m', 'true']);
+    if (probe.status !== 0) {
+      process.stdout.write(`[sh-install] SKIPPED the no-node run: unshare -m is not allowed here (${probe.stderr?.toString().trim()})\n`);
+      return;
+    }
+    const script = `mount --bind /dev/null "$(command -v node)" && ! node -e 1 2>/dev/null && exec dash '${INSTALLER}' --key '${join(home, 'mint.pub')}' --program '${program}'`;
+    const r = spawnSync('unshare', ['-m', 'sh', '-c', script], { env: { HOME: home, PATH: process.env.PATH ?? '/usr/bin:/bin' }, encoding: 'utf8' });
+    expect(r.status, r.stderr).toBe(0);
+    expect(r.stdout).toMatch(/^added the mint-gateway line in /);
+    expect(await readFile(join(home, '.ssh', 'authorized_keys'), 'utf8')).toMatch(/^restrict,command="/);
+  });
+});
