@@ -5,7 +5,8 @@ import { mkdtemp, writeFile, rm, readdir } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { runRemote, progressReporter } from 'mint-ssh-exec';
+import { runRemote } from 'mint-ssh-exec';
+import { progressReporter } from 'mint-ssh-exec/cli';
 import { startSandbox } from 'mint-ssh-exec/sandbox';
 
 // `--program PATH` runs your own remote-side program instead of the sample.

@@ -1,7 +1,7 @@
 /**
  * mint-ssh-exec's core entry: run a job on an external computer, attach to it, list and cancel jobs,
- * probe a host, resolve its profile; the errors and the types. The sandbox (`mint-ssh-exec/sandbox`)
- * and the site's tools (`mint-ssh-exec/site`) have entries of their own.
+ * probe a host, resolve its profile; the errors and the types. The sandbox (`mint-ssh-exec/sandbox`),
+ * the site's tools (`mint-ssh-exec/site`) and the CLI's pieces (`mint-ssh-exec/cli`) have entries of their own.
  */
 export { runRemote, attach, type RunRemoteOptions, type AttachOptions } from './job/run-remote.js';
 export type { RemoteResult, JobTimings } from './types.js';
@@ -27,6 +27,5 @@ export type { ResolvedHost, CleanupPolicy, RetryPolicy } from './config/resolved
 export type { HostProfile } from './config/profile-schema.js';
 export { PROTOCOL_VERSION, type JobState, type JobStatus } from './gateway/protocol.js';
 export { listJobs, cancelJob } from './job/manage.js';
-export { probeHost, PROBE_EXIT, type ProbeResult, type ProbeStep } from './probe/probe.js';
-export { progressReporter } from './cli/progress.js';
+export { probeHost, type ProbeResult, type ProbeStep } from './probe/probe.js';
 export { ConnectionPool, defaultPool, type PoolOptions } from './transfer/pool.js';

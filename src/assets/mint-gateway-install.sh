@@ -11,7 +11,8 @@
 #   sh mint-gateway-install.sh --key ~/mint.pub [--root DIR] [--program PATH] [--gateway-path PATH]
 #     [--dest FILE] [--key-name NAME] [--export GLOBS] [--max-jobs N] [--min-free-mb N]
 #     [--max-age-days N] [--min-free-inodes N] [--max-job-mb N] [--max-job-files N]
-#     [--client-timeout SECONDS] [--env NAME=VALUE]... [--rsync PATH] [--allow-unconfined-rsync]
+#     [--client-timeout SECONDS] [--env NAME=VALUE]... [--program NAME=PATH]... [--allow-env NAMES]
+#     [--rsync PATH] [--allow-unconfined-rsync]
 #     [--from PATTERNS] [--expiry-time TIME] [--cert-authority [--principals NAMES]] [--print]
 #
 # Exit status: 0 done, 2 usage, 1 anything refused (one line on stderr saying why).
@@ -72,7 +73,20 @@ parse_options() {
     case $1 in
       --key) key=$2 ;;
       --root) root=$2 ;;
-      --program) program=$2 ;;
+      --program)
+        case $2 in
+          *=*)
+            check "${2%%=*}" '^[A-Za-z0-9._-]{1,64}$' "--program NAME=PATH: NAME may hold only letters, digits and ._- (at most 64)"
+            check "${2#*=}" '^/[A-Za-z0-9._/+-]*$' "--program $2 must be an absolute path of letters, digits and ._/+- only"
+            named_programs="${named_programs:-} --program $2" ;;
+          *)
+            [ -z "${program_given:-}" ] || fail "--program PATH may be given once (add others as --program NAME=PATH)"
+            program_given=1
+            program=$2 ;;
+        esac ;;
+      --allow-env)
+        check "$2" '^[A-Za-z_][A-Za-z0-9_]*(,[A-Za-z_][A-Za-z0-9_]*)*$' "--allow-env must be variable names (letters, digits and _), comma-separated"
+        allow_env=$2 ;;
       --gateway-path) gateway_path=$2 ;;
       --dest) dest=$2 ;;
       --key-name) check "$2" '^[A-Za-z0-9._@-]+$' '--key-name may hold only letters, digits and ._@-'; key_name=$2 ;;
@@ -155,7 +169,7 @@ gateway_command() {
   for p in "$gateway_path" "$root" "$program" ${rsync_path:+"$rsync_path"}; do
     check "$p" '^/[A-Za-z0-9._/+-]*$' "path \"$p\" must be an absolute path of letters, digits and ._/+- only"
   done
-  cmd="$gateway_path --root $root --program $program"
+  cmd="$gateway_path --root $root --program $program${named_programs:-}"
   [ -z "${key_name:-}" ] || cmd="$cmd --key-name $key_name"
   [ -z "${export_globs:-}" ] || cmd="$cmd --export '$export_globs'"
   [ -z "${n_max_jobs:-}" ] || cmd="$cmd --max-jobs $n_max_jobs"
@@ -166,6 +180,7 @@ gateway_command() {
   [ -z "${n_max_job_files:-}" ] || cmd="$cmd --max-job-files $n_max_job_files"
   [ -z "${n_client_timeout:-}" ] || cmd="$cmd --client-timeout $n_client_timeout"
   cmd="$cmd${env_words:-}"
+  [ -z "${allow_env:-}" ] || cmd="$cmd --allow-env $allow_env"
   [ -z "${rsync_path:-}" ] || cmd="$cmd --rsync $rsync_path"
   [ -z "${allow_unconfined:-}" ] || cmd="$cmd --allow-unconfined-rsync"
 }

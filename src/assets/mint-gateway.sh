@@ -31,7 +31,7 @@
 
 MGW_PROTOCOL=1
 MGW_VERSION=0.3.0
-MGW_VERBS='probe list put get take start run status logs cancel rm'
+MGW_VERBS='probe list put get take start run startx runx status logs cancel rm'
 MGW_MAX_COMMAND=4096
 MGW_MAX_ARGS=64
 MGW_NL='
@@ -48,6 +48,8 @@ main() {
   mgw_scrub_env
   MGW_VERB=
   MGW_JOB=
+  # Set only by mgw_read_request, after its checks: never from the environment.
+  unset MGW_REQUEST MGW_REQUEST_PROGRAM
   mgw_parse_options "$@"
   mgw_need mkdir
   MGW_MKDIR=$mgw_found
@@ -77,8 +79,8 @@ main() {
     list) mgw_verb_list ;;
     put) mgw_verb_put ;;
     get | take) mgw_verb_get ;;
-    start) mgw_verb_start ;;
-    run) mgw_verb_run ;;
+    start | startx) mgw_verb_start ;;
+    run | runx) mgw_verb_run ;;
     status) mgw_verb_status ;;
     logs) mgw_verb_logs ;;
     cancel) mgw_verb_cancel ;;
@@ -164,13 +166,16 @@ mgw_parse_options() {
   MGW_MAX_JOB_FILES=0
   MGW_CLIENT_TIMEOUT=600
   MGW_SITE_ENV=
+  MGW_PROGRAMS=
+  MGW_ALLOW_ENV=,
   MGW_RSYNC=
   MGW_ALLOW_UNCONFINED=
   MGW_MODE=serve
   while [ $# -gt 0 ]; do
     case $1 in
       --root) [ $# -ge 2 ] || mgw_die E_CONFIG 78 "--root needs a value"; MGW_ROOT=$2; shift 2 ;;
-      --program) [ $# -ge 2 ] || mgw_die E_CONFIG 78 "--program needs a value"; MGW_PROGRAM=$2; shift 2 ;;
+      --program) [ $# -ge 2 ] || mgw_die E_CONFIG 78 "--program needs a value"; mgw_add_program "$2"; shift 2 ;;
+      --allow-env) [ $# -ge 2 ] || mgw_die E_CONFIG 78 "--allow-env needs NAME[,NAME]"; mgw_add_allow_env "$2"; shift 2 ;;
       --key-name) [ $# -ge 2 ] || mgw_die E_CONFIG 78 "--key-name needs a value"; MGW_KEY_NAME=$2; shift 2 ;;
       --export) [ $# -ge 2 ] || mgw_die E_CONFIG 78 "--export needs a value"; MGW_EXPORT=$2; shift 2 ;;
       --max-jobs) [ $# -ge 2 ] || mgw_die E_CONFIG 78 "--max-jobs needs a value"; MGW_MAX_JOBS=$2; shift 2 ;;
@@ -205,6 +210,37 @@ mgw_parse_options() {
   case $MGW_EXPORT in
     *[!A-Za-z0-9._*?/,+=@%-]*) mgw_die E_CONFIG 78 "--export holds a character outside A-Za-z0-9._*?/,+=@%-" ;;
   esac
+}
+
+# --program PATH: the default program; --program NAME=PATH (repeatable): a program a client may
+# choose by name (startx/runx). Names are [A-Za-z0-9._-], 1-64 bytes.
+mgw_add_program() {
+  case $1 in
+    *=*)
+      mgw_pname=${1%%=*}
+      case $mgw_pname in
+        '' | *[!A-Za-z0-9._-]*) mgw_die E_CONFIG 78 "--program NAME=PATH: NAME may hold only letters, digits and ._-" ;;
+      esac
+      [ ${#mgw_pname} -le 64 ] || mgw_die E_CONFIG 78 "--program NAME=PATH: NAME longer than 64 bytes"
+      case ${1#*=} in
+        *"$MGW_NL"*) mgw_die E_CONFIG 78 "--program PATH may not hold a newline" ;;
+      esac
+      MGW_PROGRAMS=$MGW_PROGRAMS$1$MGW_NL ;;
+    *) MGW_PROGRAM=$1 ;;
+  esac
+}
+
+# --allow-env NAME[,NAME]: variables a client may set for the program (runx/startx `env` lines).
+mgw_add_allow_env() {
+  mgw_rest=$1
+  while [ -n "$mgw_rest" ]; do
+    mgw_n=${mgw_rest%%,*}
+    case $mgw_rest in *,*) mgw_rest=${mgw_rest#*,} ;; *) mgw_rest= ;; esac
+    case $mgw_n in
+      '' | [0-9]* | *[!A-Za-z0-9_]*) mgw_die E_CONFIG 78 "--allow-env takes NAME[,NAME] with NAMEs of letters, digits and _" ;;
+    esac
+    MGW_ALLOW_ENV=$MGW_ALLOW_ENV$mgw_n,
+  done
 }
 
 # --env NAME=VALUE (repeatable): a variable the site gives every program. The value may hold any
@@ -337,6 +373,8 @@ mgw_audit_accepted() {
 #   mint-gw put    JOB CAPS          rsync upload into the job's work dir
 #   mint-gw start  JOB [ARG...]      run the program detached (idempotent)
 #   mint-gw run    JOB [ARG...]      start, then follow the log from byte 0 (one round trip less)
+#   mint-gw startx JOB               start, the request on stdin (see mgw_read_request)
+#   mint-gw runx   JOB               run, the request on stdin
 #   mint-gw status JOB
 #   mint-gw logs   JOB OFFSET        log bytes from OFFSET, following until the job ends
 #   mint-gw get    JOB CAPS          rsync download of the job's work dir
@@ -389,6 +427,10 @@ mgw_check_request() {
       mgw_expect_args 2 2 "JOB CAPS"
       mgw_check_job "$1"
       mgw_check_caps "$2" ;;
+    startx | runx)
+      mgw_expect_args 1 1 "JOB (the program, its arguments and variables come on stdin)"
+      mgw_check_job "$1"
+      mgw_read_request ;;
     start | run)
       mgw_expect_args 1 $((MGW_MAX_ARGS + 1)) "JOB [ARG...] (at most $MGW_MAX_ARGS arguments)"
       mgw_check_job "$1"
@@ -404,6 +446,144 @@ mgw_check_request() {
       mgw_check_offset "$2" ;;
     *) mgw_die E_USAGE 64 "unknown verb '$MGW_VERB'" ;;
   esac
+}
+
+# startx/runx: the request comes on stdin, ended by the client's end of input, as ASCII lines
+#   program HEX     the site's program to run, by name (--program NAME=PATH); at most one
+#   arg HEX         one argument, in order; at most 64
+#   env HEX         NAME=VALUE for a name the site allows (--allow-env); at most 64
+# where HEX is the value's bytes in lowercase hex: 1-4096 bytes, no NUL, so any UTF-8 string (a
+# path with / and spaces, Japanese) reaches the program byte for byte, and the only bytes this
+# script reads are [a-z0-9 ] and newlines, which it checks before it decodes anything. At most
+# 1 MiB, read for at most --client-timeout seconds. Sets MGW_REQUEST (the checked lines) and
+# MGW_REQUEST_PROGRAM (the decoded name, or empty).
+mgw_read_request() {
+  mgw_need head
+  mgw_head=$mgw_found
+  mgw_need tr
+  mgw_tr=$mgw_found
+  mgw_need timeout
+  # A NUL would vanish in the shell's variable: it becomes \001, which no check below accepts. A
+  # client silent for --client-timeout seconds ends the read with \001 too (timeout's status is
+  # lost in the pipe), and so ends the request with it.
+  MGW_REQUEST=$({ "$mgw_found" "$MGW_CLIENT_TIMEOUT" "$mgw_head" -c 1048577 || printf '\001'; } | "$mgw_tr" '\000' '\001')
+  case $MGW_REQUEST in
+    *"$(printf '\001')") mgw_die E_USAGE 64 "the request on stdin did not end within $MGW_CLIENT_TIMEOUT s (or ended with a NUL)" ;;
+  esac
+  [ ${#MGW_REQUEST} -le 1048576 ] || mgw_die E_USAGE 64 "the request on stdin is larger than 1 MiB"
+  MGW_REQUEST_PROGRAM=
+  mgw_nargs=0
+  mgw_nenv=0
+  mgw_ifs=$IFS
+  IFS=$MGW_NL
+  for mgw_l in $MGW_REQUEST; do
+    IFS=$mgw_ifs
+    case $mgw_l in
+      'program '* | 'arg '* | 'env '*) ;;
+      *) mgw_die E_USAGE 64 "request lines are 'program HEX', 'arg HEX' or 'env HEX'" ;;
+    esac
+    mgw_hex=${mgw_l#* }
+    case $mgw_hex in
+      '' | *[!0-9a-f]*) mgw_die E_USAGE 64 "a request value must be lowercase hex" ;;
+    esac
+    [ $((${#mgw_hex} % 2)) -eq 0 ] || mgw_die E_USAGE 64 "a request value must be whole bytes of hex"
+    [ ${#mgw_hex} -le 8192 ] || mgw_die E_USAGE 64 "a request value is longer than 4096 bytes"
+    case $mgw_l in
+      'arg '*)
+        mgw_nargs=$((mgw_nargs + 1))
+        [ "$mgw_nargs" -le "$MGW_MAX_ARGS" ] || mgw_die E_USAGE 64 "more than $MGW_MAX_ARGS program arguments" ;;
+      'env '*)
+        mgw_nenv=$((mgw_nenv + 1))
+        [ "$mgw_nenv" -le 64 ] || mgw_die E_USAGE 64 "more than 64 variables" ;;
+    esac
+    IFS=$MGW_NL
+  done
+  IFS=$mgw_ifs
+  # Every line is now `KIND HEX` with checked hex. One awk turns each value into printf's octal
+  # escapes in linear time (the shell's own string slicing is quadratic: bash took minutes for 64
+  # arguments of 4 KiB) and marks a value that holds a NUL.
+  mgw_need awk
+  # shellcheck disable=SC2016
+  MGW_REQUEST=$(printf '%s\n' "$MGW_REQUEST" | "$mgw_found" '
+    BEGIN { digits = "0123456789abcdef" }
+    NF == 2 {
+      out = ""; nul = 0
+      for (i = 1; i < length($2); i += 2) {
+        n = (index(digits, substr($2, i, 1)) - 1) * 16 + index(digits, substr($2, i + 1, 1)) - 1
+        if (n == 0) nul = 1
+        out = out sprintf("\\%03o", n)
+      }
+      print $1 " " (nul ? "NUL" : out)
+    }') || mgw_die E_INTERNAL 70 "could not decode the request"
+  IFS=$MGW_NL
+  for mgw_l in $MGW_REQUEST; do
+    IFS=$mgw_ifs
+    [ "${mgw_l#* }" != NUL ] || mgw_die E_USAGE 64 "a request value may not hold a NUL byte"
+    case $mgw_l in
+      'program '*)
+        mgw_decode "${mgw_l#* }"
+        [ -z "$MGW_REQUEST_PROGRAM" ] || mgw_die E_USAGE 64 "the request names more than one program"
+        case $mgw_decoded in
+          '' | *[!A-Za-z0-9._-]*) mgw_die E_USAGE 64 "a program name holds only letters, digits and ._-" ;;
+        esac
+        MGW_REQUEST_PROGRAM=$mgw_decoded ;;
+      'env '*)
+        mgw_decode "${mgw_l#* }"
+        case $mgw_decoded in
+          *"$MGW_NL"*) mgw_die E_USAGE 64 "a variable's value may not hold a newline" ;;
+          [A-Za-z_]*=*) ;;
+          *) mgw_die E_USAGE 64 "a variable must be NAME=VALUE" ;;
+        esac
+        mgw_n=${mgw_decoded%%=*}
+        case $mgw_n in
+          *[!A-Za-z0-9_]*) mgw_die E_USAGE 64 "a variable must be NAME=VALUE" ;;
+        esac
+        case $MGW_ALLOW_ENV in
+          *",$mgw_n,"*) ;;
+          *) mgw_die E_USAGE 64 "the site does not let a client set $mgw_n (its --allow-env: $(mgw_allow_env_names))" ;;
+        esac ;;
+    esac
+    IFS=$MGW_NL
+  done
+  IFS=$mgw_ifs
+  [ -z "$MGW_REQUEST_PROGRAM" ] || mgw_choose_program "$MGW_REQUEST_PROGRAM"
+}
+
+# Sets mgw_decoded to the bytes FORMAT's octal escapes stand for (one printf; the x keeps $(...)
+# from dropping trailing newlines).
+mgw_decode() {
+  # shellcheck disable=SC2059
+  mgw_decoded=$(printf "$1"; printf x)
+  mgw_decoded=${mgw_decoded%x}
+}
+
+# Sets MGW_PROGRAM to the path of the site's program NAME, or refuses an unknown name.
+mgw_choose_program() {
+  mgw_ifs=$IFS
+  IFS=$MGW_NL
+  for mgw_p in $MGW_PROGRAMS; do
+    if [ "${mgw_p%%=*}" = "$1" ]; then
+      IFS=$mgw_ifs
+      MGW_PROGRAM=${mgw_p#*=}
+      return 0
+    fi
+  done
+  IFS=$mgw_ifs
+  mgw_die E_USAGE 64 "unknown program '$1' (this site has: $(mgw_program_names))"
+}
+
+mgw_program_names() {
+  mgw_names=
+  mgw_ifs=$IFS
+  IFS=$MGW_NL
+  for mgw_p in $MGW_PROGRAMS; do mgw_names=$mgw_names${mgw_names:+,}${mgw_p%%=*}; done
+  IFS=$mgw_ifs
+  printf '%s' "$mgw_names"
+}
+
+mgw_allow_env_names() {
+  mgw_names=${MGW_ALLOW_ENV#,}
+  printf '%s' "${mgw_names%,}"
 }
 
 mgw_expect_args() {
@@ -614,6 +794,8 @@ mgw_verb_probe() {
   if mgw_which setsid; then printf 'setsid=yes\n'; else printf 'setsid=missing\n'; fi
   if mgw_which tail; then printf 'tail=yes\n'; else printf 'tail=missing\n'; fi
   if mgw_which flock; then printf 'flock=yes\n'; else printf 'flock=missing\n'; fi
+  printf 'programs=%s\n' "$(mgw_program_names)"
+  printf 'allow_env=%s\n' "$(mgw_allow_env_names)"
   printf 'program=%s\n' "$MGW_PROGRAM"
   if [ -f "$MGW_PROGRAM" ] && [ -x "$MGW_PROGRAM" ]; then
     printf 'program_ok=yes\n'
@@ -1157,6 +1339,27 @@ mgw_start_job() {
   # Validated tokens (mgw_check_request): no space, glob or quote in any, so splitting is exact.
   # shellcheck disable=SC2086
   set -- $MGW_PROG_ARGS
+  MGW_CLIENT_ENV=
+  if [ -n "${MGW_REQUEST+set}" ]; then
+    # startx/runx: the validated request's arguments, each decoded into one argv element (never
+    # through a shell), its variables, and its program.
+    mgw_ifs=$IFS
+    IFS=$MGW_NL
+    for mgw_l in $MGW_REQUEST; do
+      IFS=$mgw_ifs
+      mgw_decode "${mgw_l#* }"
+      case $mgw_l in
+        'arg '*) set -- "$@" "$mgw_decoded" ;;
+        'env '*) MGW_CLIENT_ENV=$MGW_CLIENT_ENV$mgw_decoded$MGW_NL ;;
+      esac
+      IFS=$MGW_NL
+    done
+    IFS=$mgw_ifs
+    [ -z "$MGW_REQUEST_PROGRAM" ] || mgw_choose_program "$MGW_REQUEST_PROGRAM"
+  fi
+  if [ -z "$MGW_PROGRAM" ] && [ -n "$MGW_PROGRAMS" ]; then
+    mgw_die E_USAGE 64 "this site names its programs; choose one of: $(mgw_program_names)"
+  fi
   mgw_check_program
   mgw_need setsid
   mgw_setsid=$mgw_found
@@ -1250,6 +1453,8 @@ mgw_program_env() {
   mgw_ifs=$IFS
   IFS=$MGW_NL
   for mgw_e in $MGW_SITE_ENV; do mgw_penv "$mgw_e"; done
+  # What the client set, for names the site allows (checked in mgw_read_request).
+  for mgw_e in ${MGW_CLIENT_ENV:-}; do mgw_penv "$mgw_e"; done
   IFS=$mgw_ifs
   mgw_penv "MINT_JOB_ID=$MGW_JOB"
   mgw_penv "MINT_JOB_DIR=$MGW_WORK"

@@ -44,6 +44,13 @@ export const installSpec = defineCommand({
   options: {
     key: { type: 'string', value: 'FILE|-', required: true, description: "MInt's public key, or - to read it from stdin" },
     ...pathOptions,
+    program: {
+      type: 'string',
+      value: 'PATH|NAME=PATH',
+      multiple: true,
+      description: 'the program a job runs (default: ~/misrc_remote_workflow/scripts/execute_remote-side_program_ssh.sh); NAME=PATH adds one a client picks by name',
+    },
+    'allow-env': { type: 'string', value: 'NAMES', description: 'variables (comma-separated names) a client may set for the program' },
     'key-name': { type: 'string', value: 'NAME', description: "the key's name in the gateway's audit log" },
     from: { type: 'string', value: 'PATTERNS', description: "sshd's from=: where the key is accepted from (e.g. MInt's proxy address)" },
     'expiry-time': { type: 'string', value: 'TIME', description: "sshd's expiry-time=: YYYYMMDD[HHMM[SS]][Z], when the key stops working" },
@@ -124,7 +131,7 @@ export async function main(argv: string[] = process.argv.slice(2), io: Io = proc
           authorizedKeys: abs(values.dest ?? d.dest),
           gateway: {
             root: abs(values.root ?? d.root),
-            program: abs(values.program ?? d.program),
+            ...programOptions(values.program ?? [], d.program),
             ...(values['key-name'] ? { keyName: values['key-name'] } : {}),
             ...(values.export ? { export: values.export } : {}),
             ...(maxJobs !== undefined ? { maxJobs } : {}),
@@ -135,6 +142,7 @@ export async function main(argv: string[] = process.argv.slice(2), io: Io = proc
             ...(maxJobFiles !== undefined ? { maxJobFiles } : {}),
             ...(clientTimeout !== undefined ? { clientTimeout } : {}),
             ...(values.env?.length ? { env: values.env } : {}),
+            ...(values['allow-env'] ? { allowEnv: values['allow-env'].split(',') } : {}),
             ...(values['allow-unconfined-rsync'] ? { allowUnconfinedRsync: true } : {}),
           },
           restrictions: {
@@ -228,4 +236,16 @@ async function readKey(source: string, stdin: NodeJS.ReadableStream): Promise<st
   const chunks: Buffer[] = [];
   for await (const chunk of stdin) chunks.push(Buffer.from(chunk as Buffer));
   return Buffer.concat(chunks).toString('utf8');
+}
+
+/** `--program PATH` (the default, at most one) and `--program NAME=PATH` (named, repeatable). */
+function programOptions(given: readonly string[], fallback: string): { program: string; programs?: Record<string, string> } {
+  const plain = given.filter((p) => !p.includes('='));
+  if (plain.length > 1) throw new ConfigError('--program PATH may be given once (add others as --program NAME=PATH)');
+  const programs: Record<string, string> = {};
+  for (const named of given.filter((p) => p.includes('='))) {
+    const eq = named.indexOf('=');
+    programs[named.slice(0, eq)] = abs(named.slice(eq + 1));
+  }
+  return { program: abs(plain[0] ?? fallback), ...(Object.keys(programs).length ? { programs } : {}) };
 }

@@ -22,11 +22,15 @@ export interface ExecOptions {
   onStderrLine?: (line: string) => void;
   signal?: AbortSignal;
   maxBuffer?: number;
+  /** Written to the command's stdin, which then ends (startx/runx read their request there). */
+  stdin?: string;
 }
 
 export async function execCollect(connection: Connection, command: string, options: ExecOptions = {}): Promise<ExecResult> {
   const channel = await connection.exec(command);
-  return collect(connection, channel, options);
+  const result = collect(connection, channel, options);
+  if (options.stdin !== undefined) channel.end(options.stdin);
+  return result;
 }
 
 export function collect(connection: Connection, channel: ClientChannel, options: ExecOptions = {}): Promise<ExecResult> {

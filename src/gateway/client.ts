@@ -11,7 +11,9 @@ import { runRsync, type TransferProgress } from '../transfer/rsync.js';
 import {
   checkCompatible,
   formatCommand,
+  formatRequest,
   parseList,
+  plainArgs,
   parseLogTrailer,
   parseSentLine,
   parseStartedLine,
@@ -41,6 +43,18 @@ export interface TransferResult {
   durationMs: number;
   /** take: the gateway removed the job after sending it. */
   removed: boolean;
+}
+
+/** What a job asks of the site's program beyond its arguments (startx/runx). */
+export interface ProgramRequest {
+  /** One of the site's named programs (`--program NAME=PATH`); default the site's `--program PATH`. */
+  program?: string;
+  /** Variables for names the site allows (`--allow-env`). */
+  env?: Readonly<Record<string, string>>;
+}
+
+function needsRequest(args: readonly string[], request: ProgramRequest): boolean {
+  return request.program !== undefined || Object.keys(request.env ?? {}).length > 0 || !plainArgs(args);
 }
 
 export class GatewayClient {
@@ -125,8 +139,17 @@ export class GatewayClient {
     return report;
   }
 
-  async start(job: string, args: readonly string[]): Promise<JobStatus> {
-    return parseStatus(await this.call({ verb: 'start', job, args }, 'start'), { host: this.connection.host.name, jobId: job });
+  /**
+   * start, or startx with the request on stdin when it names a program, sets variables or has
+   * arguments outside start's plain class.
+   */
+  async start(job: string, args: readonly string[], request: ProgramRequest = {}): Promise<JobStatus> {
+    const context = { host: this.connection.host.name, jobId: job };
+    if (needsRequest(args, request)) {
+      const result = await this.callFull({ verb: 'startx', job }, 'start', { stdin: formatRequest({ ...request, args }) });
+      return parseStatus(result.stdout.toString('utf8'), context);
+    }
+    return parseStatus(await this.call({ verb: 'start', job, args }, 'start'), context);
   }
 
   /**
@@ -139,6 +162,7 @@ export class GatewayClient {
     onStarted: (started: { state: JobState; pid: number | undefined }) => void,
     onChunk: (chunk: Buffer) => void,
     signal?: AbortSignal,
+    request: ProgramRequest = {},
   ): Promise<{ state: JobState; exitCode: number | undefined }> {
     // A cancel is held back until the gateway has reported the start: closing the channel earlier
     // could let the start land after the caller's `cancel` found no job to stop.
@@ -156,7 +180,13 @@ export class GatewayClient {
     };
     signal?.addEventListener('abort', onAbort, { once: true });
     try {
-      const result = await this.callFull({ verb: 'run', job, args }, 'start', { onStdout: onChunk, onStderrLine, signal: stop.signal });
+      const extended = needsRequest(args, request);
+      const result = await this.callFull(extended ? { verb: 'runx', job } : { verb: 'run', job, args }, 'start', {
+        onStdout: onChunk,
+        onStderrLine,
+        signal: stop.signal,
+        ...(extended ? { stdin: formatRequest({ ...request, args }) } : {}),
+      });
       return parseLogTrailer(result.stderr) ?? (await this.status(job));
     } finally {
       signal?.removeEventListener('abort', onAbort);

@@ -9,7 +9,7 @@ import type { JobState } from '../types.js';
 /** The protocol this client speaks; the gateway reports its own in `probe`. */
 export const PROTOCOL_VERSION = 1;
 
-export type Verb = 'probe' | 'list' | 'put' | 'get' | 'take' | 'start' | 'run' | 'status' | 'logs' | 'cancel' | 'rm';
+export type Verb = 'probe' | 'list' | 'put' | 'get' | 'take' | 'start' | 'run' | 'startx' | 'runx' | 'status' | 'logs' | 'cancel' | 'rm';
 
 const JOB_ID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 const CAPS = /^[0-9]*\.[A-Za-z]*$/;
@@ -26,22 +26,75 @@ export function checkJobId(value: string, context: ErrorContext = {}): string {
   return value;
 }
 
-/** Program arguments the gateway will pass on; checked here too so a bad one fails before connecting. */
+const PROGRAM_NAME = /^[A-Za-z0-9._-]{1,64}$/;
+const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
+/** Bytes of one argument or variable in a startx/runx request. */
+export const MAX_REQUEST_VALUE = 4096;
+
+/**
+ * Program arguments, checked before connecting: at most 64, each any string of 1-4096 UTF-8 bytes
+ * without NUL (a path with / and spaces, Japanese, `~` or `$` kept as they are). One validator, one
+ * way of failing (InputError).
+ */
 export function checkProgramArgs(args: readonly string[], context: ErrorContext = {}): readonly string[] {
   const refuse = (message: string): never => {
     throw new InputError(message, { step: 'config', ...context });
   };
   if (args.length > MAX_PROGRAM_ARGS) refuse(`at most ${MAX_PROGRAM_ARGS} program arguments are allowed`);
   for (const arg of args) {
-    if (!PROGRAM_ARG.test(arg)) refuse(`program argument ${JSON.stringify(arg)} must be 1-255 characters of A-Z a-z 0-9 . _ , : = + @ % -`);
+    const bytes = Buffer.byteLength(arg, 'utf8');
+    if (bytes < 1 || bytes > MAX_REQUEST_VALUE || arg.includes('\0') || !isWellFormed(arg)) {
+      refuse(`program argument ${JSON.stringify(arg.slice(0, 80))} must be 1-${MAX_REQUEST_VALUE} bytes of UTF-8 without NUL`);
+    }
   }
   return args;
+}
+
+/** A program name the site gave with `--program NAME=PATH`, and variables for `--allow-env` names. */
+export function checkProgramRequest(request: { program?: string; env?: Readonly<Record<string, string>> }, context: ErrorContext = {}): void {
+  const refuse = (message: string): never => {
+    throw new InputError(message, { step: 'config', ...context });
+  };
+  if (request.program !== undefined && !PROGRAM_NAME.test(request.program)) refuse(`program name ${JSON.stringify(request.program)} must be 1-64 letters, digits and ._-`);
+  const env = Object.entries(request.env ?? {});
+  if (env.length > 64) refuse('at most 64 variables are allowed');
+  for (const [name, value] of env) {
+    if (!ENV_NAME.test(name)) refuse(`variable name ${JSON.stringify(name)} must be letters, digits and _, not starting with a digit`);
+    const bytes = Buffer.byteLength(`${name}=${value}`, 'utf8');
+    if (bytes > MAX_REQUEST_VALUE || /[\0\n]/.test(value) || !isWellFormed(value)) {
+      refuse(`variable ${name}: NAME=VALUE must be at most ${MAX_REQUEST_VALUE} bytes of UTF-8 without NUL or newline`);
+    }
+  }
+}
+
+function isWellFormed(text: string): boolean {
+  // A lone surrogate would not survive as UTF-8 (it becomes U+FFFD).
+  return !/[\uD800-\uDFFF]/.test(text.replace(/[\uD800-\uDBFF][\uDC00-\uDFFF]/g, ''));
+}
+
+/** Whether these arguments need no request (start/run carry them on the command line as they are). */
+export function plainArgs(args: readonly string[]): boolean {
+  return args.every((arg) => PROGRAM_ARG.test(arg));
+}
+
+/**
+ * The body of a startx/runx request: `program HEX`, `arg HEX`, `env HEX` lines, each value's UTF-8
+ * bytes in lowercase hex (see mgw_read_request in the gateway).
+ */
+export function formatRequest(request: { program?: string; args?: readonly string[]; env?: Readonly<Record<string, string>> }): string {
+  const hex = (text: string): string => Buffer.from(text, 'utf8').toString('hex');
+  const lines: string[] = [];
+  if (request.program !== undefined) lines.push(`program ${hex(request.program)}`);
+  for (const arg of request.args ?? []) lines.push(`arg ${hex(arg)}`);
+  for (const [name, value] of Object.entries(request.env ?? {})) lines.push(`env ${hex(`${name}=${value}`)}`);
+  return lines.map((l) => `${l}\n`).join('');
 }
 
 export type GatewayCommand =
   | { verb: 'probe' | 'list' }
   | { verb: 'put' | 'get' | 'take'; job: string; caps: string }
   | { verb: 'start' | 'run'; job: string; args?: readonly string[] }
+  | { verb: 'startx' | 'runx'; job: string }
   | { verb: 'status' | 'cancel' | 'rm'; job: string }
   | { verb: 'logs'; job: string; offset: number };
 
@@ -64,7 +117,9 @@ export function formatCommand(command: GatewayCommand): string {
       break;
     case 'start':
     case 'run': {
-      words.push(...checkProgramArgs(command.args ?? []));
+      const args = checkProgramArgs(command.args ?? []);
+      if (!plainArgs(args)) throw new TypeError('these arguments need startx/runx (formatRequest)');
+      words.push(...args);
       break;
     }
     default:

@@ -12,7 +12,8 @@ import { CancelledError, GatewayError, InputError, MintSshError, RemoteJobError,
 import { resolveHost, type InlineHost, type ResolveOptions } from '../config/resolve-host.js';
 import type { CleanupPolicy } from '../config/resolved-host.js';
 import type { ConnectionPool } from '../transfer/pool.js';
-import { checkJobId, checkProgramArgs, type JobState } from '../gateway/protocol.js';
+import { checkJobId, checkProgramArgs, checkProgramRequest, type JobState } from '../gateway/protocol.js';
+import type { ProgramRequest } from '../gateway/client.js';
 import { checkInputs, type TransferProgress } from '../transfer/rsync.js';
 import type { TransferResult } from '../gateway/client.js';
 import type { Final } from './steps.js';
@@ -44,8 +45,15 @@ interface CommonOptions {
 export interface RunRemoteOptions extends CommonOptions {
   /** Files or directories to send; symlinks are followed (MInt hands modules symlinks). */
   inputs?: readonly string[];
-  /** Arguments for the remote program (1-255 chars each of A-Za-z0-9._,:=+@%-). */
+  /**
+   * Arguments for the remote program: at most 64, each any string of 1-4096 UTF-8 bytes without NUL,
+   * delivered to its argv byte for byte (never through a shell: no ~ or $ expansion).
+   */
   args?: readonly string[];
+  /** One of the site's named programs (`mint-gateway install --program NAME=PATH`). */
+  program?: string;
+  /** Variables for the program, for names the site allows (`mint-gateway install --allow-env`). */
+  env?: Readonly<Record<string, string>>;
   /** Use this job id (a lowercase UUID) instead of a fresh one. */
   jobId?: string;
 }
@@ -60,6 +68,7 @@ export async function runRemote(options: RunRemoteOptions): Promise<RemoteResult
   const jobId = options.jobId ?? randomUUID();
   checkJobId(jobId);
   checkProgramArgs(options.args ?? [], { jobId });
+  checkProgramRequest(options, { jobId });
   const job = await prepare(options, jobId);
   const inputs = await checkInputs(options.inputs ?? [], { host: job.session.host.name, jobId });
 
@@ -85,7 +94,8 @@ export async function runRemote(options: RunRemoteOptions): Promise<RemoteResult
     // From here the program may run: a cancel must stop it, not just clear the inputs.
     step = 'run';
     job.runStarted = performance.now();
-    return await finish(job, started, startAndFollow(job, options.args ?? []));
+    const request: ProgramRequest = { ...(options.program !== undefined ? { program: options.program } : {}), ...(options.env ? { env: options.env } : {}) };
+    return await finish(job, started, startAndFollow(job, options.args ?? [], request));
   } catch (error) {
     if (error instanceof CancelledError && step === 'upload') {
       // Nothing ran: the uploaded inputs are all there is to clear, unless told to keep things.
@@ -186,7 +196,7 @@ type Follow = (link: Link, offset: number, onChunk: (chunk: Buffer) => void, sig
  * sent again only if `status` proves it never took effect; otherwise `logs` resumes at the byte
  * offset held, so the program runs once and no log byte is lost or repeated.
  */
-function startAndFollow(job: Job, args: readonly string[]): Follow {
+function startAndFollow(job: Job, args: readonly string[], request: ProgramRequest): Follow {
   let sent = false;
   const onStarted = (report: { pid: number | undefined }): void => job.emit({ type: 'started', jobId: job.jobId, pid: report.pid });
   return async (link, offset, onChunk, signal) => {
@@ -195,7 +205,7 @@ function startAndFollow(job: Job, args: readonly string[]): Follow {
       if (seen && seen.state !== 'created') return link.steps.followLog(job.jobId, offset, onChunk, signal);
     }
     sent = true;
-    return link.steps.startAndFollow(job.jobId, args, onStarted, onChunk, signal);
+    return link.steps.startAndFollow(job.jobId, args, onStarted, onChunk, signal, request);
   };
 }
 

@@ -7,7 +7,7 @@
  * them): resumable transfers, a start that never runs the program twice, offsets for the log, a
  * removal of a missing job that succeeds.
  */
-import type { GatewayClient, TransferOptions, TransferResult } from '../gateway/client.js';
+import type { GatewayClient, ProgramRequest, TransferOptions, TransferResult } from '../gateway/client.js';
 import type { JobListing, JobState, JobStatus } from '../gateway/protocol.js';
 
 /** How a program ended, as the step that saw its end reports it. */
@@ -21,7 +21,7 @@ export type TransferRun = Omit<TransferOptions, 'jobId'>;
 
 export interface JobSteps {
   putInputs(jobId: string, inputs: readonly string[], options: TransferRun): Promise<TransferResult>;
-  start(jobId: string, args: readonly string[]): Promise<JobStatus>;
+  start(jobId: string, args: readonly string[], request?: ProgramRequest): Promise<JobStatus>;
   /** start, then followLog from byte 0: one round trip where the transport allows it. */
   startAndFollow(
     jobId: string,
@@ -29,6 +29,7 @@ export interface JobSteps {
     onStarted: (started: { state: JobState; pid: number | undefined }) => void,
     onChunk: (chunk: Buffer) => void,
     signal?: AbortSignal,
+    request?: ProgramRequest,
   ): Promise<Final>;
   /** The log from `offset` until the program has ended and every byte is out. */
   followLog(jobId: string, offset: number, onChunk: (chunk: Buffer) => void, signal?: AbortSignal): Promise<Final>;
@@ -44,8 +45,8 @@ export interface JobSteps {
 export function sshJobSteps(gateway: GatewayClient): JobSteps {
   return {
     putInputs: (jobId, inputs, options) => gateway.put(inputs, { ...options, jobId }),
-    start: (jobId, args) => gateway.start(jobId, args),
-    startAndFollow: (jobId, args, onStarted, onChunk, signal) => gateway.run(jobId, args, onStarted, onChunk, signal),
+    start: (jobId, args, request) => gateway.start(jobId, args, request),
+    startAndFollow: (jobId, args, onStarted, onChunk, signal, request) => gateway.run(jobId, args, onStarted, onChunk, signal, request),
     followLog: (jobId, offset, onChunk, signal) => gateway.logs(jobId, offset, onChunk, signal),
     status: (jobId) => gateway.status(jobId),
     cancel: (jobId) => gateway.cancel(jobId),

@@ -178,7 +178,13 @@ export async function probeHost(target: string | InlineHost, options: ResolveOpt
       steps.push({ step: 'program', ok: false, detail: 'setsid is missing on the external computer', hint: 'install util-linux there' });
       return result;
     }
-    steps.push({ step: 'program', ok: true, detail: `${f.get('program')} is executable` });
+    const named = f.get('programs');
+    const allowEnv = f.get('allow_env');
+    steps.push({
+      step: 'program',
+      ok: true,
+      detail: `${f.get('program')} is executable${named ? `; named programs: ${named.split(',').join(', ')}` : ''}${allowEnv ? `; a client may set ${allowEnv.split(',').join(', ')}` : ''}`,
+    });
 
     if (f.get('root_writable') !== 'yes') {
       steps.push({ step: 'job-root', ok: false, detail: `job root ${f.get('root')} is not writable`, hint: 'on the external computer: mkdir -m 700 the root, owned by the MInt account' });

@@ -44,6 +44,10 @@ export interface GatewayOptions {
   clientTimeout?: number;
   /** NAME=VALUE variables every program gets (e.g. LANG=ja_JP.UTF-8, SLURM_CONF=...). */
   env?: readonly string[];
+  /** Programs a client may pick by name (`--program NAME=PATH`), beside the default `program`. */
+  programs?: Readonly<Record<string, string>>;
+  /** Variable names a client may set for the program (`--allow-env`). */
+  allowEnv?: readonly string[];
   rsync?: string;
   /** Serve downloads with an rsync older than 3.5.0 (no --confine-root). */
   allowUnconfinedRsync?: boolean;
@@ -92,6 +96,11 @@ export function gatewayCommand(gatewayPath: string, options: GatewayOptions): st
     }
   }
   const words = [gatewayPath, '--root', options.root, '--program', options.program];
+  for (const [name, path] of Object.entries(options.programs ?? {})) {
+    if (!/^[A-Za-z0-9._-]{1,64}$/.test(name)) throw new ConfigError(`--program NAME=PATH: NAME ${JSON.stringify(name)} may hold only letters, digits and ._- (at most 64)`);
+    if (!SAFE_PATH.test(path)) throw new ConfigError(`--program ${name}=${JSON.stringify(path)} must be an absolute path of letters, digits and ._/+- only`);
+    words.push('--program', `${name}=${path}`);
+  }
   if (options.keyName !== undefined) {
     if (!/^[A-Za-z0-9._@-]+$/.test(options.keyName)) throw new ConfigError('--key-name may hold only letters, digits and ._@-');
     words.push('--key-name', options.keyName);
@@ -124,6 +133,12 @@ export function gatewayCommand(gatewayPath: string, options: GatewayOptions): st
       throw new ConfigError(`--env ${JSON.stringify(assignment)} must be NAME=VALUE (NAME of letters, digits and _; VALUE printable ASCII without quotes or backslashes)`);
     }
     words.push('--env', `'${assignment}'`);
+  }
+  if (options.allowEnv?.length) {
+    for (const name of options.allowEnv) {
+      if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(name)) throw new ConfigError(`--allow-env ${JSON.stringify(name)} must be a variable name (letters, digits and _)`);
+    }
+    words.push('--allow-env', options.allowEnv.join(','));
   }
   if (options.rsync !== undefined) words.push('--rsync', options.rsync);
   if (options.allowUnconfinedRsync) words.push('--allow-unconfined-rsync');

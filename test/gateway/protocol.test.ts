@@ -3,6 +3,7 @@ import {
   checkCompatible,
   checkJobId,
   checkProgramArgs,
+  formatRequest,
   formatCommand,
   parseList,
   parseLogTrailer,
@@ -30,8 +31,12 @@ describe('gateway protocol (pure)', () => {
     expect(() => formatCommand({ verb: 'put', job: JOB, caps: '.iL;id' })).toThrow(TypeError);
     expect(() => formatCommand({ verb: 'logs', job: JOB, offset: -1 })).toThrow(TypeError);
     // Program arguments are the caller's input: one validator, one way of failing (InputError).
-    expect(() => formatCommand({ verb: 'start', job: JOB, args: ['a b'] })).toThrow(expect.objectContaining({ code: 'INPUT_INVALID' }));
-    expect(() => checkProgramArgs(['ok', 'x'.repeat(256)])).toThrow(/1-255/);
+    // Any UTF-8 text is a valid argument; outside start's plain class it needs startx/runx.
+    expect(() => formatCommand({ verb: 'start', job: JOB, args: ['a b'] })).toThrow(/need startx\/runx/);
+    expect(() => formatCommand({ verb: 'start', job: JOB, args: ['a\u0000b'] })).toThrow(expect.objectContaining({ code: 'INPUT_INVALID' }));
+    expect(() => checkProgramArgs(['ok', 'x'.repeat(4097)])).toThrow(/1-4096 bytes/);
+    expect(checkProgramArgs(['model/a b.inp', '応力', '$HOME'])).toHaveLength(3);
+    expect(formatRequest({ program: 'aster', args: ['応力'], env: { A: 'b c' } })).toBe(`program ${Buffer.from('aster').toString('hex')}\narg e5bf9ce58a9b\nenv ${Buffer.from('A=b c').toString('hex')}\n`);
     expect(() => checkProgramArgs(Array(65).fill('a'), { jobId: JOB })).toThrow(expect.objectContaining({ code: 'INPUT_INVALID', jobId: JOB, message: expect.stringMatching(/at most 64/) }));
     expect(checkProgramArgs(['--flag=1', 'file.dat'])).toEqual(['--flag=1', 'file.dat']);
     expect(() => checkJobId('NOT-A-UUID')).toThrow(expect.objectContaining({ code: 'INPUT_INVALID' }));

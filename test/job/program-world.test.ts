@@ -41,3 +41,40 @@ describe("the program's world", async () => {
     }).toEqual({ out: '644', shared: '755', s: '640', run: '755', setid: '755' });
   });
 });
+
+describe('what a job asks of the site: any argument, a named program, allowed variables', async () => {
+  const dir = await freshDir();
+  const show = `#!/bin/sh
+{ echo "program=$(basename "$0")"; for a in "$@"; do printf '[%s]\\n' "$a"; done; echo "CASE=\${MINT_CASE-unset}"; } >seen.txt
+`;
+  await writeFile(join(dir, 'default.sh'), show);
+  await writeFile(join(dir, 'aster.sh'), show);
+  await chmod(join(dir, 'default.sh'), 0o755);
+  await chmod(join(dir, 'aster.sh'), 0o755);
+  const sandbox = useSandbox({ program: join(dir, 'default.sh'), gateway: { programs: { aster: join(dir, 'aster.sh') }, allowEnv: ['MINT_CASE'] } });
+
+  it('delivers arguments with /, spaces, Japanese, ~ and $ byte for byte, runs a named program, passes an allowed variable', async () => {
+    const out = await freshDir();
+    const args = ['model/a b.inp', '応力', '~', '$HOME', 'x;id', 'plain'];
+    const r = await runRemote({ host: sandbox().host, outputDir: out, args, program: 'aster', env: { MINT_CASE: 'case 1' } });
+    expect(r.exitCode).toBe(0);
+    expect(await readFile(join(out, 'seen.txt'), 'utf8')).toBe(`program=aster.sh\n${args.map((a) => `[${a}]`).join('\n')}\nCASE=case 1\n`);
+    // Without a program name the default runs; plain arguments still take the short form.
+    const out2 = await freshDir();
+    expect((await runRemote({ host: sandbox().host, outputDir: out2, args: ['plain'] })).exitCode).toBe(0);
+    expect(await readFile(join(out2, 'seen.txt'), 'utf8')).toBe('program=execute_remote-side_program_ssh.sh\n[plain]\nCASE=unset\n');
+  });
+
+  it('refuses an unknown program and a variable the site does not allow (typed, before anything runs)', async () => {
+    await expect(runRemote({ host: sandbox().host, outputDir: await freshDir(), program: 'nope' })).rejects.toMatchObject({
+      code: 'GATEWAY_REFUSED',
+      gatewayCode: 'E_USAGE',
+      message: expect.stringMatching(/unknown program 'nope' \(this site has: aster\)/),
+    });
+    await expect(runRemote({ host: sandbox().host, outputDir: await freshDir(), env: { PATH: '/evil' } })).rejects.toMatchObject({
+      gatewayCode: 'E_USAGE',
+      message: expect.stringMatching(/does not let a client set PATH/),
+    });
+    await expect(runRemote({ host: sandbox().host, outputDir: await freshDir(), args: ['a\u0000b'] })).rejects.toMatchObject({ code: 'INPUT_INVALID' });
+  });
+});

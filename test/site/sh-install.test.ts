@@ -29,6 +29,10 @@ const CASES: Array<{ args: string[]; gateway: Record<string, unknown>; restricti
   { args: ['--rsync', '/opt/rsync/bin/rsync', '--allow-unconfined-rsync'], gateway: { rsync: '/opt/rsync/bin/rsync', allowUnconfinedRsync: true } },
   { args: ['--from', '192.0.2.0/24,!192.0.2.9', '--expiry-time', '20271231'], gateway: {}, restrictions: { from: '192.0.2.0/24,!192.0.2.9', expiryTime: '20271231' } },
   { args: ['--cert-authority', '--principals', 'mint,mint-batch'], gateway: {}, restrictions: { certAuthority: true, principals: 'mint,mint-batch' } },
+  {
+    args: ['--program', 'aster=/opt/aster/run.sh', '--program', 'abaqus=/opt/abaqus/run.sh', '--allow-env', 'OMP_NUM_THREADS,MINT_CASE', '--env', 'LANG=C.UTF-8'],
+    gateway: { programs: { aster: '/opt/aster/run.sh', abaqus: '/opt/abaqus/run.sh' }, allowEnv: ['OMP_NUM_THREADS', 'MINT_CASE'], env: ['LANG=C.UTF-8'] },
+  },
 ];
 
 describe('the sh-only installer', () => {

@@ -30,7 +30,9 @@ export const runSpec = defineCommand({
   positionals: [hostArgument, { name: '[FILE...]', description: "files or directories to send as the program's inputs (symlinks are followed)" }],
   options: {
     output,
-    arg: { type: 'string', value: 'ARG', multiple: true, description: 'an argument for the remote program: 1-255 characters of A-Za-z0-9._,:=+@%-' },
+    arg: { type: 'string', value: 'ARG', multiple: true, description: "an argument for the remote program, any UTF-8 text (1-4096 bytes), passed as it is: no shell, no ~ or $" },
+    program: { type: 'string', value: 'NAME', description: "one of the site's named programs (mint-gateway install --program NAME=PATH)" },
+    env: { type: 'string', value: 'NAME=VALUE', multiple: true, description: "a variable for the program, for a name the site allows (mint-gateway install --allow-env)" },
     cleanup,
     timeout,
     json,
@@ -88,6 +90,8 @@ export async function runCommand(args: string[], io: Io, signal: AbortSignal): P
       jobId,
       ...shared(values, signal),
       ...(values.arg ? { args: values.arg } : {}),
+      ...(values.program !== undefined ? { program: values.program } : {}),
+      ...(values.env ? { env: envOption(values.env, runSpec) } : {}),
       onEvent: progress.onEvent,
     });
     return report(io, result, Boolean(values.json));
@@ -149,4 +153,15 @@ function report(io: Io, result: RemoteResult, json: boolean): number {
   }
   if (result.state === 'exited' && result.exitCode !== undefined) return result.exitCode;
   return result.cancelled ? ExitCode.CANCELLED : ExitCode.FAILED;
+}
+
+/** `--env NAME=VALUE` (repeatable) into an object; a later NAME wins. */
+function envOption(assignments: readonly string[], spec: typeof runSpec): Record<string, string> {
+  const env: Record<string, string> = {};
+  for (const assignment of assignments) {
+    const eq = assignment.indexOf('=');
+    if (eq < 1) throw usageError(spec, `--env takes NAME=VALUE, got ${JSON.stringify(assignment)}`);
+    env[assignment.slice(0, eq)] = assignment.slice(eq + 1);
+  }
+  return env;
 }
