@@ -828,51 +828,43 @@ mgw_verb_probe() {
 }
 
 mgw_free_mb() {
-  MGW_FREE_MB=unknown
-  mgw_which df || return 0
-  # POSIX df -P: the 4th field of the 2nd line is the available space in 1024-byte blocks.
-  mgw_df=$("$mgw_found" -Pk -- "$MGW_ROOT" 2>/dev/null) || return 0
-  set -f
-  # shellcheck disable=SC2086
-  set -- $mgw_df
-  shift 10 2>/dev/null || return 0
-  case $1 in
-    '' | *[!0-9]*) return 0 ;;
-  esac
-  MGW_FREE_MB=$(($1 / 1024))
+  mgw_free_kb
+  MGW_FREE_MB=$MGW_FREE_KB
+  [ "$MGW_FREE_KB" = unknown ] || MGW_FREE_MB=$((MGW_FREE_KB / 1024))
 }
 
-# Free space under the root in KiB, for the upload gate.
+# Free space under the root in KiB: POSIX df -Pk, the 4th field of its 2nd line.
 mgw_free_kb() {
-  MGW_FREE_KB=unknown
-  mgw_which df || return 0
-  mgw_df=$("$mgw_found" -Pk -- "$MGW_ROOT" 2>/dev/null) || return 0
-  set -f
-  # shellcheck disable=SC2086
-  set -- $mgw_df
-  shift 10 2>/dev/null || return 0
-  case $1 in
-    '' | *[!0-9]*) return 0 ;;
-  esac
-  MGW_FREE_KB=$1
+  mgw_df -Pk
+  MGW_FREE_KB=$mgw_df_avail
 }
 
-# Free inodes under the root (GNU df -i; same layout). A file system that reports no inode total
-# (btrfs allocates them dynamically) has no inode floor: unknown.
+# Free inodes under the root (GNU df -Pi, the same layout). A file system that reports no inode
+# total (btrfs allocates them dynamically) has no inode floor: unknown.
 mgw_free_inodes() {
-  MGW_FREE_INODES=unknown
+  mgw_df -Pi
+  MGW_FREE_INODES=$mgw_df_avail
+  [ "$mgw_df_total" != 0 ] || MGW_FREE_INODES=unknown
+}
+
+# mgw_df FLAGS: sets mgw_df_total and mgw_df_avail (2nd and 4th fields of df's 2nd line under the
+# root), or both to unknown.
+mgw_df() {
+  mgw_df_total=unknown
+  mgw_df_avail=unknown
   mgw_which df || return 0
-  mgw_df=$("$mgw_found" -Pi -- "$MGW_ROOT" 2>/dev/null) || return 0
+  mgw_out=$("$mgw_found" "$1" -- "$MGW_ROOT" 2>/dev/null) || return 0
   set -f
   # shellcheck disable=SC2086
-  set -- $mgw_df
-  shift 8 2>/dev/null || return 0
-  case $1$3 in
+  set -- ${mgw_out#*"$MGW_NL"}
+  case $2$4 in
     '' | *[!0-9]*) return 0 ;;
   esac
-  [ "$1" -gt 0 ] || return 0
-  MGW_FREE_INODES=$3
+  mgw_df_total=$2
+  mgw_df_avail=$4
 }
+
+
 
 mgw_rsync_found() {
   if [ -n "$MGW_RSYNC" ]; then
@@ -1131,8 +1123,7 @@ mgw_put_within() {
   if [ "$MGW_MIN_FREE_MB" -gt 0 ]; then
     mgw_free_mb
     if [ "$MGW_FREE_MB" != unknown ]; then
-      mgw_next=$MGW_FREE_MB
-      [ "$1" = 0 ] || [ -z "$mgw_prev_free" ] || mgw_next=$((3 * MGW_FREE_MB - 2 * mgw_prev_free))
+      mgw_ahead "$1" "$MGW_FREE_MB" "$mgw_prev_free"
       mgw_prev_free=$MGW_FREE_MB
       if [ "$mgw_next" -lt "$MGW_MIN_FREE_MB" ]; then
         mgw_limit=11
@@ -1144,8 +1135,7 @@ mgw_put_within() {
   if [ "$MGW_MIN_FREE_INODES" -gt 0 ]; then
     mgw_free_inodes
     if [ "$MGW_FREE_INODES" != unknown ]; then
-      mgw_next=$MGW_FREE_INODES
-      [ "$1" = 0 ] || [ -z "$mgw_prev_inodes" ] || mgw_next=$((3 * MGW_FREE_INODES - 2 * mgw_prev_inodes))
+      mgw_ahead "$1" "$MGW_FREE_INODES" "$mgw_prev_inodes"
       mgw_prev_inodes=$MGW_FREE_INODES
       if [ "$mgw_next" -lt "$MGW_MIN_FREE_INODES" ]; then
         mgw_limit=12
@@ -1173,6 +1163,13 @@ mgw_put_within() {
     fi
   fi
   return 0
+}
+
+# mgw_ahead PREDICT NOW PREV: mgw_next is NOW, or with PREDICT 1 what it will be two looks on at
+# the rate since PREV (NOW - 2 * (PREV - NOW)).
+mgw_ahead() {
+  mgw_next=$2
+  [ "$1" = 0 ] || [ -z "$3" ] || mgw_next=$((3 * $2 - 2 * $3))
 }
 
 # Disk use of the job's work dir in KiB (du -s counts blocks, so sparse or partial files count as
