@@ -86,6 +86,9 @@ parse_options() {
         esac ;;
       --allow-env)
         check "$2" '^[A-Za-z_][A-Za-z0-9_]*(,[A-Za-z_][A-Za-z0-9_]*)*$' "--allow-env must be variable names (letters, digits and _), comma-separated"
+        if printf '%s\n' "$2" | tr ',' '\n' | grep -Eq '^(LD_.*|BASH_ENV|ENV|BASH_FUNC_.*|IFS|SHELLOPTS|BASHOPTS|PS4|PATH|CDPATH|GCONV_PATH|LOCPATH|NLSPATH|HOSTALIASES|PYTHON.*|PERL5.*|PERLLIB|RUBYOPT|RUBYLIB|NODE_OPTIONS|NODE_PATH|JAVA_TOOL_OPTIONS|_JAVA_OPTIONS|JDK_JAVA_OPTIONS|MINT_JOB_.*)$'; then
+          fail "--allow-env $2 names a variable that would let a client run code of its choosing; set it with --env instead"
+        fi
         allow_env=$2 ;;
       --gateway-path) gateway_path=$2 ;;
       --dest) dest=$2 ;;

@@ -222,6 +222,9 @@ mgw_add_program() {
         '' | *[!A-Za-z0-9._-]*) mgw_die E_CONFIG 78 "--program NAME=PATH: NAME may hold only letters, digits and ._-" ;;
       esac
       [ ${#mgw_pname} -le 64 ] || mgw_die E_CONFIG 78 "--program NAME=PATH: NAME longer than 64 bytes"
+      case $MGW_NL$MGW_PROGRAMS in
+        *"$MGW_NL$mgw_pname="*) mgw_die E_CONFIG 78 "--program $mgw_pname=... is given twice" ;;
+      esac
       case ${1#*=} in
         *"$MGW_NL"*) mgw_die E_CONFIG 78 "--program PATH may not hold a newline" ;;
       esac
@@ -238,6 +241,12 @@ mgw_add_allow_env() {
     case $mgw_rest in *,*) mgw_rest=${mgw_rest#*,} ;; *) mgw_rest= ;; esac
     case $mgw_n in
       '' | [0-9]* | *[!A-Za-z0-9_]*) mgw_die E_CONFIG 78 "--allow-env takes NAME[,NAME] with NAMEs of letters, digits and _" ;;
+      # Names that make the loader, a shell or an interpreter run code, or that the gateway sets:
+      # a client that may set one runs what it likes (BASH_ENV='$(id)' for a bash program).
+      LD_* | BASH_ENV | ENV | BASH_FUNC_* | IFS | SHELLOPTS | BASHOPTS | PS4 | PATH | CDPATH | GCONV_PATH | \
+        LOCPATH | NLSPATH | HOSTALIASES | PYTHON* | PERL5* | PERLLIB | RUBYOPT | RUBYLIB | NODE_OPTIONS | \
+        NODE_PATH | JAVA_TOOL_OPTIONS | _JAVA_OPTIONS | JDK_JAVA_OPTIONS | MINT_JOB_*)
+        mgw_die E_CONFIG 78 "--allow-env $mgw_n would let a client run code of its choosing; set it with --env instead" ;;
     esac
     MGW_ALLOW_ENV=$MGW_ALLOW_ENV$mgw_n,
   done
@@ -466,11 +475,14 @@ mgw_read_request() {
   # A NUL would vanish in the shell's variable: it becomes \001, which no check below accepts. A
   # client silent for --client-timeout seconds ends the read with \001 too (timeout's status is
   # lost in the pipe), and so ends the request with it.
-  MGW_REQUEST=$({ "$mgw_found" "$MGW_CLIENT_TIMEOUT" "$mgw_head" -c 1048577 || printf '\001'; } | "$mgw_tr" '\000' '\001')
-  case $MGW_REQUEST in
-    *"$(printf '\001')") mgw_die E_USAGE 64 "the request on stdin did not end within $MGW_CLIENT_TIMEOUT s (or ended with a NUL)" ;;
-  esac
+  # The x keeps $(...) from dropping trailing newlines before the size is measured (found by review:
+  # a body cut at 1 MiB inside a run of newlines passed, its tail unread).
+  MGW_REQUEST=$({ "$mgw_found" "$MGW_CLIENT_TIMEOUT" "$mgw_head" -c 1048577 || printf '\001'; } | "$mgw_tr" '\000' '\001'; printf x)
+  MGW_REQUEST=${MGW_REQUEST%x}
   [ ${#MGW_REQUEST} -le 1048576 ] || mgw_die E_USAGE 64 "the request on stdin is larger than 1 MiB"
+  case $MGW_REQUEST in
+    *"$(printf '\001')") mgw_die E_USAGE 64 "the request on stdin did not end within $MGW_CLIENT_TIMEOUT s (or ended with a control byte)" ;;
+  esac
   MGW_REQUEST_PROGRAM=
   mgw_nargs=0
   mgw_nenv=0

@@ -21,6 +21,11 @@ const KEY_TYPES = new Set([
   'sk-ecdsa-sha2-nistp256@openssh.com',
 ]);
 
+// Variables a client must never set (the gateway refuses them in --allow-env too): the loader's,
+// shells' and interpreters' code hooks, and what the gateway sets itself.
+const CODE_RUNNING_ENV =
+  /^(LD_.*|BASH_ENV|ENV|BASH_FUNC_.*|IFS|SHELLOPTS|BASHOPTS|PS4|PATH|CDPATH|GCONV_PATH|LOCPATH|NLSPATH|HOSTALIASES|PYTHON.*|PERL5.*|PERLLIB|RUBYOPT|RUBYLIB|NODE_OPTIONS|NODE_PATH|JAVA_TOOL_OPTIONS|_JAVA_OPTIONS|JDK_JAVA_OPTIONS|MINT_JOB_.*)$/;
+
 // Paths end up inside command="..." which sshd runs through the login shell: allow only bytes that
 // need no quoting, so no path can break out of the command.
 const SAFE_PATH = /^\/[A-Za-z0-9._/+-]*$/;
@@ -137,6 +142,7 @@ export function gatewayCommand(gatewayPath: string, options: GatewayOptions): st
   if (options.allowEnv?.length) {
     for (const name of options.allowEnv) {
       if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(name)) throw new ConfigError(`--allow-env ${JSON.stringify(name)} must be a variable name (letters, digits and _)`);
+      if (CODE_RUNNING_ENV.test(name)) throw new ConfigError(`--allow-env ${name} would let a client run code of its choosing; set it with --env instead`);
     }
     words.push('--allow-env', options.allowEnv.join(','));
   }

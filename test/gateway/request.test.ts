@@ -66,6 +66,26 @@ describe.each(['dash', 'bash'])('the request on stdin, under %s', async (shell) 
     expect(existsSync(canary)).toBe(false);
   });
 
+  it('measures the 1 MiB bound before anything can drop the tail (a cut inside a run of newlines)', () => {
+    const body = Buffer.concat([Buffer.from('arg 41\n'), Buffer.alloc(1_048_570, 0x0a), Buffer.from('arg 42\nenv 6e6f\n')]);
+    const r = gw('startx', body);
+    expect(r.code).toBe(64);
+    expect(r.stderr).toMatch(/larger than 1 MiB/);
+    expect(existsSync(join(root, r.job))).toBe(false);
+  });
+
+  it.each(['BASH_ENV', 'LD_PRELOAD', 'PATH', 'PYTHONPATH', 'NODE_OPTIONS', 'MINT_JOB_ID'])('refuses --allow-env %s: a client could run code of its choosing', (name) => {
+    const r = gw('startx', `env ${hex(`${name}=x`)}\n`, ['--allow-env', `MINT_CASE,${name}`]);
+    expect(r.code).toBe(78);
+    expect(r.stderr).toMatch(new RegExp(`E_CONFIG: --allow-env ${name} would let a client run code`));
+  });
+
+  it('refuses a named program given twice', () => {
+    const r = gw('startx', '', ['--program', `other=${program}`]);
+    expect(r.code).toBe(78);
+    expect(r.stderr).toMatch(/--program other=\.\.\. is given twice/);
+  });
+
   it('refuses a client that never ends its request, after --client-timeout', () => {
     const job = randomUUID();
     const r = spawnSync('sh', ['-c', `(sleep 4) | SSH_ORIGINAL_COMMAND="mint-gw startx ${job}" ${shell} '${GATEWAY_SCRIPT}' --root '${root}' --program '${program}' --client-timeout 1`], {

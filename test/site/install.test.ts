@@ -50,6 +50,12 @@ describe('authorizedKeysLine', () => {
     expect(() => authorizedKeysLine(key, PATHS.gatewayPath, PATHS, { from: '1.2.3.4" command="sh' })).toThrow(/from/);
     expect(() => authorizedKeysLine(key, PATHS.gatewayPath, PATHS, { expiryTime: 'tomorrow' })).toThrow(/expiry-time/);
     expect(() => authorizedKeysLine(key, PATHS.gatewayPath, PATHS, { principals: 'x' })).toThrow(/cert-authority/);
+    // A client allowed to set one of these runs code of its choosing (BASH_ENV='$(id)', LD_PRELOAD).
+    for (const name of ['BASH_ENV', 'LD_PRELOAD', 'PATH', 'PYTHONPATH', 'MINT_JOB_DIR']) {
+      expect(() => authorizedKeysLine(key, PATHS.gatewayPath, { ...PATHS, allowEnv: ['MINT_CASE', name] })).toThrow(/run code of its choosing/);
+    }
+    expect(() => authorizedKeysLine(key, PATHS.gatewayPath, { ...PATHS, programs: { 'a/b': '/x' } })).toThrow(/NAME/);
+    expect(() => authorizedKeysLine(key, PATHS.gatewayPath, { ...PATHS, programs: { a: 'rel/x' } })).toThrow(/absolute path/);
   });
 
   it('writes exactly the fragments kept in authorized_keys.d/', async () => {

@@ -90,6 +90,7 @@ describe('the sh-only installer', () => {
     expect(sh(home, ['--key', join(home, 'mint.pub'), '--root', 'relative', '--print'])).toMatchObject({ code: 1, stderr: expect.stringMatching(/absolute path/) });
     expect(sh(home, ['--key', join(home, 'mint.pub'), '--principals', 'a', '--print'])).toMatchObject({ code: 1, stderr: expect.stringMatching(/needs --cert-authority/) });
     expect(sh(home, ['--key', join(home, 'mint.pub'), '--bogus', 'x'])).toMatchObject({ code: 2 });
+    expect(sh(home, ['--key', join(home, 'mint.pub'), '--allow-env', 'MINT_CASE,BASH_ENV', '--print'])).toMatchObject({ code: 1, stderr: expect.stringMatching(/run code of its choosing/) });
   });
 
   it('runs where there is no node at all', async () => {
