@@ -15,6 +15,11 @@
 #     [--rsync PATH] [--allow-unconfined-rsync]
 #     [--from PATTERNS] [--expiry-time TIME] [--cert-authority [--principals NAMES]] [--print]
 #
+#   sh mint-gateway-install.sh doctor [--root DIR] [--program PATH] [--gateway-path PATH] [--dest FILE]
+#
+# doctor makes `mint-gateway doctor`'s checks, with the same names and verdicts: ok, warn, FAIL, or
+# SKIPPED (what it could not check here, with why and how to check it) and exits 1 on a FAIL.
+#
 # Exit status: 0 done, 2 usage, 1 anything refused (one line on stderr saying why).
 
 set -u
@@ -28,6 +33,10 @@ NL='
 '
 
 main() {
+  if [ "${1:-}" = doctor ]; then
+    shift
+    doctor "$@"
+  fi
   parse_options "$@"
   read_key
   gateway_command
@@ -236,6 +245,161 @@ write_line() {
     action=added
   fi
   mv -f -- "$tmp" "$dest" || fail "cannot replace $dest"
+}
+
+# ---------------------------------------------------------------------------------------------------
+# doctor
+
+doctor() {
+  home=${HOME:-}
+  [ -n "$home" ] || fail "HOME is not set"
+  root=$home/mint-jobs
+  program=$home/misrc_remote_workflow/scripts/execute_remote-side_program_ssh.sh
+  gateway_path=$home/.mint/mint-gateway.sh
+  dest=$home/.ssh/authorized_keys
+  while [ $# -gt 0 ]; do
+    [ $# -ge 2 ] || usage "$1 needs a value"
+    case $1 in
+      --root) root=$2 ;;
+      --program) program=$2 ;;
+      --gateway-path) gateway_path=$2 ;;
+      --dest) dest=$2 ;;
+      *) usage "unknown doctor option '$1'" ;;
+    esac
+    shift 2
+  done
+  n_ok=0 n_warn=0 n_skip=0 n_err=0
+  our_lines=
+  [ -r "$dest" ] && our_lines=$(grep 'mint-gateway:SHA256:' -- "$dest")
+
+  # ~/.ssh/rc runs before a forced command unless restrict (or no-user-rc) is on the key's line.
+  if [ ! -e "$home/.ssh/rc" ]; then
+    say ok ssh-rc "no ~/.ssh/rc"
+  elif [ -n "$our_lines" ] && ! printf '%s\n' "$our_lines" | grep -Evq '^(cert-authority,)?restrict|no-user-rc'; then
+    say ok ssh-rc "$home/.ssh/rc exists (the gateway line has restrict, so it does not run for MInt's key)"
+  else
+    say error ssh-rc "$home/.ssh/rc exists and would run before the gateway" "reinstall (adds restrict) or remove ~/.ssh/rc"
+  fi
+
+  if [ -e "$dest" ] && [ ! -r "$dest" ]; then
+    say skipped authorized-key "cannot read $dest, so could not look for the mint-gateway line" "run doctor as the account that owns it"
+  elif [ -z "$our_lines" ]; then
+    say error authorized-key "no mint-gateway line in $dest" "run sh mint-gateway-install.sh --key mint.pub ..."
+  elif printf '%s\n' "$our_lines" | grep -Fv "command=\"$gateway_path " | grep -q . ||
+    printf '%s\n' "$our_lines" | grep -Evq '(^|,)restrict(,| )'; then
+    say error authorized-key "a mint-gateway line lacks restrict or points at another gateway path" "rerun the installer to rewrite it"
+  else
+    say ok authorized-key "$(printf '%s\n' "$our_lines" | wc -l | tr -d ' ') mint-gateway line(s), restricted and pinned to $gateway_path"
+  fi
+
+  doctor_sshd
+  doctor_shell
+  mode_check authorized-keys-mode "$dest" "chmod 600"
+  mode_check ssh-dir-mode "$home/.ssh" "chmod 700"
+  mode_check gateway-mode "$gateway_path" "chmod 755 (and owned by this account)" x
+  doctor_root
+  for tool in rsync setsid flock tail; do
+    found=
+    for d in /usr/bin /bin; do [ -x "$d/$tool" ] && { found=$d/$tool; break; }; done
+    case $tool in setsid | flock) pkg=util-linux ;; tail) pkg=coreutils ;; *) pkg=$tool ;; esac
+    if [ -n "$found" ]; then say ok "needs-$tool" "$found"; else say error "needs-$tool" "$tool not found in /usr/bin or /bin" "install $pkg"; fi
+  done
+  if [ -f "$program" ] && [ -x "$program" ]; then
+    say ok program "$program is executable"
+  else
+    say error program "$program is missing or not executable" "chmod +x $program"
+  fi
+  printf '  summary: %s ok, %s warnings, %s skipped, %s errors\n' "$n_ok" "$n_warn" "$n_skip" "$n_err"
+  if [ "$n_err" -gt 0 ]; then
+    printf '  verdict: fix the FAIL lines above\n'
+    exit 1
+  fi
+  if [ "$n_skip" -gt 0 ]; then
+    printf '  verdict: the gateway holds as far as checked; the SKIPPED lines were not checked\n'
+  else
+    printf '  verdict: the gateway holds\n'
+  fi
+  exit 0
+}
+
+# say STATUS CHECK DETAIL [FIX]: one line as mint-gateway doctor prints it.
+say() {
+  case $1 in
+    ok) mark='[ ok ]   ' n_ok=$((n_ok + 1)) ;;
+    warn) mark='[ warn ] ' n_warn=$((n_warn + 1)) ;;
+    skipped) mark='[SKIPPED]' n_skip=$((n_skip + 1)) ;;
+    *) mark='[FAIL]   ' n_err=$((n_err + 1)) ;;
+  esac
+  printf '  %s %-20s %s\n' "$mark" "$2" "$3"
+  [ -z "${4:-}" ] || printf '             fix: %s\n' "$4"
+}
+
+# Read by the loader or the login shell before the gateway's own scrubbing can run.
+doctor_sshd() {
+  sshd=
+  for d in /usr/sbin /usr/bin /sbin /bin; do [ -x "$d/sshd" ] && { sshd=$d/sshd; break; }; done
+  fix="run \`sudo sshd -T | grep -Ei '^(permituserenvironment|acceptenv) '\` and check that PermitUserEnvironment is no and AcceptEnv matches none of LD_PRELOAD LD_LIBRARY_PATH LD_AUDIT BASH_ENV ENV PATH IFS SHELLOPTS PS4 BASH_FUNC_*; or run doctor as root"
+  if [ -z "$sshd" ]; then say skipped sshd-config "could not read sshd's settings: sshd not found" "$fix"; return; fi
+  settings=$("$sshd" -T 2>/dev/null) || { say skipped sshd-config "could not read sshd's settings: \`$sshd -T\` failed; it usually needs root" "$fix"; return; }
+  permit=$(printf '%s\n' "$settings" | sed -n 's/^permituserenvironment //p')
+  [ -n "$permit" ] || { say skipped sshd-config "could not read sshd's settings: \`$sshd -T\` printed no permituserenvironment line" "$fix"; return; }
+  accept=$(printf '%s\n' "$settings" | sed -n 's/^acceptenv //p' | tr '\n' ' ')
+  problems=
+  [ "$permit" = no ] || problems="PermitUserEnvironment is on (environment= in keys could set LD_PRELOAD)"
+  set -f
+  for pattern in $accept; do
+    for name in LD_PRELOAD LD_LIBRARY_PATH LD_AUDIT BASH_ENV ENV PATH IFS SHELLOPTS PS4 BASH_FUNC_x%%; do
+      # shellcheck disable=SC2254
+      case $name in $pattern) problems="${problems:+$problems; }AcceptEnv $pattern lets clients set $name before the gateway runs"; break ;; esac
+    done
+  done
+  set +f
+  if [ -n "$problems" ]; then
+    say error sshd-config "$problems" "set PermitUserEnvironment no and narrow AcceptEnv in sshd_config"
+  else
+    say ok sshd-config "PermitUserEnvironment no; AcceptEnv ${accept% }"
+  fi
+}
+
+# sshd runs the forced command through the login shell: one that prints breaks the protocol.
+doctor_shell() {
+  shell=$(getent passwd "$(id -un)" 2>/dev/null | cut -d: -f7)
+  [ -n "$shell" ] || shell=/bin/sh
+  dir=$home
+  [ -d "$dir" ] || dir=/
+  out=$(cd "$dir" && HOME=$home SSH_CLIENT='127.0.0.1 22 22' SSH_CONNECTION='127.0.0.1 22 127.0.0.1 22' "$shell" -c true 2>&1) ||
+    { say error login-shell "$shell -c true failed" "fix the account's shell or its startup files"; return; }
+  if [ -n "$out" ]; then
+    say error login-shell "$shell prints at start-up: $(printf '%s' "$out" | head -c 120)" "make the startup files quiet for non-interactive shells, or chsh -s /bin/sh for this account"
+  else
+    say ok login-shell "$shell starts silently"
+  fi
+}
+
+# mode_check CHECK PATH FIX [x] [OK-DETAIL]: not writable by group or others, ours (or root's),
+# executable if x.
+mode_check() {
+  if [ ! -e "$2" ]; then say error "$1" "$2 does not exist" "run the installer"; return; fi
+  info=$(stat -c '%a %u' -- "$2" 2>/dev/null) || { say skipped "$1" "cannot stat $2" "check \`ls -ld $2\` as root"; return; }
+  mode=${info% *} owner=${info#* }
+  why=
+  case $mode in *[2367]? | *[2367]) why="writable by group or others" ;; esac
+  [ "$owner" = "$(id -u)" ] || [ "$owner" = 0 ] || why="${why:+$why, }owned by another user"
+  [ "${4:-}" != x ] || [ -x "$2" ] || why="${why:+$why, }not executable"
+  if [ -n "$why" ]; then say error "$1" "$2 is $why" "$3 $2"; else say ok "$1" "${5:-$2 mode $mode}"; fi
+}
+
+doctor_root() {
+  if [ ! -e "$root" ]; then say error job-root "$root does not exist" "mkdir -m 700 $root"; return; fi
+  real=$(cd -P -- "$root" 2>/dev/null && pwd -P) || { say skipped job-root "cannot resolve $root" "run doctor as the account that owns it"; return; }
+  real_home=$(cd -P -- "$home" 2>/dev/null && pwd -P) || real_home=$home
+  case $real/ in
+    "$real_home"/ | "$real_home"/.ssh/*) say error job-root "$root is the home dir, holds ~/.ssh, or is inside it" "use a dedicated directory such as ~/mint-jobs"; return ;;
+  esac
+  case $real_home/.ssh/ in
+    "$real"/*) say error job-root "$root is the home dir, holds ~/.ssh, or is inside it" "use a dedicated directory such as ~/mint-jobs"; return ;;
+  esac
+  mode_check job-root "$real" "chmod 700" '' "$real is a private directory"
 }
 
 main "$@"

@@ -106,4 +106,29 @@ describe('the sh-only installer', () => {
     expect(r.stdout).toMatch(/^added the mint-gateway line in /);
     expect(await readFile(join(home, '.ssh', 'authorized_keys'), 'utf8')).toMatch(/^restrict,command="/);
   });
+
+  it('doctor: the same checks and verdicts as mint-gateway doctor, healthy and broken', async () => {
+    const { home, program } = await siteHome();
+    expect(sh(home, ['--key', join(home, 'mint.pub'), '--program', program]).code).toBe(0);
+    const verdicts = (text: string): string[] =>
+      text
+        .split('\n')
+        .map((l) => /^\s+\[\s*([A-Za-z]+)\s*\]\s+(\S+)/.exec(l))
+        .filter((m): m is RegExpExecArray => m !== null)
+        // Node also times the login shell (warn when slow); sh cannot, so both count as ok here.
+        .map((m) => `${m[2]} ${m[2] === 'login-shell' && m[1] === 'warn' ? 'ok' : m[1]}`);
+    const compare = (expectCode: number): void => {
+      const ours = spawnSync('dash', [INSTALLER, 'doctor', '--program', program], { env: { HOME: home, PATH: '/usr/bin:/bin' }, encoding: 'utf8' });
+      const theirs = spawnSync(process.execPath, [join(ROOT, 'bin', 'mint-gateway.mjs'), 'doctor', '--program', program], { env: { ...process.env, HOME: home }, encoding: 'utf8' });
+      expect(verdicts(ours.stdout)).toHaveLength(13);
+      expect(verdicts(ours.stdout)).toEqual(verdicts(theirs.stdout));
+      expect([ours.status, theirs.status]).toEqual([expectCode, expectCode]);
+    };
+    compare(0);
+    await chmod(join(home, '.ssh', 'authorized_keys'), 0o666);
+    await chmod(program, 0o644);
+    await writeFile(join(home, '.ssh', 'rc'), 'echo hi\n');
+    await writeFile(join(home, '.ssh', 'authorized_keys'), (await readFile(join(home, '.ssh', 'authorized_keys'), 'utf8')).replace('restrict,', ''));
+    compare(1);
+  });
 });
