@@ -27,8 +27,10 @@ export interface RemoteResult {
   cancelled: boolean;
   /** remote_program_exec.log: the program's stdout and stderr, also written into outputDir. */
   log: string;
-  /** Files the download wrote, relative to outputDir. */
+  /** Files the download wrote, relative to outputDir (in-tree symlinks among them, as symlinks). */
   files: string[];
+  /** Symlinks the program left that point outside its work dir: never made here, `path -> target`. */
+  skipped: string[];
   outputDir: string;
   /** Whether the remote job directory was removed. */
   cleanedUp: boolean;

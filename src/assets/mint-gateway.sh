@@ -905,7 +905,7 @@ mgw_rsync_template() {
   # -r recurse, -t times (so unchanged files are skipped), -E executability (receiver only); no -l,
   # so symlinks are neither created on upload nor followed on download; no -D, so no devices or
   # specials. --log-format=X only makes the receiver report file names.
-  if [ "$MGW_VERB" = put ]; then MGW_RSYNC_FLAGS=-tEre$MGW_CAPS; else MGW_RSYNC_FLAGS=-tpre$MGW_CAPS; fi
+  if [ "$MGW_VERB" = put ]; then MGW_RSYNC_FLAGS=-tEre$MGW_CAPS; else MGW_RSYNC_FLAGS=-ltpre$MGW_CAPS; fi
   MGW_RSYNC_SAFETY=--munge-links
   # A peer that stops talking (or a hostile one that deadlocks the protocol) frees the server.
   MGW_RSYNC_TIMEOUT=--timeout=$MGW_CLIENT_TIMEOUT
@@ -1296,7 +1296,7 @@ mgw_stage_exports() {
   mgw_proc_start $$
   MGW_SERVE=$MGW_JOBDIR/export.$$.$mgw_pstart
   trap 'mgw_remove_job "$MGW_SERVE"' EXIT
-  set -- -rtm --link-dest="$MGW_WORK"
+  set -- -rltm --link-dest="$MGW_WORK"
   mgw_rest=$MGW_EXPORT
   while [ -n "$mgw_rest" ]; do
     mgw_glob=${mgw_rest%%,*}

@@ -40,6 +40,8 @@ export interface TransferOptions {
 export interface TransferResult {
   /** Paths (relative to the destination) of the files rsync wrote. */
   files: string[];
+  /** Symlinks the program left that point outside its work dir, not made here: `path -> target`. */
+  skipped: string[];
   durationMs: number;
   /** take: the gateway removed the job after sending it. */
   removed: boolean;
@@ -118,7 +120,7 @@ export class GatewayClient {
         transient,
       );
     }
-    return { files: outcome.files, durationMs: outcome.durationMs, removed: verb === 'take' && tookAndRemoved(remote.stderr, options.jobId) };
+    return { files: outcome.files, skipped: outcome.skipped, durationMs: outcome.durationMs, removed: verb === 'take' && tookAndRemoved(remote.stderr, options.jobId) };
   }
 
   private async call(command: GatewayCommand, step: Step): Promise<string> {

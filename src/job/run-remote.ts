@@ -250,6 +250,7 @@ async function finish(job: Job, started: number, follow: Follow): Promise<Remote
     cancelled: Boolean(cancelled) || ran.final.state === 'cancelled',
     log: ran.log.toString('utf8'),
     files: fetched?.files ?? [],
+    skipped: fetched?.skipped ?? [],
     outputDir: job.outputDir,
     cleanedUp,
     connections: job.session.connections,
@@ -313,6 +314,7 @@ async function followToEnd(job: Job, follow: Follow): Promise<Ran> {
 
 interface Fetched {
   files: string[];
+  skipped: string[];
   /** take removed the job after sending everything. */
   removed: boolean;
   /** Set when the download was cancelled: the remote results then stay. */
@@ -326,10 +328,10 @@ async function fetchAll(job: Job, removeJob: boolean): Promise<Fetched> {
     const down = await job.session.step('download', (link) => fetchResults(job, link, removeJob, (file) => got.add(file)), job.signal);
     job.timings.downloadMs = down.durationMs;
     job.emit({ type: 'downloaded', files: got.size, ms: down.durationMs });
-    return { files: [...got], removed: down.removed, cancelled: undefined };
+    return { files: [...got], skipped: down.skipped, removed: down.removed, cancelled: undefined };
   } catch (error) {
     if (!job.signal?.aborted) throw error;
-    return { files: [...got], removed: false, cancelled: cancellation(job.signal, 'download cancelled', job.jobId) };
+    return { files: [...got], skipped: [], removed: false, cancelled: cancellation(job.signal, 'download cancelled', job.jobId) };
   }
 }
 

@@ -10,17 +10,20 @@ export type Direction = 'put' | 'get';
 export const RSYNC_CLIENT_OPTIONS: Record<Direction, readonly string[]> = {
   // -L: MInt hands modules symlinks; send what they point to. --partial: a dropped upload resumes.
   put: ['-rtLE', '--partial'],
-  // No -l: symlinks left in the work dir are not sent, so nothing can point outside outputDir.
+  // -l with --safe-links: symlinks the program left come back as symlinks when they stay inside the
+  // job, as MInt's `rsync -av` brings them; one that points outside (or up out of) the job is never
+  // made here, and --info=name names it (`ignoring unsafe symlink "P" -> "T"`), for result.skipped.
   // -p: outputs keep the modes the program gave them, as MInt's own `rsync -av` keeps them (a 0644
   // output arrived as 0600, directories 0700); --chmod=ug-s (local only): never a set-id bit.
   // --partial-dir (local only): an interrupted download resumes, and no half file has a real name.
-  get: ['-rtpE', '--chmod=ug-s', '--partial-dir=.mint-partial'],
+  get: ['-rtplE', '--safe-links', '--info=name', '--chmod=ug-s', '--partial-dir=.mint-partial'],
 };
 
 // What each direction's client options turn into on the server side (rsync sends -E only to a
 // receiving server, and --log-format=X because --out-format asks for file names).
-const SERVER_FLAGS: Record<Direction, ReadonlySet<string>> = { put: new Set(['t', 'E', 'r']), get: new Set(['t', 'p', 'r']) };
-const SERVER_REST: Record<Direction, readonly string[]> = { put: ['--log-format=X', '--partial', '.'], get: ['.'] };
+const SERVER_FLAGS: Record<Direction, ReadonlySet<string>> = { put: new Set(['t', 'E', 'r']), get: new Set(['l', 't', 'p', 'r']) };
+// (--safe-links and --info travel to the server too; the gateway's template ignores both.)
+const SERVER_REST: Record<Direction, readonly string[]> = { put: ['--log-format=X', '--partial', '.'], get: ['--safe-links', '--info=NAME', '.'] };
 
 export type ServerArgsCheck = { ok: true; caps: string } | { ok: false; reason: string };
 

@@ -46,6 +46,8 @@ export interface RsyncRun {
 export interface RsyncOutcome {
   /** Paths (relative to the destination) of the files rsync wrote. */
   files: string[];
+  /** Symlinks not made because they point outside the tree: `path -> target`. */
+  skipped: string[];
   durationMs: number;
   failed: boolean;
   cancelled: boolean;
@@ -108,6 +110,7 @@ export async function runRsync(run: RsyncRun): Promise<RsyncOutcome> {
     return { command: run.remoteCommand(check.caps), ...(run.endsOn ? { endsOn: run.endsOn } : {}) };
   });
   const files: string[] = [];
+  const skipped: string[] = [];
   try {
     const child = execa(
       run.rsyncPath ?? 'rsync',
@@ -137,6 +140,14 @@ export async function runRsync(run: RsyncRun): Promise<RsyncOutcome> {
         run.onProgress?.({ direction, bytes: Number(progress[1]!.replace(/,/g, '')), percent: Number(progress[2]), rate: progress[3]! });
         return;
       }
+      // --safe-links with --info=name: a symlink the receiver would not make; the other lines that
+      // level adds are no file names.
+      const unsafe = /^ignoring unsafe symlink "(.*)" -> "(.*)"$/.exec(line);
+      if (unsafe) {
+        skipped.push(`${unsafe[1]} -> ${unsafe[2]}`);
+        return;
+      }
+      if (/^(created directory |skipping non-regular file )/.test(line)) return;
       if (line && !line.endsWith('/') && line.trim() === line) {
         files.push(line);
         run.onFile?.(line);
@@ -147,6 +158,7 @@ export async function runRsync(run: RsyncRun): Promise<RsyncOutcome> {
     if (run.endsOn) await session.answer(run.reply?.(!result.failed && result.exitCode === 0));
     return {
       files,
+      skipped,
       durationMs: performance.now() - started,
       failed: result.failed,
       cancelled: result.isCanceled,

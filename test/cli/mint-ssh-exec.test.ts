@@ -124,7 +124,7 @@ describe('mint-ssh-exec CLI against the sandbox host', async () => {
     expect(r.code).toBe(0);
     const result = JSON.parse(r.stdout) as Record<string, unknown>;
     expect(Object.keys(result).sort()).toEqual(
-      ['cancelled', 'cleanedUp', 'connections', 'exitCode', 'failed', 'files', 'host', 'jobId', 'log', 'outputDir', 'state', 'timings'].sort(),
+      ['cancelled', 'cleanedUp', 'connections', 'exitCode', 'failed', 'files', 'host', 'jobId', 'log', 'outputDir', 'skipped', 'state', 'timings'].sort(),
     );
     expect(result).toMatchObject({ exitCode: 0, state: 'exited', failed: false, files: ['out.txt'] });
     const lines = (await readFile(mintLog, 'utf8')).trim().split('\n');

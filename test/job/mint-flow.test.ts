@@ -4,12 +4,12 @@
  * MInt's program B does it with plain OpenSSH (`ssh H "mkdir /tmp/ID"`, `rsync -av -L`,
  * `ssh H "cd /tmp/ID; PROG ARGS > log 2>&1"`, `rsync -av H:/tmp/ID/ ./`) with an ordinary key on the
  * same sshd and account. What the program saw (PATH, umask, locale variables, its cwd's basename, its
- * argv) and what came back (names, contents, modes) must be the same, the job id aside.
- * Still different, and so not compared: symlinks the program leaves (MInt's flow returns them).
+ * argv) and what came back (names, contents, modes, an in-tree symlink) must be the same, the job
+ * id aside.
  */
 import { execFileSync } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
-import { appendFile, chmod, lstat, readdir, readFile, writeFile } from 'node:fs/promises';
+import { appendFile, chmod, lstat, readdir, readFile, readlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { runRemote } from '../../src/index.js';
@@ -29,6 +29,7 @@ const PROGRAM = `#!/bin/sh
 mkdir -p results
 echo result >results/out.txt
 chmod 644 results/out.txt seen.txt
+ln -s results/out.txt latest
 `;
 
 async function tree(dir: string, skip: Set<string>): Promise<string[]> {
@@ -38,6 +39,10 @@ async function tree(dir: string, skip: Set<string>): Promise<string[]> {
       const r = rel ? `${rel}/${name}` : name;
       if (skip.has(r)) continue;
       const st = await lstat(join(dir, r));
+      if (st.isSymbolicLink()) {
+        out.push(`l ${r} -> ${await readlink(join(dir, r))}`);
+        continue;
+      }
       out.push(`${st.isDirectory() ? 'd' : 'f'} ${r} ${(st.mode & 0o777).toString(8)}${st.isFile() ? ` ${(await readFile(join(dir, r), 'utf8')).replace(/cwd_is_job=\w+\n/, '')}` : ''}`);
       if (st.isDirectory()) await walk(r);
     }
@@ -90,6 +95,7 @@ describe("the program's world against MInt's own OpenSSH flow", async () => {
       const theirs = await tree(viaOpenSsh, skip);
       const ours = await tree(viaGateway, skip);
       expect(ours).toEqual(theirs);
+      expect(ours).toContain('l latest -> results/out.txt');
       expect(await readFile(join(viaGateway, 'seen.txt'), 'utf8')).toMatch(/^cwd_is_job=yes\nusr_local_bin_on_path=yes\numask=0022\nLANG=C.UTF-8\narg=\[model\/a b.inp\]\narg=\[応力\]\ninput=alpha\n$/);
       expect(await readFile(join(viaOpenSsh, 'seen.txt'), 'utf8')).toMatch(/^cwd_is_job=yes\n/);
     } finally {

@@ -4,7 +4,8 @@
  * modes it gave it (MInt's `rsync -av` keeps them), never with a set-id bit; its PATH and umask are
  * the account's (see also stolen-key.test.ts, 7).
  */
-import { chmod, readFile, stat, writeFile } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
+import { chmod, lstat, readFile, readlink, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { runRemote } from '../../src/index.js';
@@ -17,6 +18,7 @@ echo out >out.txt; chmod 644 out.txt
 mkdir -p shared; chmod 755 shared; echo s >shared/s.txt; chmod 640 shared/s.txt
 printf '#!/bin/sh\\n' >run.sh; chmod 755 run.sh
 echo x >setid; chmod 4755 setid
+ln -s out.txt inlink; ln -s shared/s.txt shared-link; ln -s /etc/hostname outlink; ln -s ../.. up
 `;
 
 describe("the program's world", async () => {
@@ -25,7 +27,7 @@ describe("the program's world", async () => {
   await chmod(join(dir, 'p.sh'), 0o755);
   const sandbox = useSandbox({ program: join(dir, 'p.sh') });
 
-  it('runs in a cwd named by the job id, and its outputs come back with their modes (no set-id bit)', async () => {
+  it('runs in a cwd named by the job id; outputs come back with their modes (no set-id bit), in-tree symlinks as symlinks, outside ones named', async () => {
     const out = await freshDir();
     const r = await runRemote({ host: sandbox().host, outputDir: out });
     expect(r.exitCode).toBe(0);
@@ -39,6 +41,13 @@ describe("the program's world", async () => {
       run: await mode('run.sh'),
       setid: await mode('setid'),
     }).toEqual({ out: '644', shared: '755', s: '640', run: '755', setid: '755' });
+    // Symlinks inside the job come back as symlinks (as MInt's rsync -av brings them); those that
+    // point outside are never made here, and are named in the result.
+    expect(await readlink(join(out, 'inlink'))).toBe('out.txt');
+    expect(await readlink(join(out, 'shared-link'))).toBe('shared/s.txt');
+    expect(existsSync(join(out, 'outlink')) || (await lstat(join(out, 'outlink')).catch(() => undefined)) !== undefined).toBe(false);
+    expect((await lstat(join(out, 'up')).catch(() => undefined)) === undefined).toBe(true);
+    expect([...r.skipped].sort()).toEqual(['outlink -> /etc/hostname', 'up -> ../..']);
   });
 });
 

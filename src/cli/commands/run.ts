@@ -147,6 +147,8 @@ function shared(
 
 /** Like MInt's execute_remote_command.sh: the remote program's exit status is ours. */
 function report(io: Io, result: RemoteResult, json: boolean): number {
+  // Never silently: a symlink the program left that points outside its work dir is not made here.
+  for (const link of result.skipped) io.stderr.write(`mint-ssh-exec: not brought back (a symlink pointing outside the job): ${link}\n`);
   if (json) printJson(io, result);
   else if (result.failed) {
     io.stderr.write(`remote program ${result.state === 'exited' ? `exited with code ${result.exitCode}` : `ended as ${result.state}`} (job ${result.jobId})\n`);
