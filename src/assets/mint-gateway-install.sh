@@ -10,7 +10,7 @@
 #
 #   sh mint-gateway-install.sh --key ~/mint.pub [--root DIR] [--program PATH] [--gateway-path PATH]
 #     [--dest FILE] [--key-name NAME] [--export GLOBS] [--max-jobs N] [--min-free-mb N]
-#     [--max-age-days N] [--min-free-inodes N] [--max-job-mb N] [--max-job-files N]
+#     [--max-age-days N] [--grace SECONDS] [--min-free-inodes N] [--max-job-mb N] [--max-job-files N]
 #     [--client-timeout SECONDS] [--env NAME=VALUE]... [--program NAME=PATH]... [--allow-env NAMES]
 #     [--rsync PATH] [--allow-unconfined-rsync]
 #     [--from PATTERNS] [--expiry-time TIME] [--cert-authority [--principals NAMES]] [--print]
@@ -46,6 +46,7 @@ main() {
     printf '%s\n' "$line"
     exit 0
   fi
+  check_root_place
   install_script
   { mkdir -p -- "$root" && chmod 700 -- "$root"; } || fail "cannot create the job root $root"
   write_line
@@ -103,7 +104,7 @@ parse_options() {
       --dest) dest=$2 ;;
       --key-name) check "$2" '^[A-Za-z0-9._@-]+$' '--key-name may hold only letters, digits and ._@-'; key_name=$2 ;;
       --export) check "$2" '^[A-Za-z0-9._*?/,+=@%-]+$' '--export holds a character outside A-Za-z0-9._*?/,+=@%-'; export_globs=$2 ;;
-      --max-jobs | --min-free-mb | --max-age-days | --min-free-inodes | --max-job-mb | --max-job-files | --client-timeout)
+      --max-jobs | --min-free-mb | --max-age-days | --grace | --min-free-inodes | --max-job-mb | --max-job-files | --client-timeout)
         check "$2" '^[0-9]+$' "$1 must be a whole number"
         [ ${#2} -le 9 ] || fail "$1 must be a whole number"
         set_number "$1" "$2" ;;
@@ -135,6 +136,7 @@ set_number() {
     --max-jobs) n_max_jobs=$2 ;;
     --min-free-mb) n_min_free_mb=$2 ;;
     --max-age-days) n_max_age_days=$2 ;;
+    --grace) n_grace=$2 ;;
     --min-free-inodes) n_min_free_inodes=$2 ;;
     --max-job-mb) n_max_job_mb=$2 ;;
     --max-job-files) n_max_job_files=$2 ;;
@@ -187,6 +189,7 @@ gateway_command() {
   [ -z "${n_max_jobs:-}" ] || cmd="$cmd --max-jobs $n_max_jobs"
   [ -z "${n_min_free_mb:-}" ] || cmd="$cmd --min-free-mb $n_min_free_mb"
   [ -z "${n_max_age_days:-}" ] || cmd="$cmd --max-age-days $n_max_age_days"
+  [ -z "${n_grace:-}" ] || cmd="$cmd --grace $n_grace"
   [ -z "${n_min_free_inodes:-}" ] || cmd="$cmd --min-free-inodes $n_min_free_inodes"
   [ -z "${n_max_job_mb:-}" ] || cmd="$cmd --max-job-mb $n_max_job_mb"
   [ -z "${n_max_job_files:-}" ] || cmd="$cmd --max-job-files $n_max_job_files"
@@ -205,6 +208,18 @@ key_options() {
     opts="cert-authority,$opts"
     [ -z "$principals" ] || opts="$opts,principals=\"$principals\""
   fi
+}
+
+# The gateway refuses a root that is, holds or sits in ~/.ssh: refused here before anything changes.
+check_root_place() {
+  real_home=$(cd -P -- "$home" 2>/dev/null && pwd -P) || real_home=$home
+  real_root=$(cd -P -- "$root" 2>/dev/null && pwd -P) || real_root=$root
+  case $real_root/ in
+    / | "$real_home"/ | "$real_home"/.ssh/*) fail "--root $root is the home dir, holds ~/.ssh or is inside it; use a dedicated dir such as ~/mint-jobs" ;;
+  esac
+  case $real_home/.ssh/ in
+    "$real_root"/*) fail "--root $root is the home dir, holds ~/.ssh or is inside it; use a dedicated dir such as ~/mint-jobs" ;;
+  esac
 }
 
 install_script() {

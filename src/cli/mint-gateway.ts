@@ -64,6 +64,7 @@ export const installSpec = defineCommand({
     'max-job-files': { type: 'string', value: 'N', description: "cap on a job dir's number of files and dirs" },
     'max-age-days': { type: 'string', value: 'N', description: 'finished jobs older than N days are removed when a new job starts' },
     'client-timeout': { type: 'string', value: 'SECONDS', description: 'how long the gateway waits on a silent client (default: 600)' },
+    grace: { type: 'string', value: 'SECONDS', description: "seconds between cancel's TERM and KILL (default: 10)" },
     env: { type: 'string', value: 'NAME=VALUE', multiple: true, description: 'a variable every program gets, e.g. LANG=ja_JP.UTF-8' },
     'allow-unconfined-rsync': { type: 'boolean', description: 'serve downloads with an rsync older than 3.5.0 (no --confine-root)' },
     print: { type: 'boolean', description: 'only print the authorized_keys line; write nothing' },
@@ -125,7 +126,9 @@ export async function main(argv: string[] = process.argv.slice(2), io: Io = proc
         const maxJobMb = number('--max-job-mb', values['max-job-mb']);
         const maxJobFiles = number('--max-job-files', values['max-job-files']);
         const clientTimeout = number('--client-timeout', values['client-timeout']);
+        const grace = number('--grace', values.grace);
         const outcome = await install({
+          home,
           publicKey: await readKey(values.key, stdin),
           gatewayPath: abs(values['gateway-path'] ?? d.gatewayPath),
           authorizedKeys: abs(values.dest ?? d.dest),
@@ -141,6 +144,7 @@ export async function main(argv: string[] = process.argv.slice(2), io: Io = proc
             ...(maxJobMb !== undefined ? { maxJobMb } : {}),
             ...(maxJobFiles !== undefined ? { maxJobFiles } : {}),
             ...(clientTimeout !== undefined ? { clientTimeout } : {}),
+            ...(grace !== undefined ? { grace } : {}),
             ...(values.env?.length ? { env: values.env } : {}),
             ...(values['allow-env'] ? { allowEnv: values['allow-env'].split(',') } : {}),
             ...(values['allow-unconfined-rsync'] ? { allowUnconfinedRsync: true } : {}),

@@ -5,7 +5,8 @@
  * A program that exits non-zero is a result, not an exception (unless throwOnFailure).
  */
 import { randomUUID } from 'node:crypto';
-import { mkdir, rename, writeFile } from 'node:fs/promises';
+import { constants } from 'node:fs';
+import { access, mkdir, rename, statfs, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { StringDecoder } from 'node:string_decoder';
 import { CancelledError, GatewayError, InputError, MintSshError, RemoteJobError, type Step } from '../errors.js';
@@ -71,6 +72,7 @@ export async function runRemote(options: RunRemoteOptions): Promise<RemoteResult
   checkProgramRequest(options, { jobId });
   const job = await prepare(options, jobId);
   const inputs = await checkInputs(options.inputs ?? [], { host: job.session.host.name, jobId });
+  await checkOutputDir(job.outputDir, { host: job.session.host.name, jobId });
 
   let step: Step = 'upload';
   try {
@@ -375,6 +377,24 @@ function tag(error: unknown, step: Step, jobId: string): unknown {
     error.jobId ??= jobId;
   }
   return error;
+}
+
+/**
+ * The output dir, checked before anything is sent: it can be made, written and has room. A dir that
+ * cannot be made (`-o afile/sub`) used to be found after upload, run and exit, as a raw ENOTDIR.
+ */
+async function checkOutputDir(dir: string, context: { host: string; jobId: string }): Promise<void> {
+  const refuse = (why: string): never => {
+    throw new InputError(`output dir ${JSON.stringify(dir)} ${why}`, { step: 'config', ...context });
+  };
+  try {
+    await mkdir(dir, { recursive: true });
+  } catch (error) {
+    refuse(`cannot be made (${(error as NodeJS.ErrnoException).code ?? String(error)})`);
+  }
+  await access(dir, constants.W_OK | constants.X_OK).catch(() => refuse('is not writable'));
+  const fs = await statfs(dir).catch(() => undefined);
+  if (fs && fs.bavail === 0) refuse('has no free space');
 }
 
 /** Never a half-written file: write beside, then rename. */

@@ -3,8 +3,9 @@
  * that pins MInt's key to it. Idempotent: the line is found again by its key and replaced, never
  * duplicated; `uninstall` removes exactly that line.
  */
-import { chmod, copyFile, mkdir, readFile, rename, stat, writeFile } from 'node:fs/promises';
-import { dirname } from 'node:path';
+import { chmod, copyFile, mkdir, readFile, realpath, rename, stat, writeFile } from 'node:fs/promises';
+import { homedir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
 import { GATEWAY_SCRIPT } from '../assets/index.js';
 import { ConfigError } from '../errors.js';
 import { fingerprintSha256, keyTypeOf } from '../config/known-hosts.js';
@@ -185,6 +186,8 @@ export interface InstallRequest {
   restrictions?: KeyRestrictions;
   /** Only compute the line; write nothing. */
   print?: boolean;
+  /** The account's home dir (default $HOME): the job root must not be it, nor hold or sit in its ~/.ssh. */
+  home?: string;
 }
 
 export interface InstallOutcome {
@@ -197,6 +200,7 @@ export async function install(request: InstallRequest): Promise<InstallOutcome> 
   const key = parsePublicKey(request.publicKey);
   const line = authorizedKeysLine(key, request.gatewayPath, request.gateway, request.restrictions);
   if (request.print) return { line, action: 'printed' };
+  await checkRootPlace(request.gateway.root, request.home ?? process.env.HOME ?? homedir());
 
   await mkdir(dirname(request.gatewayPath), { recursive: true, mode: 0o700 });
   const tmpScript = `${request.gatewayPath}.${process.pid}.tmp`;
@@ -223,6 +227,21 @@ export async function install(request: InstallRequest): Promise<InstallOutcome> 
   }
   if (action !== 'unchanged') await writeKeysFile(request.authorizedKeys, lines);
   return { line, action };
+}
+
+/**
+ * The gateway refuses a job root that is, holds or sits in the home dir's ~/.ssh (an upload could
+ * replace authorized_keys); refused here before anything is changed, not after `install` has made
+ * the home dir 0700 and every request then fails.
+ */
+async function checkRootPlace(root: string, homeDir: string): Promise<void> {
+  const real = async (path: string): Promise<string> => realpath(path).catch(() => resolve(path));
+  const home = await real(homeDir);
+  const target = await real(root);
+  const ssh = join(home, '.ssh');
+  if (target === home || target === '/' || `${ssh}/`.startsWith(`${target}/`) || `${target}/`.startsWith(`${ssh}/`)) {
+    throw new ConfigError(`--root ${root} is the home dir, holds ~/.ssh or is inside it (the gateway refuses such a root); use a dedicated dir such as ~/mint-jobs`);
+  }
 }
 
 export async function uninstall(request: { publicKey: string; authorizedKeys: string }): Promise<boolean> {

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { execFileSync } from 'node:child_process';
-import { chmod, readFile, writeFile } from 'node:fs/promises';
+import { chmod, readFile, stat, writeFile } from 'node:fs/promises';
 import { Readable } from 'node:stream';
 import { join } from 'node:path';
 import { main } from '../../src/cli/mint-gateway.js';
@@ -39,6 +39,21 @@ describe('mint-gateway CLI', () => {
     const un = await gw(['uninstall', '--key', '-'], home, pub);
     expect(un.stdout).toContain('removed');
     expect((await readFile(join(home, '.ssh', 'authorized_keys'), 'utf8')).trim()).toBe('');
+  });
+
+  it('install refuses a root the gateway would refuse before changing anything, and takes --grace', async () => {
+    const { home } = await siteHome();
+    const before = (await stat(home)).mode;
+    for (const root of [home, join(home, '.ssh')]) {
+      const r = await gw(['install', '--key', join(home, 'mint.pub'), '--root', root], home);
+      expect(r.code).toBe(200);
+      expect(r.stderr).toMatch(/home dir, holds ~\/\.ssh or is inside it/);
+    }
+    expect((await stat(home)).mode).toBe(before);
+    expect(() => execFileSync('test', ['-e', join(home, '.ssh', 'authorized_keys')])).toThrow();
+    const grace = await gw(['install', '--key', join(home, 'mint.pub'), '--grace', '5', '--print'], home);
+    expect(grace.code).toBe(0);
+    expect(grace.stdout).toMatch(/ --grace 5" ssh-ed25519 /);
   });
 
   it('install refuses a private key or garbage with a clear message and exit code', async () => {

@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import { mkdir, readFile, symlink, writeFile, chmod, stat } from 'node:fs/promises';
 import { TransferError } from '../../src/errors.js';
@@ -25,6 +26,18 @@ describe.each(sandboxKinds())('runRemote against a real sshd and the real gatewa
   await chmod(programPath, 0o755);
   const sandbox = useSandbox({ program: programPath }, kind);
   const remoteJobs = async (): Promise<string[]> => (await listJobs(sandbox().host)).map((j) => j.jobId);
+
+  it('refuses an output dir that cannot be made before anything is sent (typed InputError, no job on the site)', async () => {
+    const work = await freshDir();
+    await writeFile(join(work, 'afile'), 'x');
+    await writeFile(join(work, 'a.dat'), 'alpha\n');
+    const jobId = randomUUID();
+    await expect(runRemote({ host: sandbox().host, jobId, inputs: [join(work, 'a.dat')], outputDir: join(work, 'afile', 'sub') })).rejects.toMatchObject({
+      code: 'INPUT_INVALID',
+      message: expect.stringMatching(/output dir .* cannot be made \(ENOTDIR\)/),
+    });
+    expect(await remoteJobs()).not.toContain(jobId);
+  });
 
   it('runs a trivial job end to end and returns outputs, log and timings', async () => {
     const work = await freshDir();

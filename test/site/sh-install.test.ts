@@ -5,6 +5,7 @@
  * reason printed where one cannot be made).
  */
 import { execFileSync, spawnSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import { chmod, readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -26,7 +27,7 @@ const CASES: Array<{ args: string[]; gateway: Record<string, unknown>; restricti
     args: ['--max-age-days', '7', '--min-free-inodes', '5000', '--max-job-mb', '2048', '--max-job-files', '10000', '--client-timeout', '300', '--env', 'LANG=ja_JP.UTF-8', '--env', 'SLURM_CONF=/etc/slurm/slurm.conf'],
     gateway: { maxAgeDays: 7, minFreeInodes: 5000, maxJobMb: 2048, maxJobFiles: 10000, clientTimeout: 300, env: ['LANG=ja_JP.UTF-8', 'SLURM_CONF=/etc/slurm/slurm.conf'] },
   },
-  { args: ['--rsync', '/opt/rsync/bin/rsync', '--allow-unconfined-rsync'], gateway: { rsync: '/opt/rsync/bin/rsync', allowUnconfinedRsync: true } },
+  { args: ['--rsync', '/opt/rsync/bin/rsync', '--allow-unconfined-rsync', '--grace', '5'], gateway: { rsync: '/opt/rsync/bin/rsync', allowUnconfinedRsync: true, grace: 5 } },
   { args: ['--from', '192.0.2.0/24,!192.0.2.9', '--expiry-time', '20271231'], gateway: {}, restrictions: { from: '192.0.2.0/24,!192.0.2.9', expiryTime: '20271231' } },
   { args: ['--cert-authority', '--principals', 'mint,mint-batch'], gateway: {}, restrictions: { certAuthority: true, principals: 'mint,mint-batch' } },
   {
@@ -90,6 +91,13 @@ describe('the sh-only installer', () => {
     expect(sh(home, ['--key', join(home, 'mint.pub'), '--root', 'relative', '--print'])).toMatchObject({ code: 1, stderr: expect.stringMatching(/absolute path/) });
     expect(sh(home, ['--key', join(home, 'mint.pub'), '--principals', 'a', '--print'])).toMatchObject({ code: 1, stderr: expect.stringMatching(/needs --cert-authority/) });
     expect(sh(home, ['--key', join(home, 'mint.pub'), '--bogus', 'x'])).toMatchObject({ code: 2 });
+    // A root the gateway would refuse is refused before anything changes (the home dir keeps its mode).
+    const before = (await stat(home)).mode;
+    for (const root of [home, join(home, '.ssh'), join(home, '.ssh', 'jobs')]) {
+      expect(sh(home, ['--key', join(home, 'mint.pub'), '--program', program, '--root', root])).toMatchObject({ code: 1, stderr: expect.stringMatching(/home dir, holds ~\/\.ssh or is inside it/) });
+    }
+    expect((await stat(home)).mode).toBe(before);
+    expect(existsSync(join(home, '.mint'))).toBe(false);
     expect(sh(home, ['--key', join(home, 'mint.pub'), '--allow-env', 'MINT_CASE,BASH_ENV', '--print'])).toMatchObject({ code: 1, stderr: expect.stringMatching(/run code of its choosing/) });
   });
 
