@@ -1381,6 +1381,12 @@ mgw_start_job() {
   mgw_make_job_dirs
   if ! "$MGW_MKDIR" -- "$MGW_JOBDIR/started" 2>/dev/null; then
     [ -d "$MGW_JOBDIR/started" ] || mgw_undo_created E_LIMIT 69 "cannot mark job $MGW_JOB started (disk or inodes full?)"
+    # A job id names one job: a retry (a lost reply) asks for the same program and arguments; other
+    # ones are another job under a reused id, whose old log must not pass for its own.
+    mgw_request_digest
+    if mgw_read_file "$MGW_JOBDIR/request" && [ "$mgw_value" != "$mgw_digest" ]; then
+      mgw_die E_STATE 68 "job $MGW_JOB was started with another program or other arguments; a job id names one job (attach resumes it, a new id runs anew)"
+    fi
     mgw_job_state
     mgw_audit_accepted already-started
     mgw_unlock
@@ -1392,6 +1398,8 @@ mgw_start_job() {
   mgw_check_uploads
   mgw_check_capacity
   mgw_audit accepted 0 || mgw_unstart E_LIMIT 69 "the audit log under the job root cannot be written (disk full?); request refused"
+  mgw_request_digest
+  mgw_write_atomic "$MGW_JOBDIR/request" "$mgw_digest" || mgw_unstart E_LIMIT 69 "cannot record the job's request (disk or inodes full?)"
   mgw_sweep_old
   : >"$MGW_LOGFILE" || mgw_unstart E_LIMIT 69 "cannot create the job's log (disk or inodes full?)"
   mgw_program_env
@@ -1419,10 +1427,17 @@ mgw_start_job() {
   MGW_EXIT=
 }
 
+# Sets mgw_digest to a checksum of what this start asks for: the program and every argument and
+# variable (start's plain arguments, or startx's checked request).
+mgw_request_digest() {
+  mgw_need cksum
+  mgw_digest=$(printf '%s|%s|%s' "$MGW_PROGRAM" "$MGW_PROG_ARGS" "${MGW_REQUEST:-}" | "$mgw_found")
+}
+
 # A start refused after it made started/ (under the lock): the job is `created` again, or gone if
 # this start made it.
 mgw_unstart() {
-  "$MGW_RM" -f -- "$MGW_LOGFILE" "$MGW_JOBDIR/pid"
+  "$MGW_RM" -f -- "$MGW_LOGFILE" "$MGW_JOBDIR/pid" "$MGW_JOBDIR/request"
   "$MGW_RMDIR" -- "$MGW_JOBDIR/started" 2>/dev/null
   mgw_undo_created "$@"
 }

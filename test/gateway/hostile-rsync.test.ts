@@ -536,7 +536,7 @@ describe('gateway hardening: hostile rsync clients through put and get', { timeo
     it('jobs/ holds only the jobs the cases uploaded to (each with nothing but its work dir), LEAK, and the audit log', async () => {
       expect((await readdir(sandbox().root)).sort()).toEqual([...jobs, LEAK, '.mint-gateway-audit.log', '.mint-gateway.lock'].sort());
       for (const job of jobs) expect(await readdir(join(sandbox().root, job)), job).toEqual([job]);
-      expect((await readdir(join(sandbox().root, LEAK))).sort()).toEqual([LEAK, 'exit', 'pid', 'remote_program_exec.log', 'started'].sort());
+      expect((await readdir(join(sandbox().root, LEAK))).sort()).toEqual([LEAK, 'exit', 'pid', 'remote_program_exec.log', 'request', 'started'].sort());
     });
   });
 

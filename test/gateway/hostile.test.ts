@@ -610,12 +610,13 @@ describe('gateway hardening: hostile SSH_ORIGINAL_COMMAND', { timeout: 180_000 }
       const burst = await Promise.all(Array.from({ length: 4 }, () => gw.run(`mint-gw start ${COUNTED} count`)));
       expect(burst.map((r) => r.exitCode)).toEqual([0, 0, 0, 0]);
       await waitForState(COUNTED, /^state=exited$/m);
+      // Other arguments under the same id are another job: refused, never the old one's state.
       const late = await gw.run(`mint-gw start ${COUNTED} count other-args`);
-      expect(late.stdout.toString()).toMatch(/^state=exited$/m);
+      expectRefused(late, 'E_STATE', `job ${COUNTED} was started with another program or other arguments; a job id names one job (attach resumes it, a new id runs anew)`);
       expect(await readFile(counter, 'utf8')).toBe(`ran ${COUNTED}\n`);
       const audit = await readAudit(sandbox().root);
       const mine = audit.filter((l) => l.raw.includes(`verb=start job=${COUNTED} `));
-      expect(mine.map((l) => l.decision)).toEqual(['accepted', ...Array(6).fill('already-started')]);
+      expect(mine.map((l) => l.decision)).toEqual(['accepted', ...Array(5).fill('already-started'), 'refused:E_STATE']);
     });
     it('run of a job that already ran follows its log and does not run it again', async () => {
       const r = await gw.run(`mint-gw run ${COUNTED} count`);
@@ -690,7 +691,7 @@ describe('gateway hardening: hostile SSH_ORIGINAL_COMMAND', { timeout: 180_000 }
     it('jobs/ holds only the jobs legitimate steps made, and the audit log', async () => {
       const entries = (await readdir(sandbox().root)).sort();
       expect(entries).toEqual([...LEGIT_JOBS, '.mint-gateway.lock', '.mint-gateway-audit.log'].sort());
-      const allowed = new Set(['remote_program_exec.log', 'started', 'pid', 'exit', 'cancelled']);
+      const allowed = new Set(['remote_program_exec.log', 'started', 'pid', 'request', 'exit', 'cancelled']);
       for (const job of LEGIT_JOBS) {
         // The program's cwd is named by the job (MInt's programs derive their names from it).
         for (const name of await readdir(join(sandbox().root, job))) expect(new Set([...allowed, job]), `${job}/${name}`).toContain(name);

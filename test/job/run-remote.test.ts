@@ -39,6 +39,20 @@ describe.each(sandboxKinds())('runRemote against a real sshd and the real gatewa
     expect(await remoteJobs()).not.toContain(jobId);
   });
 
+  it('a job id names one job: reusing it with other arguments is refused (typed), never the old log with exit 0', async () => {
+    const jobId = randomUUID();
+    const first = await runRemote({ host: sandbox().host, jobId, args: ['one'], outputDir: await freshDir(), cleanup: 'never' });
+    expect(first.exitCode).toBe(0);
+    await expect(runRemote({ host: sandbox().host, jobId, args: ['two'], outputDir: await freshDir() })).rejects.toMatchObject({
+      code: 'GATEWAY_REFUSED',
+      gatewayCode: 'E_STATE',
+      message: expect.stringMatching(/started with another program or other arguments/),
+    });
+    // The same request again is a retry (as after a lost reply): the job's own result.
+    const again = await runRemote({ host: sandbox().host, jobId, args: ['one'], outputDir: await freshDir() });
+    expect(again.log).toBe(first.log);
+  });
+
   it('runs a trivial job end to end and returns outputs, log and timings', async () => {
     const work = await freshDir();
     await writeFile(join(work, 'a.dat'), 'alpha\n');
