@@ -66,14 +66,15 @@ export class InputError extends MintSshError {
   }
 }
 
-/** Network-level trouble: the only family that retrying can cure. */
+/** Network-level trouble: the only family that retrying can cure (a name that does not resolve is not). */
 export class ConnectError extends MintSshError {
   constructor(
     code: 'HOST_UNREACHABLE' | 'CONNECT_TIMEOUT' | 'PROXY_FAILED' | 'CONNECTION_LOST',
     message: string,
     context: ErrorContext = {},
+    retryable = true,
   ) {
-    super(code, message, { step: 'connect', ...context }, true);
+    super(code, message, { step: 'connect', ...context }, retryable);
   }
 }
 

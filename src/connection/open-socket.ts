@@ -63,6 +63,16 @@ function socketError(error: NodeJS.ErrnoException, target: TcpTarget): ConnectEr
     ECONNRESET: `connection to ${where} was reset`,
   };
   const message = reasons[error.code ?? ''] ?? `cannot connect to ${where}: ${error.message}`;
+  // A name the resolver says does not exist will not exist on the next try either: say so at once
+  // (it used to be retried 5 times over 13 s with "check that the host is up").
+  if (error.code === 'ENOTFOUND') {
+    return new ConnectError(
+      'HOST_UNREACHABLE',
+      message,
+      { host: target.label, cause: error, hint: `check the host name "${target.host}": HostName in the profile or ~/.ssh/config, or a typo in the profile's name` },
+      false,
+    );
+  }
   return new ConnectError('HOST_UNREACHABLE', message, {
     host: target.label,
     cause: error,

@@ -74,6 +74,20 @@ describe('connection failures are typed errors with a hint, never ssh2 internals
     expect(Date.now() - started).toBeLessThan(5000);
   });
 
+  it('fails at once on a host name that does not resolve, with a hint about the name (no retries)', async () => {
+    const events: string[] = [];
+    const started = Date.now();
+    const error = await runRemote({
+      host: { ...sandbox().host, hostname: 'no-such-host.invalid' },
+      outputDir: await freshDir(),
+      onEvent: (e) => events.push(e.type),
+    }).catch((e: unknown) => e);
+    expect(error).toMatchObject({ name: 'ConnectError', code: 'HOST_UNREACHABLE', retryable: false });
+    expect((error as Error).message).toMatch(/cannot resolve host name no-such-host\.invalid[\s\S]*hint: check the host name "no-such-host\.invalid"/);
+    expect(events.filter((e) => e === 'retrying')).toEqual([]);
+    expect(Date.now() - started).toBeLessThan(3000);
+  });
+
   it('times out on a port that accepts but never speaks SSH', async () => {
     const server = net.createServer(() => undefined);
     await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
