@@ -123,6 +123,8 @@ describe('mint-ssh-exec CLI against the sandbox host', async () => {
     expect(existsSync('/home/misystem/assets/workflow/mint-test-site-never-written')).toBe(false);
     expect(r.code).toBe(0);
     const result = JSON.parse(r.stdout) as Record<string, unknown>;
+    // The job id is on stderr before anything is sent, with the command that picks the job up again.
+    expect(r.stderr).toContain(`mint-ssh-exec: job ${String(result.jobId)} on sandbox (if this process dies: mint-ssh-exec attach sandbox ${String(result.jobId)})`);
     expect(Object.keys(result).sort()).toEqual(
       ['cancelled', 'cleanedUp', 'connections', 'exitCode', 'failed', 'files', 'host', 'jobId', 'log', 'outputDir', 'skipped', 'state', 'timings'].sort(),
     );

@@ -81,6 +81,8 @@ export async function runCommand(args: string[], io: Io, signal: AbortSignal): P
   if (logFormat !== 'workflow' && logFormat !== 'template') throw usageError(runSpec, `--mint-log-format must be workflow or template, got ${JSON.stringify(logFormat)}`);
   const fields = mintLogFields(values.solver ?? 'remote', jobId, io.env);
   if (logPath) await appendMintLog(logPath, 'start', fields, logFormat);
+  // Known before anything is sent: after a crash of this process, `attach HOST JOB` picks it up.
+  io.stderr.write(`mint-ssh-exec: job ${jobId} on ${host} (if this process dies: mint-ssh-exec attach ${host} ${jobId})\n`);
   const progress = progressReporter(io, { quiet: Boolean(values.quiet), streamLog: !values.json && !values.quiet });
   let result: RemoteResult | undefined;
   try {
