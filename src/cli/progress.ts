@@ -37,6 +37,9 @@ export function progressReporter(io: Io, options: { quiet: boolean; streamLog: b
       case 'retrying':
         note(`${event.step}: ${event.error.message.split('\n')[0]}; retrying in ${(event.delayMs / 1000).toFixed(1)} s (attempt ${event.attempt})`);
         break;
+      case 'waiting':
+        note(`the site is full (${event.reason.split('\n')[0]}); waiting ${(event.delayMs / 1000).toFixed(0)} s for a slot`);
+        break;
       case 'uploading':
       case 'downloading':
         show(`${event.type} ${formatBytes(event.bytes)} ${event.percent}% ${event.rate}`);

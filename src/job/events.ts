@@ -7,6 +7,7 @@ export type JobEvent =
   | { type: 'retrying'; step: string; attempt: number; delayMs: number; error: Error }
   | { type: 'uploading'; bytes: number; percent: number; rate: string }
   | { type: 'uploaded'; files: number; ms: number }
+  | { type: 'waiting'; reason: string; delayMs: number }
   | { type: 'started'; jobId: string; pid: number | undefined }
   | { type: 'log'; text: string }
   | { type: 'exited'; exitCode: number | undefined; state: string }

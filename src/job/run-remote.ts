@@ -55,6 +55,12 @@ export interface RunRemoteOptions extends CommonOptions {
   program?: string;
   /** Variables for the program, for names the site allows (`mint-gateway install --allow-env`). */
   env?: Readonly<Record<string, string>>;
+  /**
+   * When the site refuses the start for a limit (max jobs, free space: E_LIMIT), wait and try
+   * again, emitting `waiting`, until it starts or `timeoutMs`/`signal` ends the call. Without it the
+   * refusal is thrown and the uploaded inputs are removed (unless cleanup is `never`).
+   */
+  waitForSlot?: boolean;
   /** Use this job id (a lowercase UUID) instead of a fresh one. */
   jobId?: string;
 }
@@ -97,11 +103,15 @@ export async function runRemote(options: RunRemoteOptions): Promise<RemoteResult
     step = 'run';
     job.runStarted = performance.now();
     const request: ProgramRequest = { ...(options.program !== undefined ? { program: options.program } : {}), ...(options.env ? { env: options.env } : {}) };
-    return await finish(job, started, startAndFollow(job, options.args ?? [], request));
+    return await finish(job, started, startAndFollow(job, options.args ?? [], request, options.waitForSlot ?? false));
   } catch (error) {
     if (error instanceof CancelledError && step === 'upload') {
       // Nothing ran: the uploaded inputs are all there is to clear, unless told to keep things.
       if (job.cleanup !== 'never') await removeQuietly(job);
+    }
+    if (error instanceof GatewayError && error.gatewayCode === 'E_LIMIT' && step === 'run' && job.cleanup !== 'never') {
+      // The site refused to start it: its uploaded inputs must not stay behind as a created job.
+      await removeQuietly(job);
     }
     throw tag(error, step, jobId);
   } finally {
@@ -198,7 +208,7 @@ type Follow = (link: Link, offset: number, onChunk: (chunk: Buffer) => void, sig
  * sent again only if `status` proves it never took effect; otherwise `logs` resumes at the byte
  * offset held, so the program runs once and no log byte is lost or repeated.
  */
-function startAndFollow(job: Job, args: readonly string[], request: ProgramRequest): Follow {
+function startAndFollow(job: Job, args: readonly string[], request: ProgramRequest, waitForSlot: boolean): Follow {
   let sent = false;
   const onStarted = (report: { pid: number | undefined }): void => job.emit({ type: 'started', jobId: job.jobId, pid: report.pid });
   return async (link, offset, onChunk, signal) => {
@@ -207,8 +217,32 @@ function startAndFollow(job: Job, args: readonly string[], request: ProgramReque
       if (seen && seen.state !== 'created') return link.steps.followLog(job.jobId, offset, onChunk, signal);
     }
     sent = true;
-    return link.steps.startAndFollow(job.jobId, args, onStarted, onChunk, signal, request);
+    for (let wait = 2000; ; wait = Math.min(wait * 2, 30_000)) {
+      try {
+        return await link.steps.startAndFollow(job.jobId, args, onStarted, onChunk, signal, request);
+      } catch (error) {
+        if (!(waitForSlot && error instanceof GatewayError && error.gatewayCode === 'E_LIMIT')) throw error;
+        job.emit({ type: 'waiting', reason: error.message, delayMs: wait });
+        await abortableSleep(wait, job.signal);
+      }
+    }
   };
+}
+
+/** Sleeps, or rejects with the signal's reason as soon as it aborts. */
+function abortableSleep(ms: number, signal: AbortSignal | undefined): Promise<void> {
+  return new Promise((resolve, reject) => {
+    if (signal?.aborted) return reject(signal.reason);
+    const timer = setTimeout(() => {
+      signal?.removeEventListener('abort', onAbort);
+      resolve();
+    }, ms);
+    const onAbort = (): void => {
+      clearTimeout(timer);
+      reject(signal?.reason);
+    };
+    signal?.addEventListener('abort', onAbort, { once: true });
+  });
 }
 
 /**

@@ -11,6 +11,7 @@ const PROGRAM = `#!/bin/sh
 case "$1" in
   secrets) echo s > secret.txt; echo 1,2 > result.csv; mkdir -p deep/er; echo 3,4 > deep/er/more.csv; echo k > deep/er/key.pem ;;
   slow) sleep 20 ;;
+  slow3) sleep 3 ;;
   fail) exit 1 ;;
 esac
 exit 0
@@ -47,6 +48,34 @@ describe('gateway limits', async () => {
     await expect(first).rejects.toMatchObject({ code: 'CANCELLED' });
     await sandbox().reinstall({});
   });
+
+  it('--max-jobs: a refused job leaves no inputs behind; with waitForSlot it waits (waiting events) and then runs', async () => {
+    await sandbox().reinstall({ maxJobs: 1 });
+    const work = await freshDir();
+    await writeFile(join(work, 'in.dat'), 'x\n');
+    const controller = new AbortController();
+    const first = runRemote({ host: sandbox().host, outputDir: await freshDir(), args: ['slow3'], signal: controller.signal });
+    first.catch(() => undefined);
+    await waitFor(async () => (await readdir(sandbox().root)).some((e) => existsSync(join(sandbox().root, e, 'pid'))));
+    const refusedId = '0a0b0c0d-1111-4222-8333-444455556666';
+    const refused = await runRemote({ host: sandbox().host, jobId: refusedId, inputs: [join(work, 'in.dat')], outputDir: await freshDir() }).catch((e: unknown) => e);
+    expect(refused).toMatchObject({ code: 'GATEWAY_REFUSED', gatewayCode: 'E_LIMIT' });
+    expect(existsSync(join(sandbox().root, refusedId))).toBe(false);
+    const events: string[] = [];
+    const waited = await runRemote({
+      host: sandbox().host,
+      inputs: [join(work, 'in.dat')],
+      outputDir: await freshDir(),
+      waitForSlot: true,
+      timeoutMs: 30_000,
+      onEvent: (e) => events.push(e.type),
+    });
+    expect(waited.exitCode).toBe(0);
+    expect(events).toContain('waiting');
+    expect(events.indexOf('waiting')).toBeLessThan(events.indexOf('started'));
+    await first;
+    await sandbox().reinstall({});
+  }, 60_000);
 
   it('--max-age-days: old finished jobs are swept when a new job starts; recent ones stay', async () => {
     const old = await runRemote({ host: sandbox().host, outputDir: await freshDir(), args: ['fail'] });

@@ -32,6 +32,7 @@ export const runSpec = defineCommand({
     output,
     arg: { type: 'string', value: 'ARG', multiple: true, description: "an argument for the remote program, any UTF-8 text (1-4096 bytes), passed as it is: no shell, no ~ or $" },
     program: { type: 'string', value: 'NAME', description: "one of the site's named programs (mint-gateway install --program NAME=PATH)" },
+    'wait-for-slot': { type: 'boolean', description: 'when the site is full (E_LIMIT), wait for a slot instead of failing (bounded by --timeout)' },
     env: { type: 'string', value: 'NAME=VALUE', multiple: true, description: "a variable for the program, for a name the site allows (mint-gateway install --allow-env)" },
     cleanup,
     timeout,
@@ -93,6 +94,7 @@ export async function runCommand(args: string[], io: Io, signal: AbortSignal): P
       ...shared(values, signal),
       ...(values.arg ? { args: values.arg } : {}),
       ...(values.program !== undefined ? { program: values.program } : {}),
+      ...(values['wait-for-slot'] ? { waitForSlot: true } : {}),
       ...(values.env ? { env: envOption(values.env, runSpec) } : {}),
       onEvent: progress.onEvent,
     });
