@@ -3,7 +3,7 @@ import { readFile } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { ConfigError } from '../errors.js';
-import { install, uninstall } from '../site/install.js';
+import { install, lineChanges, uninstall } from '../site/install.js';
 import { doctor } from '../site/doctor.js';
 import { ExitCode } from './exit-codes.js';
 import { defineCommand, parseCommand, printHelp, programHelp, unknownCommand, type ProgramSpec } from './options.js';
@@ -157,8 +157,17 @@ export async function main(argv: string[] = process.argv.slice(2), io: Io = proc
           },
           ...(values.print ? { print: true } : {}),
         });
-        if (outcome.action === 'printed') io.stdout.write(`${outcome.line}\n`);
-        else io.stdout.write(`${outcome.action} the mint-gateway line in ${abs(values.dest ?? d.dest)}\ngateway: ${abs(values['gateway-path'] ?? d.gatewayPath)}\n${outcome.line}\n`);
+        if (outcome.action === 'printed') {
+          io.stdout.write(`${outcome.line}\n`);
+          return ExitCode.OK;
+        }
+        io.stdout.write(`${outcome.action} the mint-gateway line in ${abs(values.dest ?? d.dest)}\ngateway: ${abs(values['gateway-path'] ?? d.gatewayPath)}\n${outcome.line}\n`);
+        if (outcome.previous !== undefined) {
+          // The line is rebuilt from this command's options alone: say what that dropped and added.
+          const { removed, added } = lineChanges(outcome.previous, outcome.line);
+          for (const word of removed) io.stdout.write(`removed: ${word}\n`);
+          for (const word of added) io.stdout.write(`added: ${word}\n`);
+        }
         return ExitCode.OK;
       }
       case 'uninstall': {

@@ -192,6 +192,8 @@ export interface InstallRequest {
 
 export interface InstallOutcome {
   line: string;
+  /** The line it replaced ('updated'). */
+  previous?: string;
   /** 'added', 'updated', 'unchanged', or 'printed'. */
   action: 'added' | 'updated' | 'unchanged' | 'printed';
 }
@@ -216,17 +218,19 @@ export async function install(request: InstallRequest): Promise<InstallOutcome> 
   if (lines.length && lines[lines.length - 1] === '') lines.pop();
   const index = lines.findIndex((l) => ownsLine(l, key));
   let action: InstallOutcome['action'];
+  let previous: string | undefined;
   if (index < 0) {
     lines.push(line);
     action = 'added';
   } else if (lines[index] === line) {
     action = 'unchanged';
   } else {
+    previous = lines[index];
     lines[index] = line;
     action = 'updated';
   }
   if (action !== 'unchanged') await writeKeysFile(request.authorizedKeys, lines);
-  return { line, action };
+  return { line, action, ...(previous !== undefined ? { previous } : {}) };
 }
 
 /**
@@ -242,6 +246,22 @@ async function checkRootPlace(root: string, homeDir: string): Promise<void> {
   if (target === home || target === '/' || `${ssh}/`.startsWith(`${target}/`) || `${target}/`.startsWith(`${ssh}/`)) {
     throw new ConfigError(`--root ${root} is the home dir, holds ~/.ssh or is inside it (the gateway refuses such a root); use a dedicated dir such as ~/mint-jobs`);
   }
+}
+
+/**
+ * What re-installing changed, option by option: a line is rewritten whole from the options given
+ * now (options not given again are dropped), so say exactly what went and what came.
+ */
+export function lineChanges(previous: string, line: string): { removed: string[]; added: string[] } {
+  const options = (l: string): string[] => {
+    const words: string[] = [];
+    for (const m of l.matchAll(/(--[a-z-]+)(?: ('[^']*'|[^\s"-][^\s"]*))?/g)) words.push(m[2] ? `${m[1]} ${m[2]}` : m[1]!);
+    for (const m of l.matchAll(/(?:^|,)(from|expiry-time|principals)="([^"]*)"/g)) words.push(`${m[1]}="${m[2]}"`);
+    return words;
+  };
+  const before = options(previous);
+  const after = options(line);
+  return { removed: before.filter((w) => !after.includes(w)), added: after.filter((w) => !before.includes(w)) };
 }
 
 export async function uninstall(request: { publicKey: string; authorizedKeys: string }): Promise<boolean> {

@@ -56,6 +56,15 @@ describe('mint-gateway CLI', () => {
     expect(grace.stdout).toMatch(/ --grace 5" ssh-ed25519 /);
   });
 
+  it('re-running install to change one option says exactly what the rewritten line dropped and added', async () => {
+    const { home } = await siteHome();
+    expect((await gw(['install', '--key', join(home, 'mint.pub'), '--max-jobs', '2', '--export', 'results/*'], home)).code).toBe(0);
+    const again = await gw(['install', '--key', join(home, 'mint.pub'), '--max-jobs', '3'], home);
+    expect(again.code).toBe(0);
+    expect(again.stdout).toMatch(/^updated the mint-gateway line/);
+    expect(again.stdout.split('\n').filter((l) => /^(removed|added): /.test(l))).toEqual(["removed: --export 'results/*'", 'removed: --max-jobs 2', 'added: --max-jobs 3']);
+  });
+
   it('install refuses a private key or garbage with a clear message and exit code', async () => {
     const { home } = await siteHome();
     const r = await gw(['install', '--key', join(home, 'mint')], home);
