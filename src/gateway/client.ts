@@ -5,7 +5,7 @@
  */
 import type { Connection } from '../connection/connect.js';
 import { execCollect, type ExecOptions, type ExecResult } from '../connection/exec.js';
-import { TransferError, type Step } from '../errors.js';
+import { CancelledError, TransferError, type Step } from '../errors.js';
 import type { RshBridge } from '../transfer/rsh-bridge.js';
 import { runRsync, type TransferProgress } from '../transfer/rsync.js';
 import {
@@ -106,7 +106,8 @@ export class GatewayClient {
       ...(options.rsyncPath ? { rsyncPath: options.rsyncPath } : {}),
     });
     const { remote } = outcome;
-    if (outcome.cancelled) throw new TransferError(`${step} cancelled`, { ...context, exitCode: -1, stderr: outcome.stderr });
+    // A cancel (Ctrl-C, abort, timeout) is a cancel, not a failed transfer: the caller's reason.
+    if (outcome.cancelled) throw options.signal?.reason instanceof CancelledError ? options.signal.reason : new CancelledError(`${step} cancelled`, context);
     if (outcome.failed) {
       if (remote.refused) throw new TransferError(`${step} refused before it began: ${remote.refused}`, { ...context, stderr: outcome.stderr });
       if (remote.exitCode !== undefined && remote.exitCode >= 64) throw refusalError(verb, remote.exitCode, remote.stderr, context);

@@ -201,6 +201,29 @@ describe('cancel and attach against a real sshd and the real gateway', () => {
     expect(await readFile(join(state, `runs-${job.jobId}`), 'utf8')).toBe('x\n');
   }, 120_000);
 
+  it('an abort during the upload is a cancel (CancelledError), and the partial inputs are removed', async () => {
+    const dir = await scratchDir();
+    const big = join(dir, 'big.bin');
+    await writeFile(big, randomBytes(64 * 1024 * 1024));
+    const jobId = randomUUID();
+    const controller = new AbortController();
+    const error = await runRemote({
+      host: sandbox.host,
+      jobId,
+      inputs: [big],
+      outputDir: await scratchDir(),
+      signal: controller.signal,
+      // Abort once the upload has really begun (some bytes went).
+      onEvent: (e) => {
+        if (e.type === 'uploading' && e.bytes > 0) controller.abort();
+      },
+    }).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(CancelledError);
+    expect(error).toMatchObject({ code: 'CANCELLED', jobId });
+    for (let i = 0; i < 50 && existsSync(join(sandbox.root, jobId)); i += 1) await new Promise((r) => setTimeout(r, 100));
+    expect(existsSync(join(sandbox.root, jobId))).toBe(false);
+  });
+
   it('timeoutMs cancels the same way, with the message saying it timed out', async () => {
     const t = Date.now();
     const job = await startJob('family', 'children started\n', { timeoutMs: 12000 });
