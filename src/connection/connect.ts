@@ -35,6 +35,9 @@ const DEFAULT_CAPACITY = 10;
 
 class ChannelRefused extends Error {}
 
+/** Clients whose host key was not known and was recorded (accept-new): a first contact, not a verification. */
+const firstContact = new WeakSet<object>();
+
 export class Connection {
   readonly host: ResolvedHost;
   readonly client: Client;
@@ -45,7 +48,11 @@ export class Connection {
   private closedFlag = false;
   private readonly closeListeners = new Set<(error: MintSshError | undefined) => void>();
 
+  /** The host key was not known and was recorded now (accept-new): a first contact, not a verification. */
+  readonly hostKeyRecorded: boolean;
+
   constructor(host: ResolvedHost, client: Client, stream: Duplex, hops: Connection[]) {
+    this.hostKeyRecorded = firstContact.has(client);
     this.host = host;
     this.client = client;
     this.stream = stream;
@@ -260,7 +267,7 @@ function handshake(host: ResolvedHost, sock: Duplex, signal: AbortSignal | undef
           }
         : {}),
       hostVerifier: (key: Buffer) => {
-        hostKeyError = verifyHostKey(host, key);
+        hostKeyError = verifyHostKey(host, key, () => firstContact.add(client));
         return hostKeyError === undefined;
       },
     });

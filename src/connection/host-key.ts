@@ -9,7 +9,7 @@ import { checkKnownHosts, fingerprintSha256, keyTypeOf, knownHostsLine } from '.
 import { knownHostsName } from '../config/openssh.js';
 import type { ResolvedHost } from '../config/resolved-host.js';
 
-export function verifyHostKey(host: ResolvedHost, keyBlob: Buffer): HostKeyError | undefined {
+export function verifyHostKey(host: ResolvedHost, keyBlob: Buffer, onRecorded?: (file: string) => void): HostKeyError | undefined {
   const fingerprint = fingerprintSha256(keyBlob);
   const type = keyTypeOf(keyBlob);
   const context = { host: host.name };
@@ -53,6 +53,7 @@ export function verifyHostKey(host: ResolvedHost, keyBlob: Buffer): HostKeyError
     if (file) {
       mkdirSync(dirname(file), { recursive: true, mode: 0o700 });
       appendFileSync(file, `${knownHostsLine(host.hostKeyAlias, host.port, keyBlob)}\n`, { mode: 0o600 });
+      onRecorded?.(file);
       return undefined;
     }
   }

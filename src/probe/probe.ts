@@ -124,7 +124,13 @@ export async function probeHost(target: string | InlineHost, options: ResolveOpt
   const sshConnectMs = performance.now() - t0;
   try {
     steps.push({ step: 'banner', ok: true, detail: ident ?? 'SSH server answered' });
-    steps.push({ step: 'host-key', ok: true, detail: `host key verified${host.hostKeyFingerprints.length ? ' against the pinned fingerprint' : ' against known_hosts'}` });
+    steps.push({
+      step: 'host-key',
+      ok: true,
+      detail: connection.hostKeyRecorded
+        ? `host key recorded (first contact, accept-new) in ${host.knownHostsFiles[0] ?? 'known_hosts'}: compare its fingerprint with the site's`
+        : `host key verified${host.hostKeyFingerprints.length ? ' against the pinned fingerprint' : ' against known_hosts'}`,
+    });
     steps.push({ step: 'auth', ok: true, detail: `authenticated as ${host.user} (SSH connect ${sshConnectMs.toFixed(0)} ms)` });
     const gateway = new GatewayClient(connection);
     let report;

@@ -3,7 +3,7 @@ import { execFileSync } from 'node:child_process';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import net from 'node:net';
-import { runRemote } from '../../src/index.js';
+import { probeHost, runRemote } from '../../src/index.js';
 import { freshDir, useSandbox } from '../support/fixture.js';
 
 describe('connection failures are typed errors with a hint, never ssh2 internals', () => {
@@ -21,6 +21,17 @@ describe('connection failures are typed errors with a hint, never ssh2 internals
     expect(events).toEqual(['connecting']); // never retried
     expect((error as Error).message).toContain(sandbox().hostKeyFingerprint);
     expect((error as Error).message).toContain('ssh-keyscan -p');
+  });
+
+  it('accept-new: probe says the key was recorded on first contact, and verified after that', async () => {
+    const knownHosts = join(await freshDir(), 'known_hosts');
+    await writeFile(knownHosts, '');
+    const host = { ...sandbox().host, knownHostsFile: knownHosts, strictHostKeyChecking: 'accept-new' as const };
+    delete (host as { hostKeyFingerprint?: unknown }).hostKeyFingerprint;
+    const first = await probeHost(host);
+    expect(first.steps.find((s) => s.step === 'host-key')?.detail).toMatch(/^host key recorded \(first contact, accept-new\)/);
+    const second = await probeHost(host);
+    expect(second.steps.find((s) => s.step === 'host-key')?.detail).toBe('host key verified against known_hosts');
   });
 
   it('refuses a changed host key', async () => {
