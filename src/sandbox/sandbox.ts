@@ -102,7 +102,10 @@ export async function startSandbox(options: SandboxOptions = {}): Promise<Sandbo
     };
     await installLine(options.gateway ?? {}, options.restrictions);
 
+    // A port that is taken would let another server's banner pass for ours, while our sshd exits
+    // at once: say so, before anything starts.
     const port = options.port ?? (await freePort());
+    if (options.port !== undefined) await claimPort(options.port);
     const config = join(dir, 'sshd_config');
     await writeFile(config, sshdConfig({ port, hostKey, authorizedKeys, user, pidFile: join(dir, 'sshd.pid') }) + (options.sshdConfig ?? []).map((l) => `${l}\n`).join(''));
     if (process.getuid?.() === 0) await mkdir('/run/sshd', { recursive: true, mode: 0o755 });
@@ -210,6 +213,17 @@ export function sshdConfig(c: { port: number; hostKey: string; authorizedKeys: s
     'Subsystem sftp internal-sftp',
     '',
   ].join('\n');
+}
+
+/** Resolves when 127.0.0.1:port can be listened on (and is free again); a SandboxError otherwise. */
+function claimPort(port: number): Promise<void> {
+  return new Promise((resolvePort, reject) => {
+    const server = net.createServer();
+    server.once('error', (error: NodeJS.ErrnoException) =>
+      reject(new SandboxError(`port ${port} on 127.0.0.1 is not free (${error.code ?? error.message})`, { hint: 'choose another --port, or leave it out for a free one' })),
+    );
+    server.listen(port, '127.0.0.1', () => server.close(() => resolvePort()));
+  });
 }
 
 function freePort(): Promise<number> {

@@ -4,7 +4,8 @@
  */
 import { describe, expect, it } from 'vitest';
 import { spawn, execFileSync } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, readdirSync } from 'node:fs';
+import net from 'node:net';
 import { chmod, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { main } from '../../src/cli/mint-ssh-exec.js';
@@ -29,6 +30,27 @@ function processesMatching(pattern: string): string {
 }
 
 describe('mint-ssh-exec sandbox', () => {
+  it('--port on a port already in use fails loudly (non-zero) and leaves no files behind (no private key)', async () => {
+    // Another SSH server holds the port: its banner must not pass for our sshd's.
+    const busy = net.createServer((socket) => socket.end('SSH-2.0-OpenSSH_9.2p1 other\r\n'));
+    await new Promise<void>((r) => busy.listen(0, '127.0.0.1', () => r()));
+    const port = (busy.address() as net.AddressInfo).port;
+    const parent = await freshDir();
+    // The sandbox makes its dir under os.tmpdir(), which reads TMPDIR: here, a dir of this test's own.
+    const saved = process.env.TMPDIR;
+    process.env.TMPDIR = parent;
+    try {
+      const r = await runMain(main, ['sandbox', '--port', String(port), '--write-config', join(parent, 'hosts.yaml')], process.env);
+      expect(r.code).not.toBe(0);
+      expect(r.stderr).toMatch(new RegExp(`port ${port} on 127\\.0\\.0\\.1 is not free`));
+      expect(readdirSync(parent)).toEqual([]);
+    } finally {
+      if (saved === undefined) delete process.env.TMPDIR;
+      else process.env.TMPDIR = saved;
+      busy.close();
+    }
+  });
+
   it('serves a host that probe and run accept, then removes everything on stop', async () => {
     const { io, out } = captureIo();
     const controller = new AbortController();
