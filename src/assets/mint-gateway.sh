@@ -40,9 +40,10 @@ MGW_NL='
 # ---------------------------------------------------------------------------------------------------
 # main: the whole request, top to bottom. Options from authorized_keys (trusted, still checked),
 # the binaries the gateway runs (absolute paths from /usr/bin, /bin, /usr/sbin, /sbin), the job
-# root, then the client's command: checked in full (mgw_read_command and each verb's mgw_check_*
-# calls, which validate every token before anything acts on it), then one verb. The runner mode
-# (--run-job, only ever from this script's own argv) is fenced off at the end of the file.
+# root, then the client's command: read (mgw_read_command) and checked in full by the one check
+# stage (mgw_check_request, which validates every token before anything acts on it), then one
+# verb. The runner mode (--run-job, only ever from this script's own argv) is fenced off at the end
+# of the file.
 
 main() {
   mgw_scrub_env
@@ -1130,6 +1131,31 @@ mgw_limit_reason() {
 # still hold at the rate since the last call); otherwise mgw_over says which does not and mgw_limit
 # is its number.
 mgw_put_within() {
+  mgw_floors_within "$1" || return 1
+  # The caps are the site's policy, not its safety: checked as they stand, so an upload that ends
+  # just under a cap is not refused for its rate.
+  if [ "$MGW_MAX_JOB_MB" -gt 0 ]; then
+    mgw_job_kb
+    if [ "$mgw_kb" -gt $((MGW_MAX_JOB_MB * 1024)) ]; then
+      mgw_limit=13
+      mgw_over="job $MGW_JOB would pass the site's cap of $MGW_MAX_JOB_MB MB per job ($((mgw_kb / 1024)) MB so far)"
+      return 1
+    fi
+  fi
+  if [ "$MGW_MAX_JOB_FILES" -gt 0 ]; then
+    mgw_job_files
+    if [ "$mgw_files" -gt "$MGW_MAX_JOB_FILES" ]; then
+      mgw_limit=14
+      mgw_over="job $MGW_JOB would pass the site's cap of $MGW_MAX_JOB_FILES files per job ($mgw_files so far)"
+      return 1
+    fi
+  fi
+  return 0
+}
+
+# mgw_floors_within PREDICT: the site's floors of free space and free inodes under the job root,
+# as mgw_put_within; also the one look before an upload or a program starts (PREDICT 0).
+mgw_floors_within() {
   mgw_over=
   mgw_limit=0
   if [ "$MGW_MIN_FREE_MB" -gt 0 ]; then
@@ -1154,24 +1180,6 @@ mgw_put_within() {
         mgw_over="free inodes under the job root would fall below the site's floor of $MGW_MIN_FREE_INODES ($MGW_FREE_INODES free)"
         return 1
       fi
-    fi
-  fi
-  # The caps are the site's policy, not its safety: checked as they stand, so an upload that ends
-  # just under a cap is not refused for its rate.
-  if [ "$MGW_MAX_JOB_MB" -gt 0 ]; then
-    mgw_job_kb
-    if [ "$mgw_kb" -gt $((MGW_MAX_JOB_MB * 1024)) ]; then
-      mgw_limit=13
-      mgw_over="job $MGW_JOB would pass the site's cap of $MGW_MAX_JOB_MB MB per job ($((mgw_kb / 1024)) MB so far)"
-      return 1
-    fi
-  fi
-  if [ "$MGW_MAX_JOB_FILES" -gt 0 ]; then
-    mgw_job_files
-    if [ "$mgw_files" -gt "$MGW_MAX_JOB_FILES" ]; then
-      mgw_limit=14
-      mgw_over="job $MGW_JOB would pass the site's cap of $MGW_MAX_JOB_FILES files per job ($mgw_files so far)"
-      return 1
     fi
   fi
   return 0
@@ -1206,25 +1214,7 @@ mgw_job_files() {
 # Before an upload begins: the floors hold now, and a re-upload into a job already at its cap is
 # refused before it sends anything.
 mgw_check_free() {
-  mgw_floors_hold || mgw_die E_LIMIT 69 "$mgw_over"
-}
-
-mgw_floors_hold() {
-  mgw_over=
-  if [ "$MGW_MIN_FREE_MB" -gt 0 ]; then
-    mgw_free_mb
-    if [ "$MGW_FREE_MB" != unknown ] && [ "$MGW_FREE_MB" -lt "$MGW_MIN_FREE_MB" ]; then
-      mgw_over="only ${MGW_FREE_MB} MB free under the job root, the site requires $MGW_MIN_FREE_MB MB"
-      return 1
-    fi
-  fi
-  if [ "$MGW_MIN_FREE_INODES" -gt 0 ]; then
-    mgw_free_inodes
-    if [ "$MGW_FREE_INODES" != unknown ] && [ "$MGW_FREE_INODES" -lt "$MGW_MIN_FREE_INODES" ]; then
-      mgw_over="only ${MGW_FREE_INODES} inodes free under the job root, the site requires $MGW_MIN_FREE_INODES"
-      return 1
-    fi
-  fi
+  mgw_floors_within 0 || mgw_die E_LIMIT 69 "$mgw_over"
 }
 
 mgw_check_job_size() {
@@ -1393,7 +1383,7 @@ mgw_start_job() {
     return 0
   fi
   # The floors hold for a new program too (it will write); a job that already ran is not refused.
-  mgw_floors_hold || mgw_unstart E_LIMIT 69 "$mgw_over"
+  mgw_floors_within 0 || mgw_unstart E_LIMIT 69 "$mgw_over"
   # From here on a refusal undoes started/ (mgw_unstart): the job is `created` again.
   mgw_check_uploads
   mgw_check_capacity
