@@ -51,6 +51,7 @@ main() {
   MGW_JOB=
   # Set only by mgw_read_request, after its checks: never from the environment.
   unset MGW_REQUEST MGW_REQUEST_PROGRAM
+  MGW_CLIENT_ENV=
   mgw_parse_options "$@"
   mgw_need mkdir
   MGW_MKDIR=$mgw_found
@@ -465,8 +466,9 @@ mgw_check_request() {
 # where HEX is the value's bytes in lowercase hex: 1-4096 bytes, no NUL, so any UTF-8 string (a
 # path with / and spaces, Japanese) reaches the program byte for byte, and the only bytes this
 # script reads are [a-z0-9 ] and newlines, which it checks before it decodes anything. At most
-# 1 MiB, read for at most --client-timeout seconds. Sets MGW_REQUEST (the checked lines) and
-# MGW_REQUEST_PROGRAM (the decoded name, or empty).
+# 1 MiB, read for at most --client-timeout seconds. Sets MGW_REQUEST (the checked lines),
+# MGW_REQUEST_PROGRAM (the decoded name, or empty) and MGW_CLIENT_ENV (the decoded, allowed
+# NAME=VALUE lines).
 mgw_read_request() {
   mgw_need head
   mgw_head=$mgw_found
@@ -554,7 +556,8 @@ mgw_read_request() {
         case $MGW_ALLOW_ENV in
           *",$mgw_n,"*) ;;
           *) mgw_die E_USAGE 64 "the site does not let a client set $mgw_n (its --allow-env: $(mgw_allow_env_names))" ;;
-        esac ;;
+        esac
+        MGW_CLIENT_ENV=$MGW_CLIENT_ENV$mgw_decoded$MGW_NL ;;
     esac
     IFS=$MGW_NL
   done
@@ -1338,18 +1341,17 @@ mgw_start_job() {
   # Validated tokens (mgw_check_request): no space, glob or quote in any, so splitting is exact.
   # shellcheck disable=SC2086
   set -- $MGW_PROG_ARGS
-  MGW_CLIENT_ENV=
   if [ -n "${MGW_REQUEST+set}" ]; then
     # startx/runx: the validated request's arguments, each decoded into one argv element (never
-    # through a shell), its variables, and its program.
+    # through a shell), and its program; its variables are in MGW_CLIENT_ENV (mgw_read_request).
     mgw_ifs=$IFS
     IFS=$MGW_NL
     for mgw_l in $MGW_REQUEST; do
       IFS=$mgw_ifs
-      mgw_decode "${mgw_l#* }"
       case $mgw_l in
-        'arg '*) set -- "$@" "$mgw_decoded" ;;
-        'env '*) MGW_CLIENT_ENV=$MGW_CLIENT_ENV$mgw_decoded$MGW_NL ;;
+        'arg '*)
+          mgw_decode "${mgw_l#* }"
+          set -- "$@" "$mgw_decoded" ;;
       esac
       IFS=$MGW_NL
     done
