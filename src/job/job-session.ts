@@ -142,7 +142,10 @@ function abortReason(signal: AbortSignal, step: Step): Error {
   return signal.reason instanceof MintSshError ? signal.reason : new CancelledError(`cancelled during ${step}`, { step });
 }
 
-function sleep(ms: number, signal: AbortSignal | undefined): Promise<void> {
+/** Sleeps for `ms`, or less: it ends as soon as `signal` aborts (the caller then looks at it). */
+export function sleep(ms: number, signal: AbortSignal | undefined): Promise<void> {
+  // An abort before the call would never fire the listener: the whole wait would be slept.
+  if (signal?.aborted) return Promise.resolve();
   return new Promise((resolve) => {
     const timer = setTimeout(done, ms);
     function done(): void {

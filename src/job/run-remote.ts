@@ -20,7 +20,7 @@ import type { TransferResult } from '../gateway/client.js';
 import type { Final } from './steps.js';
 import type { RemoteResult } from '../types.js';
 import type { EventListener } from './events.js';
-import { JobSession, type Link } from './job-session.js';
+import { JobSession, sleep, type Link } from './job-session.js';
 
 export const LOG_NAME = 'remote_program_exec.log';
 
@@ -223,26 +223,11 @@ function startAndFollow(job: Job, args: readonly string[], request: ProgramReque
       } catch (error) {
         if (!(waitForSlot && error instanceof GatewayError && error.gatewayCode === 'E_LIMIT')) throw error;
         job.emit({ type: 'waiting', reason: error.message, delayMs: wait });
-        await abortableSleep(wait, job.signal);
+        await sleep(wait, job.signal);
+        job.signal?.throwIfAborted();
       }
     }
   };
-}
-
-/** Sleeps, or rejects with the signal's reason as soon as it aborts. */
-function abortableSleep(ms: number, signal: AbortSignal | undefined): Promise<void> {
-  return new Promise((resolve, reject) => {
-    if (signal?.aborted) return reject(signal.reason);
-    const timer = setTimeout(() => {
-      signal?.removeEventListener('abort', onAbort);
-      resolve();
-    }, ms);
-    const onAbort = (): void => {
-      clearTimeout(timer);
-      reject(signal?.reason);
-    };
-    signal?.addEventListener('abort', onAbort, { once: true });
-  });
 }
 
 /**
