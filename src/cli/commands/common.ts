@@ -11,6 +11,7 @@ export const configOption = {
 } as const satisfies ValueOption;
 
 export const hostArgument = { name: 'HOST', description: 'a host profile name (see --config) or an ~/.ssh/config alias' } as const;
+export const jobArgument = { name: 'JOB', description: 'the job id (a UUID; see jobs)' } as const;
 
 /** `200 config, 201 input, ...`: the codes of mint-ssh-exec's own failures, for the help texts. */
 export function ownExitCodes(): string {

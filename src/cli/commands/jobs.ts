@@ -2,7 +2,7 @@ import { cancelJob, listJobs } from '../../job/manage.js';
 import { ExitCode } from '../exit-codes.js';
 import { defineCommand, parseCommand, printHelp, usageError } from '../options.js';
 import { printJson, type Io } from '../output.js';
-import { PROGRAM, configOption, hostArgument } from './common.js';
+import { PROGRAM, configOption, hostArgument, jobArgument } from './common.js';
 
 export const jobsSpec = defineCommand({
   program: PROGRAM,
@@ -21,7 +21,7 @@ export const cancelSpec = defineCommand({
   name: 'cancel',
   brief: 'cancel a running job',
   summary: "Cancel a job on HOST: the remote program's whole process group gets TERM, then KILL after the gateway's grace time. A run or attach following it then ends as cancelled.",
-  positionals: [hostArgument, { name: 'JOB', description: 'the job id (a UUID; see jobs)' }],
+  positionals: [hostArgument, jobArgument],
   options: {
     json: { type: 'boolean', description: "print the job's status as JSON on stdout" },
     config: configOption,

@@ -7,7 +7,7 @@ import { ExitCode, UsageError } from '../exit-codes.js';
 import { defineCommand, parseCommand, printHelp, usageError } from '../options.js';
 import { printJson, type Io } from '../output.js';
 import type { CleanupPolicy } from '../../config/resolved-host.js';
-import { PROGRAM, configOption, hostArgument, ownExitCodes } from './common.js';
+import { PROGRAM, configOption, hostArgument, jobArgument, ownExitCodes } from './common.js';
 
 // Shared by run and attach, in the order their usage lists them.
 const output = { type: 'string', short: 'o', value: 'DIR', description: 'where the results land (default: the current directory)' } as const;
@@ -67,7 +67,7 @@ export const attachSpec = defineCommand({
   name: 'attach',
   brief: 'follow a job started earlier to its end and bring its results back',
   summary: "Pick up a job started earlier by run: follow it to its end, stream its log and bring the results back; exits with the program's status like run.",
-  positionals: [hostArgument, { name: 'JOB', description: 'the job id (a UUID; see jobs)' }],
+  positionals: [hostArgument, jobArgument],
   options: { output, cleanup, timeout, json, quiet, config: configOption },
 });
 
