@@ -25,8 +25,16 @@ export interface RemoteResult {
   /** True when the program did not exit 0 (or was cancelled, or lost). */
   failed: boolean;
   cancelled: boolean;
-  /** remote_program_exec.log: the program's stdout and stderr, also written into outputDir. */
+  /**
+   * The end of remote_program_exec.log (the program's stdout and stderr): its last 1 MiB at most
+   * (LOG_TAIL_BYTES), the whole log when smaller. The whole log is in `logFile`, streamed to disk as
+   * it arrived, so a log of any size costs no memory.
+   */
   log: string;
+  /** outputDir/remote_program_exec.log: the whole log. */
+  logFile: string;
+  /** The whole log's size in bytes (`log` is shorter when this exceeds 1 MiB). */
+  logBytes: number;
   /** Files the download wrote, relative to outputDir (in-tree symlinks among them, as symlinks). */
   files: string[];
   /** Symlinks the program left that point outside its work dir: never made here, `path -> target`. */

@@ -6,7 +6,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import { constants } from 'node:fs';
-import { access, mkdir, rename, statfs, writeFile } from 'node:fs/promises';
+import { access, mkdir, statfs } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { StringDecoder } from 'node:string_decoder';
 import { CancelledError, GatewayError, InputError, MintSshError, RemoteJobError, type Step } from '../errors.js';
@@ -21,6 +21,7 @@ import type { Final } from './steps.js';
 import type { RemoteResult } from '../types.js';
 import type { EventListener } from './events.js';
 import { JobSession, sleep, type Link } from './job-session.js';
+import { LogFile } from './log-file.js';
 
 export const LOG_NAME = 'remote_program_exec.log';
 
@@ -124,6 +125,7 @@ export async function attach(options: AttachOptions): Promise<RemoteResult> {
   const started = performance.now();
   checkJobId(options.jobId);
   const job = await prepare(options, options.jobId);
+  await checkOutputDir(job.outputDir, { host: job.session.host.name, jobId: options.jobId });
   try {
     const status = await job.session.step('run', (link) => link.steps.status(options.jobId), job.signal);
     job.timings.connectMs = job.connectMs();
@@ -241,14 +243,16 @@ async function finish(job: Job, started: number, follow: Follow): Promise<Remote
 
   const programFailed = ran.final.state !== 'exited' || ran.final.exitCode !== 0;
   const wanted = job.cleanup === 'always' || (job.cleanup === 'on-success' && !programFailed);
-  // The log is on disk before anything can remove the remote job.
-  await mkdir(job.outputDir, { recursive: true });
+  // The log is on disk (fsynced) under its name before anything can remove the remote job.
   const logPath = join(job.outputDir, LOG_NAME);
-  await writeAtomically(logPath, ran.log);
+  await ran.log.publish(logPath);
 
-  const fetched = ran.cancelled ? undefined : await fetchAll(job, wanted && !ran.neverRan);
+  const fetched = ran.cancelled ? undefined : await fetchAll(job, wanted && !ran.neverRan).catch(async (error: unknown) => {
+    await ran.log.settle(logPath, false);
+    throw error;
+  });
   // A program's own file of that name does not replace the log.
-  if (fetched?.files.includes(LOG_NAME)) await writeAtomically(logPath, ran.log);
+  await ran.log.settle(logPath, fetched?.files.includes(LOG_NAME) ?? false);
   const cancelled = ran.cancelled ?? fetched?.cancelled;
 
   const t = performance.now();
@@ -269,7 +273,9 @@ async function finish(job: Job, started: number, follow: Follow): Promise<Remote
     state: ran.final.state,
     failed: programFailed || Boolean(fetched?.cancelled),
     cancelled: Boolean(cancelled) || ran.final.state === 'cancelled',
-    log: ran.log.toString('utf8'),
+    log: ran.log.tailText(),
+    logFile: logPath,
+    logBytes: ran.log.bytes,
     files: fetched?.files ?? [],
     skipped: fetched?.skipped ?? [],
     outputDir: job.outputDir,
@@ -288,7 +294,8 @@ async function finish(job: Job, started: number, follow: Follow): Promise<Remote
 
 interface Ran {
   final: Final;
-  log: Buffer;
+  /** Closed, on disk in outputDir under a part name until finish() names it. */
+  log: LogFile;
   /** Set when the caller cancelled (or the timeout fired) while the program ran. */
   cancelled: CancelledError | undefined;
   /** Cancelled before the program started: the inputs are all there is to clear. */
@@ -302,34 +309,40 @@ interface Ran {
  */
 async function followToEnd(job: Job, follow: Follow): Promise<Ran> {
   const { jobId, session, emit } = job;
-  const chunks: Buffer[] = [];
-  let offset = 0;
+  await mkdir(job.outputDir, { recursive: true });
+  const log = new LogFile(join(job.outputDir, `.${LOG_NAME}.${process.pid}.part`));
   const decoder = new StringDecoder('utf8');
   const onChunk = (chunk: Buffer): void => {
-    chunks.push(chunk);
-    offset += chunk.length;
+    log.write(chunk);
     const text = decoder.write(chunk);
     if (text) emit({ type: 'log', text });
   };
   const done = (final: Final, cancelled: CancelledError | undefined, neverRan: boolean): Ran => {
     const rest = decoder.end();
     if (rest) emit({ type: 'log', text: rest });
-    return { final, log: Buffer.concat(chunks), cancelled, neverRan };
+    log.close();
+    return { final, log, cancelled, neverRan };
   };
   try {
-    return done(await session.step('run', (link) => follow(link, offset, onChunk, job.signal), job.signal), undefined, false);
+    try {
+      return done(await session.step('run', (link) => follow(link, log.bytes, onChunk, job.signal), job.signal), undefined, false);
+    } catch (error) {
+      if (!job.signal?.aborted) throw error;
+    }
+    const cancelled = cancellation(job.signal, 'job cancelled', jobId);
+    const stopped = await session.step('run', (link) => link.steps.cancel(jobId), undefined).catch(undefinedIf('E_NOJOB'));
+    if (!stopped) return done({ state: 'cancelled', exitCode: undefined }, cancelled, true);
+    try {
+      return done(await session.step('run', (link) => link.steps.followLog(jobId, log.bytes, onChunk), undefined), cancelled, false);
+    } catch (error) {
+      // Cancelled before it started: started/ exists but no log was ever made.
+      if (!(error instanceof GatewayError && error.gatewayCode === 'E_STATE')) throw error;
+      return done({ state: stopped.state, exitCode: stopped.exitCode }, cancelled, true);
+    }
   } catch (error) {
-    if (!job.signal?.aborted) throw error;
-  }
-  const cancelled = cancellation(job.signal, 'job cancelled', jobId);
-  const stopped = await session.step('run', (link) => link.steps.cancel(jobId), undefined).catch(undefinedIf('E_NOJOB'));
-  if (!stopped) return done({ state: 'cancelled', exitCode: undefined }, cancelled, true);
-  try {
-    return done(await session.step('run', (link) => link.steps.followLog(jobId, offset, onChunk), undefined), cancelled, false);
-  } catch (error) {
-    // Cancelled before it started: started/ exists but no log was ever made.
-    if (!(error instanceof GatewayError && error.gatewayCode === 'E_STATE')) throw error;
-    return done({ state: stopped.state, exitCode: stopped.exitCode }, cancelled, true);
+    // The remote log is whole and `attach` reads it again from byte 0: no partial copy stays here.
+    await log.discard();
+    throw error;
   }
 }
 
@@ -414,11 +427,4 @@ async function checkOutputDir(dir: string, context: { host: string; jobId: strin
   await access(dir, constants.W_OK | constants.X_OK).catch(() => refuse('is not writable'));
   const fs = await statfs(dir).catch(() => undefined);
   if (fs && fs.bavail === 0) refuse('has no free space');
-}
-
-/** Never a half-written file: write beside, then rename. */
-async function writeAtomically(path: string, data: Buffer): Promise<void> {
-  const tmp = `${path}.${process.pid}.tmp`;
-  await writeFile(tmp, data);
-  await rename(tmp, path);
 }
