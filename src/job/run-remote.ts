@@ -9,7 +9,7 @@ import { constants } from 'node:fs';
 import { access, mkdir, statfs } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { StringDecoder } from 'node:string_decoder';
-import { CancelledError, GatewayError, InputError, MintSshError, RemoteJobError, type Step } from '../errors.js';
+import { CancelledError, GatewayError, InputError, MintSshError, RemoteJobError, TransferError, type Step } from '../errors.js';
 import { resolveHost, type InlineHost, type ResolveOptions } from '../config/resolve-host.js';
 import type { CleanupPolicy } from '../config/resolved-host.js';
 import type { ConnectionPool } from '../transfer/pool.js';
@@ -312,8 +312,26 @@ async function followToEnd(job: Job, follow: Follow): Promise<Ran> {
   await mkdir(job.outputDir, { recursive: true });
   const log = new LogFile(join(job.outputDir, `.${LOG_NAME}.${process.pid}.part`));
   const decoder = new StringDecoder('utf8');
+  // A log that cannot be written here (a full disk) stops the following, not the program: thrown
+  // inside ssh2's data handler it would crash the process, and read on it would be lost.
+  const writeFailed = new AbortController();
+  const followSignal = job.signal ? AbortSignal.any([job.signal, writeFailed.signal]) : writeFailed.signal;
   const onChunk = (chunk: Buffer): void => {
-    log.write(chunk);
+    if (writeFailed.signal.aborted) return;
+    try {
+      log.write(chunk);
+    } catch (error) {
+      const why = (error as NodeJS.ErrnoException).code ?? String(error);
+      writeFailed.abort(
+        new TransferError(`cannot write the log into ${job.outputDir} (${why}); the job stays on the site, nothing is lost`, {
+          host: session.host.name,
+          jobId,
+          step: 'run',
+          hint: `make room, then: mint-ssh-exec attach ${session.host.name} ${jobId} -o DIR`,
+        }),
+      );
+      return;
+    }
     const text = decoder.write(chunk);
     if (text) emit({ type: 'log', text });
   };
@@ -325,16 +343,18 @@ async function followToEnd(job: Job, follow: Follow): Promise<Ran> {
   };
   try {
     try {
-      return done(await session.step('run', (link) => follow(link, log.bytes, onChunk, job.signal), job.signal), undefined, false);
+      return done(await session.step('run', (link) => follow(link, log.bytes, onChunk, followSignal), job.signal), undefined, false);
     } catch (error) {
+      if (writeFailed.signal.aborted) throw writeFailed.signal.reason;
       if (!job.signal?.aborted) throw error;
     }
     const cancelled = cancellation(job.signal, 'job cancelled', jobId);
     const stopped = await session.step('run', (link) => link.steps.cancel(jobId), undefined).catch(undefinedIf('E_NOJOB'));
     if (!stopped) return done({ state: 'cancelled', exitCode: undefined }, cancelled, true);
     try {
-      return done(await session.step('run', (link) => link.steps.followLog(jobId, log.bytes, onChunk), undefined), cancelled, false);
+      return done(await session.step('run', (link) => link.steps.followLog(jobId, log.bytes, onChunk, writeFailed.signal), undefined), cancelled, false);
     } catch (error) {
+      if (writeFailed.signal.aborted) throw writeFailed.signal.reason;
       // Cancelled before it started: started/ exists but no log was ever made.
       if (!(error instanceof GatewayError && error.gatewayCode === 'E_STATE')) throw error;
       return done({ state: stopped.state, exitCode: stopped.exitCode }, cancelled, true);

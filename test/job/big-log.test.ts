@@ -5,22 +5,23 @@
  * outputDir as it arrives. Slow (600 MiB through sshd, the gateway and ssh2): its own file.
  */
 import { spawn } from 'node:child_process';
-import { chmod, open, readdir, stat, writeFile } from 'node:fs/promises';
+import { execFileSync } from 'node:child_process';
+import { chmod, mkdir, open, readdir, stat, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { LOG_TAIL_BYTES, listJobs } from '../../src/index.js';
+import { LOG_TAIL_BYTES, attach, listJobs, runRemote } from '../../src/index.js';
 import { freshDir, useSandbox } from '../support/fixture.js';
 
 const MIB = 1024 * 1024;
 const LOG_MIB = 600;
 
-// 600 MiB of numbered 1 KiB lines: "line N " padded with x, then a last line that names the end.
+// $1 MiB (default 600) of numbered 1 KiB lines ("N " padded with x), then a line that names the end.
 const PROGRAM = `#!/bin/sh
-awk -v n=${LOG_MIB * 1024} 'BEGIN { pad = sprintf("%1014s", ""); gsub(/ /, "x", pad); for (i = 1; i <= n; i++) printf "%08d %s\\n", i, substr(pad, 1, 1014) }'
+awk -v n=$(( \${1:-${LOG_MIB}} * 1024 )) 'BEGIN { pad = sprintf("%1014s", ""); gsub(/ /, "x", pad); for (i = 1; i <= n; i++) printf "%08d %s\\n", i, substr(pad, 1, 1014) }'
 echo "the end: 計算 done"
 `;
 
-describe('a log larger than memory (600 MiB)', async () => {
+describe('a log larger than memory (600 MiB), a log larger than the disk', async () => {
   const programDir = await freshDir();
   const programPath = join(programDir, 'flood.sh');
   await writeFile(programPath, PROGRAM);
@@ -75,5 +76,33 @@ describe('a log larger than memory (600 MiB)', async () => {
     expect((await readdir(out)).sort()).toEqual(['remote_program_exec.log']);
     expect(result.cleanedUp).toBe(true);
     expect((await listJobs(sandbox().host)).map((j) => j.jobId)).not.toContain(result.jobId);
+  });
+
+  it('a log the output dir has no room for stops the following, not the job: typed error, nothing lost, attach gets it whole', async (context) => {
+    if (process.getuid?.() !== 0) {
+      context.skip('not root: a full output dir needs mount(2) for a small tmpfs');
+      return;
+    }
+    const full = join(await freshDir(), 'small');
+    await mkdir(full);
+    execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=2m', 'tmpfs', full]);
+    try {
+      const jobId = '7d1c0e2a-5b3f-4c6d-8e9f-0a1b2c3d4e5f';
+      await expect(runRemote({ host: sandbox().host, jobId, args: ['8'], outputDir: full })).rejects.toMatchObject({
+        code: 'TRANSFER_FAILED',
+        step: 'run',
+        message: expect.stringMatching(/cannot write the log into .* \(ENOSPC\); the job stays on the site/),
+      });
+      // No part file fills the dir; the job (and its log) is still on the site.
+      expect(await readdir(full)).toEqual([]);
+      expect((await listJobs(sandbox().host)).map((j) => j.jobId)).toContain(jobId);
+      const roomy = await freshDir();
+      const result = await attach({ host: sandbox().host, jobId, outputDir: roomy });
+      expect(result.logBytes).toBe(8 * MIB + Buffer.byteLength('the end: 計算 done\n'));
+      expect((await stat(join(roomy, 'remote_program_exec.log'))).size).toBe(result.logBytes);
+      expect(result.cleanedUp).toBe(true);
+    } finally {
+      execFileSync('umount', [full]);
+    }
   });
 });
