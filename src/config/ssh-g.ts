@@ -129,8 +129,9 @@ export function fromSshG(text: string, name: string, options: SshGOptions): SshC
  * percent_dollar_expand does (so a value's own % or $ is never expanded twice).
  */
 function expandClient(text: string, tokens: Record<string, string>, env: NodeJS.ProcessEnv, what: string, dollar = true): string {
-  return text.replace(dollar ? /%(.?)|\$\{([^}]*)\}/g : /%(.?)/g, (whole, token: string | undefined, variable: string | undefined) => {
+  return text.replace(/%(.?)|\$\{([^}]*)\}/g, (whole, token: string | undefined, variable: string | undefined) => {
     if (variable !== undefined) {
+      if (!dollar) return whole;
       const value = env[variable];
       if (value === undefined) throw new ConfigError(`${what} ${text}: environment variable \${${variable}} is not set (ssh refuses it too)`);
       return value;
