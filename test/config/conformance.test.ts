@@ -122,7 +122,7 @@ describe('host resolution conforms to OpenSSH (ssh -G) over the corpus', () => {
   const all = cases.flatMap((c) => c.aliases.map((alias) => [c.file, alias, c] as const));
 
   it.each(all)('%s: %s via ssh -G is what ssh uses', async (_file, alias, c) => {
-    const host = await resolveHost({ name: alias, sshConfig: c.path, agent: false });
+    const host = await resolveHost({ name: alias, sshConfig: c.path });
     expect(host.resolvedBy).toBe('ssh -G');
     const g = sshG(c.path, alias);
     const one = (key: string): string | undefined => g.get(key)?.[0];
@@ -136,7 +136,7 @@ describe('host resolution conforms to OpenSSH (ssh -G) over the corpus', () => {
       // ssh's defaults (~/.ssh/id_rsa ... id_dsa) are not the user's choice: ours stand in for them.
       identityFiles: defaults ? ['id_ed25519', 'id_ecdsa', 'id_rsa'].map((k) => join(HOME, '.ssh', k)) : identities.map((f) => expandedBySsh(c.path, alias, f)),
       identitiesOnly: one('identitiesonly') === 'yes',
-      agent: undefined,
+      agent: [undefined, 'SSH_AUTH_SOCK'].includes(one('identityagent')) ? process.env.SSH_AUTH_SOCK || undefined : one('identityagent') === 'none' ? undefined : one('identityagent'),
       knownHostsFiles: [...one('userknownhostsfile')!.split(' '), ...one('globalknownhostsfile')!.split(' ')],
       strictHostKeyChecking: strict === 'accept-new' ? 'accept-new' : 'yes',
       hostKeyAlias: one('hostkeyalias') ?? one('hostname'),
@@ -151,11 +151,11 @@ describe('host resolution conforms to OpenSSH (ssh -G) over the corpus', () => {
   });
 
   it.each(all)('%s: %s via the built-in parser differs only as documented', async (file, alias, c) => {
-    const viaSsh = pick(await resolveHost({ name: alias, sshConfig: c.path, agent: false }));
+    const viaSsh = pick(await resolveHost({ name: alias, sshConfig: c.path }));
     let builtIn: Record<string, unknown>;
     let differs: string[];
     try {
-      const host = await resolveHost({ name: alias, sshConfig: c.path, agent: false }, { env: { ...process.env, PATH: '/nonexistent' } });
+      const host = await resolveHost({ name: alias, sshConfig: c.path }, { env: { ...process.env, PATH: '/nonexistent' } });
       expect(host.resolvedBy).toBe('built-in');
       builtIn = pick(host);
       differs = FIELDS.filter((f) => JSON.stringify(builtIn[f]) !== JSON.stringify(viaSsh[f]));
@@ -210,6 +210,12 @@ describe('resolveHost and ssh -G', () => {
     expect([host.resolvedBy, host.resolvedByWhy, host.port, host.hashKnownHosts]).toEqual(['built-in', 'no ssh on PATH', 2222, true]);
     const viaSsh = await resolveHost({ name: 'box', sshConfig: path });
     expect([viaSsh.resolvedBy, viaSsh.hashKnownHosts]).toEqual(['ssh -G', true]);
+  });
+
+  it('uses the built-in parser when HOME is not the passwd home ssh reads, and says why', async () => {
+    const path = config('home', 'Host box\n  Port 2222\n');
+    const host = await resolveHost({ name: 'box', sshConfig: path }, { homeDir: dir });
+    expect([host.resolvedBy, host.resolvedByWhy, host.port]).toEqual(['built-in', `home ${dir} is not the passwd home ssh would read`, 2222]);
   });
 
   it('leaves ssh_config alone with sshConfig: false', async () => {
