@@ -65,7 +65,8 @@ async function sshConfigFor(name: string, profile: HostProfile, home: string, en
   const path = typeof profile.sshConfig === 'string' ? expandHome(profile.sshConfig, home) : undefined;
   if (path && !existsSync(path)) throw new ConfigError(`ssh config ${path} named by the profile does not exist`);
   let why: string;
-  if (home === passwdHome()) {
+  const passwd = passwdHome();
+  if (passwd !== undefined && resolvePath(home) === resolvePath(passwd)) {
     const answer = await sshG(name, { env, homeDir: home, ...(path ? { configFile: path } : {}) });
     if ('entry' in answer) return { entry: answer.entry, by: 'ssh -G' };
     why = answer.unavailable;
