@@ -97,14 +97,15 @@ function merge(name: string, profile: HostProfile, source: SshConfigSource, env:
     list(profile.identityFile) ??
     (ssh.identityFiles.length > 0 ? ssh.identityFiles : ['id_ed25519', 'id_ecdsa', 'id_rsa'].map((f) => join(home, '.ssh', f)));
   // ssh looks in the user's files, then the system's; a new key is written to the first user file.
-  const knownHostsFiles = list(profile.knownHostsFile) ?? [
-    ...(ssh.userKnownHostsFiles.length > 0 ? ssh.userKnownHostsFiles.filter((f) => f !== 'none') : [join(home, '.ssh', 'known_hosts'), join(home, '.ssh', 'known_hosts2')]),
-    ...(ssh.globalKnownHostsFiles ?? ['/etc/ssh/ssh_known_hosts', '/etc/ssh/ssh_known_hosts2']),
-  ];
+  const userFiles = ssh.userKnownHostsFiles.length > 0 ? ssh.userKnownHostsFiles.filter((f) => f !== 'none') : [join(home, '.ssh', 'known_hosts'), join(home, '.ssh', 'known_hosts2')];
+  const knownHostsFiles = list(profile.knownHostsFile) ?? [...userFiles, ...(ssh.globalKnownHostsFiles ?? ['/etc/ssh/ssh_known_hosts', '/etc/ssh/ssh_known_hosts2'])];
   const fingerprints = profile.hostKeyFingerprint === undefined ? [] : ([] as string[]).concat(profile.hostKeyFingerprint);
 
   // We never turn verification off: "no" and "ask" from ~/.ssh/config are read as "yes".
-  const strict = profile.strictHostKeyChecking ?? (ssh.strictHostKeyChecking === 'accept-new' ? 'accept-new' : 'yes');
+  // With `UserKnownHostsFile none` there is no user file to record a key in (accept-new would write
+  // into a system-wide file): unknown keys are refused instead.
+  const recordable = profile.knownHostsFile !== undefined || userFiles.length > 0;
+  const strict = profile.strictHostKeyChecking ?? (ssh.strictHostKeyChecking === 'accept-new' && recordable ? 'accept-new' : 'yes');
 
   let agent: string | undefined;
   if (profile.agent === false) agent = undefined;

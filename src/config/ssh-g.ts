@@ -110,7 +110,8 @@ export function fromSshG(text: string, name: string, options: SshGOptions): SshC
       proxyCommand === undefined || proxyCommand === 'none'
         ? undefined
         : expandClient(proxyCommand, { h: hostName, p: String(port), r: user, n: name }, options.env, 'ProxyCommand', false),
-    userKnownHostsFiles: list('userknownhostsfile'),
+    // 'none' kept, as the built-in parser keeps it: resolve-host tells it from "unset" (the defaults).
+    userKnownHostsFiles: (get('userknownhostsfile') ?? '').split(' ').filter((f) => f !== ''),
     globalKnownHostsFiles: list('globalknownhostsfile').map((f) => expandTilde(f, options.homeDir, 'GlobalKnownHostsFile')),
     // -G prints yes as "true" and no as "false".
     strictHostKeyChecking: strict === 'true' ? 'yes' : strict === 'false' ? 'no' : strict,

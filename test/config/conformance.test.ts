@@ -218,6 +218,14 @@ describe('resolveHost and ssh -G', () => {
     expect([host.resolvedBy, host.resolvedByWhy, host.port]).toEqual(['built-in', `home ${dir} is not the passwd home ssh would read`, 2222]);
   });
 
+  it('never lets accept-new record into a system file when UserKnownHostsFile is none', async () => {
+    const path = config('none', 'Host box\n  UserKnownHostsFile none\n  StrictHostKeyChecking accept-new\n');
+    for (const env of [process.env, { ...process.env, PATH: '/nonexistent' }]) {
+      const host = await resolveHost({ name: 'box', sshConfig: path }, { env });
+      expect([host.knownHostsFiles, host.strictHostKeyChecking]).toEqual([['/etc/ssh/ssh_known_hosts', '/etc/ssh/ssh_known_hosts2'], 'yes']);
+    }
+  });
+
   it('leaves ssh_config alone with sshConfig: false', async () => {
     const host = await resolveHost({ name: 'box', hostname: 'h', sshConfig: false });
     expect([host.resolvedBy, host.hashKnownHosts, host.certificateFiles]).toEqual(['none', false, []]);
