@@ -2,7 +2,7 @@
  * known_hosts lookups as sshd(8) "SSH_KNOWN_HOSTS FILE FORMAT" describes them, so a host the user
  * already trusts with OpenSSH is trusted here, and a changed or revoked key is refused the same way.
  */
-import { createHash, createHmac } from 'node:crypto';
+import { createHash, createHmac, randomBytes } from 'node:crypto';
 import { knownHostsName, matchHostPatterns } from './openssh.js';
 
 export type HostKeyCheck =
@@ -59,8 +59,19 @@ export function keyTypeOf(keyBlob: Buffer): string {
   return keyBlob.toString('latin1', 4, 4 + length);
 }
 
-export function knownHostsLine(host: string, port: number, keyBlob: Buffer): string {
-  return `${knownHostsName(host, port)} ${keyTypeOf(keyBlob)} ${keyBlob.toString('base64')}`;
+/** One known_hosts line; `hashed` writes the name as HashKnownHosts does (see hashKnownHostsName). */
+export function knownHostsLine(host: string, port: number, keyBlob: Buffer, hashed = false): string {
+  const name = knownHostsName(host, port);
+  return `${hashed ? hashKnownHostsName(name) : name} ${keyTypeOf(keyBlob)} ${keyBlob.toString('base64')}`;
+}
+
+/**
+ * `|1|base64(salt)|base64(HMAC-SHA1(salt, name))`, as OpenSSH's hostfile.c host_hash() writes it:
+ * a fresh 20-byte salt (SHA-1's size) per entry, so equal names give unrelated lines.
+ */
+export function hashKnownHostsName(name: string, salt: Buffer = randomBytes(20)): string {
+  const hash = createHmac('sha1', salt).update(name).digest();
+  return `|1|${salt.toString('base64')}|${hash.toString('base64')}`;
 }
 
 function parseEntry(raw: string): Entry | undefined {

@@ -10,6 +10,7 @@ import { loadProfiles } from './load-profiles.js';
 import { expandTilde, expandTokens } from './openssh.js';
 import { HostProfileSchema, type HostProfile } from './profile-schema.js';
 import { readSshConfig, type SshConfigEntry } from './ssh-config.js';
+import { sshG } from './ssh-g.js';
 import { DEFAULTS, type ResolvedHost } from './resolved-host.js';
 
 /** A host given inline instead of by name: a profile plus the name to call it by. */
@@ -18,8 +19,17 @@ export type InlineHost = HostProfile & { name?: string };
 export interface ResolveOptions {
   /** YAML host profiles file; default $MINT_SSH_EXEC_CONFIG or ~/.config/mint-ssh-exec/hosts.yaml. */
   configFile?: string;
+  /** Also where `ssh` is looked up (PATH) for `ssh -G`, and what it sees. */
   env?: NodeJS.ProcessEnv;
+  /** Where ~ points. ssh uses the passwd entry's home; another one here means the built-in parser reads ssh_config. */
   homeDir?: string;
+}
+
+/** How ssh_config was read, for probe and error reports. */
+interface SshConfigSource {
+  entry: SshConfigEntry;
+  by: ResolvedHost['resolvedBy'];
+  why?: string;
 }
 
 export async function resolveHost(host: string | InlineHost, options: ResolveOptions = {}): Promise<ResolvedHost> {
@@ -42,18 +52,41 @@ export async function resolveHost(host: string | InlineHost, options: ResolveOpt
     name = given ?? profile.hostname ?? '';
     if (!name) throw new ConfigError('inline host needs a hostname');
   }
-  const ssh = await sshConfigFor(name, profile, home);
-  return merge(name, profile, ssh, env, home);
+  const source = await sshConfigFor(name, profile, home, env);
+  return merge(name, profile, source, env, home);
 }
 
-async function sshConfigFor(name: string, profile: HostProfile, home: string): Promise<SshConfigEntry> {
-  if (profile.sshConfig === false) return { identityFiles: [], userKnownHostsFiles: [] };
+/**
+ * OpenSSH's own answer (`ssh -G`) where an ssh binary is on PATH, else the built-in parser. Both
+ * read the profile's `sshConfig` file instead of ~/.ssh/config when it names one (ssh -F).
+ */
+async function sshConfigFor(name: string, profile: HostProfile, home: string, env: NodeJS.ProcessEnv): Promise<SshConfigSource> {
+  if (profile.sshConfig === false) return { entry: { identityFiles: [], userKnownHostsFiles: [] }, by: 'none' };
   const path = typeof profile.sshConfig === 'string' ? expandHome(profile.sshConfig, home) : undefined;
   if (path && !existsSync(path)) throw new ConfigError(`ssh config ${path} named by the profile does not exist`);
-  return readSshConfig(name, { homeDir: home, ...(path ? { path } : {}) });
+  let why: string;
+  const passwd = passwdHome();
+  if (passwd !== undefined && resolvePath(home) === resolvePath(passwd)) {
+    const answer = await sshG(name, { env, homeDir: home, ...(path ? { configFile: path } : {}) });
+    if ('entry' in answer) return { entry: answer.entry, by: 'ssh -G' };
+    why = answer.unavailable;
+  } else {
+    // ssh reads ~/.ssh/config and expands ~ from the passwd entry, whatever $HOME says.
+    why = `home ${home} is not the passwd home ssh would read`;
+  }
+  return { entry: await readSshConfig(name, { homeDir: home, ...(path ? { path } : {}) }), by: 'built-in', why };
 }
 
-function merge(name: string, profile: HostProfile, ssh: SshConfigEntry, env: NodeJS.ProcessEnv, home: string): ResolvedHost {
+function passwdHome(): string | undefined {
+  try {
+    return userInfo().homedir;
+  } catch {
+    return undefined;
+  }
+}
+
+function merge(name: string, profile: HostProfile, source: SshConfigSource, env: NodeJS.ProcessEnv, home: string): ResolvedHost {
+  const ssh = source.entry;
   const hostname = profile.hostname ?? ssh.hostName ?? name;
   const port = profile.port ?? ssh.port ?? DEFAULTS.port;
   const user = profile.user ?? ssh.user ?? env.USER ?? userInfo().username;
@@ -63,20 +96,23 @@ function merge(name: string, profile: HostProfile, ssh: SshConfigEntry, env: Nod
   const identityFiles =
     list(profile.identityFile) ??
     (ssh.identityFiles.length > 0 ? ssh.identityFiles : ['id_ed25519', 'id_ecdsa', 'id_rsa'].map((f) => join(home, '.ssh', f)));
-  const knownHostsFiles =
-    list(profile.knownHostsFile) ??
-    (ssh.userKnownHostsFiles.length > 0
-      ? ssh.userKnownHostsFiles
-      : [join(home, '.ssh', 'known_hosts'), join(home, '.ssh', 'known_hosts2'), '/etc/ssh/ssh_known_hosts']);
+  // ssh looks in the user's files, then the system's; a new key is written to the first user file.
+  const userFiles = ssh.userKnownHostsFiles.length > 0 ? ssh.userKnownHostsFiles.filter((f) => f !== 'none') : [join(home, '.ssh', 'known_hosts'), join(home, '.ssh', 'known_hosts2')];
+  const knownHostsFiles = list(profile.knownHostsFile) ?? [...userFiles, ...(ssh.globalKnownHostsFiles ?? ['/etc/ssh/ssh_known_hosts', '/etc/ssh/ssh_known_hosts2'])];
   const fingerprints = profile.hostKeyFingerprint === undefined ? [] : ([] as string[]).concat(profile.hostKeyFingerprint);
 
   // We never turn verification off: "no" and "ask" from ~/.ssh/config are read as "yes".
-  const strict = profile.strictHostKeyChecking ?? (ssh.strictHostKeyChecking === 'accept-new' ? 'accept-new' : 'yes');
+  // With `UserKnownHostsFile none` there is no user file to record a key in (accept-new would write
+  // into a system-wide file): unknown keys are refused instead.
+  const recordable = profile.knownHostsFile !== undefined || userFiles.length > 0;
+  const strict = profile.strictHostKeyChecking ?? (ssh.strictHostKeyChecking === 'accept-new' && recordable ? 'accept-new' : 'yes');
 
   let agent: string | undefined;
   if (profile.agent === false) agent = undefined;
   else if (typeof profile.agent === 'string') agent = expandHome(profile.agent, home);
   else if (ssh.identityAgent === 'none') agent = undefined;
+  // `IdentityAgent $NAME`: the socket named by that environment variable (ssh_config(5)).
+  else if (ssh.identityAgent?.startsWith('$')) agent = env[ssh.identityAgent.slice(1)] || undefined;
   else if (ssh.identityAgent && ssh.identityAgent !== 'SSH_AUTH_SOCK') agent = expandHome(ssh.identityAgent, home);
   else agent = env.SSH_AUTH_SOCK || undefined;
 
@@ -105,6 +141,10 @@ function merge(name: string, profile: HostProfile, ssh: SshConfigEntry, env: Nod
     keepaliveCountMax: profile.keepaliveCountMax ?? ssh.serverAliveCountMax ?? DEFAULTS.keepaliveCountMax,
     cleanup: profile.cleanup ?? DEFAULTS.cleanup,
     retry: { ...DEFAULTS.retry, ...(profile.retry ?? {}) },
+    hashKnownHosts: ssh.hashKnownHosts ?? false,
+    certificateFiles: ssh.certificateFiles ?? [],
+    resolvedBy: source.by,
+    ...(source.why ? { resolvedByWhy: source.why } : {}),
   };
 }
 

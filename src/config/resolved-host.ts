@@ -37,6 +37,14 @@ export interface ResolvedHost {
   keepaliveCountMax: number;
   cleanup: CleanupPolicy;
   retry: RetryPolicy;
+  /** ssh_config's HashKnownHosts: a key recorded by accept-new is written hashed (`|1|salt|hash`). */
+  hashKnownHosts: boolean;
+  /** CertificateFiles ssh_config sets for this host; not used yet (issue 17), so probe warns about them. */
+  certificateFiles: string[];
+  /** Who read ssh_config: OpenSSH itself, this package's parser (the fallback), or nobody (`sshConfig: false`). */
+  resolvedBy: 'ssh -G' | 'built-in' | 'none';
+  /** Why the built-in parser was used instead of ssh -G. */
+  resolvedByWhy?: string;
 }
 
 export const DEFAULTS = {

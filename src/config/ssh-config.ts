@@ -30,6 +30,12 @@ export interface SshConfigEntry {
   serverAliveInterval?: number;
   serverAliveCountMax?: number;
   hostKeyAlias?: string;
+  /** Tilde-expanded; 'none' dropped. Unset: OpenSSH's /etc/ssh/ssh_known_hosts and ssh_known_hosts2. */
+  globalKnownHostsFiles?: string[];
+  /** HashKnownHosts: write new known_hosts entries hashed. */
+  hashKnownHosts?: boolean;
+  /** Every CertificateFile set for the host (this client cannot use them yet: issue 17). */
+  certificateFiles?: string[];
 }
 
 export interface SshConfigOptions {
@@ -64,6 +70,8 @@ interface Single {
   serverAliveInterval: number | undefined;
   serverAliveCountMax: number;
   hostKeyAlias: string;
+  globalKnownHostsFiles: string[];
+  hashKnownHosts: boolean;
 }
 
 interface State {
@@ -71,6 +79,7 @@ interface State {
   options: SshConfigOptions;
   single: Partial<Single>;
   identityFiles: Sourced[];
+  certificateFiles: Sourced[];
 }
 
 interface Line {
@@ -83,7 +92,7 @@ interface Line {
 const MAX_INCLUDE_DEPTH = 16;
 
 export function resolveSshConfig(text: string, alias: string, options: SshConfigOptions): SshConfigEntry {
-  const state: State = { alias, options, single: {}, identityFiles: [] };
+  const state: State = { alias, options, single: {}, identityFiles: [], certificateFiles: [] };
   processText(state, text, options.file, 0, true, false);
   return finish(state);
 }
@@ -175,7 +184,10 @@ function args(line: Line): string[] {
   return result;
 }
 
-/** `Match all` and `Match host`; any other criterion (exec, user, canonical, ...) makes the block not apply. */
+/**
+ * `Match all`, `Match host` and `Match originalhost`; any other criterion (exec, user, canonical, ...)
+ * makes the block not apply. Where ssh exists, ssh -G answers instead (ssh-g.ts) and knows them all.
+ */
 function matchCriteria(state: State, criteria: string[], where: string): boolean {
   let result = true;
   for (let i = 0; i < criteria.length; i++) {
@@ -185,9 +197,14 @@ function matchCriteria(state: State, criteria: string[], where: string): boolean
       if (negate) result = false;
       continue;
     }
-    if (name !== 'host') return false;
+    if (name !== 'host' && name !== 'originalhost') return false;
     const patterns = criteria[++i];
-    if (patterns === undefined) throw new ConfigError(`${where}: Match host needs a pattern list`);
+    if (patterns === undefined) throw new ConfigError(`${where}: Match ${name} needs a pattern list`);
+    // originalhost is the name as given on the command line (readconf.c match_cfg_line), case-insensitively.
+    if (name === 'originalhost') {
+      if (matchHostPatterns(state.alias, patterns.split(','), true) === negate) result = false;
+      continue;
+    }
     // OpenSSH matches `Match host` against HostName as known so far (with %h expanded), case-insensitively.
     const hostName = state.single.hostName;
     const current = hostName ? expand(hostName, { h: state.alias }, 'HostName') : state.alias;
@@ -215,6 +232,11 @@ function applyOption(state: State, line: Line, active: boolean): void {
       if (active && !state.identityFiles.some((f) => f.value === value)) state.identityFiles.push({ value, where });
       return;
     }
+    case 'certificatefile': {
+      const value = first();
+      if (active && !state.certificateFiles.some((f) => f.value === value)) state.certificateFiles.push({ value, where });
+      return;
+    }
     case 'identitiesonly':
       return once('identitiesOnly', parseFlag(first(), 'IdentitiesOnly', where));
     case 'identityagent':
@@ -235,6 +257,10 @@ function applyOption(state: State, line: Line, active: boolean): void {
       return once('serverAliveCountMax', parseCount(first(), 'ServerAliveCountMax', where));
     case 'hostkeyalias':
       return once('hostKeyAlias', first());
+    case 'globalknownhostsfile':
+      return once('globalKnownHostsFiles', args(line));
+    case 'hashknownhosts':
+      return once('hashKnownHosts', parseFlag(first(), 'HashKnownHosts', where));
     default:
       return; // OpenSSH has hundreds of keywords; the ones we do not use cannot change our result.
   }
@@ -269,6 +295,11 @@ function finish(state: State): SshConfigEntry {
     serverAliveInterval: single.serverAliveInterval,
     serverAliveCountMax: single.serverAliveCountMax,
     hostKeyAlias: single.hostKeyAlias,
+    globalKnownHostsFiles: single.globalKnownHostsFiles
+      ?.filter((f) => f !== 'none')
+      .map((f) => tilde(f, options.homeDir, 'GlobalKnownHostsFile')),
+    hashKnownHosts: single.hashKnownHosts,
+    certificateFiles: state.certificateFiles.length > 0 ? state.certificateFiles.map((f) => path(f, 'CertificateFile')) : undefined,
   };
 }
 

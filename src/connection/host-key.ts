@@ -52,7 +52,7 @@ export function verifyHostKey(host: ResolvedHost, keyBlob: Buffer, onRecorded?: 
     const file = host.knownHostsFiles[0];
     if (file) {
       mkdirSync(dirname(file), { recursive: true, mode: 0o700 });
-      appendFileSync(file, `${knownHostsLine(host.hostKeyAlias, host.port, keyBlob)}\n`, { mode: 0o600 });
+      appendFileSync(file, `${knownHostsLine(host.hostKeyAlias, host.port, keyBlob, host.hashKnownHosts)}\n`, { mode: 0o600 });
       onRecorded?.(file);
       return undefined;
     }

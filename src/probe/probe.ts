@@ -87,7 +87,7 @@ export async function probeHost(target: string | InlineHost, options: ResolveOpt
   let host: ResolvedHost;
   try {
     host = await resolveHost(target, options);
-    steps.push({ step: 'config', ok: true, detail: `${host.user}@${host.hostname}:${host.port}${via(host)}` });
+    steps.push({ step: 'config', ok: true, detail: `${host.user}@${host.hostname}:${host.port}${via(host)}${readBy(host)}`, ...certificateWarning(host) });
   } catch (error) {
     return fail('config', error);
   }
@@ -248,6 +248,18 @@ function via(host: ResolvedHost): string {
   if (host.proxyJump) return ` via ProxyJump ${host.proxyJump}`;
   if (host.proxyCommand) return ' via ProxyCommand';
   return '';
+}
+
+/** Which reader's answer this is: a difference between `ssh -G` and ours is the first suspect. */
+function readBy(host: ResolvedHost): string {
+  if (host.resolvedBy === 'none') return '';
+  return host.resolvedBy === 'ssh -G' ? ' (ssh_config read by ssh -G)' : ` (ssh_config read by the built-in parser: ${host.resolvedByWhy ?? 'ssh -G unavailable'})`;
+}
+
+/** ssh would offer the certificate; we offer only the plain key (issue 17), so say it rather than ignore it. */
+function certificateWarning(host: ResolvedHost): { warning?: string } {
+  if (host.certificateFiles.length === 0) return {};
+  return { warning: `ssh_config sets CertificateFile ${host.certificateFiles.join(', ')} for this host, but mint-ssh-exec cannot use certificates yet (issue 17): only plain keys are offered, so a site that accepts only the certificate will refuse the login` };
 }
 
 function numberOf(value: string | undefined): number | undefined {

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { execFileSync } from 'node:child_process';
-import { writeFile } from 'node:fs/promises';
+import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import net from 'node:net';
 import { probeHost, runRemote } from '../../src/index.js';
@@ -32,6 +32,44 @@ describe('connection failures are typed errors with a hint, never ssh2 internals
     expect(first.steps.find((s) => s.step === 'host-key')?.detail).toMatch(/^host key recorded \(first contact, accept-new\)/);
     const second = await probeHost(host);
     expect(second.steps.find((s) => s.step === 'host-key')?.detail).toBe('host key verified against known_hosts');
+  });
+
+  // Issue 14, item 11: OpenSSH writes the new entry hashed under HashKnownHosts yes (Debian's
+  // /etc/ssh/ssh_config says so); so do we, and OpenSSH's own ssh-keygen -F must find it.
+  it.each([
+    ['HashKnownHosts yes', true],
+    ['HashKnownHosts no', false],
+  ])('accept-new with %s in ssh_config writes the entry hashed: %s', async (setting, hashed) => {
+    const dir = await freshDir();
+    const knownHosts = join(dir, 'known_hosts');
+    const sshConfig = join(dir, 'ssh_config');
+    await writeFile(sshConfig, `Host *\n  ${setting}\n`);
+    const host = { ...sandbox().host, sshConfig, knownHostsFile: knownHosts, strictHostKeyChecking: 'accept-new' as const };
+    delete (host as { hostKeyFingerprint?: unknown }).hostKeyFingerprint;
+    const first = await probeHost(host);
+    expect(first.steps.find((s) => s.step === 'config')?.detail).toContain('(ssh_config read by ssh -G)');
+    expect(first.steps.find((s) => s.step === 'host-key')?.detail).toMatch(/^host key recorded \(first contact/);
+    const name = `[127.0.0.1]:${sandbox().port}`;
+    const lines = (await readFile(knownHosts, 'utf8')).trim().split('\n');
+    expect(lines).toHaveLength(1);
+    if (hashed) expect(lines[0]).toMatch(/^\|1\|[A-Za-z0-9+/]{27}=\|[A-Za-z0-9+/]{27}= ssh-/);
+    else expect(lines[0]!.startsWith(`${name} ssh-`)).toBe(true);
+    const found = execFileSync('ssh-keygen', ['-F', name, '-f', knownHosts], { encoding: 'utf8' });
+    expect(found).toContain(lines[0]);
+    const second = await probeHost(host);
+    expect(second.ok).toBe(true);
+    expect(second.steps.find((s) => s.step === 'host-key')?.detail).toBe('host key verified against known_hosts');
+    expect((await readFile(knownHosts, 'utf8')).trim().split('\n')).toEqual(lines);
+  });
+
+  it('probe warns about a CertificateFile from ssh_config that it cannot use (issue 17), instead of ignoring it', async () => {
+    const dir = await freshDir();
+    const sshConfig = join(dir, 'ssh_config');
+    await writeFile(sshConfig, 'Host sandbox\n  CertificateFile ~/.ssh/cert_%h-cert.pub\n');
+    const result = await probeHost({ ...sandbox().host, sshConfig });
+    const config = result.steps.find((s) => s.step === 'config');
+    expect(config?.ok).toBe(true);
+    expect(config?.warning).toMatch(/CertificateFile .*\/\.ssh\/cert_sandbox-cert\.pub .*cannot use certificates yet \(issue 17\)/);
   });
 
   it('refuses a changed host key', async () => {
