@@ -49,6 +49,13 @@ main() {
   mgw_scrub_env
   MGW_VERB=
   MGW_JOB=
+  # The audit's state (mgw_audit): never from the environment.
+  MGW_ACCEPTED=
+  MGW_ERROR=
+  MGW_REQ=$$
+  mgw_putting=
+  mgw_fifo=
+  mgw_staged=
   # Set only by mgw_read_request, after its checks: never from the environment.
   unset MGW_REQUEST MGW_REQUEST_PROGRAM
   MGW_CLIENT_ENV=
@@ -66,6 +73,18 @@ main() {
     mgw_run_job "$@"
     exit 0
   fi
+  # This request's id on its audit lines: our pid and its start time, which no later process
+  # shares (the pair that names a runner, mgw_alive).
+  if mgw_proc_start $$ && [ "$mgw_pstart" != - ]; then MGW_REQ=$$.$mgw_pstart; fi
+  # Every exit (a verb's own, a refusal, the signals below) goes through mgw_at_exit, which cleans
+  # up after the verb and writes the request's outcome line. A signal would end the shell without
+  # running an EXIT trap, so the ones a dropped client brings are turned into exits (128 + signal,
+  # as a shell reports a death by signal): a put or get whose client went must still remove its
+  # marker or staging tree, and record why it ended.
+  trap 'mgw_at_exit $?' EXIT
+  trap 'exit 129' HUP
+  trap 'exit 143' TERM
+  trap 'exit 141' PIPE
   # Every request is audited under an exclusive lock (mgw_audit), and state changes take one too.
   mgw_need flock
   MGW_FLOCK=$mgw_found
@@ -108,11 +127,50 @@ mgw_err() {
   printf 'mint-gw: error: %s\n' "$*" >&2
 }
 
-# die CODE-NAME EXIT MESSAGE: one line on stderr, one audit line, exit.
+# die CODE-NAME EXIT MESSAGE: one line on stderr, one audit line, exit. Before the request was
+# accepted that line is its refusal (its only line); after, the EXIT trap's outcome line names the
+# code.
 mgw_die() {
   mgw_err "$1: $3"
-  mgw_audit "refused:$1" "$2"
+  if [ -n "$MGW_ACCEPTED" ]; then
+    MGW_ERROR=$1
+  else
+    mgw_audit "decision=refused:$1 exit=$2"
+  fi
   exit "$2"
+}
+
+# The EXIT trap (serve mode): what the verb leaves to clean (an upload's marker and pipe, a
+# download's staging tree), then the outcome line of an accepted request. That line is written
+# after the request acted, so failing to write it cannot refuse anything: it is best effort, and
+# still whole or absent.
+mgw_at_exit() {
+  mgw_exit_rc=$1
+  [ -z "$mgw_putting" ] || "$MGW_RM" -f -- "$mgw_putting"
+  [ -z "$mgw_fifo" ] || "$MGW_RM" -f -- "$mgw_fifo"
+  [ -z "$mgw_staged" ] || mgw_remove_job "$mgw_staged"
+  if [ -n "$MGW_ACCEPTED" ]; then
+    MGW_JOB=$MGW_ACCEPTED
+    mgw_outcome "$mgw_exit_rc"
+    mgw_audit "outcome=$mgw_outcome exit=$mgw_exit_rc" || :
+  fi
+  exit "$mgw_exit_rc"
+}
+
+# mgw_outcome STATUS: sets mgw_outcome to ok, error:E_CODE (the gateway's own failure, exit
+# 64-79), signal:NAME (a status above 128: what a shell reports for a death by that signal, ours or
+# a child's; a program that itself exits 129-192 reads the same, which no shell can tell apart) or
+# failed (any other status: rsync's own code for put/get/take, the program's for its end).
+mgw_outcome() {
+  if [ -n "$MGW_ERROR" ]; then
+    mgw_outcome=error:$MGW_ERROR
+  elif [ "$1" -eq 0 ]; then
+    mgw_outcome=ok
+  elif [ "$1" -gt 128 ] && [ "$1" -le 192 ] && mgw_sig=$(kill -l "$1" 2>/dev/null) && [ -n "$mgw_sig" ]; then
+    mgw_outcome=signal:$mgw_sig
+  else
+    mgw_outcome=failed
+  fi
 }
 
 # ---------------------------------------------------------------------------------------------------
@@ -327,15 +385,27 @@ mgw_check_program() {
 }
 
 # ---------------------------------------------------------------------------------------------------
-# Audit: one line per request, written before the request is carried out. A request that cannot be
-# audited is refused (mgw_audit_accepted): with the disk full, a gateway that went on would act
-# unrecorded. Every line is whole or absent: writers take an exclusive flock on the log, append the
+# Audit: every request is recorded before it is carried out, and what came of it after. Lines are
+#   TIME key=K from=ADDR req=ID verb=V job=J decision=accepted|already-started
+#   TIME key=K from=ADDR req=ID verb=V job=J outcome=ok|failed|error:E_CODE|signal:NAME exit=N
+#   TIME key=K from=ADDR req=ID verb=V job=J decision=refused:E_CODE exit=N
+#   TIME key=K from=ADDR req=ID verb=program job=J outcome=ok|failed|signal:NAME|cancelled exit=N
+# Two lines per accepted request, joined by req=, because one line cannot be both: it must be on
+# disk before the request acts (so a request that cannot be audited is refused, mgw_audit_accepted:
+# with the disk full, a gateway that went on would act unrecorded), and the outcome exists only
+# after. (The one line at acceptance used to say `exit=0` there, which the request's end could
+# contradict.) A refusal before acceptance is its own outcome: one line. The program line is the
+# runner's, when it sees the program end (req= is the start's), or cancel's when it had to KILL a
+# runner that could not write it (req= is the cancel's, exit=-). An accepted request with no
+# outcome line was killed (SIGKILL) or could not write it. Every line is whole or absent: writers take an exclusive flock on the log, append the
 # line in one printf, and if that write failed part way (ENOSPC after a partial block: measured on a
 # full tmpfs, dash and bash both report it, and leave the first bytes of the line behind) cut the
 # log back to its last newline, so no line is ever glued to the next. The root is ours and closed to
 # others, and the log is refused if it has become a symlink, so a line cannot be steered elsewhere.
 
-# mgw_audit DECISION EXIT: returns non-zero when the line could not be written whole.
+# mgw_audit EVENT [program]: EVENT is the line's tail (decision=... or outcome=... exit=N); with
+# `program` the line is the program's (verb=program). Returns non-zero when the line could not be
+# written whole.
 mgw_audit() {
   { [ -n "${MGW_ROOT:-}" ] && [ -d "$MGW_ROOT" ]; } || return 0
   mgw_log=$MGW_ROOT/.mint-gateway-audit.log
@@ -347,11 +417,13 @@ mgw_audit() {
   mgw_when=-
   if mgw_which date; then mgw_when=$("$mgw_found" -u +%Y-%m-%dT%H:%M:%SZ); fi
   # A refused verb is the client's token (up to 4 KiB): only known verbs are written as they came.
+  # `program` is not a verb a client can send: only our own calls write it.
   case " $MGW_VERBS " in
     *" ${MGW_VERB:--} "*) mgw_verb=$MGW_VERB ;;
     *) mgw_verb=${MGW_VERB:+?}; mgw_verb=${mgw_verb:--} ;;
   esac
-  mgw_line="$mgw_when key=$MGW_KEY_NAME from=$mgw_client verb=$mgw_verb job=${MGW_JOB:--} decision=$1 exit=$2"
+  [ "${2:-}" != program ] || mgw_verb=program
+  mgw_line="$mgw_when key=$MGW_KEY_NAME from=$mgw_client req=$MGW_REQ verb=$mgw_verb job=${MGW_JOB:--} $1"
   { mgw_audit_append; } 2>/dev/null 9>>"$mgw_log"
 }
 
@@ -372,9 +444,17 @@ mgw_audit_append() {
   return 1
 }
 
-# The request is about to be carried out: audit it, or refuse it.
+# The request is about to be carried out: audit it, or refuse it. From here on its end is an
+# outcome line (mgw_at_exit).
 mgw_audit_accepted() {
-  mgw_audit "$1" 0 || mgw_die E_LIMIT 69 "the audit log under the job root cannot be written (disk full?); request refused"
+  mgw_audit "decision=$1" || mgw_die E_LIMIT 69 "the audit log under the job root cannot be written (disk full?); request refused"
+  mgw_accepted
+}
+
+# Marks the request accepted, keeping its job for the outcome line: list, and start's capacity
+# count and sweep, walk MGW_JOB over other jobs.
+mgw_accepted() {
+  MGW_ACCEPTED=${MGW_JOB:--}
 }
 
 # ---------------------------------------------------------------------------------------------------
@@ -943,11 +1023,8 @@ mgw_verb_put() {
   fi
   mgw_proc_start $$
   mgw_putting=$MGW_JOBDIR/putting.$$
+  # (mgw_at_exit removes it, on a signal too.)
   mgw_write_atomic "$mgw_putting" "$$ $mgw_pstart" || mgw_die E_LIMIT 69 "cannot record the upload (disk or inodes full?)"
-  trap '"$MGW_RM" -f -- "$mgw_putting"' EXIT
-  trap 'exit 129' HUP
-  trap 'exit 143' TERM
-  trap 'exit 141' PIPE
   mgw_unlock
   MGW_SERVE=$MGW_WORK
   mgw_rsync_template
@@ -977,7 +1054,6 @@ mgw_verb_put() {
   mgw_need mkfifo
   mgw_fifo=$MGW_JOBDIR/gate.$$
   "$mgw_found" -m 600 -- "$mgw_fifo" 2>/dev/null || mgw_die E_LIMIT 69 "cannot make the upload's pipe (disk or inodes full?)"
-  trap '"$MGW_RM" -f -- "$mgw_putting" "$mgw_fifo"' EXIT
   exec 3<&0
   mgw_put_gate <&3 3<&- >"$mgw_fifo" 2>/dev/null &
   mgw_gate_pid=$!
@@ -1232,10 +1308,7 @@ mgw_verb_get() {
   { [ -d "$MGW_WORK" ] && [ ! -L "$MGW_WORK" ]; } || mgw_die E_NOJOB 67 "job $MGW_JOB has no work dir"
   mgw_rsync_found || mgw_die E_CONFIG 78 "rsync is not installed on the external computer"
   # A client gone at any moment (its `sent` line then kills us with SIGPIPE) must still leave no
-  # staging tree behind: the EXIT trap runs on exit, not on death by a signal.
-  trap 'exit 141' PIPE
-  trap 'exit 129' HUP
-  trap 'exit 143' TERM
+  # staging tree behind: main turns those signals into exits, which run mgw_at_exit.
   mgw_stage_exports
   mgw_rsync_template
   mgw_audit_accepted accepted
@@ -1288,7 +1361,7 @@ mgw_stage_exports() {
   mgw_check_free
   mgw_proc_start $$
   MGW_SERVE=$MGW_JOBDIR/export.$$.$mgw_pstart
-  trap 'mgw_remove_job "$MGW_SERVE"' EXIT
+  mgw_staged=$MGW_SERVE
   set -- -rltm --link-dest="$MGW_WORK"
   mgw_rest=$MGW_EXPORT
   while [ -n "$mgw_rest" ]; do
@@ -1389,7 +1462,8 @@ mgw_start_job() {
   # From here on a refusal undoes started/ (mgw_unstart): the job is `created` again.
   mgw_check_uploads
   mgw_check_capacity
-  mgw_audit accepted 0 || mgw_unstart E_LIMIT 69 "the audit log under the job root cannot be written (disk full?); request refused"
+  mgw_audit decision=accepted || mgw_unstart E_LIMIT 69 "the audit log under the job root cannot be written (disk full?); request refused"
+  mgw_accepted
   mgw_request_digest
   mgw_write_atomic "$MGW_JOBDIR/request" "$mgw_digest" || mgw_unstart E_LIMIT 69 "cannot record the job's request (disk or inodes full?)"
   mgw_sweep_old
@@ -1403,8 +1477,8 @@ mgw_start_job() {
   # setsid gives the runner its own session and process group, so it outlives this SSH channel and
   # cancel can signal the whole group. A background job of a non-interactive shell is not a group
   # leader, so setsid does not fork and $! is the runner's pid (and its group id).
-  "$mgw_setsid" "$0" --root "$MGW_ROOT" --grace "$MGW_GRACE" --run-job \
-    "$MGW_JOBDIR" "$MGW_ACCOUNT_UMASK" "$@" </dev/null >/dev/null 2>&1 8>&- &
+  "$mgw_setsid" "$0" --root "$MGW_ROOT" --grace "$MGW_GRACE" --key-name "$MGW_KEY_NAME" --run-job \
+    "$MGW_JOBDIR" "$MGW_ACCOUNT_UMASK" "$MGW_REQ" "$@" </dev/null >/dev/null 2>&1 8>&- &
   MGW_PID=$!
   # The runner is our unreaped child here, so its /proc entry is there even if it has ended.
   mgw_proc_start "$MGW_PID"
@@ -1642,7 +1716,13 @@ mgw_verb_cancel() {
       "$mgw_sleep" 0.2
       mgw_i=$((mgw_i + 1))
     done
-    mgw_signal_runner KILL
+    if mgw_alive "$MGW_PID" "$MGW_PSTART"; then
+      mgw_signal_runner KILL
+      # The runner dies with its program and cannot write the program's line: this cancel does,
+      # unless the runner got as far as the exit status, which it writes after its line (a runner
+      # killed between the two leaves two program lines: a window of two file operations).
+      [ -f "$MGW_JOBDIR/exit" ] || mgw_audit "outcome=cancelled exit=-" program || :
+    fi
   elif [ "$MGW_STATE" = created ]; then
     : >"$MGW_JOBDIR/cancelled"
     "$MGW_MKDIR" -- "$MGW_JOBDIR/started" 2>/dev/null
@@ -1694,14 +1774,17 @@ mgw_verb_list() {
 # ---------------------------------------------------------------------------------------------------
 # The detached runner: cwd is the work dir, stdin is /dev/null, stdout and stderr go to the log, the
 # environment is exactly the one start built and the umask the account's. Its arguments:
-#   --run-job JOBDIR UMASK NAME=VALUE... PROGRAM ARG...
-# TERM is ignored here so that the runner outlives a cancelled program and records its status; KILL
-# (cancel's last resort) ends it too, and then `cancelled` alone tells the story.
+#   --run-job JOBDIR UMASK REQ NAME=VALUE... PROGRAM ARG...
+# (REQ: the start request's audit id.) TERM is ignored here so that the runner outlives a cancelled
+# program and records its status and its audit line; KILL (cancel's last resort) ends it too, and
+# then `cancelled` alone tells the story, and cancel writes the program's line.
 
 mgw_run_job() {
   mgw_jobdir=$1
   mgw_umask=$2
-  shift 2
+  MGW_REQ=$3
+  shift 3
+  MGW_JOB=${mgw_jobdir##*/}
   trap '' TERM HUP INT
   cd -- "$mgw_jobdir/${mgw_jobdir##*/}" || exit 70
   mgw_need env
@@ -1710,6 +1793,12 @@ mgw_run_job() {
   ( trap - TERM HUP INT; umask "$mgw_umask" && exec "$mgw_found" -i "$@" ) \
     </dev/null >>"$mgw_jobdir/remote_program_exec.log" 2>&1
   mgw_rc=$?
+  # The program's end in the audit before its exit status is on disk: every request that sees the
+  # job ended (status, a run or logs that found it exited, take) then comes after it in the log.
+  # (Written after it, the line could follow the outcome of a run that found a quick program
+  # already ended: seen in test/gateway/limits.test.ts.) Best effort: the program has run.
+  if [ -f "$mgw_jobdir/cancelled" ]; then mgw_outcome=cancelled; else mgw_outcome "$mgw_rc"; fi
+  mgw_audit "outcome=$mgw_outcome exit=$mgw_rc" program || :
   printf '%s\n' "$mgw_rc" >"$mgw_jobdir/exit.tmp" && "$MGW_MV" -f -- "$mgw_jobdir/exit.tmp" "$mgw_jobdir/exit"
   # What a cancelled program left running in its group goes with it. This runner leads that group,
   # so it is provably ours; the runner ends here too.

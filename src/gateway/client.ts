@@ -20,6 +20,8 @@ import {
   parseProbe,
   parseStatus,
   refusalError,
+  shellNoise,
+  shellNoiseError,
   tookAndRemoved,
   type GatewayCommand,
   type JobListing,
@@ -112,6 +114,14 @@ export class GatewayClient {
       if (remote.refused) throw new TransferError(`${step} refused before it began: ${remote.refused}`, { ...context, stderr: outcome.stderr });
       if (remote.exitCode !== undefined && remote.exitCode >= 64) throw refusalError(verb, remote.exitCode, remote.stderr, context);
       if (outcome.missing) throw new TransferError('rsync is not installed on this (MInt) side', { ...context, hint: 'install rsync (apt-get install rsync)' });
+      // rsync read the login shell's banner as its peer's protocol version (compat.c): a site set-up
+      // fault, the same on every retry. One probe on the open connection shows what the shell printed.
+      if (/protocol version mismatch -- is your shell clean\?/.test(outcome.stderr)) {
+        const noise = await execCollect(this.connection, formatCommand({ verb: 'probe' }))
+          .then((r) => shellNoise(r.stdout.toString('utf8')))
+          .catch(() => undefined);
+        throw shellNoiseError(`${step} failed (rsync: protocol version mismatch -- is your shell clean?)`, noise, { ...context, ...(outcome.exitCode === undefined ? {} : { exitCode: outcome.exitCode }) });
+      }
       const stderr = outcome.stderr.trim();
       // 12 (protocol stream) and 30/35 (timeouts) and 255 (link lost) are what a dropped connection looks like.
       const transient = [12, 30, 35, 255].includes(outcome.exitCode ?? 0);

@@ -213,7 +213,39 @@ export interface ProbeReport {
   fields: Map<string, string>;
 }
 
+/**
+ * The fix when the account's login shell writes into the session: sshd runs the forced command as
+ * `$SHELL -c '...'`, so whatever the shell's start-up files print (bash reads ~/.bashrc under sshd,
+ * and BASH_ENV) comes before the gateway's first byte, and rsync, which reads its peer's protocol
+ * version from those bytes, stops with `protocol version mismatch -- is your shell clean?`.
+ */
+export const SHELL_CLEAN_HINT =
+  "make the MInt account's login shell silent when it is not interactive: on the external computer, guard each echo in " +
+  '~/.bashrc, ~/.profile or /etc/bash.bashrc with `case $- in *i*) echo ... ;; esac` (or `[ -t 1 ] && echo ...`), or move it to ' +
+  '~/.bash_profile (read by interactive logins only); or give the account /bin/sh as its shell (chsh -s /bin/sh)';
+
+/** What the login shell printed before the gateway's first line, when it printed anything. */
+export function shellNoise(stdout: string): string | undefined {
+  if (stdout.startsWith('mint-gw=')) return undefined;
+  const at = stdout.search(/^mint-gw=/m);
+  return at > 0 ? stdout.slice(0, at) : undefined;
+}
+
+/** The typed error for a session stream the login shell polluted; `noise` is what it printed, when known. */
+export function shellNoiseError(what: string, noise: string | undefined, context: ErrorContext = {}): GatewayError {
+  const shown = noise === undefined ? '' : `: ${JSON.stringify(noise.length > 120 ? `${noise.slice(0, 120)}...` : noise)} (${Buffer.byteLength(noise)} bytes)`;
+  return new GatewayError(
+    'GATEWAY_PROTOCOL',
+    `${what}: the account's login shell prints before the gateway answers${shown}; rsync cannot work through such a stream, so every job's transfer fails`,
+    { ...context, hint: SHELL_CLEAN_HINT },
+  );
+}
+
 export function parseProbe(text: string, context: ErrorContext = {}): ProbeReport {
+  // Byte-exact: the gateway's answer is the whole stream, from its first byte. A key=value reader
+  // would skip a banner line and call a host ready on which every transfer fails.
+  const noise = shellNoise(text);
+  if (noise !== undefined) throw shellNoiseError('the gateway\'s answer does not start the stream', noise, context);
   const fields = parseKeyValues(text);
   const protocol = Number(fields.get('mint-gw'));
   if (!Number.isInteger(protocol) || protocol < 1) {

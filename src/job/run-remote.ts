@@ -110,6 +110,11 @@ export async function runRemote(options: RunRemoteOptions): Promise<RemoteResult
       // Nothing ran: the uploaded inputs are all there is to clear, unless told to keep things.
       if (job.cleanup !== 'never') await removeQuietly(job);
     }
+    if (error instanceof GatewayError && error.code === 'GATEWAY_PROTOCOL' && step === 'upload' && job.cleanup !== 'never') {
+      // A login shell that prints broke rsync's stream: nothing arrived that a later run could use,
+      // but the gateway had made the job's dir (rm's answer is not read byte for byte, so it works).
+      await removeQuietly(job);
+    }
     if (error instanceof GatewayError && error.gatewayCode === 'E_LIMIT' && step === 'run' && job.cleanup !== 'never') {
       // The site refused to start it: its uploaded inputs must not stay behind as a created job.
       await removeQuietly(job);

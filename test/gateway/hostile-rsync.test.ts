@@ -244,7 +244,7 @@ describe('gateway hardening: hostile rsync clients through put and get', { timeo
     // rsync prints warnings such as "skipping non-regular file" on stdout, errors on stderr.
     if (u.stderr) expect(run.result.stdout + run.result.stderr).toMatch(u.stderr);
     // The gateway accepted exactly this put, with its own template.
-    expect((await readAudit(sandbox().root)).filter((l) => l.raw.includes(`verb=put job=${job} `)).map((l) => l.decision)).toEqual(
+    expect((await readAudit(sandbox().root)).filter((l) => l.raw.includes(`verb=put job=${job} decision=`)).map((l) => l.decision)).toEqual(
       u.before ? ['accepted', 'accepted'] : ['accepted'],
     );
     await u.extra?.({ job, src, run });

@@ -543,7 +543,7 @@ describe('gateway hardening: hostile SSH_ORIGINAL_COMMAND', { timeout: 180_000 }
       expect(mine).toHaveLength(1);
       const line = mine[0];
       const keys = line?.raw.split(' ').map((field) => field.split('=')[0]);
-      expect(keys).toEqual([expect.stringMatching(/^\d{4}-\d\d-\d\dT/), 'key', 'from', 'verb', 'job', 'decision', 'exit']);
+      expect(keys).toEqual([expect.stringMatching(/^\d{4}-\d\d-\d\dT/), 'key', 'from', 'req', 'verb', 'job', 'decision', 'exit']);
       expect(line?.decision).toBe('refused:E_USAGE');
     });
   });
@@ -598,7 +598,9 @@ describe('gateway hardening: hostile SSH_ORIGINAL_COMMAND', { timeout: 180_000 }
       const r = await gw.run(`mint-gw rm ${MISSING}`);
       expect({ exit: r.exitCode, stderr: gatewayStderr(r.stderr), stdout: r.stdout.toString() }).toEqual({ exit: 0, stderr: '', stdout: '' });
       expect(existsSync(join(sandbox().root, MISSING))).toBe(false);
-      expect((await readAudit(sandbox().root)).some((l) => l.raw.includes(`verb=rm job=${MISSING} decision=accepted exit=0`))).toBe(true);
+      const rms = (await readAudit(sandbox().root)).filter((l) => l.raw.includes(`verb=rm job=${MISSING} `));
+      expect(rms.map((l) => l.decision || `${l.outcome} exit=${l.exit}`)).toEqual(['accepted', 'ok exit=0']);
+      expect(rms[1]?.req).toBe(rms[0]?.req);
     });
     it('start run twice, then four more at once, runs the program exactly once', async () => {
       const first = await gw.run(`mint-gw start ${COUNTED} count`);
@@ -615,7 +617,7 @@ describe('gateway hardening: hostile SSH_ORIGINAL_COMMAND', { timeout: 180_000 }
       expectRefused(late, 'E_STATE', `job ${COUNTED} was started with another program or other arguments; a job id names one job (attach resumes it, a new id runs anew)`);
       expect(await readFile(counter, 'utf8')).toBe(`ran ${COUNTED}\n`);
       const audit = await readAudit(sandbox().root);
-      const mine = audit.filter((l) => l.raw.includes(`verb=start job=${COUNTED} `));
+      const mine = audit.filter((l) => l.raw.includes(`verb=start job=${COUNTED} decision=`));
       expect(mine.map((l) => l.decision)).toEqual(['accepted', ...Array(5).fill('already-started'), 'refused:E_STATE']);
     });
     it('run of a job that already ran follows its log and does not run it again', async () => {
@@ -624,7 +626,7 @@ describe('gateway hardening: hostile SSH_ORIGINAL_COMMAND', { timeout: 180_000 }
       expect(r.stdout.toString()).toBe('args: count\n');
       expect(gatewayStderr(r.stderr)).toBe(`mint-gw: started: job=${COUNTED} state=exited pid=-\nmint-gw: status: job=${COUNTED} state=exited exit=0\n`);
       expect(await readFile(counter, 'utf8')).toBe(`ran ${COUNTED}\n`);
-      expect((await readAudit(sandbox().root)).filter((l) => l.raw.includes(`verb=run job=${COUNTED} `)).map((l) => l.decision)).toEqual(['already-started']);
+      expect((await readAudit(sandbox().root)).filter((l) => l.raw.includes(`verb=run job=${COUNTED} decision=`)).map((l) => l.decision)).toEqual(['already-started']);
     });
     it('run of a job cancelled before it started does not run the program -> 68 (no log)', async () => {
       const r = await gw.run(`mint-gw run ${CANCELLED} count`);
@@ -643,7 +645,7 @@ describe('gateway hardening: hostile SSH_ORIGINAL_COMMAND', { timeout: 180_000 }
       expect(gatewayStderr(r.stderr)).toBe('');
       expect(await readFile(counter, 'utf8')).toBe(`ran ${COUNTED}\n`);
       expect(existsSync(join(sandbox().root, CANCELLED, 'remote_program_exec.log'))).toBe(false);
-      expect((await readAudit(sandbox().root)).filter((l) => l.raw.includes(`verb=start job=${CANCELLED} `)).map((l) => l.decision)).toEqual(['already-started']);
+      expect((await readAudit(sandbox().root)).filter((l) => l.raw.includes(`verb=start job=${CANCELLED} decision=`)).map((l) => l.decision)).toEqual(['already-started']);
     });
   });
 
@@ -720,9 +722,10 @@ describe('gateway hardening: hostile SSH_ORIGINAL_COMMAND', { timeout: 180_000 }
       const audit = await readAudit(sandbox().root);
       expect(countRefusals(audit)).toEqual(tally.get());
       expect(tally.total()).toBeGreaterThanOrEqual(170);
-      for (const line of audit) expect(line.decision).toMatch(/^(accepted|already-started|refused:E_[A-Z]+)$/);
-      for (const line of audit.filter((l) => l.decision.startsWith('refused:'))) {
-        expect(line.exit).toBe(EXIT[line.decision.slice('refused:'.length) as ErrorName]);
+      for (const line of audit) expect(line.decision || line.outcome).toMatch(/^(accepted|already-started|refused:E_[A-Z]+|ok|failed|cancelled|error:E_[A-Z]+|signal:[A-Z0-9+-]+)$/);
+      for (const line of audit) {
+        const code = /^(?:refused|error):(E_[A-Z]+)$/.exec(line.decision || line.outcome)?.[1];
+        if (code) expect(line.exit).toBe(EXIT[code as ErrorName]);
       }
     });
   });

@@ -90,12 +90,22 @@ describe('gateway limits', async () => {
     await sandbox().reinstall({});
   });
 
-  it('writes one audit line per verb with key name, client address, verb, job and decision', async () => {
+  it('audits each verb with key name, client address, request id, verb, job, decision and then outcome', async () => {
     const r = await runRemote({ host: sandbox().host, outputDir: await freshDir() });
     const audit = await readFile(join(sandbox().root, '.mint-gateway-audit.log'), 'utf8');
     const mine = audit.split('\n').filter((l) => l.includes(`job=${r.jobId}`));
-    expect(mine.map((l) => /verb=(\S+)/.exec(l)?.[1])).toEqual(['run', 'take']);
-    for (const line of mine) expect(line).toMatch(/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ key=mint-sandbox from=127\.0\.0\.1 verb=\S+ job=\S+ decision=accepted exit=0$/);
+    expect(mine.map((l) => / verb=(\S+) job=\S+ (.*)$/.exec(l)?.slice(1).join(' '))).toEqual([
+      'run decision=accepted',
+      'program outcome=ok exit=0',
+      'run outcome=ok exit=0',
+      'take decision=accepted',
+      'take outcome=ok exit=0',
+    ]);
+    for (const line of mine) expect(line).toMatch(/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ key=mint-sandbox from=127\.0\.0\.1 req=\d+\.\d+ verb=\S+ job=\S+ \S+( exit=\d+)?$/);
+    const req = (l: string | undefined): string | undefined => / req=(\S+) /.exec(l ?? '')?.[1];
+    // The program's line carries the id of the request that started it.
+    expect(new Set(mine.slice(0, 3).map(req)).size).toBe(1);
+    expect(req(mine[3])).toBe(req(mine[4]));
   });
 
   it('probe reports protocol, resources and the site limits', async () => {

@@ -8,6 +8,8 @@ import {
   parseList,
   parseLogTrailer,
   parseProbe,
+  shellNoise,
+  SHELL_CLEAN_HINT,
   parseSentLine,
   parseStartedLine,
   parseRefusal,
@@ -53,6 +55,16 @@ describe('gateway protocol (pure)', () => {
     expect(parseLogTrailer(`noise\nmint-gw: status: job=${JOB} state=exited exit=7\n`)).toEqual({ state: 'exited', exitCode: 7 });
     expect(parseLogTrailer(`mint-gw: status: job=${JOB} state=cancelled exit=-\n`)).toEqual({ state: 'cancelled', exitCode: undefined });
     expect(() => parseProbe('Welcome to Ubuntu\n')).toThrow(expect.objectContaining({ code: 'GATEWAY_PROTOCOL' }));
+  });
+
+  it('reads a probe answer byte for byte: a banner before it is the login shell, named with the fix', () => {
+    expect(parseProbe('mint-gw=1\nversion=0.3.0\n').protocol).toBe(1);
+    expect(shellNoise('mint-gw=1\n')).toBeUndefined();
+    expect(shellNoise('Welcome to the cluster\nmint-gw=1\n')).toBe('Welcome to the cluster\n');
+    // A key=value reader skipped the banner and called the host ready.
+    expect(() => parseProbe('Welcome to the cluster\nmint-gw=1\nversion=0.3.0\n')).toThrow(
+      expect.objectContaining({ code: 'GATEWAY_PROTOCOL', message: expect.stringContaining('"Welcome to the cluster\\n" (23 bytes)'), hint: SHELL_CLEAN_HINT }),
+    );
   });
 
   it('says which side to upgrade when protocols differ', () => {

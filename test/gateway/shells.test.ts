@@ -74,6 +74,52 @@ describe('gateway script as POSIX sh', () => {
     ]);
   });
 
+  it('audits the same outcomes under dash and bash: accepted then ok, refused, a program that exits 3, a cancel', async () => {
+    const dir = await freshDir();
+    const program = join(dir, 'prog.sh');
+    await writeFile(program, '#!/bin/sh\ncase $1 in three) exit 3 ;; sleep) exec sleep 30 ;; esac\n');
+    await chmod(program, 0o755);
+    const stories: string[][] = [];
+    for (const shell of ['dash', 'bash']) {
+      const root = join(dir, `root-${shell}`);
+      await mkdir(root, { mode: 0o700 });
+      const job = '4f0e0d0c-0b0a-4908-8706-050403020100';
+      const other = '5f0e0d0c-0b0a-4908-8706-050403020100';
+      const gw = (command: string): number | null =>
+        spawnSync(shell, [GATEWAY_SCRIPT, '--root', root, '--program', program, '--grace', '1'], {
+          env: { PATH: '/usr/bin:/bin', HOME: dir, SSH_CONNECTION: '127.0.0.9 5 127.0.0.1 22', SSH_ORIGINAL_COMMAND: command },
+        }).status;
+      expect(gw('mint-gw list')).toBe(0);
+      expect(gw(`mint-gw status ${job}`)).toBe(67);
+      expect(gw(`mint-gw run ${job} three`)).toBe(0);
+      expect(gw(`mint-gw start ${other} sleep`)).toBe(0);
+      expect(gw(`mint-gw cancel ${other}`)).toBe(0);
+      const lines = readFileSync(join(root, '.mint-gateway-audit.log'), 'utf8').split('\n').slice(0, -1);
+      const reqs = new Map<string, string>();
+      stories.push(
+        lines.map((l) => {
+          const [, req, rest] = / key=mint from=127\.0\.0\.9 req=(\d+\.\d+) (verb=.*)$/.exec(l) ?? [];
+          if (req && !reqs.has(req)) reqs.set(req, `r${reqs.size}`);
+          return `${req ? reqs.get(req) : '?'} ${rest ?? l}`;
+        }),
+      );
+    }
+    expect(stories[1]).toEqual(stories[0]);
+    expect(stories[0]).toEqual([
+      'r0 verb=list job=- decision=accepted',
+      'r0 verb=list job=- outcome=ok exit=0',
+      'r1 verb=status job=4f0e0d0c-0b0a-4908-8706-050403020100 decision=refused:E_NOJOB exit=67',
+      'r2 verb=run job=4f0e0d0c-0b0a-4908-8706-050403020100 decision=accepted',
+      'r2 verb=program job=4f0e0d0c-0b0a-4908-8706-050403020100 outcome=failed exit=3',
+      'r2 verb=run job=4f0e0d0c-0b0a-4908-8706-050403020100 outcome=ok exit=0',
+      'r3 verb=start job=5f0e0d0c-0b0a-4908-8706-050403020100 decision=accepted',
+      'r3 verb=start job=5f0e0d0c-0b0a-4908-8706-050403020100 outcome=ok exit=0',
+      'r4 verb=cancel job=5f0e0d0c-0b0a-4908-8706-050403020100 decision=accepted',
+      'r3 verb=program job=5f0e0d0c-0b0a-4908-8706-050403020100 outcome=cancelled exit=143',
+      'r4 verb=cancel job=5f0e0d0c-0b0a-4908-8706-050403020100 outcome=ok exit=0',
+    ]);
+  });
+
   it("builds the program's environment the same under dash and bash: no client variable, the site's --env, the account's umask", async () => {
     const dir = await freshDir();
     const root = join(dir, 'root');
@@ -157,8 +203,8 @@ describe('gateway script as POSIX sh', () => {
         const log = readFileSync(join(root, '.mint-gateway-audit.log'), 'utf8');
         expect(log.endsWith('\n')).toBe(true);
         const lines = log.split('\n').slice(0, -1);
-        for (const line of lines) expect(line).toMatch(/^\S+ key=mint from=- verb=\S+ job=\S+ decision=\S+ exit=\d+$/);
-        expect(lines.filter((l) => l.includes('verb=list job=- decision=accepted')).length).toBe(codes.filter((c) => c === 0).length);
+        for (const line of lines) expect(line).toMatch(/^\S+ key=mint from=- req=\S+ verb=\S+ job=\S+ (decision=\S+|decision=\S+ exit=\d+|outcome=\S+ exit=\d+)$/);
+        expect(lines.filter((l) => l.endsWith('verb=list job=- decision=accepted')).length).toBe(codes.filter((c) => c === 0).length);
         // A log that ends exactly on a page boundary of a full disk: the refused request's write
         // leaves nothing, and nothing of the lines before it may be cut.
         await rm(join(root, 'filler'));

@@ -91,10 +91,13 @@ describe('take removes a job only on the client\'s exact answer', { timeout: 120
     expect(jobExists(job)).toBe(true);
   });
 
-  it('every take is one accepted audit line, answered or not', async () => {
+  it('every take is one accepted audit line and one outcome line, answered or not', async () => {
     const audit = await readAudit(sandbox().root);
-    const takes = audit.filter((l) => l.raw.includes(' verb=take '));
+    const takes = audit.filter((l) => l.verb === 'take' && l.decision);
     expect(takes.length).toBe(ANSWERS.length + 2);
-    for (const line of takes) expect(line.decision).toBe('accepted');
+    for (const line of takes) {
+      expect(line.decision).toBe('accepted');
+      expect(audit.filter((l) => l.req === line.req && l.outcome).map((l) => l.outcome)).toEqual([expect.stringMatching(/^(ok|failed|signal:[A-Z]+)$/)]);
+    }
   });
 });

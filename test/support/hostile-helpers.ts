@@ -115,27 +115,34 @@ export class RefusalTally {
 
 export interface AuditLine {
   raw: string;
+  /** The request's id: its acceptance and its outcome line share it. */
+  req: string;
+  verb: string;
+  /** `accepted`, `already-started` or `refused:E_CODE`; '' on an outcome line. */
   decision: string;
+  /** `ok`, `failed`, `error:E_CODE`, `signal:NAME` or (the program's line) `cancelled`; '' on a decision line. */
+  outcome: string;
+  /** NaN where the line has none (an acceptance, or `exit=-`). */
   exit: number;
 }
 
-/** The gateway's audit log; decision and exit are read from the end of the line, where the gateway writes them. */
+/** The gateway's audit log, one entry per line (the format is in mint-gateway.sh's audit section). */
 export async function readAudit(root: string): Promise<AuditLine[]> {
   const text = await readFile(join(root, '.mint-gateway-audit.log'), 'utf8').catch(() => '');
   return text
     .split('\n')
     .filter(Boolean)
     .map((raw) => {
-      const m = / decision=(\S+) exit=(\d+)$/.exec(raw);
-      return { raw, decision: m?.[1] ?? '?', exit: Number(m?.[2] ?? NaN) };
+      const field = (name: string): string => new RegExp(` ${name}=(\\S+)`).exec(raw)?.[1] ?? '';
+      return { raw, req: field('req'), verb: field('verb'), decision: field('decision'), outcome: field('outcome'), exit: Number(field('exit') || NaN) };
     });
 }
 
-/** Refused audit lines counted per E_ code. */
+/** The gateway's errors as the audit records them, counted per E_ code: refusals before acceptance and errors after it. */
 export function countRefusals(lines: AuditLine[]): Record<string, number> {
   const counts = new Map<string, number>();
   for (const line of lines) {
-    const m = /^refused:(E_[A-Z]+)$/.exec(line.decision);
+    const m = /^(?:refused|error):(E_[A-Z]+)$/.exec(line.decision || line.outcome);
     if (m) counts.set(m[1]!, (counts.get(m[1]!) ?? 0) + 1);
   }
   return Object.fromEntries([...counts.entries()].sort());
