@@ -27,7 +27,7 @@ export interface RemoteResult {
   cancelled: boolean;
   /** remote_program_exec.log: the program's stdout and stderr, also written into outputDir. */
   log: string;
-  /** Files the download wrote, relative to outputDir (in-tree symlinks among them, as symlinks). */
+  /** Every file of the output, relative to outputDir, whether this download sent it or it was already there unchanged (in-tree symlinks among them, as symlinks). */
   files: string[];
   /** Symlinks the program left that point outside its work dir: never made here, `path -> target`. */
   skipped: string[];

@@ -38,7 +38,7 @@ export interface TransferOptions {
 }
 
 export interface TransferResult {
-  /** Paths (relative to the destination) of the files rsync wrote. */
+  /** Paths (relative to the destination): for a download every file of it, sent or already there unchanged; for an upload those sent. */
   files: string[];
   /** Symlinks the program left that point outside its work dir, not made here: `path -> target`. */
   skipped: string[];
