@@ -1,4 +1,4 @@
-import { cancelJob, listJobs } from '../../job/manage.js';
+import { cancelJob, listJobs, removeJob } from '../../job/manage.js';
 import { ExitCode } from '../exit-codes.js';
 import { defineCommand, parseCommand, printHelp, usageError } from '../options.js';
 import { printJson, type Io } from '../output.js';
@@ -28,6 +28,20 @@ export const cancelSpec = defineCommand({
   },
 });
 
+export const rmSpec = defineCommand({
+  program: PROGRAM,
+  name: 'rm',
+  brief: "remove a job's dir on a host (its inputs, results and log)",
+  summary:
+    "Remove JOB's dir on HOST: its inputs, results and log. A running job is refused (exit 205, E_STATE): cancel it " +
+    'first. A job that is not there (already removed) is no error: rm says so and exits 0.',
+  positionals: [hostArgument, jobArgument],
+  options: {
+    json: { type: 'boolean', description: 'print {host, jobId, removed, state, exitCode} as JSON on stdout (removed: whether the job was there)' },
+    config: configOption,
+  },
+});
+
 export async function jobsCommand(args: string[], io: Io): Promise<number> {
   const { values, positionals } = parseCommand(jobsSpec, args);
   if (values.help) return printHelp(io, jobsSpec);
@@ -48,5 +62,21 @@ export async function cancelCommand(args: string[], io: Io): Promise<number> {
   const status = await cancelJob(host, jobId, values.config ? { configFile: values.config } : {});
   if (values.json) printJson(io, status);
   else io.stdout.write(`${status.jobId}  ${status.state}${status.exitCode === undefined ? '' : ` (exit ${status.exitCode})`}\n`);
+  return ExitCode.OK;
+}
+
+export async function rmCommand(args: string[], io: Io): Promise<number> {
+  const { values, positionals } = parseCommand(rmSpec, args);
+  if (values.help) return printHelp(io, rmSpec);
+  const [host, jobId] = positionals;
+  if (!host || !jobId) throw usageError(rmSpec);
+  const before = await removeJob(host, jobId, values.config ? { configFile: values.config } : {});
+  if (values.json) {
+    printJson(io, { host, jobId, removed: before !== undefined, ...(before ? { state: before.state, ...(before.exitCode === undefined ? {} : { exitCode: before.exitCode }) } : {}) });
+  } else if (before) {
+    io.stdout.write(`${jobId}  removed (was ${before.state}${before.exitCode === undefined ? '' : `, exit ${before.exitCode}`})\n`);
+  } else {
+    io.stdout.write(`${jobId}  not on ${host} (nothing to remove)\n`);
+  }
   return ExitCode.OK;
 }
