@@ -245,9 +245,13 @@ describe('mint-ssh-exec CLI against the sandbox host', async () => {
     // A gateway from before `list long` refuses the argument (E_USAGE): the client asks again
     // without it, and lists the jobs without age and size.
     const gateway = await readFile(sandbox().gatewayPath, 'utf8');
-    const older = gateway.replace(/^ {4}list\)[^\n]*\n(?: {6}[^\n]*\n)*/m, '').replace('    probe)', '    probe | list)');
-    expect(older).not.toBe(gateway);
-    await writeFile(sandbox().gatewayPath, older.replace(/^ {4}probe \| list\)[^\n]*$/m, '    probe | list) mgw_expect_args 0 0 "no arguments" ;;'));
+    // The check stage as it was: `probe | list) mgw_expect_args 0 0 "no arguments" ;;`.
+    const older = gateway
+      .replace(/^ {4}list\)\n(?: {6}[^\n]*\n)+/m, '')
+      .replace('    probe) mgw_expect_args 0 0 "no arguments" ;;', '    probe | list) mgw_expect_args 0 0 "no arguments" ;;');
+    expect(older).toContain('probe | list) mgw_expect_args 0 0');
+    expect(older).not.toContain('MGW_LIST_LONG=$MGW_ARGC');
+    await writeFile(sandbox().gatewayPath, older);
     try {
       const olderJobs = await runMain(main, ['jobs', 'sandbox', '--json', '--config', cfg]);
       expect(olderJobs.code).toBe(0);
