@@ -19,7 +19,21 @@ export interface TransferProgress {
   direction: Direction;
   bytes: number;
   percent: number;
+  /** rsync's own text, e.g. `3.21MB/s` (its MB are MiB). */
   rate: string;
+  /** The same rate in bytes per second; undefined when rsync's text could not be read. */
+  bytesPerSecond: number | undefined;
+}
+
+/**
+ * rsync's --info=progress2 rate (`503.16kB/s`, `3.21MB/s`, `1.50GB/s`) in bytes per second. rsync
+ * divides by 1024 at each step (progress.c), so its kB/MB/GB are KiB/MiB/GiB: with --bwlimit=500
+ * (KiB/s) it shows about 503kB/s, not 512.
+ */
+export function parseRate(rate: string): number | undefined {
+  const m = /^(\d+(?:\.\d+)?)([kMGT]?)B\/s$/.exec(rate);
+  if (!m) return undefined;
+  return Number(m[1]) * 1024 ** ' kMGT'.indexOf(m[2] || ' ');
 }
 
 export interface RsyncRun {
@@ -147,7 +161,7 @@ export async function runRsync(run: RsyncRun): Promise<RsyncOutcome> {
     const parseLine = (line: string): void => {
       const progress = /^\s*([\d,]+)\s+(\d+)%\s+(\S+)/.exec(line);
       if (progress) {
-        run.onProgress?.({ direction, bytes: Number(progress[1]!.replace(/,/g, '')), percent: Number(progress[2]), rate: progress[3]! });
+        run.onProgress?.({ direction, bytes: Number(progress[1]!.replace(/,/g, '')), percent: Number(progress[2]), rate: progress[3]!, bytesPerSecond: parseRate(progress[3]!) });
         return;
       }
       // --safe-links with --info=name: a symlink the receiver would not make; the other lines that
