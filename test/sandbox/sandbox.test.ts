@@ -45,6 +45,15 @@ describe('mint-ssh-exec sandbox', () => {
       expect(r.code).not.toBe(0);
       expect(r.stderr).toMatch(new RegExp(`port ${port} on 127\\.0\\.0\\.1 is not free`));
       expect(readdirSync(parent)).toEqual([]);
+      // A listener that never speaks (not an SSH server at all): the same.
+      const silent = net.createServer(() => undefined);
+      await new Promise<void>((r) => silent.listen(0, '127.0.0.1', () => r()));
+      const silentPort = (silent.address() as net.AddressInfo).port;
+      const quiet = await runMain(main, ['sandbox', '--port', String(silentPort)], process.env);
+      silent.close();
+      expect(quiet.code).toBe(208);
+      expect(quiet.stderr).toMatch(new RegExp(`port ${silentPort} on 127\\.0\\.0\\.1 is not free`));
+      expect(readdirSync(parent)).toEqual([]);
     } finally {
       if (saved === undefined) delete process.env.TMPDIR;
       else process.env.TMPDIR = saved;
