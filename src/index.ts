@@ -27,6 +27,6 @@ export { resolveHost, type InlineHost, type ResolveOptions } from './config/reso
 export type { ResolvedHost, CleanupPolicy, RetryPolicy } from './config/resolved-host.js';
 export type { HostProfile } from './config/profile-schema.js';
 export { PROTOCOL_VERSION, type JobState, type JobStatus } from './gateway/protocol.js';
-export { listJobs, cancelJob } from './job/manage.js';
+export { listJobs, cancelJob, removeJob } from './job/manage.js';
 export { probeHost, type ProbeResult, type ProbeStep } from './probe/probe.js';
 export { ConnectionPool, defaultPool, type PoolOptions } from './transfer/pool.js';

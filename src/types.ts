@@ -35,7 +35,10 @@ export interface RemoteResult {
   logFile: string;
   /** The whole log's size in bytes (`log` is shorter when this exceeds 1 MiB). */
   logBytes: number;
-  /** Files the download wrote, relative to outputDir (in-tree symlinks among them, as symlinks). */
+  /**
+   * Every file of the output, relative to outputDir, whether this download sent it or it was
+   * already there unchanged (in-tree symlinks among them, as symlinks).
+   */
   files: string[];
   /** Symlinks the program left that point outside its work dir: never made here, `path -> target`. */
   skipped: string[];

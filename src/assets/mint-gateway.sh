@@ -30,7 +30,7 @@
 # 78 E_CONFIG     the gateway's own options or the job root are unsafe or wrong (fix authorized_keys)
 
 MGW_PROTOCOL=1
-MGW_VERSION=0.3.0
+MGW_VERSION=0.3.1
 MGW_VERBS='probe list put get take start run startx runx status logs cancel rm'
 MGW_MAX_COMMAND=4096
 MGW_MAX_ARGS=64
@@ -460,7 +460,7 @@ mgw_accepted() {
 # ---------------------------------------------------------------------------------------------------
 # The command. Accepted shapes of SSH_ORIGINAL_COMMAND (tokens separated by exactly one space):
 #   mint-gw probe
-#   mint-gw list
+#   mint-gw list   [long]            one line per job: JOB STATE [exit=N]; long adds kb=N age=S
 #   mint-gw put    JOB CAPS          rsync upload into the job's work dir
 #   mint-gw start  JOB [ARG...]      run the program detached (idempotent)
 #   mint-gw run    JOB [ARG...]      start, then follow the log from byte 0 (one round trip less)
@@ -509,11 +509,16 @@ mgw_read_command() {
 # The one check stage: every token of the request, validated once, by verb.
 mgw_check_request() {
   MGW_PROG_ARGS=
+  MGW_LIST_LONG=0
   # Safe to split: globbing is off and the byte check left no quote, glob or newline.
   # shellcheck disable=SC2086
   set -- $mgw_argv
   case $MGW_VERB in
-    probe | list) mgw_expect_args 0 0 "no arguments" ;;
+    probe) mgw_expect_args 0 0 "no arguments" ;;
+    list)
+      mgw_expect_args 0 1 "no arguments, or long"
+      [ "$MGW_ARGC" = 0 ] || [ "$1" = long ] || mgw_die E_USAGE 64 "'list' takes no arguments, or long"
+      MGW_LIST_LONG=$MGW_ARGC ;;
     put | get | take)
       mgw_expect_args 2 2 "JOB CAPS"
       mgw_check_job "$1"
@@ -1761,14 +1766,46 @@ mgw_remove_job() {
   "$MGW_RM" -rf -- "$1"
 }
 
+# `JOB STATE [exit=N]` per job; `list long` adds ` kb=N age=S` (mgw_job_usage). The plain form's
+# lines stay as they were: a client from before `long` reads them with an anchored pattern and would
+# drop a line with more fields, and a gateway from before `long` refuses it (E_USAGE), after which a
+# newer client asks again without it.
 mgw_verb_list() {
   mgw_audit_accepted accepted
+  mgw_du=
+  mgw_stat=
+  mgw_now=
+  if [ "$MGW_LIST_LONG" = 1 ]; then
+    mgw_which du && mgw_du=$mgw_found
+    mgw_which stat && mgw_stat=$mgw_found
+    mgw_which date && mgw_now=$("$mgw_found" +%s)
+  fi
   mgw_list_jobs
   for mgw_id in $MGW_JOBS; do
     mgw_check_job "$mgw_id"
     mgw_job_state
-    printf '%s %s%s\n' "$MGW_JOB" "$MGW_STATE" "${MGW_EXIT:+ exit=$MGW_EXIT}"
+    mgw_usage=
+    [ "$MGW_LIST_LONG" != 1 ] || mgw_job_usage
+    printf '%s %s%s%s\n' "$MGW_JOB" "$MGW_STATE" "${MGW_EXIT:+ exit=$MGW_EXIT}" "$mgw_usage"
   done
+}
+
+# Sets mgw_usage to ` kb=N age=S` for the job: its whole dir's disk use in KiB (du -sk: one pass,
+# blocks counted, hard links of a download's staging tree once), and the seconds since the dir last
+# changed (its start, its end: the mtime --max-age-days sweeps by). A value that cannot be read (a
+# missing tool, a job removed meanwhile) is left out; this is a listing, not a check.
+mgw_job_usage() {
+  if [ -n "$mgw_du" ]; then
+    mgw_kb=$("$mgw_du" -sk -- "$MGW_JOBDIR" 2>/dev/null)
+    mgw_kb=${mgw_kb%%[!0-9]*}
+    [ -z "$mgw_kb" ] || mgw_usage=" kb=$mgw_kb"
+  fi
+  [ -n "$mgw_stat" ] && [ -n "$mgw_now" ] || return 0
+  mgw_mtime=$("$mgw_stat" -c %Y -- "$MGW_JOBDIR" 2>/dev/null) || return 0
+  case $mgw_mtime in '' | *[!0-9]*) return 0 ;; esac
+  mgw_age=$((mgw_now - mgw_mtime))
+  [ "$mgw_age" -ge 0 ] || mgw_age=0
+  mgw_usage="$mgw_usage age=$mgw_age"
 }
 
 # ---------------------------------------------------------------------------------------------------

@@ -2,7 +2,8 @@
  * Exit codes of the CLIs. `run` and `attach` exit with the remote program's own status when it ran;
  * our own failures use 200+ so they cannot be mistaken for a program's status (like ssh's 255).
  */
-import { MintSshError, type ErrorCode } from '../errors.js';
+import { CancelledError, GatewayError, MintSshError, type ErrorCode, type Step } from '../errors.js';
+import type { RemoteResult } from '../types.js';
 
 export const ExitCode = {
   OK: 0,
@@ -44,3 +45,49 @@ export function exitCodeFor(error: unknown): number {
 }
 
 export class UsageError extends Error {}
+
+/** `--json`'s answer on failure: one object, on stdout, where a success prints the result. */
+export interface ErrorReport {
+  error: {
+    /** An ErrorCode, or USAGE (a bad command line) or INTERNAL (a bug: please report it). */
+    code: ErrorCode | 'USAGE' | 'INTERNAL';
+    /** What the command exits with. */
+    exitCode: number;
+    message: string;
+    hint?: string;
+    step?: Step;
+    host?: string;
+    jobId?: string;
+    retryable?: boolean;
+    /** The gateway's own reason (E_NOJOB, E_LIMIT, ...) when it refused. */
+    gatewayCode?: string;
+  };
+  /** A cancelled job's result (its log up to the end), when it had started. */
+  result?: RemoteResult;
+}
+
+export function errorReport(error: unknown): ErrorReport {
+  if (error instanceof MintSshError) {
+    // MintSshError's message ends with its hint for people reading a terminal; here it is a field.
+    const suffix = error.hint === undefined ? '' : `\n  hint: ${error.hint}`;
+    const message = suffix && error.message.endsWith(suffix) ? error.message.slice(0, -suffix.length) : error.message;
+    const gatewayCode = error instanceof GatewayError ? error.gatewayCode : undefined;
+    const result = error instanceof CancelledError ? error.result : undefined;
+    return {
+      error: {
+        code: error.code,
+        exitCode: exitCodeFor(error),
+        message,
+        ...(error.hint === undefined ? {} : { hint: error.hint }),
+        ...(error.step === undefined ? {} : { step: error.step }),
+        ...(error.host === undefined ? {} : { host: error.host }),
+        ...(error.jobId === undefined ? {} : { jobId: error.jobId }),
+        retryable: error.retryable,
+        ...(gatewayCode === undefined ? {} : { gatewayCode }),
+      },
+      ...(result ? { result } : {}),
+    };
+  }
+  if (error instanceof UsageError) return { error: { code: 'USAGE', exitCode: ExitCode.USAGE, message: error.message } };
+  return { error: { code: 'INTERNAL', exitCode: ExitCode.INTERNAL, message: error instanceof Error ? error.message : String(error) } };
+}

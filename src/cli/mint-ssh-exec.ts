@@ -6,14 +6,14 @@ import { programHelp, unknownCommand, type ProgramSpec } from './options.js';
 import { processIo, type Io } from './output.js';
 import { probeCommand, probeSpec } from './commands/probe.js';
 import { attachCommand, attachSpec, runCommand, runSpec } from './commands/run.js';
-import { cancelCommand, cancelSpec, jobsCommand, jobsSpec } from './commands/jobs.js';
+import { cancelCommand, cancelSpec, jobsCommand, jobsSpec, rmCommand, rmSpec } from './commands/jobs.js';
 import { sandboxCommand, sandboxSpec } from './commands/sandbox.js';
 
 /** The subcommands, in the order the usage lists them; each one's table makes its parser and help. */
 export const PROGRAM_SPEC: ProgramSpec = {
   program: 'mint-ssh-exec',
   summary: 'Run part of a MInt workflow module on an external computer over one SSH connection, through a forced-command gateway (set up there with mint-gateway).',
-  commands: [probeSpec, runSpec, attachSpec, jobsSpec, cancelSpec, sandboxSpec],
+  commands: [probeSpec, runSpec, attachSpec, jobsSpec, cancelSpec, rmSpec, sandboxSpec],
 };
 
 export async function main(argv: string[] = process.argv.slice(2), io: Io = processIo, signal?: AbortSignal): Promise<number> {
@@ -32,6 +32,8 @@ export async function main(argv: string[] = process.argv.slice(2), io: Io = proc
         return await jobsCommand(rest, io);
       case 'cancel':
         return await cancelCommand(rest, io);
+      case 'rm':
+        return await rmCommand(rest, io);
       case 'sandbox':
         return await sandboxCommand(rest, io, controller.signal);
       case '--version':

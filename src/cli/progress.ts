@@ -1,5 +1,5 @@
 /**
- * The progress line on a terminal: bytes, rate and percentage from rsync, elapsed time while the
+ * The progress line on a terminal: bytes, rate (both in KiB/MiB/GiB) and percentage from rsync, elapsed time while the
  * program runs, retry notices. Silent when stderr is not a TTY or with --quiet, so logs and pipes
  * stay clean.
  */
@@ -42,7 +42,8 @@ export function progressReporter(io: Io, options: { quiet: boolean; streamLog: b
         break;
       case 'uploading':
       case 'downloading':
-        show(`${event.type} ${formatBytes(event.bytes)} ${event.percent}% ${event.rate}`);
+        // One unit family: rsync's own `3.21MB/s` beside our `12.0 MiB` read as two (its MB are MiB).
+        show(`${event.type} ${formatBytes(event.bytes)} ${event.percent}% ${event.bytesPerSecond === undefined ? event.rate : `${formatBytes(event.bytesPerSecond)}/s`}`);
         break;
       case 'started':
         runningSince = Date.now();
@@ -72,7 +73,7 @@ export function progressReporter(io: Io, options: { quiet: boolean; streamLog: b
 }
 
 export function formatBytes(n: number): string {
-  if (n < 1024) return `${n} B`;
+  if (n < 1024) return `${Math.round(n)} B`;
   const units = ['KiB', 'MiB', 'GiB', 'TiB'];
   let v = n / 1024;
   let i = 0;

@@ -5,7 +5,7 @@
  */
 import type { Connection } from '../connection/connect.js';
 import { execCollect, type ExecOptions, type ExecResult } from '../connection/exec.js';
-import { CancelledError, TransferError, type Step } from '../errors.js';
+import { CancelledError, GatewayError, TransferError, type Step } from '../errors.js';
 import type { RshBridge } from '../transfer/rsh-bridge.js';
 import { runRsync, type TransferProgress } from '../transfer/rsync.js';
 import {
@@ -40,7 +40,7 @@ export interface TransferOptions {
 }
 
 export interface TransferResult {
-  /** Paths (relative to the destination) of the files rsync wrote. */
+  /** Paths (relative to the destination): for a download every file of it, sent or already there unchanged; for an upload those sent. */
   files: string[];
   /** Symlinks the program left that point outside its work dir, not made here: `path -> target`. */
   skipped: string[];
@@ -232,7 +232,13 @@ export class GatewayClient {
     await this.call({ verb: 'rm', job }, 'cleanup');
   }
 
+  /** Every job with its size and age; from a gateway before `list long`, without them. */
   async list(): Promise<JobListing[]> {
-    return parseList(await this.call({ verb: 'list' }, 'probe'));
+    try {
+      return parseList(await this.call({ verb: 'list', long: true }, 'probe'));
+    } catch (error) {
+      if (!(error instanceof GatewayError && error.gatewayCode === 'E_USAGE')) throw error;
+      return parseList(await this.call({ verb: 'list' }, 'probe'));
+    }
   }
 }

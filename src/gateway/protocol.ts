@@ -91,7 +91,9 @@ export function formatRequest(request: { program?: string; args?: readonly strin
 }
 
 export type GatewayCommand =
-  | { verb: 'probe' | 'list' }
+  | { verb: 'probe' }
+  /** `long` asks for each job's size and age (gateway 0.3.1 on; older ones refuse it with E_USAGE). */
+  | { verb: 'list'; long?: boolean }
   | { verb: 'put' | 'get' | 'take'; job: string; caps: string }
   | { verb: 'start' | 'run'; job: string; args?: readonly string[] }
   | { verb: 'startx' | 'runx'; job: string }
@@ -110,6 +112,9 @@ export function formatCommand(command: GatewayCommand): string {
     case 'take':
       if (!CAPS.test(command.caps) || command.caps.length > 32) throw new TypeError(`bad rsync caps: ${command.caps}`);
       words.push(command.caps);
+      break;
+    case 'list':
+      if (command.long) words.push('long');
       break;
     case 'logs':
       if (!Number.isSafeInteger(command.offset) || command.offset < 0) throw new TypeError('bad log offset');
@@ -195,14 +200,23 @@ export interface JobListing {
   jobId: string;
   state: JobState;
   exitCode: number | undefined;
+  /** Disk use of the job's dir on the site (inputs, results, log) in KiB, by du -sk; absent from gateways before 0.3.1. */
+  sizeKiB?: number;
+  /** Seconds since the job's dir last changed (its start, its end: what --max-age-days counts); absent from gateways before 0.3.1. */
+  ageSeconds?: number;
 }
 
+/** `list`'s lines, `JOB STATE [exit=N] [kb=N] [age=S]` (the last two from `list long`); others are skipped. */
 export function parseList(text: string): JobListing[] {
   const jobs: JobListing[] = [];
   for (const line of text.split('\n')) {
-    const m = /^(\S+) (\S+)(?: exit=(\d+))?$/.exec(line);
+    const m = /^(\S+) (\S+)((?: [a-z]+=\d+)*)$/.exec(line);
     if (!m || !isJobId(m[1]!) || !STATES.includes(m[2] as JobState)) continue;
-    jobs.push({ jobId: m[1]!, state: m[2] as JobState, exitCode: m[3] === undefined ? undefined : Number(m[3]) });
+    const fields = new Map([...m[3]!.matchAll(/ ([a-z]+)=(\d+)/g)].map((f) => [f[1]!, Number(f[2])] as const));
+    const exit = fields.get('exit');
+    const kb = fields.get('kb');
+    const age = fields.get('age');
+    jobs.push({ jobId: m[1]!, state: m[2] as JobState, exitCode: exit, ...(kb === undefined ? {} : { sizeKiB: kb }), ...(age === undefined ? {} : { ageSeconds: age }) });
   }
   return jobs;
 }

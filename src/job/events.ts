@@ -5,13 +5,14 @@ export type JobEvent =
   | { type: 'connecting'; host: string; attempt: number }
   | { type: 'connected'; host: string; ms: number }
   | { type: 'retrying'; step: string; attempt: number; delayMs: number; error: Error }
-  | { type: 'uploading'; bytes: number; percent: number; rate: string }
+  /** `rate` is rsync's text (its MB are MiB); `bytesPerSecond` the same in bytes, when it could be read. */
+  | { type: 'uploading'; bytes: number; percent: number; rate: string; bytesPerSecond: number | undefined }
   | { type: 'uploaded'; files: number; ms: number }
   | { type: 'waiting'; reason: string; delayMs: number }
   | { type: 'started'; jobId: string; pid: number | undefined }
   | { type: 'log'; text: string }
   | { type: 'exited'; exitCode: number | undefined; state: string }
-  | { type: 'downloading'; bytes: number; percent: number; rate: string }
+  | { type: 'downloading'; bytes: number; percent: number; rate: string; bytesPerSecond: number | undefined }
   | { type: 'downloaded'; files: number; ms: number }
   | { type: 'cleaned-up'; removed: boolean }
   | { type: 'done'; result: RemoteResult };

@@ -1,5 +1,6 @@
-/** One-off verbs on a host's jobs: list and cancel (for `jobs` and `cancel`). */
+/** One-off verbs on a host's jobs: list, cancel and remove (for `jobs`, `cancel` and `rm`). */
 import { resolveHost, type InlineHost, type ResolveOptions } from '../config/resolve-host.js';
+import { GatewayError } from '../errors.js';
 import { checkJobId, type JobListing, type JobStatus } from '../gateway/protocol.js';
 import { JobSession } from './job-session.js';
 
@@ -18,6 +19,30 @@ export async function cancelJob(host: string | InlineHost, jobId: string, option
   const session = new JobSession(await resolveHost(host, options), options, () => undefined);
   try {
     return await session.step('run', (link) => link.steps.cancel(jobId));
+  } finally {
+    await session.drop();
+  }
+}
+
+/**
+ * Removes a job's dir on the remote side, inputs, results and log. Resolves with the job's status as
+ * it was just before (undefined when there was no such job: removing it again is a no-op, as the
+ * gateway's `rm` of a missing job succeeds). A running job is refused by the gateway (GatewayError,
+ * gatewayCode E_STATE: cancel it first), under the same lock as `start`, so a job that starts in
+ * between is never removed under its program.
+ */
+export async function removeJob(host: string | InlineHost, jobId: string, options: ResolveOptions = {}): Promise<JobStatus | undefined> {
+  checkJobId(jobId);
+  const session = new JobSession(await resolveHost(host, options), options, () => undefined);
+  try {
+    return await session.step('cleanup', async (link) => {
+      const before = await link.steps.status(jobId).catch((error: unknown) => {
+        if (error instanceof GatewayError && error.gatewayCode === 'E_NOJOB') return undefined;
+        throw error;
+      });
+      await link.steps.remove(jobId);
+      return before;
+    });
   } finally {
     await session.drop();
   }

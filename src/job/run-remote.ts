@@ -89,7 +89,7 @@ export async function runRemote(options: RunRemoteOptions): Promise<RemoteResult
         (link) =>
           link.steps.putInputs(jobId, inputs, {
             ...(job.signal ? { signal: job.signal } : {}),
-            onProgress: (p) => job.emit({ type: 'uploading', bytes: p.bytes, percent: p.percent, rate: p.rate }),
+            onProgress: (p) => job.emit({ type: 'uploading', bytes: p.bytes, percent: p.percent, rate: p.rate, bytesPerSecond: p.bytesPerSecond }),
           }),
         job.signal,
       );
@@ -402,7 +402,7 @@ async function fetchAll(job: Job, removeJob: boolean): Promise<Fetched> {
 async function fetchResults(job: Job, link: Link, removeJob: boolean, onFile: (file: string) => void): Promise<TransferResult> {
   const options = {
     ...(job.signal ? { signal: job.signal } : {}),
-    onProgress: (p: TransferProgress) => job.emit({ type: 'downloading', bytes: p.bytes, percent: p.percent, rate: p.rate }),
+    onProgress: (p: TransferProgress) => job.emit({ type: 'downloading', bytes: p.bytes, percent: p.percent, rate: p.rate, bytesPerSecond: p.bytesPerSecond }),
     onFile,
   };
   const outputDir = resolve(job.outputDir);

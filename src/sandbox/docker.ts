@@ -83,6 +83,7 @@ export async function startDockerSandbox(options: SandboxOptions = {}): Promise<
     await writeFile(knownHosts, `[127.0.0.1]:${port} ${hostPub[0]} ${hostPub[1]}\n`);
     await writeFile(join(dir, 'host.pub'), `${hostPub[0]} ${hostPub[1]}\n`);
     const fingerprint = execFileSync('ssh-keygen', ['-l', '-f', join(dir, 'host.pub')], { encoding: 'utf8' }).split(/\s+/)[1] ?? '';
+    const watch = watchContainer(container);
     const host = { name: 'sandbox', hostname: '127.0.0.1', port, user: 'mint', identityFile: clientKey, knownHostsFile: knownHosts, agent: false as const, sshConfig: false as const };
     return {
       dir,
@@ -107,7 +108,11 @@ export async function startDockerSandbox(options: SandboxOptions = {}): Promise<
         await container.exec(['kill', '-HUP', '1']);
       },
       sshdLog: async () => (await container.logs()).read()?.toString() ?? '',
+      sshdPid: () => undefined,
+      // The container's sshd is its pid 1: the container stopping is the host dying.
+      died: watch.died,
       stop: async () => {
+        watch.stop();
         await container.stop().catch(() => undefined);
         await rm(dir, { recursive: true, force: true });
       },
@@ -116,4 +121,33 @@ export async function startDockerSandbox(options: SandboxOptions = {}): Promise<
     await rm(dir, { recursive: true, force: true });
     throw error instanceof SandboxError ? error : new SandboxError(`Docker sandbox failed: ${(error as Error).message}`, { cause: error });
   }
+}
+
+/**
+ * `died` settles when the container stops serving while nobody asked it to (looked at every 2 s:
+ * testcontainers reports no exit event); `stop` ends the watch, for a stop on purpose.
+ */
+function watchContainer(container: { exec: (command: string[]) => Promise<{ exitCode: number }> }): { died: Promise<string>; stop: () => void } {
+  let stopped = false;
+  let timer: NodeJS.Timeout | undefined;
+  const died = new Promise<string>((resolveDeath) => {
+    const dead = (why: string): void => {
+      if (stopped) return;
+      clearInterval(timer);
+      resolveDeath(why);
+    };
+    timer = setInterval(() => {
+      container.exec(['true']).then(
+        (r) => r.exitCode === 0 || dead(`the sandbox container stopped answering (exec exited ${r.exitCode})`),
+        (error: unknown) => dead(`the sandbox container stopped: ${(error as Error).message.split('\n')[0]}`),
+      );
+    }, 2000);
+  });
+  return {
+    died,
+    stop: () => {
+      stopped = true;
+      clearInterval(timer);
+    },
+  };
 }

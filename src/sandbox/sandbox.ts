@@ -51,6 +51,14 @@ export interface Sandbox {
   sshdLog: () => Promise<string>;
   /** Stops sshd and starts it again on the same port (running jobs are not touched). */
   restartSshd: () => Promise<void>;
+  /** The pid of the listening sshd (the one in its PidFile); undefined for the Docker sandbox. */
+  sshdPid: () => number | undefined;
+  /**
+   * Settles when the host stops serving without being told to (its sshd killed, crashed): with what
+   * died and how, e.g. `sshd (pid 123) died: killed by SIGKILL`. Stays pending while the host is up
+   * and after stop() or restartSshd() (a host that was stopped on purpose did not die).
+   */
+  died: Promise<string>;
   /** Kills the job processes the sandbox started, stops sshd, removes every file. */
   stop: () => Promise<void>;
 }
@@ -67,13 +75,18 @@ export async function startSandbox(options: SandboxOptions = {}): Promise<Sandbo
   const dir = await mkdtemp(join(options.baseDir ?? tmpdir(), 'mint-sandbox-'));
   const user = userInfo().username;
   let child: ChildProcess | undefined;
+  // The sshd processes we stop ourselves: their exit is not a death.
+  const stopping = new WeakSet<ChildProcess>();
+  let reportDeath: (what: string) => void = () => undefined;
+  const died = new Promise<string>((r) => (reportDeath = r));
   const stop = async (): Promise<void> => {
+    if (child) stopping.add(child);
     await killJobs(join(dir, 'jobs'));
-    if (child && child.exitCode === null) {
+    if (child && !ended(child)) {
       const exited = new Promise((r) => child!.once('exit', r));
       child.kill('SIGTERM');
       await Promise.race([exited, new Promise((r) => setTimeout(r, 2000))]);
-      if (child.exitCode === null) child.kill('SIGKILL');
+      if (!ended(child)) child.kill('SIGKILL');
     }
     await rm(dir, { recursive: true, force: true });
   };
@@ -88,7 +101,13 @@ export async function startSandbox(options: SandboxOptions = {}): Promise<Sandbo
     const gatewayPath = join(dir, 'gateway', 'mint-gateway.sh');
     const program = join(dir, 'program', 'execute_remote-side_program_ssh.sh');
     await mkdir(join(dir, 'program'), { mode: 0o700 });
-    await copyFile(resolve(options.program ?? SAMPLE_PROGRAM), program);
+    const source = resolve(options.program ?? SAMPLE_PROGRAM);
+    await copyFile(source, program).catch((error: NodeJS.ErrnoException) => {
+      throw new SandboxError(`the program ${JSON.stringify(source)} cannot be read (${error.code ?? error.message})`, {
+        hint: 'give --program the path of an existing script (the remote-side program jobs run)',
+        cause: error,
+      });
+    });
     await chmod(program, 0o755);
     const authorizedKeys = join(dir, 'authorized_keys');
     const installLine = async (gateway: Partial<Omit<GatewayOptions, 'root' | 'program'>>, restrictions?: KeyRestrictions): Promise<void> => {
@@ -116,14 +135,20 @@ export async function startSandbox(options: SandboxOptions = {}): Promise<Sandbo
       let stderr = '';
       started.stderr?.on('data', (d: Buffer) => (stderr += d.toString()));
       await waitForBanner(port, started, () => stderr, logFile);
+      // From here its exit is news: a host that stopped serving must not look like one still up
+      // (an idle `sandbox` used to exit 0 when its sshd was killed, leaving its private key behind).
+      started.once('exit', (code, signal) => {
+        if (!stopping.has(started)) reportDeath(`sshd (pid ${started.pid}) died: ${signal ? `killed by ${signal}` : `exited with code ${code}`}`);
+      });
     };
     const halt = async (): Promise<void> => {
       const running = child;
-      if (!running || running.exitCode !== null) return;
+      if (!running || ended(running)) return;
+      stopping.add(running);
       const exited = new Promise((r) => running.once('exit', r));
       running.kill('SIGTERM');
       await Promise.race([exited, new Promise((r) => setTimeout(r, 2000))]);
-      if (running.exitCode === null) running.kill('SIGKILL');
+      if (!ended(running)) running.kill('SIGKILL');
     };
     await launch();
 
@@ -174,12 +199,22 @@ export async function startSandbox(options: SandboxOptions = {}): Promise<Sandbo
         await halt();
         await launch();
       },
+      sshdPid: () => child?.pid,
+      died,
       stop,
     };
   } catch (error) {
     await stop();
     throw error;
   }
+}
+
+/**
+ * Whether the process has ended. exitCode alone stays null for a process killed by a signal: stop()
+ * then sent TERM to a dead sshd and waited its whole 2 s for an exit event that had already fired.
+ */
+function ended(child: ChildProcess): boolean {
+  return child.exitCode !== null || child.signalCode !== null;
 }
 
 function keygen(path: string, comment: string): void {
@@ -241,9 +276,9 @@ function freePort(): Promise<number> {
 async function waitForBanner(port: number, child: ChildProcess, stderr: () => string, logFile: string): Promise<void> {
   const deadline = Date.now() + 10_000;
   while (Date.now() < deadline) {
-    if (child.exitCode !== null) {
+    if (ended(child)) {
       const log = await readFile(logFile, 'utf8').catch(() => '');
-      throw new SandboxError(`sshd exited at start (code ${child.exitCode}): ${(stderr() + log).trim().slice(-500)}`);
+      throw new SandboxError(`sshd exited at start (${child.signalCode ? `killed by ${child.signalCode}` : `code ${child.exitCode}`}): ${(stderr() + log).trim().slice(-500)}`);
     }
     if ((await readBanner(port)).startsWith('SSH-2.0-')) return;
     await new Promise((r) => setTimeout(r, 50));

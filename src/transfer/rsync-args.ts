@@ -12,18 +12,19 @@ export const RSYNC_CLIENT_OPTIONS: Record<Direction, readonly string[]> = {
   put: ['-rtLE', '--partial'],
   // -l with --safe-links: symlinks the program left come back as symlinks when they stay inside the
   // job, as MInt's `rsync -av` brings them; one that points outside (or up out of) the job is never
-  // made here, and --info=name names it (`ignoring unsafe symlink "P" -> "T"`), for result.skipped.
+  // made here, and --info=name names it (`ignoring unsafe symlink "P" -> "T"`), for result.skipped;
+  // name2, not name: unchanged files are named too (result.files lists the whole output, see rsync.ts).
   // -p: outputs keep the modes the program gave them, as MInt's own `rsync -av` keeps them (a 0644
   // output arrived as 0600, directories 0700); --chmod=ug-s (local only): never a set-id bit.
   // --partial-dir (local only): an interrupted download resumes, and no half file has a real name.
-  get: ['-rtplE', '--safe-links', '--info=name', '--chmod=ug-s', '--partial-dir=.mint-partial'],
+  get: ['-rtplE', '--safe-links', '--info=name2', '--chmod=ug-s', '--partial-dir=.mint-partial'],
 };
 
 // What each direction's client options turn into on the server side (rsync sends -E only to a
 // receiving server, and --log-format=X because --out-format asks for file names).
 const SERVER_FLAGS: Record<Direction, ReadonlySet<string>> = { put: new Set(['t', 'E', 'r']), get: new Set(['l', 't', 'p', 'r']) };
 // (--safe-links and --info travel to the server too; the gateway's template ignores both.)
-const SERVER_REST: Record<Direction, readonly string[]> = { put: ['--log-format=X', '--partial', '.'], get: ['--safe-links', '--info=NAME', '.'] };
+const SERVER_REST: Record<Direction, readonly string[]> = { put: ['--log-format=X', '--partial', '.'], get: ['--safe-links', '--info=NAME2', '.'] };
 
 export type ServerArgsCheck = { ok: true; caps: string } | { ok: false; reason: string };
 

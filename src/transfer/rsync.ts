@@ -20,7 +20,21 @@ export interface TransferProgress {
   direction: Direction;
   bytes: number;
   percent: number;
+  /** rsync's own text, e.g. `3.21MB/s` (its MB are MiB). */
   rate: string;
+  /** The same rate in bytes per second; undefined when rsync's text could not be read. */
+  bytesPerSecond: number | undefined;
+}
+
+/**
+ * rsync's --info=progress2 rate (`503.16kB/s`, `3.21MB/s`, `1.50GB/s`) in bytes per second. rsync
+ * divides by 1024 at each step (progress.c), so its kB/MB/GB are KiB/MiB/GiB: with --bwlimit=500
+ * (KiB/s) it shows about 503kB/s, not 512.
+ */
+export function parseRate(rate: string): number | undefined {
+  const m = /^(\d+(?:\.\d+)?)([kMGT]?)B\/s$/.exec(rate);
+  if (!m) return undefined;
+  return Number(m[1]) * 1024 ** ' kMGT'.indexOf(m[2] || ' ');
 }
 
 export interface RsyncRun {
@@ -45,7 +59,7 @@ export interface RsyncRun {
 
 /** What one rsync run did, locally and on the relayed channel; the caller judges it. */
 export interface RsyncOutcome {
-  /** Paths (relative to the destination) of the files rsync wrote. */
+  /** Paths (relative to the destination): for a download every file of it, sent or already there unchanged; for an upload those sent. */
   files: string[];
   /** Symlinks not made because they point outside the tree: `path -> target`. */
   skipped: string[];
@@ -170,6 +184,16 @@ function realpathOr(path: string): string {
   }
 }
 
+/**
+ * What rsync prints per file. A download names every file of the output, with its itemize string,
+ * because `--info=name2` (in its client options) adds the unchanged ones: with `%n` alone rsync names
+ * only what it transferred, and a re-run into the same output dir left unchanged files out of
+ * result.files (name2 then prints `NAME is uptodate`, which a file of that name makes ambiguous;
+ * with `%i` the line is an itemize string and the name, whatever the name). An upload keeps `%n`:
+ * `%i` would change the server's `--log-format=X`, which the gateway's template pins.
+ */
+const OUT_FORMAT: Record<Direction, string> = { put: '%n', get: '%i %n' };
+
 /** Runs the local rsync with the bridge as its remote shell; never throws for rsync's own failures. */
 export async function runRsync(run: RsyncRun): Promise<RsyncOutcome> {
   const started = performance.now();
@@ -184,7 +208,7 @@ export async function runRsync(run: RsyncRun): Promise<RsyncOutcome> {
   try {
     const child = execa(
       run.rsyncPath ?? 'rsync',
-      [...RSYNC_CLIENT_OPTIONS[direction], '-8', '--out-format=%n', '--info=progress2', `--rsh=${rshCommand()}`, '--', ...run.paths],
+      [...RSYNC_CLIENT_OPTIONS[direction], '-8', `--out-format=${OUT_FORMAT[direction]}`, '--info=progress2', `--rsh=${rshCommand()}`, '--', ...run.paths],
       {
         env: { ...session.env, RSYNC_PROTECT_ARGS: undefined, RSYNC_OLD_ARGS: undefined, RSYNC_RSH: undefined },
         reject: false,
@@ -207,7 +231,7 @@ export async function runRsync(run: RsyncRun): Promise<RsyncOutcome> {
     const parseLine = (line: string): void => {
       const progress = /^\s*([\d,]+)\s+(\d+)%\s+(\S+)/.exec(line);
       if (progress) {
-        run.onProgress?.({ direction, bytes: Number(progress[1]!.replace(/,/g, '')), percent: Number(progress[2]), rate: progress[3]! });
+        run.onProgress?.({ direction, bytes: Number(progress[1]!.replace(/,/g, '')), percent: Number(progress[2]), rate: progress[3]!, bytesPerSecond: parseRate(progress[3]!) });
         return;
       }
       // --safe-links with --info=name: a symlink the receiver would not make; the other lines that
@@ -218,6 +242,15 @@ export async function runRsync(run: RsyncRun): Promise<RsyncOutcome> {
         return;
       }
       if (/^(created directory |skipping non-regular file )/.test(line)) return;
+      if (direction === 'get') {
+        // Every item, changed or not: `>f+++++++++ a.dat` (sent), `.f          a.dat` (already here).
+        const item = /^[<>ch.*]([fdLDS]).{9} (.+)$/.exec(line);
+        if (item && item[1] !== 'd') {
+          files.push(item[2]!);
+          run.onFile?.(item[2]!);
+        }
+        return;
+      }
       if (line && !line.endsWith('/') && line.trim() === line) {
         files.push(line);
         run.onFile?.(line);

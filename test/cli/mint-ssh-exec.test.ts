@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { chmod, mkdir, readFile, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, readFile, utimes, writeFile } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { main } from '../../src/cli/mint-ssh-exec.js';
@@ -144,7 +144,7 @@ describe('mint-ssh-exec CLI against the sandbox host', async () => {
     expect(jobs.code).toBe(0);
     expect(jobs.stdout).toContain(`${jobId}  exited (exit 5)`);
     const jobsJson = JSON.parse((await runMain(main, ['jobs', 'sandbox', '--json', '--config', cfg])).stdout) as { jobs: { jobId: string; state: string }[] };
-    expect(jobsJson.jobs).toContainEqual({ jobId, state: 'exited', exitCode: 5 });
+    expect(jobsJson.jobs).toContainEqual({ jobId, state: 'exited', exitCode: 5, sizeKiB: expect.any(Number), ageSeconds: expect.any(Number) });
 
     // A slow job: start it, cancel it from a second CLI call, and the first call reports cancelled.
     const controller = new AbortController();
@@ -161,6 +161,116 @@ describe('mint-ssh-exec CLI against the sandbox host', async () => {
     const attached = await runMain(main, ['attach', 'sandbox', jobId, '-o', join(dir, 'again'), '--json', '--config', cfg]);
     expect(attached.code).toBe(5);
     expect(JSON.parse(attached.stdout)).toMatchObject({ jobId, exitCode: 5, state: 'exited' });
+  });
+
+  it('run --json / attach --json: a failure is one JSON document on stdout, {"error": {code, step, message, hint, jobId, host, exitCode}}', async () => {
+    const cfg = await config();
+    const dir = await freshDir();
+    // A refusal from the gateway itself, through the real sshd: attach to a job that is not there.
+    const missing = '99999999-8888-4777-8666-555555555555';
+    const attached = await runMain(main, ['attach', 'sandbox', missing, '-o', dir, '--json', '--config', cfg]);
+    expect(attached.code).toBe(205);
+    const refusal = JSON.parse(attached.stdout) as { error: Record<string, unknown> };
+    expect(Object.keys(refusal)).toEqual(['error']);
+    expect(refusal.error).toMatchObject({ code: 'GATEWAY_REFUSED', gatewayCode: 'E_NOJOB', step: 'run', jobId: missing, host: 'sandbox', exitCode: 205 });
+    expect(refusal.error.message).toMatch(/^gateway refused 'status': E_NOJOB: no job 9999/);
+    // The human line stays on stderr for whoever reads the terminal.
+    expect(attached.stderr).toContain('E_NOJOB');
+
+    // Before anything is sent: a missing input is an InputError with the job id run printed.
+    const run = await runMain(main, ['run', 'sandbox', join(dir, 'no-such-input.dat'), '-o', dir, '--json', '--config', cfg]);
+    expect(run.code).toBe(201);
+    const input = (JSON.parse(run.stdout) as { error: Record<string, unknown> }).error;
+    expect(input).toMatchObject({ code: 'INPUT_INVALID', host: 'sandbox', exitCode: 201, jobId: expect.stringMatching(/^[0-9a-f-]{36}$/) });
+    expect(run.stderr).toContain(`job ${String(input.jobId)} on sandbox`);
+
+    // A message with a hint: the hint is its own field, not repeated in the message.
+    const noHost = await runMain(main, ['run', 'no-such-host.invalid', '--json', '--config', cfg]);
+    const unknownHost = (JSON.parse(noHost.stdout) as { error: { message: string; hint?: string; code: string } }).error;
+    expect(noHost.code).toBe(exitFor(unknownHost.code));
+    expect(unknownHost.hint).toBeTruthy();
+    expect(unknownHost.message).not.toContain(unknownHost.hint);
+
+    // Success keeps the result object.
+    const ok = await runMain(main, ['run', 'sandbox', '-o', dir, '--json', '--config', cfg]);
+    expect(ok.code).toBe(0);
+    expect(JSON.parse(ok.stdout)).toMatchObject({ state: 'exited', exitCode: 0 });
+  });
+
+  it('rm HOST JOB removes a finished job; a running one is refused (cancel first); a missing one is a no-op that says so', async () => {
+    const dir = await freshDir();
+    const cfg = await config();
+    const failed = await runMain(main, ['run', 'sandbox', '--json', '-o', dir, '--arg', 'fail', '--config', cfg]);
+    const jobId = (JSON.parse(failed.stdout) as { jobId: string }).jobId;
+    expect(existsSync(join(sandbox().root, jobId))).toBe(true);
+    const removed = await runMain(main, ['rm', 'sandbox', jobId, '--config', cfg]);
+    expect(removed.code).toBe(0);
+    expect(removed.stdout).toBe(`${jobId}  removed (was exited, exit 5)\n`);
+    expect(existsSync(join(sandbox().root, jobId))).toBe(false);
+    const again = await runMain(main, ['rm', 'sandbox', jobId, '--json', '--config', cfg]);
+    expect(again.code).toBe(0);
+    expect(JSON.parse(again.stdout)).toEqual({ host: 'sandbox', jobId, removed: false });
+
+    const controller = new AbortController();
+    const slowId = '22222222-3333-4444-8555-666666666666';
+    const running = runMain(main, ['run', 'sandbox', '--job-id', slowId, '-o', dir, '--arg', 'slow', '--config', cfg], process.env, controller.signal);
+    await waitFor(() => existsSync(join(sandbox().root, slowId, 'pid')));
+    const refused = await runMain(main, ['rm', 'sandbox', slowId, '--config', cfg]);
+    expect(refused.code).toBe(205);
+    expect(refused.stderr).toMatch(/E_STATE: job 2222\S+ is running; cancel it first/);
+    expect(existsSync(join(sandbox().root, slowId, 'pid'))).toBe(true);
+    controller.abort();
+    expect((await running).code).toBe(207);
+    expect((await runMain(main, ['rm', 'sandbox', 'not-a-uuid', '--config', cfg])).code).toBe(201);
+  });
+
+  it('jobs shows each job\'s age and size (du -sk of its dir on the site), and still reads an older gateway\'s list', async () => {
+    const dir = await freshDir();
+    const cfg = await config();
+    await writeFile(join(dir, 'big.dat'), Buffer.alloc(3 * 1024 * 1024, 7));
+    const kept = await runMain(main, ['run', 'sandbox', '--json', '-o', join(dir, 'out'), '--cleanup', 'never', join(dir, 'big.dat'), '--config', cfg]);
+    const jobId = (JSON.parse(kept.stdout) as { jobId: string }).jobId;
+    // Two hours idle, as far as the site can tell (the job dir's mtime is what --max-age-days counts).
+    const old = new Date(Date.now() - 2 * 3600 * 1000);
+    await utimes(join(sandbox().root, jobId), old, old);
+    const json = JSON.parse((await runMain(main, ['jobs', 'sandbox', '--json', '--config', cfg])).stdout) as { jobs: { jobId: string; sizeKiB: number; ageSeconds: number }[] };
+    const job = json.jobs.find((j) => j.jobId === jobId)!;
+    expect(job.sizeKiB).toBeGreaterThanOrEqual(3 * 1024);
+    expect(job.sizeKiB).toBeLessThan(4 * 1024);
+    expect(job.ageSeconds).toBeGreaterThanOrEqual(7200);
+    expect(job.ageSeconds).toBeLessThan(7300);
+    const human = await runMain(main, ['jobs', 'sandbox', '--config', cfg]);
+    expect(human.stdout).toMatch(new RegExp(`^${jobId}  exited \\(exit 0\\)  +2h0m  +3\\.\\d MiB$`, 'm'));
+
+    // A gateway from before `list long` refuses the argument (E_USAGE): the client asks again
+    // without it, and lists the jobs without age and size.
+    const gateway = await readFile(sandbox().gatewayPath, 'utf8');
+    // The check stage as it was: `probe | list) mgw_expect_args 0 0 "no arguments" ;;`.
+    const older = gateway
+      .replace(/^ {4}list\)\n(?: {6}[^\n]*\n)+/m, '')
+      .replace('    probe) mgw_expect_args 0 0 "no arguments" ;;', '    probe | list) mgw_expect_args 0 0 "no arguments" ;;');
+    expect(older).toContain('probe | list) mgw_expect_args 0 0');
+    expect(older).not.toContain('MGW_LIST_LONG=$MGW_ARGC');
+    await writeFile(sandbox().gatewayPath, older);
+    try {
+      const olderJobs = await runMain(main, ['jobs', 'sandbox', '--json', '--config', cfg]);
+      expect(olderJobs.code).toBe(0);
+      expect((JSON.parse(olderJobs.stdout) as { jobs: Record<string, unknown>[] }).jobs).toContainEqual({ jobId, state: 'exited', exitCode: 0 });
+    } finally {
+      await writeFile(sandbox().gatewayPath, gateway);
+    }
+  });
+
+  it('run: result.files lists every file of the output, also those an earlier run already brought (unchanged, so rsync sent nothing)', async () => {
+    const dir = await freshDir();
+    const cfg = await config();
+    await writeFile(join(dir, 'in.dat'), 'same input\n');
+    const out = join(dir, 'out');
+    const first = JSON.parse((await runMain(main, ['run', 'sandbox', '--json', '-o', out, join(dir, 'in.dat'), '--config', cfg])).stdout) as { files: string[] };
+    expect(first.files.sort()).toEqual(['in.dat', 'out.txt']);
+    // in.dat comes back with the mtime it went with: the same size and time as the copy already in out/.
+    const second = JSON.parse((await runMain(main, ['run', 'sandbox', '--json', '-o', out, join(dir, 'in.dat'), '--config', cfg])).stdout) as { files: string[] };
+    expect(second.files.sort()).toEqual(['in.dat', 'out.txt']);
   });
 
   it('usage errors exit 2 and configuration errors name the file and line', async () => {
@@ -184,4 +294,8 @@ async function waitFor(check: () => boolean, ms = 15_000): Promise<void> {
     if (Date.now() > deadline) throw new Error('timed out waiting');
     await new Promise((r) => setTimeout(r, 50));
   }
+}
+
+function exitFor(code: string): number {
+  return ({ CONFIG_INVALID: 200, HOST_UNREACHABLE: 202 } as Record<string, number>)[code] ?? -1;
 }

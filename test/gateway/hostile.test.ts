@@ -88,7 +88,7 @@ const unknownCommand = (w: string): string => `unknown command '${w}' (this key 
 const unknownVerb = (v: string): string => `unknown verb '${v}'`;
 const TAKES = {
   probe: "'probe' takes no arguments",
-  list: "'list' takes no arguments",
+  list: "'list' takes no arguments, or long",
   put: "'put' takes JOB CAPS",
   get: "'get' takes JOB CAPS",
   start: "'start' takes JOB [ARG...] (at most 64 arguments)",

@@ -52,6 +52,13 @@ describe('gateway protocol (pure)', () => {
       { jobId: JOB, state: 'running', exitCode: undefined },
       { jobId: JOB, state: 'exited', exitCode: 0 },
     ]);
+    // `list long` (gateway 0.3.1): size and age after the plain fields; the plain lines above still read.
+    expect(parseList(`${JOB} exited exit=5 kb=3088 age=7201\n${JOB} running kb=4 age=0\n${JOB} exited exit=0 kb=x\n`)).toEqual([
+      { jobId: JOB, state: 'exited', exitCode: 5, sizeKiB: 3088, ageSeconds: 7201 },
+      { jobId: JOB, state: 'running', exitCode: undefined, sizeKiB: 4, ageSeconds: 0 },
+    ]);
+    expect(formatCommand({ verb: 'list', long: true })).toBe('mint-gw list long');
+    expect(formatCommand({ verb: 'list' })).toBe('mint-gw list');
     expect(parseLogTrailer(`noise\nmint-gw: status: job=${JOB} state=exited exit=7\n`)).toEqual({ state: 'exited', exitCode: 7 });
     expect(parseLogTrailer(`mint-gw: status: job=${JOB} state=cancelled exit=-\n`)).toEqual({ state: 'cancelled', exitCode: undefined });
     expect(() => parseProbe('Welcome to Ubuntu\n')).toThrow(expect.objectContaining({ code: 'GATEWAY_PROTOCOL' }));

@@ -36,6 +36,9 @@ describe('gateway script as POSIX sh', () => {
       `mint-gw start ${job}`,
       `mint-gw put ${job} .iLsfxCIvu`,
       'mint-gw list',
+      'mint-gw list long',
+      'mint-gw list short',
+      'mint-gw list long long',
       `mint-gw rm ${job}`,
       `mint-gw status ${job}`,
       '',
@@ -59,7 +62,7 @@ describe('gateway script as POSIX sh', () => {
         });
         // Only the parts that do not depend on time or pids.
         // (A running job's log may or may not hold its first line yet.)
-        let stdout = r.stdout.replace(/^pid=\d+$/m, 'pid=N').replace(/^state=running$/m, 'state=R');
+        let stdout = r.stdout.replace(/^pid=\d+$/m, 'pid=N').replace(/^state=running$/m, 'state=R').replace(/ age=\d+$/gm, ' age=S');
         if (stdout.includes('state=R')) stdout = stdout.replace(/^log_bytes=\d+$/m, 'log_bytes=N');
         const stderr = r.stderr.replace(/pid=\d+/g, 'pid=N').replace(/\n/g, '|').replace(/mint-gw: status: .*/, '');
         return `${command} -> ${r.status} ${stdout.replace(/\n/g, '|')} ${stderr}`;
@@ -68,6 +71,10 @@ describe('gateway script as POSIX sh', () => {
     const bash = answers('bash');
     expect(bash).toEqual(dash);
     expect(dash.find((a) => a.startsWith('mint-gw probe;id'))).toContain('-> 64');
+    // list long: the plain line, then the job dir's du -sk and its age; any other argument is refused.
+    expect(dash.find((a) => a.startsWith('mint-gw list long ->'))).toMatch(new RegExp(`^mint-gw list long -> 0 ${job} exited exit=0 kb=\\d+ age=S\\| $`));
+    expect(dash.find((a) => a.startsWith('mint-gw list short'))).toContain("-> 64  mint-gw: error: E_USAGE: 'list' takes no arguments, or long");
+    expect(dash.find((a) => a.startsWith('mint-gw list long long'))).toContain("-> 64  mint-gw: error: E_USAGE: 'list' takes no arguments, or long");
     expect(dash.filter((a) => a.startsWith(`mint-gw run ${other}`))).toEqual([
       `mint-gw run ${other} x -> 0 ran x| mint-gw: started: job=${other} state=running pid=N|`,
       `mint-gw run ${other} x -> 0 ran x| mint-gw: started: job=${other} state=exited pid=-|`,

@@ -4,13 +4,14 @@
  */
 import { describe, expect, it } from 'vitest';
 import { spawn, execFileSync } from 'node:child_process';
-import { existsSync, readdirSync } from 'node:fs';
+import { existsSync, readFileSync, readdirSync } from 'node:fs';
 import net from 'node:net';
 import { chmod, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { main } from '../../src/cli/mint-ssh-exec.js';
 import { captureIo, runMain } from '../support/cli-io.js';
 import { freshDir } from '../support/fixture.js';
+import { startSandbox } from '../../src/sandbox/sandbox.js';
 
 const ROOT = join(import.meta.dirname, '..', '..');
 
@@ -44,11 +45,77 @@ describe('mint-ssh-exec sandbox', () => {
       expect(r.code).not.toBe(0);
       expect(r.stderr).toMatch(new RegExp(`port ${port} on 127\\.0\\.0\\.1 is not free`));
       expect(readdirSync(parent)).toEqual([]);
+      // A listener that never speaks (not an SSH server at all): the same.
+      const silent = net.createServer(() => undefined);
+      await new Promise<void>((r) => silent.listen(0, '127.0.0.1', () => r()));
+      const silentPort = (silent.address() as net.AddressInfo).port;
+      const quiet = await runMain(main, ['sandbox', '--port', String(silentPort)], process.env);
+      silent.close();
+      expect(quiet.code).toBe(208);
+      expect(quiet.stderr).toMatch(new RegExp(`port ${silentPort} on 127\\.0\\.0\\.1 is not free`));
+      expect(readdirSync(parent)).toEqual([]);
     } finally {
       if (saved === undefined) delete process.env.TMPDIR;
       else process.env.TMPDIR = saved;
       busy.close();
     }
+  });
+
+  it('when its sshd dies after start (killed), exits non-zero at once, saying what died and how, and removes its files', async () => {
+    expect(existsSync(join(ROOT, 'dist', 'cli', 'mint-ssh-exec.js')), 'build first: npm run build').toBe(true);
+    const parent = await freshDir();
+    const child = spawn(process.execPath, [join(ROOT, 'bin', 'mint-ssh-exec.mjs'), 'sandbox', '--write-config', join(parent, 'hosts.yaml')], {
+      env: { ...process.env, TMPDIR: parent },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    const exited = new Promise<{ code: number | null; at: number }>((r) => child.on('close', (code) => r({ code, at: Date.now() })));
+    try {
+      const deadline = Date.now() + 20_000;
+      while (!stdout.includes('press Ctrl-C')) {
+        if (Date.now() > deadline || child.exitCode !== null) throw new Error(`sandbox did not come up: ${stderr}`);
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      const dir = /job root: (\S+)\/jobs/.exec(stdout)![1]!;
+      const pid = Number(readFileSync(join(dir, 'sshd.pid'), 'utf8').trim());
+      const killedAt = Date.now();
+      process.kill(pid, 'SIGKILL');
+      const { code, at } = await exited;
+      expect(code).toBe(208);
+      expect(at - killedAt).toBeLessThan(1500);
+      expect(stderr).toMatch(new RegExp(`sshd \\(pid ${pid}\\) died: killed by SIGKILL`));
+      expect(existsSync(dir)).toBe(false);
+      expect(readdirSync(parent)).toEqual([]);
+      // The operator can find it too: the ready text names the pid sshd wrote to its PidFile.
+      expect(stdout).toMatch(new RegExp(`sshd: +pid ${pid}\\b`));
+    } finally {
+      child.kill('SIGKILL');
+    }
+  });
+
+  it('a --program that cannot be read fails as a sandbox error (not a stack trace) and leaves no files', async () => {
+    const parent = await freshDir();
+    const saved = process.env.TMPDIR;
+    process.env.TMPDIR = parent;
+    try {
+      const r = await runMain(main, ['sandbox', '--program', join(parent, 'no-such-program.sh')], process.env);
+      expect(r.code).toBe(208);
+      expect(r.stderr).toContain('no-such-program.sh');
+      expect(r.stderr).not.toContain('internal error');
+      expect(readdirSync(parent)).toEqual([]);
+    } finally {
+      if (saved === undefined) delete process.env.TMPDIR;
+      else process.env.TMPDIR = saved;
+    }
+  });
+
+  it('an sshd that fails at start (a config line it rejects) is a SandboxError, and the dir is gone', async () => {
+    const parent = await freshDir();
+    await expect(startSandbox({ baseDir: parent, sshdConfig: ['NoSuchSshdOption yes'] })).rejects.toMatchObject({ code: 'SANDBOX_FAILED', message: expect.stringMatching(/sshd exited at start/) });
+    expect(readdirSync(parent)).toEqual([]);
   });
 
   it('serves a host that probe and run accept, then removes everything on stop', async () => {

@@ -3,7 +3,7 @@ import type { RemoteResult } from '../../types.js';
 import { CancelledError } from '../../errors.js';
 import { appendMintLog, mintLogFields, mintLogPath } from '../mint-log.js';
 import { progressReporter } from '../progress.js';
-import { ExitCode, UsageError } from '../exit-codes.js';
+import { ExitCode, UsageError, errorReport } from '../exit-codes.js';
 import { defineCommand, parseCommand, printHelp, usageError } from '../options.js';
 import { printJson, type Io } from '../output.js';
 import type { CleanupPolicy } from '../../config/resolved-host.js';
@@ -17,7 +17,10 @@ const cleanup = {
   description: "when to remove the remote job dir: always, on-success or never (default: the profile's, else on-success)",
 } as const;
 const timeout = { type: 'string', value: 'SEC', description: 'cancel the job after SEC seconds (counted from the start of this command)' } as const;
-const json = { type: 'boolean', description: 'print the result object as JSON on stdout instead of the remote log' } as const;
+const json = {
+  type: 'boolean',
+  description: 'print the result object as JSON on stdout instead of the remote log; on failure {"error": {code, exitCode, message, hint, step, host, jobId}}',
+} as const;
 const quiet = { type: 'boolean', short: 'q', description: 'print neither the remote log nor progress; failures are still reported' } as const;
 
 export const runSpec = defineCommand({
@@ -74,57 +77,61 @@ export const attachSpec = defineCommand({
 export async function runCommand(args: string[], io: Io, signal: AbortSignal): Promise<number> {
   const { values, positionals } = parseCommand(runSpec, args);
   if (values.help) return printHelp(io, runSpec);
-  const [host, ...files] = positionals;
-  if (!host) throw usageError(runSpec);
-  const jobId = values['job-id'] ?? crypto.randomUUID();
-  const logPath = mintLogPath(values['mint-log'], Boolean(values['mint-log-site']), io.env);
-  const logFormat = values['mint-log-format'] ?? 'workflow';
-  if (logFormat !== 'workflow' && logFormat !== 'template') throw usageError(runSpec, `--mint-log-format must be workflow or template, got ${JSON.stringify(logFormat)}`);
-  const fields = mintLogFields(values.solver ?? 'remote', jobId, io.env);
-  if (logPath) await appendMintLog(logPath, 'start', fields, logFormat);
-  // Known before anything is sent: after a crash of this process, `attach HOST JOB` picks it up.
-  io.stderr.write(`mint-ssh-exec: job ${jobId} on ${host} (if this process dies: mint-ssh-exec attach ${host} ${jobId})\n`);
-  const progress = progressReporter(io, { quiet: Boolean(values.quiet), streamLog: !values.json && !values.quiet });
-  let result: RemoteResult | undefined;
-  try {
-    result = await runRemote({
-      host,
-      inputs: files,
-      jobId,
-      ...shared(values, signal),
-      ...(values.arg ? { args: values.arg } : {}),
-      ...(values.program !== undefined ? { program: values.program } : {}),
-      ...(values['wait-for-slot'] ? { waitForSlot: true } : {}),
-      ...(values.env ? { env: envOption(values.env, runSpec) } : {}),
-      onEvent: progress.onEvent,
-    });
-    return report(io, result, Boolean(values.json));
-  } catch (error) {
-    if (error instanceof CancelledError && error.result) result = error.result as RemoteResult;
-    throw error;
-  } finally {
-    progress.stop();
-    // The end line must not hide the job's own outcome: a log that cannot be written is a warning.
-    if (logPath) {
-      await appendMintLog(logPath, result && !result.failed ? 'normal end' : 'abnormal end', fields, logFormat).catch((error: unknown) =>
-        io.stderr.write(`mint-ssh-exec: warning: ${error instanceof Error ? error.message : String(error)}\n`),
-      );
+  return withJsonErrors(io, Boolean(values.json), async () => {
+    const [host, ...files] = positionals;
+    if (!host) throw usageError(runSpec);
+    const jobId = values['job-id'] ?? crypto.randomUUID();
+    const logPath = mintLogPath(values['mint-log'], Boolean(values['mint-log-site']), io.env);
+    const logFormat = values['mint-log-format'] ?? 'workflow';
+    if (logFormat !== 'workflow' && logFormat !== 'template') throw usageError(runSpec, `--mint-log-format must be workflow or template, got ${JSON.stringify(logFormat)}`);
+    const fields = mintLogFields(values.solver ?? 'remote', jobId, io.env);
+    if (logPath) await appendMintLog(logPath, 'start', fields, logFormat);
+    // Known before anything is sent: after a crash of this process, `attach HOST JOB` picks it up.
+    io.stderr.write(`mint-ssh-exec: job ${jobId} on ${host} (if this process dies: mint-ssh-exec attach ${host} ${jobId})\n`);
+    const progress = progressReporter(io, { quiet: Boolean(values.quiet), streamLog: !values.json && !values.quiet });
+    let result: RemoteResult | undefined;
+    try {
+      result = await runRemote({
+        host,
+        inputs: files,
+        jobId,
+        ...shared(values, signal),
+        ...(values.arg ? { args: values.arg } : {}),
+        ...(values.program !== undefined ? { program: values.program } : {}),
+        ...(values['wait-for-slot'] ? { waitForSlot: true } : {}),
+        ...(values.env ? { env: envOption(values.env, runSpec) } : {}),
+        onEvent: progress.onEvent,
+      });
+      return report(io, result, Boolean(values.json));
+    } catch (error) {
+      if (error instanceof CancelledError && error.result) result = error.result as RemoteResult;
+      throw error;
+    } finally {
+      progress.stop();
+      // The end line must not hide the job's own outcome: a log that cannot be written is a warning.
+      if (logPath) {
+        await appendMintLog(logPath, result && !result.failed ? 'normal end' : 'abnormal end', fields, logFormat).catch((error: unknown) =>
+          io.stderr.write(`mint-ssh-exec: warning: ${error instanceof Error ? error.message : String(error)}\n`),
+        );
+      }
     }
-  }
+  });
 }
 
 export async function attachCommand(args: string[], io: Io, signal: AbortSignal): Promise<number> {
   const { values, positionals } = parseCommand(attachSpec, args);
   if (values.help) return printHelp(io, attachSpec);
-  const [host, jobId] = positionals;
-  if (!host || !jobId) throw usageError(attachSpec);
-  const progress = progressReporter(io, { quiet: Boolean(values.quiet), streamLog: !values.json && !values.quiet });
-  try {
-    const result = await attach({ host, jobId, ...shared(values, signal), onEvent: progress.onEvent });
-    return report(io, result, Boolean(values.json));
-  } finally {
-    progress.stop();
-  }
+  return withJsonErrors(io, Boolean(values.json), async () => {
+    const [host, jobId] = positionals;
+    if (!host || !jobId) throw usageError(attachSpec);
+    const progress = progressReporter(io, { quiet: Boolean(values.quiet), streamLog: !values.json && !values.quiet });
+    try {
+      const result = await attach({ host, jobId, ...shared(values, signal), onEvent: progress.onEvent });
+      return report(io, result, Boolean(values.json));
+    } finally {
+      progress.stop();
+    }
+  });
 }
 
 function shared(
@@ -147,6 +154,19 @@ function shared(
     ...(timeoutMs ? { timeoutMs } : {}),
     ...(values.config ? { configFile: values.config } : {}),
   };
+}
+
+/**
+ * With --json, a failure is one JSON document on stdout too ({"error": {...}}, see errorReport), so
+ * a caller that parses stdout always gets an answer; the human line still goes to stderr (main).
+ */
+async function withJsonErrors(io: Io, json: boolean, command: () => Promise<number>): Promise<number> {
+  try {
+    return await command();
+  } catch (error) {
+    if (json) printJson(io, errorReport(error));
+    throw error;
+  }
 }
 
 /** Like MInt's execute_remote_command.sh: the remote program's exit status is ours. */

@@ -2,6 +2,7 @@ import { rename, rm, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { startSandbox } from '../../sandbox/sandbox.js';
 import { startDockerSandbox } from '../../sandbox/docker.js';
+import { SandboxError } from '../../errors.js';
 import { ExitCode, UsageError } from '../exit-codes.js';
 import { defineCommand, parseCommand, printHelp } from '../options.js';
 import type { Io } from '../output.js';
@@ -45,6 +46,7 @@ export async function sandboxCommand(args: string[], io: Io, signal: AbortSignal
         `  program:  ${sandbox.program} (run as the forced command's program, cwd = a fresh job dir)`,
         `  job root: ${sandbox.root}`,
         `  gateway:  ${sandbox.gatewayPath}`,
+        ...(sandbox.sshdPid() === undefined ? [] : [`  sshd:     pid ${sandbox.sshdPid()} (if it dies, this command stops, removes everything and exits ${ExitCode.SANDBOX})`]),
         '',
         'host profile (also written to the file below):',
         sandbox.profileYaml().replace(/^/gm, '  '),
@@ -56,10 +58,13 @@ export async function sandboxCommand(args: string[], io: Io, signal: AbortSignal
         '',
       ].join('\n'),
     );
-    await new Promise<void>((resolve) => {
-      if (signal.aborted) resolve();
-      signal.addEventListener('abort', () => resolve(), { once: true });
+    // Until Ctrl-C, or until the host dies under us: then it is a failure, said at once.
+    const death = await new Promise<string | undefined>((resolve) => {
+      if (signal.aborted) resolve(undefined);
+      signal.addEventListener('abort', () => resolve(undefined), { once: true });
+      void sandbox.died.then(resolve);
     });
+    if (death !== undefined) throw new SandboxError(`the sandbox host stopped: ${death}; everything it made is removed`);
     return ExitCode.OK;
   } finally {
     await rm(profile, { force: true });
