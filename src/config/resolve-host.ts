@@ -46,6 +46,25 @@ export async function resolveHost(host: string | InlineHost, options: ResolveOpt
   return merge(name, profile, ssh, env, home);
 }
 
+/** What a name given as HOST stands for, before it is used as a host name as it is. */
+export interface NameOrigin {
+  /** A profile in the profiles file has this name. */
+  profile: boolean;
+  /** ~/.ssh/config gives this name a HostName: an alias, as `ssh NAME` would use it. */
+  sshAlias: boolean;
+  /** The profiles the file defines, for a "did you mean" when the name is neither. */
+  profiles: string[];
+}
+
+export async function nameOrigin(name: string, options: ResolveOptions = {}): Promise<NameOrigin> {
+  const env = options.env ?? process.env;
+  const home = options.homeDir ?? env.HOME ?? homedir();
+  const profiles = await loadProfiles(options.configFile);
+  const profile = Object.hasOwn(profiles, name);
+  const ssh = await sshConfigFor(name, profiles[name] ?? {}, home);
+  return { profile, sshAlias: ssh.hostName !== undefined, profiles: Object.keys(profiles).sort() };
+}
+
 async function sshConfigFor(name: string, profile: HostProfile, home: string): Promise<SshConfigEntry> {
   if (profile.sshConfig === false) return { identityFiles: [], userKnownHostsFiles: [] };
   const path = typeof profile.sshConfig === 'string' ? expandHome(profile.sshConfig, home) : undefined;
