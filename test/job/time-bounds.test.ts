@@ -22,6 +22,11 @@ import { freshDir } from '../support/fixture.js';
 /** What the abort or timeout may cost beyond the margin on a loaded machine: scheduling, not retries. */
 const SLACK_MS = 1000;
 const BOUND_MS = CANCEL_MARGIN_MS + SLACK_MS;
+/**
+ * A host never reached (down, silent, dropping) holds nothing of the job: there is no wind-down, and
+ * the call ends as the timeout fires. The issue's figure: timeoutMs 1500 within 3 s, not 12.5 s.
+ */
+const UNREACHED_MS = 3000;
 
 const PROGRAM = `#!/bin/sh
 case $1 in
@@ -82,7 +87,7 @@ afterEach(async () => {
 describe('timeoutMs and abort bound the whole call against a host that cannot answer', () => {
   const host = { hostname: '127.0.0.1', user: 'mint', sshConfig: false as const, agent: false as const };
 
-  it(`host down (port closed): timeoutMs 1500 rejects within 1500 + ${BOUND_MS} ms, and nothing goes on after`, async () => {
+  it(`host down (port closed): timeoutMs 1500 rejects within ${UNREACHED_MS} ms, and nothing goes on after`, async () => {
     const port = await closedPort();
     const { error, ms, events } = await timed({ host: { ...host, port }, timeoutMs: 1500, outputDir: await scratchDir() });
     expect(error).toBeInstanceOf(CancelledError);
@@ -90,17 +95,17 @@ describe('timeoutMs and abort bound the whole call against a host that cannot an
     // It was retrying the connection when the timeout came: the case that took 12.5 s.
     expect(events.some((e) => e.type === 'retrying')).toBe(true);
     expect(ms).toBeGreaterThanOrEqual(1450);
-    expect(ms).toBeLessThan(1500 + BOUND_MS);
+    expect(ms).toBeLessThan(UNREACHED_MS);
     await expectQuietAfter(events);
   });
 
-  it(`host down: an abort at 1.5 s rejects within ${BOUND_MS} ms of it`, async () => {
+  it(`host down: an abort at 1.5 s rejects within ${UNREACHED_MS} ms of the start`, async () => {
     const port = await closedPort();
     const controller = new AbortController();
     setTimeout(() => controller.abort(), 1500);
     const { error, ms, events } = await timed({ host: { ...host, port }, signal: controller.signal, outputDir: await scratchDir() });
     expect(error).toMatchObject({ name: 'CancelledError', code: 'CANCELLED', message: 'job cancelled by the caller' });
-    expect(ms).toBeLessThan(1500 + BOUND_MS);
+    expect(ms).toBeLessThan(UNREACHED_MS);
     await expectQuietAfter(events);
   });
 
@@ -110,7 +115,7 @@ describe('timeoutMs and abort bound the whole call against a host that cannot an
       const port = (silent.address() as net.AddressInfo).port;
       const { error, ms, events } = await timed({ host: { ...host, port, connectTimeoutMs: 20_000 }, timeoutMs: 1500, outputDir: await scratchDir() });
       expect(error).toMatchObject({ code: 'CANCELLED', message: 'job timed out after 1500 ms' });
-      expect(ms).toBeLessThan(1500 + BOUND_MS);
+      expect(ms).toBeLessThan(UNREACHED_MS);
       await expectQuietAfter(events);
     } finally {
       silent.close();
@@ -123,7 +128,7 @@ describe('timeoutMs and abort bound the whole call against a host that cannot an
       const port = (dropper.address() as net.AddressInfo).port;
       const { error, ms, events } = await timed({ host: { ...host, port }, timeoutMs: 1500, outputDir: await scratchDir() });
       expect(error).toMatchObject({ code: 'CANCELLED', message: 'job timed out after 1500 ms' });
-      expect(ms).toBeLessThan(1500 + BOUND_MS);
+      expect(ms).toBeLessThan(UNREACHED_MS);
       await expectQuietAfter(events);
     } finally {
       dropper.close();
