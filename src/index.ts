@@ -3,7 +3,7 @@
  * probe a host, resolve its profile; the errors and the types. The sandbox (`mint-ssh-exec/sandbox`),
  * the site's tools (`mint-ssh-exec/site`) and the CLI's pieces (`mint-ssh-exec/cli`) have entries of their own.
  */
-export { runRemote, attach, type RunRemoteOptions, type AttachOptions } from './job/run-remote.js';
+export { runRemote, attach, CANCEL_MARGIN_MS, type RunRemoteOptions, type AttachOptions } from './job/run-remote.js';
 export { LOG_TAIL_BYTES } from './job/log-file.js';
 export type { RemoteResult, JobTimings } from './types.js';
 export type { JobEvent, EventListener } from './job/events.js';

@@ -56,6 +56,28 @@ export async function resolveHost(host: string | InlineHost, options: ResolveOpt
   return merge(name, profile, source, env, home);
 }
 
+/** What a name given as HOST stands for, before it is used as a host name as it is. */
+export interface NameOrigin {
+  /** A profile in the profiles file has this name. */
+  profile: boolean;
+  /** ~/.ssh/config gives this name a HostName of another name: an alias, as `ssh NAME` would use it. */
+  sshAlias: boolean;
+  /** The profiles the file defines, for a "did you mean" when the name is neither. */
+  profiles: string[];
+}
+
+export async function nameOrigin(name: string, options: ResolveOptions = {}): Promise<NameOrigin> {
+  const env = options.env ?? process.env;
+  const home = options.homeDir ?? env.HOME ?? homedir();
+  const profiles = await loadProfiles(options.configFile);
+  const profile = Object.hasOwn(profiles, name);
+  const ssh = (await sshConfigFor(name, profiles[name] ?? {}, home, env)).entry;
+  // ssh -G always prints a hostname (the name itself when no HostName applies): an alias is a
+  // name whose HostName is another name.
+  const sshAlias = ssh.hostName !== undefined && ssh.hostName.toLowerCase() !== name.toLowerCase();
+  return { profile, sshAlias, profiles: Object.keys(profiles).sort() };
+}
+
 /**
  * OpenSSH's own answer (`ssh -G`) where an ssh binary is on PATH, else the built-in parser. Both
  * read the profile's `sshConfig` file instead of ~/.ssh/config when it names one (ssh -F).

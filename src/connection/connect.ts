@@ -3,6 +3,7 @@
  * rest of the package sees `Connection` and typed errors, never ssh2's error objects.
  */
 import { Client, type ClientChannel } from 'ssh2';
+import net from 'node:net';
 import type { Duplex } from 'node:stream';
 import { AuthError, ConnectError, MintSshError, type HostKeyError } from '../errors.js';
 import type { ResolvedHost } from '../config/resolved-host.js';
@@ -168,11 +169,23 @@ export class Connection {
   }
 }
 
+/**
+ * One bound for reaching the host, with OpenSSH's ConnectTimeout semantics and a little more:
+ * `connectTimeoutMs` counts from the start of the TCP connect and covers the server's banner (as
+ * OpenSSH's does) and the rest of the handshake (key exchange, authentication: ssh2's readyTimeout).
+ * Before, the TCP connect and the handshake each had the whole bound, and a port that accepted but
+ * never spoke was retried 5 times: 134 s at the 20 s default (issue 14, item 9).
+ */
 export async function connect(host: ResolvedHost, options: ConnectOptions = {}): Promise<Connection> {
   const hops: Connection[] = [];
+  const deadline = performance.now() + host.connectTimeoutMs;
   try {
     const sock = await openStream(host, options, hops);
-    const client = await handshake(host, sock, options.signal, options.onServerIdent);
+    // Through a proxy, the hops had their own bounds (as each ssh of a ProxyJump chain has its
+    // own ConnectTimeout): the target's handshake gets the whole of its own.
+    const proxied = Boolean(host.proxyJump || host.proxyCommand);
+    const left = proxied ? host.connectTimeoutMs : Math.max(1, Math.round(deadline - performance.now()));
+    const client = await handshake(host, sock, options.signal, options.onServerIdent, left);
     return new Connection(host, client, sock, hops);
   } catch (error) {
     for (const hop of hops) hop.close();
@@ -203,7 +216,7 @@ async function openStream(host: ResolvedHost, options: ConnectOptions, hops: Con
 }
 
 async function handshakeOver(host: ResolvedHost, sock: Duplex, signal: AbortSignal | undefined): Promise<Connection> {
-  return new Connection(host, await handshake(host, sock, signal), sock, []);
+  return new Connection(host, await handshake(host, sock, signal, undefined, host.connectTimeoutMs), sock, []);
 }
 
 function forward(via: Connection, hostname: string, port: number): Promise<Duplex> {
@@ -218,7 +231,13 @@ function forward(via: Connection, hostname: string, port: number): Promise<Duple
   });
 }
 
-function handshake(host: ResolvedHost, sock: Duplex, signal: AbortSignal | undefined, onServerIdent?: (ident: string) => void): Promise<Client> {
+function handshake(
+  host: ResolvedHost,
+  sock: Duplex,
+  signal: AbortSignal | undefined,
+  onServerIdent: ((ident: string) => void) | undefined,
+  timeoutMs: number,
+): Promise<Client> {
   return new Promise((resolve, reject) => {
     const client = new Client();
     const auth = planAuth(host);
@@ -247,13 +266,13 @@ function handshake(host: ResolvedHost, sock: Duplex, signal: AbortSignal | undef
     client.on('error', (error: Error & { level?: string }) => {
       if (settled) return;
       if (hostKeyError) return finish(hostKeyError);
-      finish(mapHandshakeError(host, error, auth));
+      finish(mapHandshakeError(host, error, auth, sock, timeoutMs));
     });
     client.on('close', () => finish(hostKeyError ?? new ConnectError('CONNECTION_LOST', `${host.name} closed the connection during the handshake`, { host: host.name })));
     client.connect({
       sock,
       username: host.user,
-      readyTimeout: host.connectTimeoutMs,
+      readyTimeout: timeoutMs,
       keepaliveInterval: host.keepaliveIntervalMs,
       keepaliveCountMax: host.keepaliveCountMax,
       authHandler: auth.handler,
@@ -274,7 +293,7 @@ function handshake(host: ResolvedHost, sock: Duplex, signal: AbortSignal | undef
   });
 }
 
-function mapHandshakeError(host: ResolvedHost, error: Error & { level?: string }, auth: ReturnType<typeof planAuth>): MintSshError {
+function mapHandshakeError(host: ResolvedHost, error: Error & { level?: string }, auth: ReturnType<typeof planAuth>, sock: Duplex, timeoutMs: number): MintSshError {
   const context = { host: host.name, cause: error };
   switch (error.level) {
     case 'client-authentication': {
@@ -285,11 +304,26 @@ function mapHandshakeError(host: ResolvedHost, error: Error & { level?: string }
         hint: 'the site must add MInt\'s public key with `mint-gateway install`; check User and IdentityFile in the profile or ~/.ssh/config',
       });
     }
-    case 'client-timeout':
-      return new ConnectError('CONNECT_TIMEOUT', `SSH handshake with ${host.name} did not finish within ${host.connectTimeoutMs} ms`, {
-        ...context,
-        hint: 'the port may not be an SSH server, or a proxy is stalling',
-      });
+    case 'client-timeout': {
+      // Not retried (OpenSSH's ConnectionAttempts is 1 too): a server that took the connection and
+      // then stalled for the whole bound is not a blip that half a second of backoff cures, and each
+      // retry would cost the whole bound again. A TCP socket tells whether the server said anything.
+      const where = `${host.hostname}:${host.port}`;
+      const silent = sock instanceof net.Socket && sock.bytesRead === 0;
+      return silent
+        ? new ConnectError(
+            'CONNECT_TIMEOUT',
+            `${where} accepted the connection but never sent an SSH banner (waited ${host.connectTimeoutMs} ms in all)`,
+            { ...context, hint: `${where} does not speak SSH: check Port and HostName for ${host.name} (profile or ~/.ssh/config), or a firewall or proxy that holds connections open; connectTimeoutMs (ConnectTimeout) sets the wait` },
+            false,
+          )
+        : new ConnectError(
+            'CONNECT_TIMEOUT',
+            `SSH handshake with ${host.name} (${where}) did not finish within ${timeoutMs} ms`,
+            { ...context, hint: 'the server answered but stalled: an overloaded sshd, or a proxy holding the connection; connectTimeoutMs (ConnectTimeout) sets the wait' },
+            false,
+          );
+    }
     default:
       return new ConnectError('CONNECTION_LOST', `SSH connection to ${host.name} failed: ${error.message}`, context);
   }

@@ -24,10 +24,13 @@ export interface ExecOptions {
   maxBuffer?: number;
   /** Written to the command's stdin, which then ends (startx/runx read their request there). */
   stdin?: string;
+  /** Called once the server has opened the channel: the command was delivered and runs there. */
+  onOpen?: () => void;
 }
 
 export async function execCollect(connection: Connection, command: string, options: ExecOptions = {}): Promise<ExecResult> {
   const channel = await connection.exec(command);
+  options.onOpen?.();
   const result = collect(connection, channel, options);
   if (options.stdin !== undefined) channel.end(options.stdin);
   return result;

@@ -224,8 +224,10 @@ export class GatewayClient {
     return parseLogTrailer(result.stderr) ?? (await this.status(job));
   }
 
-  async cancel(job: string): Promise<JobStatus> {
-    return parseStatus(await this.call({ verb: 'cancel', job }, 'run'), { host: this.connection.host.name, jobId: job });
+  /** `onDelivered` hears that the gateway has the request (it then stops the job whether or not we wait). */
+  async cancel(job: string, onDelivered?: () => void): Promise<JobStatus> {
+    const result = await this.callFull({ verb: 'cancel', job }, 'run', onDelivered ? { onOpen: onDelivered } : {});
+    return parseStatus(result.stdout.toString('utf8'), { host: this.connection.host.name, jobId: job });
   }
 
   async remove(job: string): Promise<void> {

@@ -31,6 +31,7 @@ export class JobSession {
   private readonly signal: AbortSignal | undefined;
   private link: Link | undefined;
   private connects = 0;
+  private reachedFlag = false;
   private readonly pool: ConnectionPool;
   /** Connections opened over the job's life (1 unless the network failed). */
   get connections(): number {
@@ -45,14 +46,23 @@ export class JobSession {
     this.signal = signal;
   }
 
-  /** The live link: a place on a pooled connection, a new one when there is none or it died. */
-  async open(): Promise<Link> {
+  /** A connection to the host was made at least once: before that, nothing of the job can exist there. */
+  get reached(): boolean {
+    return this.reachedFlag;
+  }
+
+  /**
+   * The live link: a place on a pooled connection, a new one when there is none or it died. A new
+   * connection is abandoned when `signal` aborts (the step's; by default the session's).
+   */
+  async open(signal: AbortSignal | undefined = this.signal): Promise<Link> {
     if (this.link && !this.link.connection.closed) return this.link;
     await this.drop();
     this.connects += 1;
     this.emit({ type: 'connecting', host: this.host.name, attempt: this.connects });
     const t = performance.now();
-    const lease = await this.pool.acquire(this.host, () => openConnection(this.host, this.resolveOptions, this.signal));
+    const lease = await this.pool.acquire(this.host, () => openConnection(this.host, this.resolveOptions, signal));
+    this.reachedFlag = true;
     this.link = { connection: lease.connection, steps: sshJobSteps(new GatewayClient(lease.connection, lease.bridge)), bridge: lease.bridge, lease };
     this.emit({ type: 'connected', host: this.host.name, ms: performance.now() - t });
     return this.link;
@@ -66,13 +76,35 @@ export class JobSession {
    * `signal` cancels this step; without one the step is not cancellable. (No default to the
    * session's signal: the steps that run after a cancel, sending `cancel` and reading the rest of
    * the log, pass undefined exactly because that signal has already fired.)
+   *
+   * `limits.deadline` ends the step when it aborts, whatever the step is waiting for (a reply on a
+   * connection that hangs, a handshake): the step's promise rejects with its reason at once and what
+   * was under way is left to end on its own. `limits.once` makes one attempt, no retries: the
+   * wind-down after a cancel, which must not spend seconds retrying against a dead host.
    */
-  async step<T>(name: Step, fn: (link: Link, attempt: number) => Promise<T>, signal?: AbortSignal): Promise<T> {
+  async step<T>(
+    name: Step,
+    fn: (link: Link, attempt: number) => Promise<T>,
+    signal?: AbortSignal,
+    limits: { deadline?: AbortSignal; once?: boolean } = {},
+  ): Promise<T> {
+    const run = this.retried(name, fn, signal, limits.once ?? false);
+    const deadline = limits.deadline;
+    if (!deadline) return run;
+    return new Promise<T>((resolve, reject) => {
+      const onDeadline = (): void => reject(abortReason(deadline, name));
+      if (deadline.aborted) onDeadline();
+      else deadline.addEventListener('abort', onDeadline, { once: true });
+      run.then(resolve, reject).finally(() => deadline.removeEventListener('abort', onDeadline));
+    });
+  }
+
+  private retried<T>(name: Step, fn: (link: Link, attempt: number) => Promise<T>, signal: AbortSignal | undefined, once: boolean): Promise<T> {
     const policy = this.host.retry;
     return pRetry(
       async (attempt) => {
         if (signal?.aborted) throw new AbortError(abortReason(signal, name));
-        const link = await this.open();
+        const link = await this.open(signal ?? this.signal);
         try {
           return await fn(link, attempt);
         } catch (error) {
@@ -88,7 +120,7 @@ export class JobSession {
         }
       },
       {
-        retries: policy.retries,
+        retries: once ? 0 : policy.retries,
         maxRetryTime: policy.maxRetryTimeMs,
         // Backoff is ours (below), so the delay reported in the event is the one really waited.
         minTimeout: 0,

@@ -34,7 +34,8 @@ export interface JobSteps {
   /** The log from `offset` until the program has ended and every byte is out. */
   followLog(jobId: string, offset: number, onChunk: (chunk: Buffer) => void, signal?: AbortSignal): Promise<Final>;
   status(jobId: string): Promise<JobStatus>;
-  cancel(jobId: string): Promise<JobStatus>;
+  /** `onDelivered`: the request has reached the site, which stops the job even if nobody waits for the reply. */
+  cancel(jobId: string, onDelivered?: () => void): Promise<JobStatus>;
   /** With `remove`, the job goes once every result is safely here (`removed` says it went). */
   fetchResults(jobId: string, outputDir: string, options: TransferRun & { remove: boolean }): Promise<TransferResult>;
   remove(jobId: string): Promise<void>;
@@ -49,7 +50,7 @@ export function sshJobSteps(gateway: GatewayClient): JobSteps {
     startAndFollow: (jobId, args, onStarted, onChunk, signal, request) => gateway.run(jobId, args, onStarted, onChunk, signal, request),
     followLog: (jobId, offset, onChunk, signal) => gateway.logs(jobId, offset, onChunk, signal),
     status: (jobId) => gateway.status(jobId),
-    cancel: (jobId) => gateway.cancel(jobId),
+    cancel: (jobId, onDelivered) => gateway.cancel(jobId, onDelivered),
     fetchResults: (jobId, outputDir, { remove, ...options }) => (remove ? gateway.take(outputDir, { ...options, jobId }) : gateway.get(outputDir, { ...options, jobId })),
     remove: (jobId) => gateway.remove(jobId),
     list: () => gateway.list(),

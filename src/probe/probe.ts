@@ -7,8 +7,9 @@ import { lookup } from 'node:dns/promises';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { isIP } from 'node:net';
-import { MintSshError } from '../errors.js';
-import { resolveHost, type InlineHost, type ResolveOptions } from '../config/resolve-host.js';
+import { ConnectError, MintSshError } from '../errors.js';
+import { defaultProfilesPath } from '../config/load-profiles.js';
+import { nameOrigin, resolveHost, type InlineHost, type NameOrigin, type ResolveOptions } from '../config/resolve-host.js';
 import type { ResolvedHost } from '../config/resolved-host.js';
 import { openTcp } from '../connection/open-socket.js';
 import { openConnection } from '../job/job-session.js';
@@ -85,9 +86,20 @@ export async function probeHost(target: string | InlineHost, options: ResolveOpt
   };
 
   let host: ResolvedHost;
+  // Set when HOST named no profile and no ~/.ssh/config alias: it is then tried as a host name, and
+  // a name that does not resolve is most likely a mistyped profile (it used to pass as `[ ok ] config`).
+  let unknownName: NameOrigin | undefined;
   try {
     host = await resolveHost(target, options);
-    steps.push({ step: 'config', ok: true, detail: `${host.user}@${host.hostname}:${host.port}${via(host)}${readBy(host)}`, ...certificateWarning(host) });
+    const origin = typeof target === 'string' ? await nameOrigin(target, options) : undefined;
+    if (origin && !origin.profile && !origin.sshAlias) unknownName = origin;
+    steps.push({
+      step: 'config',
+      ok: true,
+      detail: `${host.user}@${host.hostname}:${host.port}${via(host)}${readBy(host)}`,
+      ...certificateWarning(host),
+      ...(unknownName ? { warning: `no profile or ~/.ssh/config alias is named "${label}": trying ${label} as a host name` } : {}),
+    });
   } catch (error) {
     return fail('config', error);
   }
@@ -103,7 +115,11 @@ export async function probeHost(target: string | InlineHost, options: ResolveOpt
       steps.push({ step: 'reach', ok: true, detail: `${host.hostname} is ${address}; TCP port ${host.port} open (${tcpConnectMs.toFixed(1)} ms)` });
     } catch (error) {
       if (error instanceof MintSshError) return fail('reach', error);
-      return fail('reach', new Error(`cannot resolve ${host.hostname}: ${(error as Error).message}`));
+      const profiles = unknownName?.profiles ?? [];
+      const hint = unknownName
+        ? `"${label}" is neither a profile nor an ~/.ssh/config alias, and no host has that name: a typo? ${profiles.length ? `the profiles are: ${profiles.join(', ')}` : `no profiles are defined (${options.configFile ?? defaultProfilesPath()})`}`
+        : `check the host name "${host.hostname}": HostName in the profile or ~/.ssh/config`;
+      return fail('reach', new ConnectError('HOST_UNREACHABLE', `cannot resolve host name ${host.hostname} (${(error as NodeJS.ErrnoException).code ?? (error as Error).message})`, { host: label, cause: error, hint }, false));
     }
   } else {
     steps.push({ step: 'reach', ok: true, detail: `through ${host.proxyJump ? `ProxyJump ${host.proxyJump}` : `ProxyCommand ${host.proxyCommand}`} (checked by the SSH step)` });

@@ -137,14 +137,25 @@ describe('connection failures are typed errors with a hint, never ssh2 internals
     expect(Date.now() - started).toBeLessThan(3000);
   });
 
-  it('times out on a port that accepts but never speaks SSH', async () => {
+  it('fails within connectTimeoutMs on a port that accepts but never sends an SSH banner, once, with a hint naming host:port', async () => {
     const server = net.createServer(() => undefined);
     await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
     const port = (server.address() as net.AddressInfo).port;
     const dir = await freshDir();
+    const events: string[] = [];
+    const started = Date.now();
     try {
-      const error = await runRemote({ host: { ...sandbox().host, port, connectTimeoutMs: 500, retry: { retries: 0 } }, outputDir: dir }).catch((e: unknown) => e);
-      expect(error).toMatchObject({ code: 'CONNECT_TIMEOUT', retryable: true });
+      // The default retry policy: a silent port used to be tried 6 times (134 s at the 20 s default).
+      const error = await runRemote({ host: { ...sandbox().host, port, connectTimeoutMs: 1000 }, outputDir: dir, onEvent: (e) => events.push(e.type) }).catch(
+        (e: unknown) => e,
+      );
+      const took = Date.now() - started;
+      expect(error).toMatchObject({ name: 'ConnectError', code: 'CONNECT_TIMEOUT', retryable: false, step: 'connect' });
+      expect((error as Error).message).toContain(`127.0.0.1:${port} accepted the connection but never sent an SSH banner (waited 1000 ms in all)`);
+      expect((error as Error).message).toContain(`hint: 127.0.0.1:${port} does not speak SSH`);
+      expect(events).toEqual(['connecting']);
+      expect(took).toBeGreaterThanOrEqual(900);
+      expect(took).toBeLessThan(3000);
     } finally {
       server.close();
     }

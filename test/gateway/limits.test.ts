@@ -11,7 +11,6 @@ const PROGRAM = `#!/bin/sh
 case "$1" in
   secrets) echo s > secret.txt; echo 1,2 > result.csv; mkdir -p deep/er; echo 3,4 > deep/er/more.csv; echo k > deep/er/key.pem ;;
   slow) sleep 20 ;;
-  slow3) sleep 3 ;;
   fail) exit 1 ;;
 esac
 exit 0
@@ -53,8 +52,10 @@ describe('gateway limits', async () => {
     await sandbox().reinstall({ maxJobs: 1 });
     const work = await freshDir();
     await writeFile(join(work, 'in.dat'), 'x\n');
+    // The first job holds the only slot until the waiter has said it waits: then it is cancelled,
+    // which frees the slot. (A 3 s job used to end, under load, before the waiter ever asked.)
     const controller = new AbortController();
-    const first = runRemote({ host: sandbox().host, outputDir: await freshDir(), args: ['slow3'], signal: controller.signal });
+    const first = runRemote({ host: sandbox().host, outputDir: await freshDir(), args: ['slow'], signal: controller.signal, cleanup: 'always' });
     first.catch(() => undefined);
     await waitFor(async () => (await readdir(sandbox().root)).some((e) => existsSync(join(sandbox().root, e, 'pid'))));
     const refusedId = '0a0b0c0d-1111-4222-8333-444455556666';
@@ -68,12 +69,15 @@ describe('gateway limits', async () => {
       outputDir: await freshDir(),
       waitForSlot: true,
       timeoutMs: 30_000,
-      onEvent: (e) => events.push(e.type),
+      onEvent: (e) => {
+        events.push(e.type);
+        if (e.type === 'waiting') controller.abort();
+      },
     });
     expect(waited.exitCode).toBe(0);
     expect(events).toContain('waiting');
     expect(events.indexOf('waiting')).toBeLessThan(events.indexOf('started'));
-    await first;
+    await expect(first).rejects.toMatchObject({ code: 'CANCELLED' });
     await sandbox().reinstall({});
   }, 60_000);
 

@@ -16,7 +16,7 @@ const cleanup = {
   value: 'POLICY',
   description: "when to remove the remote job dir: always, on-success or never (default: the profile's, else on-success)",
 } as const;
-const timeout = { type: 'string', value: 'SEC', description: 'cancel the job after SEC seconds (counted from the start of this command)' } as const;
+const timeout = { type: 'string', value: 'SEC', description: 'cancel the job after SEC seconds (counted from the start of this command); the command ends at most 2 s later' } as const;
 const json = {
   type: 'boolean',
   description: 'print the result object as JSON on stdout instead of the remote log; on failure {"error": {code, exitCode, message, hint, step, host, jobId}}',
