@@ -62,6 +62,10 @@ export const HostProfileSchema = z.strictObject({
   // `per-job`: every job gets a fresh in-memory key and a short certificate from MInt's CA (`mint-ssh-exec ca init`).
   certificate: z.enum(['per-job'], { error: '"per-job" (a fresh key and certificate for each job)' }).optional(),
   certificateAuthority: path.optional(),
+  certificateSourceAddress: z
+    .string({ error: 'addresses or CIDR blocks, comma-separated' })
+    .regex(/^[0-9A-Fa-f.:/]+(,[0-9A-Fa-f.:/]+)*$/, { error: 'addresses or CIDR blocks, comma-separated' })
+    .optional(),
   certificatePrincipal: text('a principal name').regex(/^[A-Za-z0-9._@-]+$/, { error: 'a principal name of letters, digits and ._@-' }).optional(),
   // A pinned key replaces known_hosts, so an empty list would pin nothing: require at least one.
   hostKeyFingerprint: z

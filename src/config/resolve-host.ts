@@ -121,8 +121,8 @@ function merge(name: string, profile: HostProfile, source: SshConfigSource, env:
 
   const proxyCommand = profile.proxyCommand ? expandTokens(profile.proxyCommand, { h: hostname, p: String(port), r: user, n: name }, 'proxyCommand') : ssh.proxyCommand;
   const proxyJump = profile.proxyJump ?? ssh.proxyJump;
-  if ((profile.certificateAuthority !== undefined || profile.certificatePrincipal !== undefined) && profile.certificate !== 'per-job') {
-    throw new ConfigError(`host ${name}: certificateAuthority and certificatePrincipal need certificate: per-job`);
+  if ((profile.certificateAuthority ?? profile.certificatePrincipal ?? profile.certificateSourceAddress) !== undefined && profile.certificate !== 'per-job') {
+    throw new ConfigError(`host ${name}: certificateAuthority, certificatePrincipal and certificateSourceAddress need certificate: per-job`);
   }
   if (proxyCommand && proxyJump) {
     throw new ConfigError(`host ${name} has both ProxyCommand and ProxyJump; OpenSSH uses one, so choose one`);
@@ -154,6 +154,7 @@ function merge(name: string, profile: HostProfile, source: SshConfigSource, env:
           perJobCertificate: {
             authority: expandHome(profile.certificateAuthority ?? DEFAULT_CA_DIR, home),
             principal: profile.certificatePrincipal ?? user,
+            ...(profile.certificateSourceAddress ? { sourceAddress: profile.certificateSourceAddress } : {}),
           },
         }
       : {}),

@@ -57,6 +57,8 @@ export interface PerJobCertificatePolicy {
   authority: string;
   /** The principal the certificate names; the site's principals="..." must list it. */
   principal: string;
+  /** sshd's source-address critical option (addresses/CIDR, comma-separated): where MInt connects from. */
+  sourceAddress?: string;
 }
 
 export interface JobCredential {

@@ -219,8 +219,10 @@ export function checkCertificate(cert: Certificate, user: string, source: string
 }
 
 export interface IssueRequest {
-  /** The CA's ed25519 private key. */
-  caKey: KeyObject;
+  /** The CA's public key blob (`ssh-ed25519` + 32 bytes). */
+  caPublicKey: Buffer;
+  /** Signs the certificate body with the CA's key: a whole SSH signature blob. */
+  caSign: (data: Buffer) => Promise<Buffer>;
   /** The ed25519 public key to certify. */
   publicKey: KeyObject;
   keyId: string;
@@ -256,8 +258,8 @@ function encodeOptions(entries: [string, string][], withData: boolean): Buffer {
   return Buffer.concat(sorted.map(([name, value]) => Buffer.concat([string(name), withData && value !== '' ? string(string(value)) : string(Buffer.alloc(0))])));
 }
 
-/** Builds and signs an ed25519 user certificate in process (the same bytes `ssh-keygen -s` writes). */
-export function issueCertificate(request: IssueRequest): Buffer {
+/** Builds and signs an ed25519 user certificate in process (the layout `ssh-keygen -s` writes). */
+export async function issueCertificate(request: IssueRequest): Promise<Buffer> {
   const body = Buffer.concat([
     string('ssh-ed25519-cert-v01@openssh.com'),
     string(randomBytes(32)),
@@ -271,7 +273,7 @@ export function issueCertificate(request: IssueRequest): Buffer {
     string(encodeOptions(Object.entries(request.criticalOptions ?? {}), true)),
     string(encodeOptions((request.extensions ?? []).map((e) => [e, '']), false)),
     string(Buffer.alloc(0)),
-    string(ed25519Blob(request.caKey)),
+    string(request.caPublicKey),
   ]);
-  return Buffer.concat([body, string(ed25519Signature(request.caKey, body))]);
+  return Buffer.concat([body, string(await request.caSign(body))]);
 }
