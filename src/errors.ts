@@ -84,9 +84,22 @@ export class HostKeyError extends MintSshError {
   }
 }
 
+/** Why a certificate was not offered, or that the server refused one (sshd does not say why). */
+export interface CertificateProblem {
+  kind: 'expired' | 'not-yet-valid' | 'wrong-principal' | 'not-a-user-certificate' | 'no-private-key' | 'unreadable' | 'refused';
+  /** Where the certificate came from: its file, `ssh-agent`, or `per-job`. */
+  source: string;
+  message: string;
+}
+
 export class AuthError extends MintSshError {
-  constructor(message: string, context: ErrorContext = {}) {
-    super('AUTH_FAILED', message, { step: 'connect', ...context });
+  /** One entry per certificate that was skipped before offering it or refused by the server. */
+  readonly certificateProblems: CertificateProblem[];
+
+  constructor(message: string, context: ErrorContext & { certificateProblems?: CertificateProblem[] } = {}) {
+    const { certificateProblems, ...rest } = context;
+    super('AUTH_FAILED', message, { step: 'connect', ...rest });
+    this.certificateProblems = certificateProblems ?? [];
   }
 }
 

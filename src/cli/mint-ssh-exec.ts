@@ -8,12 +8,13 @@ import { probeCommand, probeSpec } from './commands/probe.js';
 import { attachCommand, attachSpec, runCommand, runSpec } from './commands/run.js';
 import { cancelCommand, cancelSpec, jobsCommand, jobsSpec, rmCommand, rmSpec } from './commands/jobs.js';
 import { sandboxCommand, sandboxSpec } from './commands/sandbox.js';
+import { caCommand, caSpec } from './commands/ca.js';
 
 /** The subcommands, in the order the usage lists them; each one's table makes its parser and help. */
 export const PROGRAM_SPEC: ProgramSpec = {
   program: 'mint-ssh-exec',
   summary: 'Run part of a MInt workflow module on an external computer over one SSH connection, through a forced-command gateway (set up there with mint-gateway).',
-  commands: [probeSpec, runSpec, attachSpec, jobsSpec, cancelSpec, rmSpec, sandboxSpec],
+  commands: [probeSpec, runSpec, attachSpec, jobsSpec, cancelSpec, rmSpec, sandboxSpec, caSpec],
 };
 
 export async function main(argv: string[] = process.argv.slice(2), io: Io = processIo, signal?: AbortSignal): Promise<number> {
@@ -36,6 +37,8 @@ export async function main(argv: string[] = process.argv.slice(2), io: Io = proc
         return await rmCommand(rest, io);
       case 'sandbox':
         return await sandboxCommand(rest, io, controller.signal);
+      case 'ca':
+        return await caCommand(rest, io);
       case '--version':
       case '-v':
         io.stdout.write(`${version()}\n`);

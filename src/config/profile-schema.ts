@@ -57,6 +57,16 @@ export const HostProfileSchema = z.strictObject({
   user: text('a user name').optional(),
   identityFile: oneOrMany(path, 'a file path or a list of file paths').optional(),
   knownHostsFile: oneOrMany(path, 'a file path or a list of file paths').optional(),
+  // OpenSSH user certificates (`KEY-cert.pub`), offered before plain keys; ssh_config's CertificateFile adds to these.
+  certificateFile: oneOrMany(path, 'a file path or a list of file paths').optional(),
+  // `per-job`: every job gets a fresh in-memory key and a short certificate from MInt's CA (`mint-ssh-exec ca init`).
+  certificate: z.enum(['per-job'], { error: '"per-job" (a fresh key and certificate for each job)' }).optional(),
+  certificateAuthority: path.optional(),
+  certificateSourceAddress: z
+    .string({ error: 'addresses or CIDR blocks, comma-separated' })
+    .regex(/^[0-9A-Fa-f.:/]+(,[0-9A-Fa-f.:/]+)*$/, { error: 'addresses or CIDR blocks, comma-separated' })
+    .optional(),
+  certificatePrincipal: text('a principal name').regex(/^[A-Za-z0-9._@-]+$/, { error: 'a principal name of letters, digits and ._@-' }).optional(),
   // A pinned key replaces known_hosts, so an empty list would pin nothing: require at least one.
   hostKeyFingerprint: z
     .union([fingerprint, z.array(fingerprint).min(1, { error: 'at least one fingerprint' })], {

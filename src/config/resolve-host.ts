@@ -13,6 +13,9 @@ import { readSshConfig, type SshConfigEntry } from './ssh-config.js';
 import { sshG } from './ssh-g.js';
 import { DEFAULTS, type ResolvedHost } from './resolved-host.js';
 
+/** Where `mint-ssh-exec ca init` puts MInt's CA unless told otherwise. */
+export const DEFAULT_CA_DIR = '~/.config/mint-ssh-exec/ca';
+
 /** A host given inline instead of by name: a profile plus the name to call it by. */
 export type InlineHost = HostProfile & { name?: string };
 
@@ -140,6 +143,9 @@ function merge(name: string, profile: HostProfile, source: SshConfigSource, env:
 
   const proxyCommand = profile.proxyCommand ? expandTokens(profile.proxyCommand, { h: hostname, p: String(port), r: user, n: name }, 'proxyCommand') : ssh.proxyCommand;
   const proxyJump = profile.proxyJump ?? ssh.proxyJump;
+  if ((profile.certificateAuthority ?? profile.certificatePrincipal ?? profile.certificateSourceAddress) !== undefined && profile.certificate !== 'per-job') {
+    throw new ConfigError(`host ${name}: certificateAuthority, certificatePrincipal and certificateSourceAddress need certificate: per-job`);
+  }
   if (proxyCommand && proxyJump) {
     throw new ConfigError(`host ${name} has both ProxyCommand and ProxyJump; OpenSSH uses one, so choose one`);
   }
@@ -164,7 +170,16 @@ function merge(name: string, profile: HostProfile, source: SshConfigSource, env:
     cleanup: profile.cleanup ?? DEFAULTS.cleanup,
     retry: { ...DEFAULTS.retry, ...(profile.retry ?? {}) },
     hashKnownHosts: ssh.hashKnownHosts ?? false,
-    certificateFiles: ssh.certificateFiles ?? [],
+    certificateFiles: [...new Set([...(list(profile.certificateFile) ?? []), ...(ssh.certificateFiles ?? [])])],
+    ...(profile.certificate === 'per-job'
+      ? {
+          perJobCertificate: {
+            authority: expandHome(profile.certificateAuthority ?? DEFAULT_CA_DIR, home),
+            principal: profile.certificatePrincipal ?? user,
+            ...(profile.certificateSourceAddress ? { sourceAddress: profile.certificateSourceAddress } : {}),
+          },
+        }
+      : {}),
     resolvedBy: source.by,
     ...(source.why ? { resolvedByWhy: source.why } : {}),
   };

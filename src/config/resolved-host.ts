@@ -1,4 +1,5 @@
 /** Everything needed to reach one host, after profiles, ~/.ssh/config and defaults are merged. */
+import type { KeyObject } from 'node:crypto';
 
 export type CleanupPolicy = 'always' | 'on-success' | 'never';
 
@@ -39,12 +40,32 @@ export interface ResolvedHost {
   retry: RetryPolicy;
   /** ssh_config's HashKnownHosts: a key recorded by accept-new is written hashed (`|1|salt|hash`). */
   hashKnownHosts: boolean;
-  /** CertificateFiles ssh_config sets for this host; not used yet (issue 17), so probe warns about them. */
+  /** User certificates to offer: the profile's certificateFile, then ssh_config's CertificateFile. */
   certificateFiles: string[];
+  /** `certificate: per-job`: each job logs in with a fresh key and a certificate MInt's CA signs for it. */
+  perJobCertificate?: PerJobCertificatePolicy;
+  /** The job's own key and certificate (in memory only), set once per job by runRemote/attach. */
+  jobCredential?: JobCredential;
   /** Who read ssh_config: OpenSSH itself, this package's parser (the fallback), or nobody (`sshConfig: false`). */
   resolvedBy: 'ssh -G' | 'built-in' | 'none';
   /** Why the built-in parser was used instead of ssh -G. */
   resolvedByWhy?: string;
+}
+
+export interface PerJobCertificatePolicy {
+  /** The CA's directory (`mint-ssh-exec ca init`): `ca` (private key) and `ca.pub`. */
+  authority: string;
+  /** The principal the certificate names; the site's principals="..." must list it. */
+  principal: string;
+  /** sshd's source-address critical option (addresses/CIDR, comma-separated): where MInt connects from. */
+  sourceAddress?: string;
+}
+
+export interface JobCredential {
+  /** The ephemeral ed25519 private key: never written anywhere. */
+  privateKey: KeyObject;
+  /** The OpenSSH certificate blob for it. */
+  certificate: Buffer;
 }
 
 export const DEFAULTS = {

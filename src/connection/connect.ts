@@ -9,7 +9,8 @@ import { AuthError, ConnectError, MintSshError, type HostKeyError } from '../err
 import type { ResolvedHost } from '../config/resolved-host.js';
 import { openProxyCommand, openTcp } from './open-socket.js';
 import { verifyHostKey } from './host-key.js';
-import { planAuth } from './auth.js';
+import { enableCertificates, planAuth } from './auth.js';
+import { describeCertificate } from './certificate.js';
 
 /** An open exec channel. Named here so that no module outside connection/ imports ssh2. */
 export type Channel = ClientChannel;
@@ -290,6 +291,11 @@ function handshake(
         return hostKeyError === undefined;
       },
     });
+    try {
+      enableCertificates(client);
+    } catch (error) {
+      finish(new AuthError((error as Error).message, { host: host.name, cause: error }));
+    }
   });
 }
 
@@ -299,9 +305,26 @@ function mapHandshakeError(host: ResolvedHost, error: Error & { level?: string }
     case 'client-authentication': {
       const offered = auth.tried.length ? auth.tried.join(', ') : 'no usable key';
       const skipped = auth.skipped.length ? `; skipped ${auth.skipped.join(', ')}` : '';
-      return new AuthError(`${host.user}@${host.name} refused our keys (offered ${offered}${skipped})`, {
+      // sshd answers a refused certificate as it answers an unknown key: its reason (untrusted CA,
+      // principals="" not matching, source-address) is only in its own log.
+      const problems = [
+        ...auth.certificateProblems,
+        ...auth.offeredCertificates.map(({ source, certificate }) => ({
+          kind: 'refused' as const,
+          source,
+          message: `${source}: ${describeCertificate(certificate)} was refused by the server, which does not say why`,
+        })),
+      ];
+      const certificates = problems.length ? `; certificates: ${problems.map((p) => p.message).join('; ')}` : '';
+      const refused = auth.offeredCertificates.length > 0;
+      return new AuthError(`${host.user}@${host.name} refused our keys (offered ${offered}${skipped})${certificates}`, {
         ...context,
-        hint: 'the site must add MInt\'s public key with `mint-gateway install`; check User and IdentityFile in the profile or ~/.ssh/config',
+        certificateProblems: problems,
+        hint: refused
+          ? `the site's sshd log says why it refused the certificate (LogLevel VERBOSE); check that it trusts this CA (\`mint-gateway install --cert-authority\`, \`mint-ssh-exec ca show\`) and that its principals="..." lists the certificate's principal`
+          : problems.length
+            ? 'renew the certificate (or fix its principals) named above; sshd would refuse it'
+            : 'the site must add MInt\'s public key with `mint-gateway install`; check User and IdentityFile in the profile or ~/.ssh/config',
       });
     }
     case 'client-timeout': {

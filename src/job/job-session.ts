@@ -10,6 +10,7 @@ import type { ResolveOptions } from '../config/resolve-host.js';
 import { resolveJump } from '../config/resolve-host.js';
 import type { ResolvedHost } from '../config/resolved-host.js';
 import { connect, type Connection } from '../connection/connect.js';
+import { issueJobCredential, SHORT_CERTIFICATE_MS } from '../connection/cert-authority.js';
 import { defaultPool, type ConnectionPool, type Lease } from '../transfer/pool.js';
 import type { RshBridge } from '../transfer/rsh-bridge.js';
 import { GatewayClient } from '../gateway/client.js';
@@ -153,12 +154,16 @@ export class JobSession {
   }
 }
 /** A connection with the package's resolution rules (ProxyJump hops resolved like any host). */
-export function openConnection(
+export async function openConnection(
   host: ResolvedHost,
   resolveOptions: ResolveOptions,
   signal?: AbortSignal,
   onServerIdent?: (ident: string) => void,
 ): Promise<Connection> {
+  // `certificate: per-job` outside a job (probe, jobs, cancel): a short certificate for this connection.
+  if (host.perJobCertificate && !host.jobCredential) {
+    host = { ...host, jobCredential: await issueJobCredential(host, { purpose: 'connection', lifetimeMs: SHORT_CERTIFICATE_MS }) };
+  }
   return connect(host, {
     ...(signal ? { signal } : {}),
     ...(onServerIdent ? { onServerIdent } : {}),

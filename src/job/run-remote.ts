@@ -11,6 +11,7 @@ import { join, resolve } from 'node:path';
 import { StringDecoder } from 'node:string_decoder';
 import { CancelledError, GatewayError, InputError, MintSshError, RemoteJobError, TransferError, type Step } from '../errors.js';
 import { resolveHost, type InlineHost, type ResolveOptions } from '../config/resolve-host.js';
+import { CERTIFICATE_MARGIN_MS, DEFAULT_JOB_CERTIFICATE_MS, issueJobCredential } from '../connection/cert-authority.js';
 import type { CleanupPolicy } from '../config/resolved-host.js';
 import type { ConnectionPool } from '../transfer/pool.js';
 import { checkJobId, checkProgramArgs, checkProgramRequest, type JobState } from '../gateway/protocol.js';
@@ -183,7 +184,18 @@ interface Job {
 
 async function prepare(options: CommonOptions, jobId: string): Promise<Job> {
   const resolveOptions: ResolveOptions = options.configFile ? { configFile: options.configFile } : {};
-  const host = await resolveHost(options.host, resolveOptions);
+  const resolved = await resolveHost(options.host, resolveOptions);
+  // One certificate per job, made here so that every reconnect of the job reuses it (and attach,
+  // which comes through here too, gets its own): valid for the job's timeout plus a margin.
+  const host = resolved.perJobCertificate
+    ? {
+        ...resolved,
+        jobCredential: await issueJobCredential(resolved, {
+          purpose: `job ${jobId}`,
+          lifetimeMs: options.timeoutMs === undefined ? DEFAULT_JOB_CERTIFICATE_MS : options.timeoutMs + CERTIFICATE_MARGIN_MS,
+        }),
+      }
+    : resolved;
   const emit: EventListener = options.onEvent ?? (() => undefined);
   // One signal for the caller's abort and our own timeout.
   const controller = new AbortController();

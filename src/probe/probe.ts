@@ -12,6 +12,8 @@ import { defaultProfilesPath } from '../config/load-profiles.js';
 import { nameOrigin, resolveHost, type InlineHost, type NameOrigin, type ResolveOptions } from '../config/resolve-host.js';
 import type { ResolvedHost } from '../config/resolved-host.js';
 import { openTcp } from '../connection/open-socket.js';
+import { checkCertificate, parseCertificate } from '../connection/certificate.js';
+import { readFileSync } from 'node:fs';
 import { openConnection } from '../job/job-session.js';
 import { GatewayClient } from '../gateway/client.js';
 import { execCollect } from '../connection/exec.js';
@@ -272,10 +274,18 @@ function readBy(host: ResolvedHost): string {
   return host.resolvedBy === 'ssh -G' ? ' (ssh_config read by ssh -G)' : ` (ssh_config read by the built-in parser: ${host.resolvedByWhy ?? 'ssh -G unavailable'})`;
 }
 
-/** ssh would offer the certificate; we offer only the plain key (issue 17), so say it rather than ignore it. */
+/** Certificates that sshd would refuse for sure (expired, wrong principal...), said before the login. */
 function certificateWarning(host: ResolvedHost): { warning?: string } {
-  if (host.certificateFiles.length === 0) return {};
-  return { warning: `ssh_config sets CertificateFile ${host.certificateFiles.join(', ')} for this host, but mint-ssh-exec cannot use certificates yet (issue 17): only plain keys are offered, so a site that accepts only the certificate will refuse the login` };
+  const problems: string[] = [];
+  for (const file of host.certificateFiles) {
+    try {
+      const problem = checkCertificate(parseCertificate(readFileSync(file, 'utf8')), host.user, file);
+      if (problem) problems.push(problem.message);
+    } catch (error) {
+      problems.push(`certificate file ${file}: ${(error as NodeJS.ErrnoException).code === 'ENOENT' ? 'does not exist' : (error as Error).message}`);
+    }
+  }
+  return problems.length ? { warning: `${problems.join('; ')}: not offered` } : {};
 }
 
 function numberOf(value: string | undefined): number | undefined {

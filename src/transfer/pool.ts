@@ -122,6 +122,9 @@ function poolKey(host: ResolvedHost): string {
     host.knownHostsFiles,
     host.hostKeyFingerprints,
     host.hostKeyAlias,
+    host.certificateFiles,
+    // A per-job certificate's connection belongs to its job alone.
+    host.jobCredential?.certificate.toString('base64'),
   ]);
 }
 

@@ -62,14 +62,14 @@ describe('connection failures are typed errors with a hint, never ssh2 internals
     expect((await readFile(knownHosts, 'utf8')).trim().split('\n')).toEqual(lines);
   });
 
-  it('probe warns about a CertificateFile from ssh_config that it cannot use (issue 17), instead of ignoring it', async () => {
+  it('probe warns about a CertificateFile from ssh_config that does not exist (it is not offered), instead of ignoring it', async () => {
     const dir = await freshDir();
     const sshConfig = join(dir, 'ssh_config');
     await writeFile(sshConfig, 'Host sandbox\n  CertificateFile ~/.ssh/cert_%h-cert.pub\n');
     const result = await probeHost({ ...sandbox().host, sshConfig });
     const config = result.steps.find((s) => s.step === 'config');
     expect(config?.ok).toBe(true);
-    expect(config?.warning).toMatch(/CertificateFile .*\/\.ssh\/cert_sandbox-cert\.pub .*cannot use certificates yet \(issue 17\)/);
+    expect(config?.warning).toMatch(/certificate file .*\/\.ssh\/cert_sandbox-cert\.pub: does not exist: not offered/);
   });
 
   it('refuses a changed host key', async () => {
