@@ -92,7 +92,8 @@ export function formatRequest(request: { program?: string; args?: readonly strin
 
 export type GatewayCommand =
   | { verb: 'probe' | 'list' }
-  | { verb: 'put' | 'get' | 'take'; job: string; caps: string }
+  | { verb: 'put'; job: string; caps: string }
+  | { verb: 'get' | 'take'; job: string }
   | { verb: 'start' | 'run'; job: string; args?: readonly string[] }
   | { verb: 'startx' | 'runx'; job: string }
   | { verb: 'status' | 'cancel' | 'rm'; job: string }
@@ -106,8 +107,6 @@ export function formatCommand(command: GatewayCommand): string {
   }
   switch (command.verb) {
     case 'put':
-    case 'get':
-    case 'take':
       if (!CAPS.test(command.caps) || command.caps.length > 32) throw new TypeError(`bad rsync caps: ${command.caps}`);
       words.push(command.caps);
       break;
