@@ -389,8 +389,9 @@ mgw_audit_accepted() {
 #   mint-gw runx   JOB               run, the request on stdin
 #   mint-gw status JOB
 #   mint-gw logs   JOB OFFSET        log bytes from OFFSET, following until the job ends
-#   mint-gw get    JOB               rsync download of the job's work dir (rsync's daemon mode)
-#   mint-gw take   JOB               get; then, if the client answers `remove`, remove the job
+#   mint-gw get    JOB [CAPS]        rsync download of the job's work dir (rsync's daemon mode;
+#                                    CAPS, from the form before it, is checked and unused)
+#   mint-gw take   JOB [CAPS]        get; then, if the client answers `remove`, remove the job
 #   mint-gw cancel JOB
 #   mint-gw rm     JOB
 # JOB is a lowercase UUID; CAPS is rsync's capability string (the part after -e in its server
@@ -440,9 +441,11 @@ mgw_check_request() {
       mgw_check_job "$1"
       mgw_check_caps "$2" ;;
     get | take)
-      # rsync's daemon mode: the client's capability letters travel inside rsync's own greeting.
-      mgw_expect_args 1 1 "JOB"
-      mgw_check_job "$1" ;;
+      # rsync's daemon mode: the client's capability letters travel inside rsync's own protocol.
+      # A CAPS token (the form before daemon mode) is still checked, then unused.
+      mgw_expect_args 1 2 "JOB [CAPS]"
+      mgw_check_job "$1"
+      [ $# -lt 2 ] || mgw_check_caps "$2" ;;
     startx | runx)
       mgw_expect_args 1 1 "JOB (the program, its arguments and variables come on stdin)"
       mgw_check_job "$1"

@@ -307,6 +307,8 @@ for a in "$@"; do
     -*e*.*) c=\${a#*e}; case $c in [0-9]*.* | .*) caps=$c ;; esac ;;
   esac
 done
+# A download is rsync's daemon mode (the client names h::work/): no caps on the command line.
+case $MGW_VERB in get | take) exec ${ssh} "mint-gw $MGW_VERB $MGW_JOB" ;; esac
 exec ${ssh} "mint-gw $MGW_VERB $MGW_JOB $caps"
 `,
   );
@@ -328,10 +330,9 @@ export async function writeAnsweringRsh(sandbox: Sandbox, dir: string): Promise<
     `#!${process.execPath}
 import { spawn } from 'node:child_process';
 import { appendFileSync } from 'node:fs';
-const flags = process.argv.slice(2).find((a) => /^-[A-Za-z]*e[0-9]*\\.[A-Za-z]*$/.test(a));
-const caps = flags ? flags.slice(flags.indexOf('e') + 1) : '.iLsfxCIvu';
+// rsync's daemon mode (the client names h::work/): take carries no caps.
 const argv = ${JSON.stringify(ssh)};
-const child = spawn(argv[0], [...argv.slice(1), \`mint-gw take \${process.env.MGW_JOB} \${caps}\`], { stdio: ['pipe', 'pipe', 'pipe'] });
+const child = spawn(argv[0], [...argv.slice(1), \`mint-gw take \${process.env.MGW_JOB}\`], { stdio: ['pipe', 'pipe', 'pipe'] });
 process.stdin.pipe(child.stdin, { end: false });
 child.stdout.pipe(process.stdout);
 let err = '';
