@@ -48,6 +48,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { freshDir, useSandbox } from '../support/fixture.js';
 import {
   diffTrees,
+  gatewayRsync,
+  GATEWAY_RSYNCS,
   openGateway,
   readAudit,
   runCli,
@@ -463,30 +465,13 @@ describe('gateway hardening: hostile rsync clients through put and get', { timeo
   });
 
   // Downloads run rsync's daemon mode (mint-gw get JOB; the client names h::work/): every row runs
-  // against each rsync the gateway may have. `hidden --confine-root` is this machine's rsync behind a
-  // wrapper (the site's --rsync, which only authorized_keys sets) that drops the option from --help
-  // and refuses it, as rsync < 3.5.0 would: the case the gateway used to refuse (E_CONFIG) and now
-  // serves. /opt/rsync-3.1.3 and /opt/rsync-3.2.3 (RHEL 8's and RHEL 9's versions, built from
-  // RsyncProject/rsync's tags) run when they are installed.
-  const OLD_RSYNCS = ['/opt/rsync-3.1.3/bin/rsync', '/opt/rsync-3.2.3/bin/rsync'].filter((p) => existsSync(p));
-  describe.each([
-    ['this machine\'s rsync', undefined],
-    ['hidden --confine-root', 'hidden'],
-    ...OLD_RSYNCS.map((p) => [p, p] as [string, string]),
-  ] as [string, string | undefined][])('download (mint-gw get, gateway rsync: %s) of a work dir holding symlinks out of the job', (_label, which) => {
+  // against each rsync the gateway may have (GATEWAY_RSYNCS: this machine's, the same with
+  // --confine-root hidden, which the gateway used to refuse (E_CONFIG) and now serves, and rsync
+  // 3.1.3 / 3.2.3 when installed).
+  describe.each(GATEWAY_RSYNCS)('download (mint-gw get, gateway rsync: %s) of a work dir holding symlinks out of the job', (_label, which) => {
     beforeAll(async () => {
       if (!which) return;
-      let path = which;
-      if (which === 'hidden') {
-        path = join(outside, 'hidden-confine-root-rsync');
-        await writeFile(
-          path,
-          '#!/bin/sh\n# The real rsync without --confine-root (as rsync < 3.5.0): not in --help, refused if given.\n' +
-            'for a in "$@"; do case $a in --confine-root*) echo "rsync: $a: unknown option" >&2; exit 1 ;; esac; done\n' +
-            'if [ "$1" = --help ]; then /usr/bin/rsync --help | grep -v -e --confine-root; exit 0; fi\nexec /usr/bin/rsync "$@"\n',
-        );
-        await chmod(path, 0o755);
-      }
+      const path = await gatewayRsync(which, outside);
       await sandbox().reinstall({ rsync: path });
       // sshd fixes the forced command when a connection authenticates: probe on a new one.
       const fresh = await openGateway(sandbox(), 1);
