@@ -587,6 +587,34 @@ describe('gateway hardening: hostile rsync clients through put and get', { timeo
     });
   });
 
+  describe('an rsync older than 3.1.0 (no --remote-option to munge the staged links)', () => {
+    it('probe says rsync_downloads=no and get is refused (E_CONFIG), never served unconfined', async () => {
+      const old = join(outside, 'pre-3.1-rsync');
+      await writeFile(
+        old,
+        '#!/bin/sh\n# The real rsync without --remote-option in --help (as rsync < 3.1.0).\n' +
+          'if [ "$1" = --help ]; then /usr/bin/rsync --help | grep -v -e --remote-option; exit 0; fi\nexec /usr/bin/rsync "$@"\n',
+      );
+      await chmod(old, 0o755);
+      await sandbox().reinstall({ rsync: old });
+      try {
+        const fresh = await openGateway(sandbox(), 1);
+        try {
+          expect((await fresh.run('mint-gw probe')).stdout.toString()).toMatch(/^rsync_downloads=no$/m);
+          const get = await fresh.run(`mint-gw get ${LEAK}`);
+          expect({ exit: get.exitCode, stderr: get.stderr.toString() }).toEqual({
+            exit: 78,
+            stderr: 'mint-gw: error: E_CONFIG: rsync on this computer is older than 3.1.0 (it lacks --remote-option); downloads need rsync >= 3.1.0\n',
+          });
+        } finally {
+          fresh.close();
+        }
+      } finally {
+        await sandbox().reinstall({});
+      }
+    });
+  });
+
   describe('confinement across all cases', () => {
     it('jobs/ holds only the jobs the cases uploaded to (each with nothing but its work dir), LEAK, and the audit log', async () => {
       expect((await readdir(sandbox().root)).sort()).toEqual([...jobs, LEAK, '.mint-gateway-audit.log', '.mint-gateway.lock'].sort());
