@@ -10,8 +10,9 @@
 # never hands that string, or any piece of it, to a shell: it checks the whole string against a byte
 # allow-list, splits it on single spaces, checks every token against an anchored pattern, and then
 # runs a fixed argv built here. Paths are never taken from the client: a job is named by a UUID and
-# lives in ROOT/UUID; rsync's server arguments come from a template in this file, the client only
-# supplies rsync's capability letters.
+# lives in ROOT/UUID; an upload's rsync server arguments come from a template in this file (the
+# client only supplies rsync's capability letters), and a download runs rsync's daemon mode with a
+# config written here, whose one module is a staging tree of the job (mgw_serve_download).
 #
 # Requirements on the external computer: POSIX sh, coreutils, rsync >= 3.1.0 (downloads run its
 # daemon mode, confined to a staging tree: mgw_serve_download), setsid and flock (util-linux).
