@@ -76,7 +76,8 @@ parse_options() {
     case $1 in
       --print) print=1; shift; continue ;;
       --cert-authority) cert=1; shift; continue ;;
-      --allow-unconfined-rsync) allow_unconfined=1; shift; continue ;;
+      # Obsolete (downloads are confined on any rsync >= 3.1.0): accepted, not written.
+      --allow-unconfined-rsync) shift; continue ;;
       --*) [ $# -ge 2 ] || usage "$1 needs a value" ;;
       *) usage "unexpected argument '$1'" ;;
     esac
@@ -197,7 +198,6 @@ gateway_command() {
   cmd="$cmd${env_words:-}"
   [ -z "${allow_env:-}" ] || cmd="$cmd --allow-env $allow_env"
   [ -z "${rsync_path:-}" ] || cmd="$cmd --rsync $rsync_path"
-  [ -z "${allow_unconfined:-}" ] || cmd="$cmd --allow-unconfined-rsync"
 }
 
 key_options() {

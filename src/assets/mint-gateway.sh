@@ -10,11 +10,12 @@
 # never hands that string, or any piece of it, to a shell: it checks the whole string against a byte
 # allow-list, splits it on single spaces, checks every token against an anchored pattern, and then
 # runs a fixed argv built here. Paths are never taken from the client: a job is named by a UUID and
-# lives in ROOT/UUID; rsync's server arguments come from a template in this file, the client only
-# supplies rsync's capability letters.
+# lives in ROOT/UUID; an upload's rsync server arguments come from a template in this file (the
+# client only supplies rsync's capability letters), and a download runs rsync's daemon mode with a
+# config written here, whose one module is a staging tree of the job (mgw_serve_download).
 #
-# Requirements on the external computer: POSIX sh, coreutils, rsync (downloads need its
-# --confine-root, 3.5.0, unless --allow-unconfined-rsync), setsid and flock (util-linux).
+# Requirements on the external computer: POSIX sh, coreutils, rsync >= 3.1.0 (downloads run its
+# daemon mode, confined to a staging tree: mgw_serve_download), setsid and flock (util-linux).
 #
 # Exit codes: 0 success; for put/get/take, rsync's own exit code (1..35); the gateway's refusals use
 # 64..79 so that they never collide with rsync's, each with one line on stderr:
@@ -229,7 +230,6 @@ mgw_parse_options() {
   MGW_PROGRAMS=
   MGW_ALLOW_ENV=,
   MGW_RSYNC=
-  MGW_ALLOW_UNCONFINED=
   MGW_MODE=serve
   while [ $# -gt 0 ]; do
     case $1 in
@@ -248,7 +248,9 @@ mgw_parse_options() {
       --client-timeout) [ $# -ge 2 ] || mgw_die E_CONFIG 78 "--client-timeout needs a value"; MGW_CLIENT_TIMEOUT=$2; shift 2 ;;
       --env) [ $# -ge 2 ] || mgw_die E_CONFIG 78 "--env needs NAME=VALUE"; mgw_add_site_env "$2"; shift 2 ;;
       --rsync) [ $# -ge 2 ] || mgw_die E_CONFIG 78 "--rsync needs a value"; MGW_RSYNC=$2; shift 2 ;;
-      --allow-unconfined-rsync) MGW_ALLOW_UNCONFINED=1; shift ;;
+      # Obsolete (downloads are confined on any rsync >= 3.1.0, mgw_serve_download): still accepted
+      # so that an authorized_keys line written for an older gateway keeps working.
+      --allow-unconfined-rsync) shift ;;
       # The detached job runner: reached only through this script's own argv, never from
       # SSH_ORIGINAL_COMMAND (sshd builds argv from authorized_keys alone).
       --run-job) MGW_MODE=run; break ;;
@@ -468,8 +470,9 @@ mgw_accepted() {
 #   mint-gw runx   JOB               run, the request on stdin
 #   mint-gw status JOB
 #   mint-gw logs   JOB OFFSET        log bytes from OFFSET, following until the job ends
-#   mint-gw get    JOB CAPS          rsync download of the job's work dir
-#   mint-gw take   JOB CAPS          get; then, if the client answers `remove`, remove the job
+#   mint-gw get    JOB [CAPS]        rsync download of the job's work dir (rsync's daemon mode;
+#                                    CAPS, from the form before it, is checked and unused)
+#   mint-gw take   JOB [CAPS]        get; then, if the client answers `remove`, remove the job
 #   mint-gw cancel JOB
 #   mint-gw rm     JOB
 # JOB is a lowercase UUID; CAPS is rsync's capability string (the part after -e in its server
@@ -519,10 +522,16 @@ mgw_check_request() {
       mgw_expect_args 0 1 "no arguments, or long"
       [ "$MGW_ARGC" = 0 ] || [ "$1" = long ] || mgw_die E_USAGE 64 "'list' takes no arguments, or long"
       MGW_LIST_LONG=$MGW_ARGC ;;
-    put | get | take)
+    put)
       mgw_expect_args 2 2 "JOB CAPS"
       mgw_check_job "$1"
       mgw_check_caps "$2" ;;
+    get | take)
+      # rsync's daemon mode: the client's capability letters travel inside rsync's own protocol.
+      # A CAPS token (the form before daemon mode) is still checked, then unused.
+      mgw_expect_args 1 2 "JOB [CAPS]"
+      mgw_check_job "$1"
+      [ $# -lt 2 ] || mgw_check_caps "$2" ;;
     startx | runx)
       mgw_expect_args 1 1 "JOB (the program, its arguments and variables come on stdin)"
       mgw_check_job "$1"
@@ -888,7 +897,7 @@ mgw_verb_probe() {
     printf 'rsync=%s\n' "${3:-unknown}"
     printf 'rsync_path=%s\n' "$MGW_RSYNC"
     if mgw_rsync_confines; then printf 'confine_root=yes\n'; else printf 'confine_root=no\n'; fi
-    if [ -n "$MGW_ALLOW_UNCONFINED" ]; then printf 'allow_unconfined=yes\n'; else printf 'allow_unconfined=no\n'; fi
+    if mgw_rsync_serves; then printf 'rsync_downloads=yes\n'; else printf 'rsync_downloads=no\n'; fi
   else
     printf 'rsync=missing\n'
   fi
@@ -978,7 +987,8 @@ mgw_rsync_found() {
 }
 
 # --confine-root (rsync >= 3.5.0) makes rsync itself refuse paths that resolve outside the work dir,
-# closing the check-then-use window that argv checks cannot see.
+# closing the check-then-use window that argv checks cannot see. Uploads use it where it is there;
+# downloads do not need it (mgw_serve_download).
 mgw_rsync_confines() {
   "$MGW_RSYNC" --help 2>/dev/null | {
     while IFS= read -r mgw_line; do
@@ -988,24 +998,20 @@ mgw_rsync_confines() {
   }
 }
 
+# rsync's server argv for an upload (downloads run rsync's daemon mode: mgw_serve_download).
 mgw_rsync_template() {
   mgw_rsync_found || mgw_die E_CONFIG 78 "rsync is not installed on the external computer"
   # Fixed server flags. They must agree with what the client's rsync sends (src/transfer/rsync-args.ts):
-  # -r recurse, -t times (so unchanged files are skipped), -E executability (receiver only); no -l,
-  # so symlinks are neither created on upload nor followed on download; no -D, so no devices or
-  # specials. --log-format=X only makes the receiver report file names.
-  if [ "$MGW_VERB" = put ]; then MGW_RSYNC_FLAGS=-tEre$MGW_CAPS; else MGW_RSYNC_FLAGS=-ltpre$MGW_CAPS; fi
+  # -r recurse, -t times (so unchanged files are skipped), -E executability; no -l, so no symlink
+  # is created; no -D, so no devices or specials. --log-format=X only makes the receiver report file
+  # names. A receiver never reads the client's filter rules (exclude.c recv_filter_list reads them
+  # only for a sender, or for a receiver given -m or --delete, which this argv never holds).
+  MGW_RSYNC_FLAGS=-tEre$MGW_CAPS
   MGW_RSYNC_SAFETY=--munge-links
   # A peer that stops talking (or a hostile one that deadlocks the protocol) frees the server.
   MGW_RSYNC_TIMEOUT=--timeout=$MGW_CLIENT_TIMEOUT
   MGW_RSYNC_CONFINE=
-  if mgw_rsync_confines; then
-    MGW_RSYNC_CONFINE=--confine-root=$MGW_SERVE
-  elif [ "$MGW_VERB" != put ] && [ -z "$MGW_ALLOW_UNCONFINED" ]; then
-    # Without it, a client's dir-merge filter rule can make the sender read a file in any parent
-    # of the work dir (say ~/.netrc) and learn its lines from which names go missing.
-    mgw_die E_CONFIG 78 "rsync on this computer lacks --confine-root (rsync >= 3.5.0); downloads are refused until it is upgraded (or the gateway is given --allow-unconfined-rsync)"
-  fi
+  if mgw_rsync_confines; then MGW_RSYNC_CONFINE=--confine-root=$MGW_SERVE; fi
 }
 
 # An upload may only add to a job that has not started, and must leave the site its floors (free
@@ -1314,12 +1320,10 @@ mgw_verb_get() {
   mgw_rsync_found || mgw_die E_CONFIG 78 "rsync is not installed on the external computer"
   # A client gone at any moment (its `sent` line then kills us with SIGPIPE) must still leave no
   # staging tree behind: main turns those signals into exits, which run mgw_at_exit.
-  mgw_stage_exports
-  mgw_rsync_template
+  mgw_rsync_serves || mgw_die E_CONFIG 78 "rsync on this computer is older than 3.1.0 (it lacks --remote-option); downloads need rsync >= 3.1.0"
+  mgw_stage_download
   mgw_audit_accepted accepted
-  set -- --server --sender "$MGW_RSYNC_FLAGS" "$MGW_RSYNC_SAFETY" "$MGW_RSYNC_TIMEOUT"
-  [ -z "$MGW_RSYNC_CONFINE" ] || set -- "$@" "$MGW_RSYNC_CONFINE"
-  "$MGW_RSYNC" "$@" . "$MGW_SERVE/"
+  mgw_serve_download
   mgw_rc=$?
   [ "$MGW_VERB" = take ] || exit "$mgw_rc"
   printf 'mint-gw: sent: job=%s rsync=%s\n' "$MGW_JOB" "$mgw_rc" >&2
@@ -1343,18 +1347,24 @@ mgw_verb_get() {
   exit 0
 }
 
-# --export: what rsync serves is a tree that holds only the exportable files, hard links into the
-# work dir made by a local rsync with our own filter rules, never the work dir itself. Filter rules
-# on the server's command line do not do: the sender appends the rules the client sends over the
-# protocol to the same list, and a `!` rule among them (which a stock client never sends, a
-# hand-made one does) clears the list, allow-list and all. A client rule can only narrow what is
-# served; what is not in the tree cannot leave. Directories come only on the way to an exportable
-# file (-m). Plain rsync options, as old as rsync 3.0. Sets MGW_SERVE.
-mgw_stage_exports() {
-  MGW_SERVE=$MGW_WORK
-  [ -n "$MGW_EXPORT" ] || return 0
-  # A staging tree holds inodes (its directories): the floors hold for it too, and trees left by
-  # gateways that died (SIGKILL) go first.
+# What a download serves is never the work dir itself but a staging tree, JOB/export.PID.START: hard
+# links to the work dir's files (so their modes and times are the program's), made by a local rsync
+# with our own rules, removed when the gateway exits.
+#  - --export: only the exportable files are staged (with directories only on the way to one, -m).
+#    Filter rules on a server's command line do not do: the sender appends the rules the client
+#    sends over the protocol to the same list, and a `!` rule among them (which a stock client never
+#    sends, a hand-made one does) clears the list, allow-list and all. What is not in the tree cannot
+#    leave, whatever the client's rules.
+#  - symlinks are staged munged (-M--munge-links: the receiving side of a local rsync munges only
+#    when told through --remote-option, pipe.c clears the sender's flag for it; rsync >= 3.1.0), so
+#    `out -> /home/u` is staged as `out -> /rsyncd-munged//home/u`: a path or merge-file name that
+#    goes through it resolves to nothing, while the daemon (munge symlinks = yes) unmunges the target
+#    it sends (flist.c readlink_stat), so the client still sees the program's links as they are.
+# Sets MGW_SERVE.
+mgw_stage_download() {
+  # rsync refuses to munge when this directory exists (it would make munged links resolve again).
+  [ ! -d /rsyncd-munged ] || mgw_die E_CONFIG 78 "a directory /rsyncd-munged exists on this computer; rsync's symlink munging, which keeps downloads inside the job, is unsafe with it (remove it)"
+  # Trees left by gateways that died (SIGKILL) go first.
   set +f
   for mgw_x in "$MGW_JOBDIR"/export.*.*; do
     set -f
@@ -1363,20 +1373,89 @@ mgw_stage_exports() {
     mgw_alive "${mgw_xp%%.*}" "${mgw_xp#*.}" || mgw_remove_job "$mgw_x"
   done
   set -f
-  mgw_check_free
+  # With --export the staged directories are the site's policy at work: they hold to the floors. A
+  # plain download is not refused under them, since take is how a full site is drained.
+  [ -z "$MGW_EXPORT" ] || mgw_check_free
   mgw_proc_start $$
   MGW_SERVE=$MGW_JOBDIR/export.$$.$mgw_pstart
   mgw_staged=$MGW_SERVE
-  set -- -rltm --link-dest="$MGW_WORK"
-  mgw_rest=$MGW_EXPORT
-  while [ -n "$mgw_rest" ]; do
-    mgw_glob=${mgw_rest%%,*}
-    case $mgw_rest in *,*) mgw_rest=${mgw_rest#*,} ;; *) mgw_rest= ;; esac
-    [ -z "$mgw_glob" ] || set -- "$@" "--include=$mgw_glob"
-  done
-  set -- "$@" '--include=*/' '--exclude=*'
+  set -- -rlpt -M--munge-links --link-dest="$MGW_WORK"
+  if [ -n "$MGW_EXPORT" ]; then
+    set -- "$@" -m
+    mgw_rest=$MGW_EXPORT
+    while [ -n "$mgw_rest" ]; do
+      mgw_glob=${mgw_rest%%,*}
+      case $mgw_rest in *,*) mgw_rest=${mgw_rest#*,} ;; *) mgw_rest= ;; esac
+      [ -z "$mgw_glob" ] || set -- "$@" "--include=$mgw_glob"
+    done
+    set -- "$@" '--include=*/' '--exclude=*'
+  fi
   "$MGW_RSYNC" "$@" "$MGW_WORK/" "$MGW_SERVE/" >/dev/null 2>&1 ||
-    mgw_die E_LIMIT 69 "could not prepare the exportable files of job $MGW_JOB (disk or inodes full?)"
+    mgw_die E_LIMIT 69 "could not prepare the files of job $MGW_JOB for download (disk or inodes full?)"
+}
+
+# Downloads run rsync's daemon mode over this channel (`rsync --server --daemon`, what a client's
+# `rsync -e SSH host::module/` starts), with a config of our own on fd 9 whose one module, `work`,
+# is the staging tree. Why not `rsync --server --sender` with a fixed argv, as uploads do: a sender
+# reads the filter rules the client sends over the protocol, and a merge-file rule among them
+# (`merge /etc/x`, `dir-merge ../../.netrc`, `:- FILE`) makes it open and parse a file the client
+# names; a line that fails to parse was echoed back (rsync 3.5.0 NEWS), and an exclude-only merge
+# tells the client the file's lines by which of its names go missing. Only --confine-root (rsync
+# 3.5.0) stops that outside daemon mode; RHEL 8 ships 3.1.3 and RHEL 9 3.2.3.
+# In daemon mode with `use chroot = no`, rsync sets sanitize_paths (clientserver.c rsync_module, 3.1.3
+# and later: `if (module_dirlen || (!use_chroot && !*lp_daemon_chroot())) sanitize_paths = 1`),
+# and with it every merge-file name is cut down to a path inside the module before it is opened
+# (exclude.c parse_merge_name: sanitize_path drops a leading / and any .. above the module, for
+# merge and dir-merge rules alike), as are the client's paths, --files-from and --exclude-from
+# names (options.c). rsync 3.5.0's own NEWS: "A daemon already had this through its module root".
+# Lexical sanitizing cannot see symlinks: the staging tree's are munged (mgw_stage_download). The
+# rest of the module's rules:
+#   read only        the client can only download (main.c refuses --remove-source-files too)
+#   munge symlinks   kept whatever the client asks (clientserver.c restores it after parsing)
+#   timeout          caps the client's own --timeout once its options are read (clientserver.c);
+#                    rsync >= 3.5.0 also bounds the greeting with it (daemon_handshake_timeout).
+#                    Older ones wait for the greeting and the options unbounded, and refuse
+#                    --timeout on a daemon's argv: a known limit (docs/gateway-audit.md)
+#   refuse options   options that would follow a link, read a file the server names, or write
+#                    anything (log-file* is refused by rsync itself in daemon mode)
+#   uid, gid         only as root: a root daemon would otherwise switch to nobody
+# `path = .` is the current directory (util.c normalize_path), so no site path is written into the
+# config, where `%VAR%` and whitespace have meanings. The greeting and module choice are rsync's own
+# (@RSYNCD: lines); the client never names a path outside the module, and `list = no` hides it.
+mgw_serve_download() {
+  mgw_daemon_ids=
+  mgw_need id
+  if [ "$("$mgw_found" -u)" = 0 ]; then mgw_daemon_ids='uid = 0
+gid = 0'
+  fi
+  (cd "$MGW_SERVE" && exec "$MGW_RSYNC" --server --daemon --config=/dev/fd/9 .) 9<<MGW_RSYNCD_CONF
+# mint-gateway: one download (see mgw_serve_download)
+use chroot = no
+munge symlinks = yes
+read only = yes
+write only = no
+list = no
+reverse lookup = no
+forward lookup = no
+transfer logging = no
+max verbosity = 1
+log file = /dev/null
+timeout = $MGW_CLIENT_TIMEOUT
+$mgw_daemon_ids
+[work]
+path = .
+refuse options = copy-links copy-unsafe-links copy-dirlinks keep-dirlinks munge-links no-munge-links files-from include-from exclude-from remove-source-files remove-sent-files delete* backup backup-dir suffix temp-dir compare-dest copy-dest link-dest write-batch only-write-batch read-batch debug copy-devices write-devices copy-as fake-super super chown usermap groupmap iconv remote-option max-alloc daemon config dparam
+MGW_RSYNCD_CONF
+}
+
+# rsync >= 3.1.0: --remote-option (mgw_stage_download), and the daemon parameters above.
+mgw_rsync_serves() {
+  "$MGW_RSYNC" --help 2>/dev/null | {
+    while IFS= read -r mgw_line; do
+      case $mgw_line in *--remote-option*) exit 0 ;; esac
+    done
+    exit 1
+  }
 }
 
 # The answer is every byte the client writes after the `sent` line, up to its end of input, and

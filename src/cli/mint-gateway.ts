@@ -66,7 +66,7 @@ export const installSpec = defineCommand({
     'client-timeout': { type: 'string', value: 'SECONDS', description: 'how long the gateway waits on a silent client (default: 600)' },
     grace: { type: 'string', value: 'SECONDS', description: "seconds between cancel's TERM and KILL (default: 10)" },
     env: { type: 'string', value: 'NAME=VALUE', multiple: true, description: 'a variable every program gets, e.g. LANG=ja_JP.UTF-8' },
-    'allow-unconfined-rsync': { type: 'boolean', description: 'serve downloads with an rsync older than 3.5.0 (no --confine-root)' },
+    'allow-unconfined-rsync': { type: 'boolean', description: 'obsolete, ignored: downloads are confined on any rsync >= 3.1.0' },
     print: { type: 'boolean', description: 'only print the authorized_keys line; write nothing' },
   },
 });
@@ -147,7 +147,6 @@ export async function main(argv: string[] = process.argv.slice(2), io: Io = proc
             ...(grace !== undefined ? { grace } : {}),
             ...(values.env?.length ? { env: values.env } : {}),
             ...(values['allow-env'] ? { allowEnv: values['allow-env'].split(',') } : {}),
-            ...(values['allow-unconfined-rsync'] ? { allowUnconfinedRsync: true } : {}),
           },
           restrictions: {
             ...(values.from ? { from: values.from } : {}),

@@ -7,6 +7,7 @@ import type { Connection } from '../connection/connect.js';
 import { execCollect, type ExecOptions, type ExecResult } from '../connection/exec.js';
 import { CancelledError, GatewayError, TransferError, type Step } from '../errors.js';
 import type { RshBridge } from '../transfer/rsh-bridge.js';
+import { DOWNLOAD_MODULE } from '../transfer/rsync-args.js';
 import { runRsync, type TransferProgress } from '../transfer/rsync.js';
 import {
   checkCompatible,
@@ -79,7 +80,7 @@ export class GatewayClient {
 
   /** Downloads what the gateway exports from the job's work dir into `outputDir`. */
   get(outputDir: string, options: TransferOptions): Promise<TransferResult> {
-    return this.transfer('get', ['mint:work/', `${outputDir.replace(/\/+$/, '')}/`], options);
+    return this.transfer('get', [`mint::${DOWNLOAD_MODULE}/`, `${outputDir.replace(/\/+$/, '')}/`], options);
   }
 
   /**
@@ -89,7 +90,7 @@ export class GatewayClient {
    * file the sender counted as sent). `removed` says whether the gateway confirmed the removal.
    */
   take(outputDir: string, options: TransferOptions): Promise<TransferResult> {
-    return this.transfer('take', ['mint:work/', `${outputDir.replace(/\/+$/, '')}/`], options);
+    return this.transfer('take', [`mint::${DOWNLOAD_MODULE}/`, `${outputDir.replace(/\/+$/, '')}/`], options);
   }
 
   private async transfer(verb: 'put' | 'get' | 'take', paths: string[], options: TransferOptions): Promise<TransferResult> {
@@ -100,7 +101,7 @@ export class GatewayClient {
       direction: verb === 'put' ? 'put' : 'get',
       paths,
       bridge: this.bridge,
-      remoteCommand: (caps) => formatCommand({ verb, job: options.jobId, caps }),
+      remoteCommand: (caps) => formatCommand(verb === 'put' ? { verb, job: options.jobId, caps } : { verb, job: options.jobId }),
       ...(verb === 'take' ? { endsOn: parseSentLine, reply: (localOk: boolean) => (localOk ? 'remove\n' : undefined) } : {}),
       ...(options.signal ? { signal: options.signal } : {}),
       ...(options.onProgress ? { onProgress: options.onProgress } : {}),

@@ -94,7 +94,8 @@ export type GatewayCommand =
   | { verb: 'probe' }
   /** `long` asks for each job's size and age (gateway 0.3.1 on; older ones refuse it with E_USAGE). */
   | { verb: 'list'; long?: boolean }
-  | { verb: 'put' | 'get' | 'take'; job: string; caps: string }
+  | { verb: 'put'; job: string; caps: string }
+  | { verb: 'get' | 'take'; job: string }
   | { verb: 'start' | 'run'; job: string; args?: readonly string[] }
   | { verb: 'startx' | 'runx'; job: string }
   | { verb: 'status' | 'cancel' | 'rm'; job: string }
@@ -108,8 +109,6 @@ export function formatCommand(command: GatewayCommand): string {
   }
   switch (command.verb) {
     case 'put':
-    case 'get':
-    case 'take':
       if (!CAPS.test(command.caps) || command.caps.length > 32) throw new TypeError(`bad rsync caps: ${command.caps}`);
       words.push(command.caps);
       break;

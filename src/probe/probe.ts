@@ -178,21 +178,18 @@ export async function probeHost(target: string | InlineHost, options: ResolveOpt
       return result;
     }
     const confined = f.get('confine_root') === 'yes';
-    if (!confined && f.get('allow_unconfined') !== 'yes') {
+    // Downloads run rsync's daemon mode on a staging tree (rsync >= 3.1.0 on the site); uploads add
+    // --confine-root where the site's rsync has it (>= 3.5.0).
+    if (f.get('rsync_downloads') === 'no') {
       steps.push({
         step: 'rsync-remote',
         ok: false,
-        detail: `rsync ${remoteRsync} on the external computer lacks --confine-root, so the gateway refuses downloads`,
-        hint: 'upgrade rsync there to >= 3.5.0, or (accepting that a hostile client could probe files above the job root) reinstall the gateway with --allow-unconfined-rsync',
+        detail: `rsync ${remoteRsync} on the external computer is older than 3.1.0, so the gateway refuses downloads`,
+        hint: 'upgrade rsync there to >= 3.1.0 (RHEL 8 ships 3.1.3), or name a newer one with mint-gateway install --rsync PATH',
       });
       return result;
     }
-    steps.push({
-      step: 'rsync-remote',
-      ok: true,
-      detail: `rsync ${remoteRsync}${confined ? ' (with --confine-root)' : ''}`,
-      ...(confined ? {} : { warning: 'rsync lacks --confine-root and the gateway was told to allow it: upgrade rsync to >= 3.5.0' }),
-    });
+    steps.push({ step: 'rsync-remote', ok: true, detail: `rsync ${remoteRsync}${confined ? ' (with --confine-root)' : ''}` });
 
     if (f.get('program_ok') !== 'yes') {
       steps.push({ step: 'program', ok: false, detail: `program ${f.get('program') ?? '?'} is missing or not executable`, hint: 'on the external computer: chmod +x it, or fix --program in authorized_keys' });

@@ -55,7 +55,10 @@ export interface GatewayOptions {
   /** Variable names a client may set for the program (`--allow-env`). */
   allowEnv?: readonly string[];
   rsync?: string;
-  /** Serve downloads with an rsync older than 3.5.0 (no --confine-root). */
+  /**
+   * @deprecated Ignored: downloads are confined by rsync's daemon mode on any rsync >= 3.1.0, with or
+   * without --confine-root. Kept so that callers written for older releases still compile.
+   */
   allowUnconfinedRsync?: boolean;
 }
 
@@ -148,7 +151,6 @@ export function gatewayCommand(gatewayPath: string, options: GatewayOptions): st
     words.push('--allow-env', options.allowEnv.join(','));
   }
   if (options.rsync !== undefined) words.push('--rsync', options.rsync);
-  if (options.allowUnconfinedRsync) words.push('--allow-unconfined-rsync');
   return words.join(' ');
 }
 

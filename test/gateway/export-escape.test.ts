@@ -1,7 +1,8 @@
 /**
- * --export against a hand-made rsync peer. With `--export 'results/*'`, `mint-gw get|take JOB CAPS`
+ * --export against a hand-made rsync peer. With `--export 'results/*'`, `mint-gw get|take JOB`
  * must let only files matching the allow-list leave the external computer, whatever the client
- * sends. The gateway used to pass the allow-list to rsync's sender as argv filter rules
+ * sends; and a one-off merge rule the client sends must not make the server read a file outside
+ * what it serves. The gateway used to pass the allow-list to rsync's sender as argv filter rules
  * (`--include=results/* --include=*\/ --exclude=*`); the sender appends the filter rules the
  * receiving client sends over the protocol to that same list, and a bare `!` rule clears the whole
  * list, so a client sending `!` got the entire work dir.
@@ -22,10 +23,10 @@
 import { randomBytes } from 'node:crypto';
 import { chmod, lstat, mkdir, readFile, readdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runRemote } from '../../src/index.js';
 import { freshDir, useSandbox } from '../support/fixture.js';
-import { runCli, sshOptions } from '../support/hostile-helpers.js';
+import { GATEWAY_RSYNCS, gatewayRsync, runCli, sshOptions } from '../support/hostile-helpers.js';
 import { readRewriteReport, writeFilterRewritingRsh } from '../support/filter-rewrite.js';
 
 const SECRET = `mint-secret-${randomBytes(8).toString('hex')}`;
@@ -80,7 +81,7 @@ describe('--export results/*: a client that clears the filter list over the prot
     return job;
   };
 
-  const download = async (verb: 'get' | 'take', rewrite: boolean) => {
+  const download = async (verb: 'get' | 'take', rewrite: boolean, rewriteTo = '!') => {
     const id = await finishedJob();
     const dir = await freshDir();
     const rsh = await writeFilterRewritingRsh(sandbox(), dir);
@@ -88,14 +89,16 @@ describe('--export results/*: a client that clears the filter list over the prot
     const log = join(dir, 'rewrite.json');
     const dest = join(dir, 'out');
     await mkdir(dest);
-    const run = await runCli('rsync', ['-rt', `--exclude=${marker}`, `--rsh=${rsh}`, 'h:work/', `${dest}/`], {
-      env: { ...process.env, MGW_VERB: verb, MGW_JOB: id, MGW_MARKER: marker, MGW_REWRITE: rewrite ? '1' : '0', MGW_REWRITE_LOG: log },
+    // rsync's daemon mode: the client names the gateway's module (h::work/).
+    const run = await runCli('rsync', ['-rt', `--exclude=${marker}`, `--rsh=${rsh}`, 'h::work/', `${dest}/`], {
+      env: { ...process.env, MGW_VERB: verb, MGW_JOB: id, MGW_MARKER: marker, MGW_REWRITE: rewrite ? '1' : '0', MGW_REWRITE_TO: rewriteTo, MGW_REWRITE_LOG: log },
       timeoutMs: 30_000,
     });
     const report = await readRewriteReport(log);
     const tree = await listTree(dest);
     let leaked = false;
     for (const entry of tree) if (entry.startsWith('f ') && (await readFile(join(dest, entry.split(' ')[1]!), 'utf8')).includes(SECRET)) leaked = true;
+    if ((d => d.includes(SECRET))(run.stdout + run.stderr)) leaked = true;
     return { run, report, marker, tree, leaked, dest };
   };
 
@@ -124,6 +127,39 @@ describe('--export results/*: a client that clears the filter list over the prot
     expect(d.report.frameAfter).toContain(Buffer.from([1, 0, 0, 0, 0x21]).toString('hex'));
     expect(d.run.stderr).not.toContain('filter-rewrite relay: FAILED');
     await expectOnlyExported(d);
+  });
+
+  // One-off merge rules, which a stock client reads itself and never sends: sent by hand, they make
+  // the server open the file they name. Outside the module (the staging tree) nothing is opened:
+  // rsync's daemon mode cuts the name down to a path inside it (exclude.c parse_merge_name with
+  // sanitize_paths), where it does not exist, and a merge file that cannot be opened ends the
+  // transfer (XFLG_FATAL_ERRORS). Read, `names-above` (one line: a.txt) would make results/a.txt
+  // go missing from a transfer that succeeds; `secret-above` and scratch.txt (not exportable) hold
+  // the secret, which a line that fails to parse used to echo back (rsync < 3.5.0).
+  const above = (name: string): string => join(sandbox().dir, name);
+  describe.each(GATEWAY_RSYNCS)('gateway rsync: %s', (_label, which) => {
+    beforeAll(async () => {
+      if (which) await sandbox().reinstall({ export: 'results/*', rsync: await gatewayRsync(which, outside) });
+    });
+    afterAll(async () => {
+      if (which) await sandbox().reinstall({ export: 'results/*' });
+    });
+    it.each([
+      ['an absolute exclude-only merge of a file above the job', () => `merge,- ${above('names-above')}`],
+      ['an absolute merge of a secret above the job', () => `merge ${above('secret-above')}`],
+      ['a `.` merge with ../ from the work dir', () => `. ../../../${'secret-above'}`],
+      ['a merge of the work dir\'s scratch.txt, which --export keeps', () => 'merge scratch.txt'],
+    ])('get with the rule rewritten to %s: the file is not read, nothing is sent', async (_name, rule) => {
+      await writeFile(above('names-above'), 'a.txt\n');
+      await writeFile(above('secret-above'), `${SECRET}\n`);
+      const d = await download('get', true, rule());
+      expect(d.report, d.run.stderr).toMatchObject({ found: true, rewritten: true, error: null, rules: [`- ${d.marker}`] });
+      expect({ tree: d.tree, leaked: d.leaked }, d.run.stderr).toEqual({ tree: [], leaked: false });
+      // The sender's exit 11 (file IO), which the client sees as its connection closed: 12.
+      expect([11, 12], d.run.stderr).toContain(d.run.code);
+      // The name it tried is inside the module (the staging tree), not the one the client sent.
+      expect(d.run.stderr).toMatch(/failed to open (ex|in)clude file (\S*\/export\.\d+\.\d+\/\S+|secret-above|scratch\.txt)[: ]/);
+    });
   });
 
   it('the job keeps its own files\' modes and no staging tree, also after a client killed in the middle of a take', async () => {

@@ -51,7 +51,7 @@ describe('take removes a job only on the client\'s exact answer', { timeout: 120
     const log = join(work, 'gateway-stderr');
     await writeFile(log, '');
     const out = into ?? join(work, 'out');
-    const r = await runCli('rsync', ['-rtE', `--rsh=${rsh}`, 'h:work/', `${out}/`], {
+    const r = await runCli('rsync', ['-rtE', `--rsh=${rsh}`, 'h::work/', `${out}/`], {
       env: { ...process.env, MGW_JOB: job, MGW_ANSWER: JSON.stringify(Buffer.from(answer, 'latin1').toString('latin1')), MGW_STDERR_LOG: log },
     });
     return { code: r.code, stderr: await readFile(log, 'utf8'), out };

@@ -1,40 +1,37 @@
 /**
- * A hand-made rsync peer for the --export escape test (test/gateway/export-escape.test.ts): an rsync
- * --rsh program that runs one gateway download verb through OpenSSH and REWRITES the filter list the
- * stock rsync client sends to the gateway's rsync sender, replacing one marker rule with a bare `!`
- * (clear the list). A stock client never puts `!` on the wire (it clears its own list locally), so
- * the client is run with `--exclude=MARKER` and this relay swaps that rule's frame for `!`.
+ * A hand-made rsync peer for test/gateway/export-escape.test.ts: an rsync --rsh program that runs one
+ * gateway download verb through OpenSSH and REWRITES the filter list the stock rsync client sends to
+ * the gateway's rsync sender, replacing one marker rule with a bare `!` (clear the list) or with a
+ * one-off merge rule. A stock client never puts either on the wire (it clears its own list locally,
+ * and reads a merge file itself), so the client is run with `--exclude=MARKER` and this relay swaps
+ * that rule's frame.
  *
- * rsync calls it as `RELAY [-l USER] HOST rsync --server --sender -FLAGSeCAPS . PATH`. It ignores
- * that command apart from CAPS (the one thing the real client forwards too), runs
- * `mint-gw $MGW_VERB $MGW_JOB CAPS` through OpenSSH to the sandbox, and relays rsync's streams:
- *   server -> client: copied unchanged (the first 4 bytes, the server's protocol version, are noted);
+ * rsync calls it as `RELAY [-l USER] HOST rsync --server --daemon .` (the client names h::work/:
+ * downloads are rsync's daemon mode). It ignores that command, runs `mint-gw $MGW_VERB $MGW_JOB`
+ * through OpenSSH to the sandbox, and relays rsync's streams:
+ *   server -> client: copied unchanged;
  *   server stderr:    copied to rsync's stderr; for `take`, once the gateway prints its
  *                     `mint-gw: sent:` line the relay ends the gateway's stdin without an answer
  *                     (so the job is kept, as on a dropped connection);
- *   client -> server: parsed, as rsync 3.x (protocol >= 30) writes it when it is the receiver
- *                     (main.c client_run, compat.c setup_protocol, exclude.c send_filter_list):
- *       int32 LE  the client's protocol version                       (forwarded as it comes)
- *       vstring   the checksum names, only when CAPS holds `v` (negotiated strings; -z would add the
- *                 compression names, which this relay refuses): a length byte (or two bytes, the
- *                 first with 0x80 set, when over 0x7F) and the names          (forwarded)
- *       then io_start_multiplex_out: every byte is now framed. The first frame is a MSG_DATA
- *       header, int32 LE ((MPLEX_BASE 7 + MSG_DATA 0) << 24) + payload length, i.e. tag 7 in the
- *       top byte and the length in the low 24 bits, followed by the payload, which begins with the
- *       filter list: per rule an int32 LE length and the rule text (`- PATTERN` for --exclude since
- *       protocol 29), ended by an int32 0. The client writes header and payload in one flush and
- *       then waits for the server's file list, so the relay holds that frame until it is complete,
- *       replaces the rule `- $MGW_MARKER` (length prefix 2 + marker length) with `!` (length prefix
- *       1), lowers the header's length by the bytes saved, and forwards it; everything after is
- *       copied unchanged. The server parses `!` with recv_filter_list -> parse_filter_str
- *       (FILTRULE_CLEAR_LIST), which empties the whole list, the gateway's argv rules included.
+ *   client -> server: the daemon greeting (`@RSYNCD: ...` and the module line), the client's
+ *       options (NUL-separated), the negotiation strings, and then, multiplexed, the filter list
+ *       (exclude.c send_filter_list): a MSG_DATA frame whose header is an int32 LE ((MPLEX_BASE 7 +
+ *       MSG_DATA 0) << 24) + payload length, the payload starting with per rule an int32 LE length
+ *       and the rule text (`- PATTERN` for --exclude since protocol 29), ended by an int32 0. The
+ *       relay forwards everything as it comes (holding back only a tail that may begin the rule), until it sees
+ *       the marker rule `- $MGW_MARKER` framed that way (length prefix, and the frame header 8 bytes
+ *       before it); it replaces that rule with $MGW_REWRITE_TO (default `!`), fixes the header's
+ *       length, and from then on copies everything unchanged. The server parses the new rule with
+ *       recv_filter_list -> parse_filter_str: `!` (FILTRULE_CLEAR_LIST) empties the whole list, a
+ *       `merge FILE` makes the server open FILE (exclude.c parse_merge_name, parse_filter_file).
  *
  * Environment:
  *   MGW_VERB         get | take
  *   MGW_JOB          the job id
  *   MGW_MARKER       the pattern of the client's marker rule (pass `--exclude=MARKER` to rsync)
  *   MGW_REWRITE      `0`: only find the marker frame and forward it unchanged (a control run);
- *                    anything else: rewrite it to `!`
+ *                    anything else: rewrite it
+ *   MGW_REWRITE_TO   the rule the marker becomes (default `!`), e.g. `merge,- /home/u/.netrc`
  *   MGW_REWRITE_LOG  where the relay writes its report as JSON (FilterRewriteReport) when it ends
  *
  * The relay fails loudly: if it never found the marker frame (or, with rewriting on, did not rewrite
@@ -53,12 +50,8 @@ export interface FilterRewriteReport {
   verb: string;
   /** False when MGW_REWRITE=0 (observe only). */
   rewrite: boolean;
-  /** The capability string taken from rsync's server flags. */
-  caps: string;
-  clientProtocol: number | null;
-  serverProtocol: number | null;
-  /** The negotiation strings the client sent before multiplexing (checksum names). */
-  vstrings: string[];
+  /** The rule the marker becomes. */
+  rewriteTo: string;
   /** The client's filter rules as they crossed the wire (before any rewrite). */
   rules: string[];
   /** The marker rule's frame was found in the first MSG_DATA frame. */
@@ -103,8 +96,7 @@ const job = env.MGW_JOB;
 const marker = env.MGW_MARKER;
 const logPath = env.MGW_REWRITE_LOG;
 const report = {
-  verb: verb ?? null, rewrite: env.MGW_REWRITE !== '0', caps: '', clientProtocol: null, serverProtocol: null,
-  vstrings: [], rules: [], found: false, rewritten: false, frameBefore: null, frameAfter: null, error: null, exitCode: null,
+  verb: verb ?? null, rewrite: env.MGW_REWRITE !== '0', rewriteTo: env.MGW_REWRITE_TO || '!', rules: [], found: false, rewritten: false, frameBefore: null, frameAfter: null, error: null, exitCode: null,
 };
 const finish = (code) => {
   if (!report.error && !report.found) report.error = 'never saw the client\'s filter rule "- ' + marker + '"';
@@ -120,33 +112,14 @@ if (!verb || !job || !marker || !logPath) {
   report.error = 'MGW_VERB, MGW_JOB, MGW_MARKER and MGW_REWRITE_LOG must be set';
   finish(97);
 }
-const flags = process.argv.slice(2).find((a) => /^-[A-Za-z]*e[0-9]*\.[A-Za-z]*$/.test(a));
-if (!flags) {
-  report.error = 'no -FLAGSeCAPS word in the command rsync asked for: ' + process.argv.slice(2).join(' ');
-  finish(97);
-}
-const letters = flags.slice(1, flags.indexOf('e'));
-const caps = flags.slice(flags.indexOf('e') + 1);
-report.caps = caps;
-if (letters.includes('z')) {
-  report.error = 'compression (-z) adds a second negotiation string; this relay does not handle it';
-  finish(97);
-}
-let vstringsLeft = caps.includes('v') ? 1 : 0;
-
-const child = spawn(SSH[0], [...SSH.slice(1), 'mint-gw ' + verb + ' ' + job + ' ' + caps], { stdio: ['pipe', 'pipe', 'pipe'] });
+// rsync's daemon mode: rsync asked for \`rsync --server --daemon .\`; the gateway takes no caps.
+const rewriteTo = report.rewriteTo;
+const child = spawn(SSH[0], [...SSH.slice(1), 'mint-gw ' + verb + ' ' + job], { stdio: ['pipe', 'pipe', 'pipe'] });
 child.on('error', (e) => {
   report.error = report.error ?? 'cannot run ssh: ' + e.message;
 });
 
-// server -> client, unchanged; its first 4 bytes are the server's protocol version.
-let serverHead = Buffer.alloc(0);
-child.stdout.on('data', (chunk) => {
-  if (serverHead.length < 4) {
-    serverHead = Buffer.concat([serverHead, chunk]);
-    if (serverHead.length >= 4) report.serverProtocol = serverHead.readInt32LE(0);
-  }
-});
+// server -> client, unchanged.
 process.stdout.on('error', () => {});
 child.stdout.pipe(process.stdout);
 
@@ -174,8 +147,9 @@ const toServer = (buf) => {
   }
 };
 
-// client -> server, parsed up to the end of the first MSG_DATA frame.
-let state = 'version'; // version | vstring | header | pass
+// client -> server: scanned for the marker rule's frame (see the header).
+const wanted = Buffer.from('- ' + marker, 'latin1');
+let state = 'scan'; // scan | pass
 let held = Buffer.alloc(0);
 const giveUp = (why) => {
   report.error = report.error ?? why;
@@ -189,91 +163,68 @@ const int32 = (n) => {
   return b;
 };
 
-/**
- * The first MSG_DATA frame: find the marker rule in the filter list at its start. Returns the frame
- * to forward (rewritten unless MGW_REWRITE=0), or null after giveUp (which forwards it unchanged).
- */
-const firstFrame = (header, payload) => {
-  report.frameBefore = Buffer.concat([header, payload]).toString('hex');
-  const wanted = '- ' + marker;
+const scan = () => {
+  const q = held.indexOf(wanted);
+  if (q < 0) {
+    // Hold back only what may begin the marker's frame: a tail that is a prefix of the rule, with
+    // the 8 bytes before it. Anything else goes on at once (the client waits for the daemon's
+    // answers to its greeting and module line). The client writes the frame in one flush, so it
+    // arrives whole; if a split ever forwards its header, the relay fails loudly (giveUp).
+    let k = Math.min(wanted.length - 1, held.length);
+    while (k > 0 && !held.subarray(held.length - k).equals(wanted.subarray(0, k))) k -= 1;
+    const keep = k > 0 ? Math.min(held.length, k + 8) : 0;
+    toServer(held.subarray(0, held.length - keep));
+    held = held.subarray(held.length - keep);
+    return;
+  }
+  // header (4) | rule length (4) | '- MARKER' | ... | int32 0
+  const start = q - 8;
+  if (start < 0 || held.readInt32LE(q - 4) !== wanted.length) return giveUp('the marker rule is not framed as a filter rule: ' + held.toString('hex'));
+  const word = held.readUInt32LE(start);
+  const tag = word >>> 24;
+  const len = word & 0xffffff;
+  if (tag !== MSG_DATA_TAG) return giveUp('the frame holding the filter list has tag ' + tag + ', not MSG_DATA (7)');
+  if (held.length < start + 4 + len) return; // the rest of the frame has yet to come
+  const payload = held.subarray(start + 4, start + 4 + len);
+  report.frameBefore = held.subarray(start, start + 4 + len).toString('hex');
   let pos = 0;
   let hit = null;
   for (;;) {
-    if (pos + 4 > payload.length) return giveUp('the filter list runs past the first MSG_DATA frame (' + payload.length + ' bytes)');
+    if (pos + 4 > payload.length) return giveUp('the filter list runs past its frame');
     const n = payload.readInt32LE(pos);
     if (n === 0) break;
-    if (n < 0 || pos + 4 + n > payload.length) return giveUp('a filter rule of ' + n + ' bytes at ' + pos + ' runs past the first MSG_DATA frame');
+    if (n < 0 || pos + 4 + n > payload.length) return giveUp('a filter rule of ' + n + ' bytes runs past its frame');
     const text = payload.subarray(pos + 4, pos + 4 + n).toString('latin1');
     report.rules.push(text);
-    if (text === wanted && !hit) hit = { pos, n };
+    if (text === '- ' + marker && !hit) hit = { pos, n };
     pos += 4 + n;
   }
-  if (!hit) return giveUp('the client\'s filter list ' + JSON.stringify(report.rules) + ' holds no rule "' + wanted + '"');
   report.found = true;
   let out = payload;
   if (report.rewrite) {
-    out = Buffer.concat([payload.subarray(0, hit.pos), int32(1), Buffer.from('!'), payload.subarray(hit.pos + 4 + hit.n)]);
+    const to = Buffer.from(rewriteTo, 'latin1');
+    out = Buffer.concat([payload.subarray(0, hit.pos), int32(to.length), to, payload.subarray(hit.pos + 4 + hit.n)]);
     report.rewritten = true;
   }
   const newHeader = Buffer.alloc(4);
   newHeader.writeUInt32LE(((MSG_DATA_TAG << 24) >>> 0) + out.length, 0);
   const frame = Buffer.concat([newHeader, out]);
   report.frameAfter = frame.toString('hex');
-  return frame;
-};
-
-const step = () => {
-  for (;;) {
-    if (state === 'pass') {
-      toServer(held);
-      held = Buffer.alloc(0);
-      return;
-    }
-    if (state === 'version') {
-      if (held.length < 4) return;
-      report.clientProtocol = held.readInt32LE(0);
-      toServer(held.subarray(0, 4));
-      held = held.subarray(4);
-      if (report.clientProtocol < 30) return giveUp('protocol ' + report.clientProtocol + ' < 30: the client does not multiplex its filter list');
-      state = vstringsLeft > 0 ? 'vstring' : 'header';
-    } else if (state === 'vstring') {
-      if (held.length < 1) return;
-      let headLen = 1;
-      let len = held[0];
-      if (len & 0x80) {
-        if (held.length < 2) return;
-        headLen = 2;
-        len = (len & 0x7f) * 0x100 + held[1];
-      }
-      if (held.length < headLen + len) return;
-      report.vstrings.push(held.subarray(headLen, headLen + len).toString('latin1'));
-      toServer(held.subarray(0, headLen + len));
-      held = held.subarray(headLen + len);
-      vstringsLeft -= 1;
-      if (vstringsLeft === 0) state = 'header';
-    } else if (state === 'header') {
-      if (held.length < 4) return;
-      const word = held.readUInt32LE(0);
-      const tag = word >>> 24;
-      const len = word & 0xffffff;
-      if (tag !== MSG_DATA_TAG) return giveUp('the first frame after the handshake has tag ' + tag + ', not MSG_DATA (7): header ' + held.subarray(0, 4).toString('hex'));
-      if (held.length < 4 + len) return;
-      const frame = firstFrame(held.subarray(0, 4), held.subarray(4, 4 + len));
-      if (!frame) return; // giveUp forwarded everything unchanged
-      toServer(frame);
-      held = held.subarray(4 + len);
-      state = 'pass';
-    }
-  }
+  toServer(held.subarray(0, start));
+  toServer(frame);
+  const rest = held.subarray(start + 4 + len);
+  held = Buffer.alloc(0);
+  state = 'pass';
+  toServer(rest);
 };
 
 process.stdin.on('data', (chunk) => {
   if (state === 'pass') return toServer(chunk);
   held = Buffer.concat([held, chunk]);
-  step();
+  scan();
 });
 process.stdin.on('end', () => {
-  if (state !== 'pass') giveUp('the client\'s input ended while the relay was reading its ' + state);
+  if (state !== 'pass') giveUp('the client\'s input ended before its filter list');
   endToServer();
 });
 

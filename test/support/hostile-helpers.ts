@@ -5,6 +5,7 @@
  * rsync --rsh wrapper that ignores what rsync asks for and runs one fixed gateway verb instead.
  */
 import { spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import { lstat, readFile, readdir, readlink, writeFile, chmod } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { ClientChannel } from 'ssh2';
@@ -314,6 +315,8 @@ for a in "$@"; do
     -*e*.*) c=\${a#*e}; case $c in [0-9]*.* | .*) caps=$c ;; esac ;;
   esac
 done
+# A download is rsync's daemon mode (the client names h::work/): no caps on the command line.
+case $MGW_VERB in get | take) exec ${ssh} "mint-gw $MGW_VERB $MGW_JOB" ;; esac
 exec ${ssh} "mint-gw $MGW_VERB $MGW_JOB $caps"
 `,
   );
@@ -335,10 +338,9 @@ export async function writeAnsweringRsh(sandbox: Sandbox, dir: string): Promise<
     `#!${process.execPath}
 import { spawn } from 'node:child_process';
 import { appendFileSync } from 'node:fs';
-const flags = process.argv.slice(2).find((a) => /^-[A-Za-z]*e[0-9]*\\.[A-Za-z]*$/.test(a));
-const caps = flags ? flags.slice(flags.indexOf('e') + 1) : '.iLsfxCIvu';
+// rsync's daemon mode (the client names h::work/): take carries no caps.
 const argv = ${JSON.stringify(ssh)};
-const child = spawn(argv[0], [...argv.slice(1), \`mint-gw take \${process.env.MGW_JOB} \${caps}\`], { stdio: ['pipe', 'pipe', 'pipe'] });
+const child = spawn(argv[0], [...argv.slice(1), \`mint-gw take \${process.env.MGW_JOB}\`], { stdio: ['pipe', 'pipe', 'pipe'] });
 process.stdin.pipe(child.stdin, { end: false });
 child.stdout.pipe(process.stdout);
 let err = '';
@@ -357,6 +359,34 @@ child.on('close', (code) => {
   process.exit(code ?? 255);
 });
 `,
+  );
+  await chmod(path, 0o755);
+  return path;
+}
+
+/**
+ * The rsyncs a gateway's downloads are tested with, besides this machine's: `hidden` is this
+ * machine's rsync behind a wrapper (the site's --rsync, which only authorized_keys sets, never a
+ * client) that leaves --confine-root out of --help and refuses it, as rsync < 3.5.0 would; then
+ * rsync 3.1.3 (RHEL 8) and 3.2.3 (RHEL 9) when they are installed under /opt (built from
+ * RsyncProject/rsync's tags: configure --prefix=/opt/rsync-3.x.y --disable-openssl --disable-xxhash
+ * --disable-zstd --disable-lz4 --disable-md2man).
+ */
+export const GATEWAY_RSYNCS: readonly [label: string, which: string | undefined][] = [
+  ["this machine's rsync", undefined],
+  ['hidden --confine-root', 'hidden'],
+  ...['/opt/rsync-3.1.3/bin/rsync', '/opt/rsync-3.2.3/bin/rsync'].filter((p) => existsSync(p)).map((p): [string, string] => [p, p]),
+];
+
+/** The --rsync path for a GATEWAY_RSYNCS entry (writing the `hidden` wrapper into `dir`). */
+export async function gatewayRsync(which: string, dir: string): Promise<string> {
+  if (which !== 'hidden') return which;
+  const path = join(dir, 'hidden-confine-root-rsync');
+  await writeFile(
+    path,
+    '#!/bin/sh\n# The real rsync without --confine-root (as rsync < 3.5.0): not in --help, refused if given.\n' +
+      'for a in "$@"; do case $a in --confine-root*) echo "rsync: $a: unknown option" >&2; exit 1 ;; esac; done\n' +
+      'if [ "$1" = --help ]; then /usr/bin/rsync --help | grep -v -e --confine-root; exit 0; fi\nexec /usr/bin/rsync "$@"\n',
   );
   await chmod(path, 0o755);
   return path;
