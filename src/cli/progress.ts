@@ -44,6 +44,9 @@ export function progressReporter(io: Io, options: { quiet: boolean; streamLog: b
       case 'downloading':
         show(`${event.type} ${formatBytes(event.bytes)} ${event.percent}% ${event.rate}`);
         break;
+      case 'queued':
+        note(`queued: scheduler job ${event.schedulerId} (${event.reason})`);
+        break;
       case 'started':
         runningSince = Date.now();
         if (tty) ticker = setInterval(() => show(`running ${elapsed(Date.now() - runningSince)}`), 1000);
