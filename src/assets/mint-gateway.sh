@@ -2127,7 +2127,23 @@ mgw_sched_run_job() {
   done
   IFS=$mgw_ifs
   [ $# -ge 2 ] || exit 70
-  mgw_run_job "$mgw_jobdir" "$@"
+  # The program gets the job's SLURM_* variables from the scheduler (SLURM_JOB_ID, the node list,
+  # the CPUs it was given: what srun and mpirun read), before the site's and client's own.
+  mgw_umask=$1
+  shift
+  mgw_need env
+  mgw_slurm_env=$("$mgw_found")
+  IFS=$MGW_NL
+  for mgw_l in $mgw_slurm_env; do
+    IFS=$mgw_ifs
+    case $mgw_l in
+      SLURM_*=*)
+        case ${mgw_l%%=*} in *[!A-Z0-9_]*) ;; *) set -- "$mgw_l" "$@" ;; esac ;;
+    esac
+    IFS=$MGW_NL
+  done
+  IFS=$mgw_ifs
+  mgw_run_job "$mgw_jobdir" "$mgw_umask" "$@"
   # The scheduler's own record (FAILED, ExitCode=3:0) then agrees with the exit file.
   exit "$mgw_rc"
 }
