@@ -6,7 +6,7 @@
  * site maximum refused, and a job the scheduler has forgotten (MinJobAge) still read right.
  * Skipped only where not root or without the Slurm packages, with the reason printed.
  */
-import { readFileSync } from 'node:fs';
+import { readFileSync, statSync } from 'node:fs';
 import { chmod, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
@@ -69,6 +69,26 @@ describe.skipIf(why !== undefined)('a --scheduler slurm gateway on a private Slu
     expect(types.indexOf('queued')).toBeLessThan(types.indexOf('started'));
     expect(types.indexOf('started')).toBeLessThan(types.indexOf('exited'));
     process.stdout.write(`[cluster] runRemote through slurm, end to end: ${ms.toFixed(0)} ms\n`);
+  });
+
+  it('measures submit-to-start and end-to-result latencies (printed for the README)', async () => {
+    const rows: Array<{ submitToStart: number; endToResult: number; total: number }> = [];
+    for (let i = 0; i < 5; i++) {
+      const t0 = Date.now();
+      const r = await runRemote({ host: sandbox().host, outputDir: await freshDir(), args: ['ok'], cleanup: 'never' });
+      const resolved = Date.now();
+      const dir = join(sandbox().root, r.jobId);
+      // started/ is made by start just before sbatch; ran/ by the runner as Slurm starts it; exit
+      // when the program has ended.
+      const mtime = (name: string): number => statSync(join(dir, name)).mtimeMs;
+      rows.push({ submitToStart: mtime('ran') - mtime('started'), endToResult: resolved - mtime('exit'), total: resolved - t0 });
+    }
+    const fmt = (k: keyof (typeof rows)[number]): string => rows.map((r) => (r[k] / 1000).toFixed(2)).join(', ');
+    process.stdout.write(`[cluster] submit-to-start s: ${fmt('submitToStart')}\n[cluster] end-to-result s: ${fmt('endToResult')}\n[cluster] runRemote total s: ${fmt('total')}\n`);
+    for (const r of rows) {
+      expect(r.submitToStart).toBeLessThan(10_000);
+      expect(r.endToResult).toBeLessThan(10_000);
+    }
   });
 
   it('exit status 3 comes from the exit file; Slurm agrees (FAILED)', async () => {
