@@ -68,7 +68,7 @@ export const installSpec = defineCommand({
     env: { type: 'string', value: 'NAME=VALUE', multiple: true, description: 'a variable every program gets, e.g. LANG=ja_JP.UTF-8' },
     'allow-unconfined-rsync': { type: 'boolean', description: 'serve downloads with an rsync older than 3.5.0 (no --confine-root)' },
     scheduler: { type: 'string', value: 'slurm|none', description: 'where programs run: through Slurm (sbatch), or on this host (none, the default)' },
-    'scheduler-args': { type: 'string', value: 'OPTS', description: "site-fixed sbatch options, e.g. '--partition=short --account=mint'" },
+    'scheduler-args': { type: 'string', value: 'OPTS', description: "site-fixed sbatch options, given with '=': --scheduler-args='-p short -A mint'" },
     'max-cpus': { type: 'string', value: 'N', description: 'with --scheduler: the most CPUs a job may ask for' },
     'max-memory-mb': { type: 'string', value: 'N', description: 'with --scheduler: the most memory (MB) a job may ask for' },
     'max-walltime-min': { type: 'string', value: 'N', description: 'with --scheduler: the longest walltime (minutes) a job may ask for' },
