@@ -2082,14 +2082,25 @@ mgw_sched_cancel() {
   mgw_unlock
   [ -z "$MGW_SCHED_ID" ] || mgw_sched_cmd scancel "$MGW_SCHED_ID" >/dev/null 2>&1
   mgw_need sleep
+  # Kept apart: mgw_job_state looks up other commands (squeue, env) into mgw_found.
+  mgw_csleep=$mgw_found
   mgw_i=0
   while [ $mgw_i -lt $((MGW_GRACE * 2)) ]; do
     mgw_job_state
     case $MGW_STATE in queued | running) ;; *) return 0 ;; esac
-    "$mgw_found" 0.5
+    "$mgw_csleep" 0.5
     mgw_i=$((mgw_i + 1))
   done
   [ -z "$MGW_SCHED_ID" ] || mgw_sched_cmd scancel --signal=KILL --full "$MGW_SCHED_ID" >/dev/null 2>&1
+  # The job stays COMPLETING while slurmd reaps it (measured: 4.5 s after scancel with KillWait=2,
+  # about 5 s with KillWait=5): wait up to 10 s more for its end, so that cancel reports it.
+  mgw_i=0
+  while [ $mgw_i -lt 20 ]; do
+    mgw_job_state
+    case $MGW_STATE in queued | running) ;; *) return 0 ;; esac
+    "$mgw_csleep" 0.5
+    mgw_i=$((mgw_i + 1))
+  done
 }
 
 # The scheduler's side: batch.sh execs this on the compute node with the job dir. The program

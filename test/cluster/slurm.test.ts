@@ -29,6 +29,7 @@ case $1 in
   exit3) echo failing; exit 3 ;;
   sleep) echo started; sleep "$2"; echo slept ;;
   ignore) trap '' TERM; echo started; sleep "$2" ;;
+  slowterm) trap 'sleep 1; echo cleaned; exit 7' TERM; echo started; sleep "$2" & wait ;;
 esac
 `;
 
@@ -142,6 +143,42 @@ describe.skipIf(why !== undefined)('a --scheduler slurm gateway on a private Slu
     // The program got TERM from Slurm; the runner outlived it and recorded 143.
     expect(firstResult).toMatchObject({ state: 'cancelled', exitCode: 143, log: 'started\n' });
     expect(performance.now() - t).toBeLessThan(10_000);
+  });
+
+  it('cancel of a program that ignores TERM waits for Slurm to KILL it (KillWait) and answers cancelled; rm of a queued job is refused', async () => {
+    const host = await resolveHost(sandbox().host);
+    const connection = await connect(host);
+    try {
+      const gateway = new GatewayClient(connection);
+      const jobId = crypto.randomUUID();
+      await gateway.start(jobId, ['ignore', '60']);
+      let status = await gateway.status(jobId);
+      const rm = await gateway.remove(jobId).catch((e: unknown) => e);
+      expect(rm).toMatchObject({ gatewayCode: 'E_STATE', message: expect.stringMatching(/is (queued|running); cancel it first/) });
+      for (const deadline = Date.now() + 20_000; !(status.state === 'running' && status.logBytes > 0); status = await gateway.status(jobId)) {
+        expect(Date.now()).toBeLessThan(deadline);
+        await new Promise((r) => setTimeout(r, 200));
+      }
+      const t = performance.now();
+      const cancelled = await gateway.cancel(jobId);
+      // TERM is ignored; Slurm KILLs the job (runner included) KillWait (2 s) later: no exit status.
+      expect(cancelled).toMatchObject({ state: 'cancelled', exitCode: undefined });
+      expect(performance.now() - t).toBeGreaterThan(1500);
+      await gateway.remove(jobId);
+
+      // A program that takes a second to clean up on TERM gets it (the gateway waits up to
+      // --grace before asking Slurm to KILL; Slurm's own KillWait is 2 s): its status is recorded.
+      const slow = crypto.randomUUID();
+      await gateway.start(slow, ['slowterm', '60']);
+      for (let s = await gateway.status(slow), deadline = Date.now() + 20_000; !(s.state === 'running' && s.logBytes > 0); s = await gateway.status(slow)) {
+        expect(Date.now()).toBeLessThan(deadline);
+        await new Promise((r) => setTimeout(r, 200));
+      }
+      expect(await gateway.cancel(slow)).toMatchObject({ state: 'cancelled', exitCode: 7 });
+      await gateway.remove(slow);
+    } finally {
+      connection.close();
+    }
   });
 
   it('a connection cut while queued costs nothing: the job is submitted once and runs once', async () => {
