@@ -38,6 +38,11 @@ function systemPackages() {
   if (!onPath('setsid')) wanted.push('util-linux');
   if (forTests && !onPath('shellcheck')) wanted.push('shellcheck');
   if (forTests && !onPath('dash')) wanted.push('dash');
+  // The cluster tests (test/cluster/) start a private single-node Slurm: munged + slurmctld + slurmd
+  // as root, jobs submitted with sbatch. The 8 packages these pull in need no systemd.
+  if (forTests && !['/usr/sbin/slurmctld', '/usr/sbin/slurmd'].every(have)) wanted.push('slurmctld', 'slurmd');
+  if (forTests && !onPath('sbatch')) wanted.push('slurm-client');
+  if (forTests && !['/usr/sbin/munged', '/usr/bin/munged'].some(have)) wanted.push('munge');
   if (wanted.length === 0) return;
   const isRoot = process.getuid?.() === 0;
   if (!isRoot || !onPath('apt-get')) {

@@ -5,7 +5,7 @@
  */
 export { runRemote, attach, CANCEL_MARGIN_MS, type RunRemoteOptions, type AttachOptions } from './job/run-remote.js';
 export { LOG_TAIL_BYTES } from './job/log-file.js';
-export type { RemoteResult, JobTimings } from './types.js';
+export type { RemoteResult, JobTimings, Resources, SchedulerInfo } from './types.js';
 export type { JobEvent, EventListener } from './job/events.js';
 export {
   MintSshError,

@@ -4,7 +4,25 @@
  */
 
 /** How a job stands on the external computer. */
-export type JobState = 'created' | 'running' | 'exited' | 'cancelled' | 'lost';
+export type JobState = 'created' | 'queued' | 'running' | 'exited' | 'cancelled' | 'lost';
+
+/** What a batch scheduler said about a job (gateways installed with `--scheduler slurm`). */
+export interface SchedulerInfo {
+  /** The scheduler's job id (Slurm's), or '-' before it was known. */
+  id: string;
+  /** The scheduler's own state word: PENDING, RUNNING, COMPLETED, FAILED, CANCELLED, TIMEOUT... */
+  state: string;
+  /** Its reason: Priority, Resources, JobHeldUser, TimeLimit, NonZeroExitCode, None... */
+  reason: string;
+}
+
+/** What a job asks of a batch scheduler; each at most the site's maximum (else E_LIMIT). */
+export interface Resources {
+  cpus?: number;
+  memoryMb?: number;
+  walltimeMinutes?: number;
+  nodes?: number;
+}
 
 export interface JobTimings {
   connectMs: number;
@@ -48,4 +66,6 @@ export interface RemoteResult {
   /** SSH connections the job needed: 1, unless the network dropped and it reconnected. */
   connections: number;
   timings: JobTimings;
+  /** Present when the site runs programs through a batch scheduler: its last word on the job. */
+  scheduler?: SchedulerInfo;
 }

@@ -13,6 +13,8 @@
 #     [--max-age-days N] [--grace SECONDS] [--min-free-inodes N] [--max-job-mb N] [--max-job-files N]
 #     [--client-timeout SECONDS] [--env NAME=VALUE]... [--program NAME=PATH]... [--allow-env NAMES]
 #     [--rsync PATH] [--allow-unconfined-rsync]
+#     [--scheduler slurm|none] [--scheduler-args 'OPTIONS'] [--max-cpus N] [--max-memory-mb N]
+#     [--max-walltime-min N]
 #     [--from PATTERNS] [--expiry-time TIME] [--cert-authority [--principals NAMES]] [--print]
 #
 #   sh mint-gateway-install.sh doctor [--root DIR] [--program PATH] [--gateway-path PATH] [--dest FILE]
@@ -105,7 +107,8 @@ parse_options() {
       --dest) dest=$2 ;;
       --key-name) check "$2" '^[A-Za-z0-9._@-]+$' '--key-name may hold only letters, digits and ._@-'; key_name=$2 ;;
       --export) check "$2" '^[A-Za-z0-9._*?/,+=@%-]+$' '--export holds a character outside A-Za-z0-9._*?/,+=@%-'; export_globs=$2 ;;
-      --max-jobs | --min-free-mb | --max-age-days | --grace | --min-free-inodes | --max-job-mb | --max-job-files | --client-timeout)
+      --max-jobs | --min-free-mb | --max-age-days | --grace | --min-free-inodes | --max-job-mb | --max-job-files | --client-timeout | \
+        --max-cpus | --max-memory-mb | --max-walltime-min)
         check "$2" '^[0-9]+$' "$1 must be a whole number"
         [ ${#2} -le 9 ] || fail "$1 must be a whole number"
         set_number "$1" "$2" ;;
@@ -114,6 +117,22 @@ parse_options() {
         case $2 in *\'* | *\"* | *\\*) fail "--env '$2' must be NAME=VALUE (NAME of letters, digits and _; VALUE printable ASCII without quotes or backslashes)" ;; esac
         env_words="${env_words:-} --env '$2'" ;;
       --rsync) rsync_path=$2 ;;
+      --scheduler)
+        case $2 in
+          none | slurm) scheduler=$2 ;;
+          sge | pbs) fail "--scheduler $2 is not supported yet (slurm or none)" ;;
+          *) fail "--scheduler must be slurm or none, got '$2'" ;;
+        esac ;;
+      --scheduler-args)
+        check "$2" '^[A-Za-z0-9 ._,:=+@%/-]+$' "--scheduler-args holds a byte outside [A-Za-z0-9 ._,:=+@%/-]"
+        case $2 in ' '* | *' ' | *'  '*) fail "--scheduler-args: tokens must be separated by exactly one space" ;; esac
+        # Options the gateway sets itself on every submission (as mgw_sched_check_options).
+        for tok in $2; do
+          if printf '%s\n' "$tok" | grep -Eq -- '^(--wrap|--output|--error|--input|--chdir|-D|--job-name|-J|--parsable|--wait|-W|--array|-a|--export-file|--batch|--open-mode|-o|-e|-i)'; then
+            fail "--scheduler-args may not set '$tok': the gateway sets it"
+          fi
+        done
+        scheduler_args=$2 ;;
       --from) check "$2" '^[A-Za-z0-9.:*?!,/_-]+$' '--from must be an sshd pattern-list (hosts, addresses, CIDR, * ? !)'; from=$2 ;;
       --expiry-time) check "$2" '^[0-9]{8}([0-9]{4}([0-9]{2})?)?Z?$' '--expiry-time must be YYYYMMDD[HHMM[SS]][Z]'; expiry=$2 ;;
       --principals) check "$2" '^[A-Za-z0-9._@,-]+$' '--principals must be a comma-separated list of names'; principals=$2 ;;
@@ -142,6 +161,9 @@ set_number() {
     --max-job-mb) n_max_job_mb=$2 ;;
     --max-job-files) n_max_job_files=$2 ;;
     --client-timeout) n_client_timeout=$2 ;;
+    --max-cpus) n_max_cpus=$2 ;;
+    --max-memory-mb) n_max_memory_mb=$2 ;;
+    --max-walltime-min) n_max_walltime_min=$2 ;;
   esac
 }
 
@@ -195,9 +217,19 @@ gateway_command() {
   [ -z "${n_max_job_mb:-}" ] || cmd="$cmd --max-job-mb $n_max_job_mb"
   [ -z "${n_max_job_files:-}" ] || cmd="$cmd --max-job-files $n_max_job_files"
   [ -z "${n_client_timeout:-}" ] || cmd="$cmd --client-timeout $n_client_timeout"
+  [ -z "${n_max_cpus:-}" ] || cmd="$cmd --max-cpus $n_max_cpus"
+  [ -z "${n_max_memory_mb:-}" ] || cmd="$cmd --max-memory-mb $n_max_memory_mb"
+  [ -z "${n_max_walltime_min:-}" ] || cmd="$cmd --max-walltime-min $n_max_walltime_min"
   cmd="$cmd${env_words:-}"
   [ -z "${allow_env:-}" ] || cmd="$cmd --allow-env $allow_env"
   [ -z "${rsync_path:-}" ] || cmd="$cmd --rsync $rsync_path"
+  if [ "${scheduler:-none}" != none ]; then
+    cmd="$cmd --scheduler $scheduler"
+  fi
+  if [ -n "${scheduler_args:-}" ]; then
+    [ "${scheduler:-none}" != none ] || fail "--scheduler-args needs --scheduler slurm"
+    cmd="$cmd --scheduler-args '$scheduler_args'"
+  fi
 }
 
 key_options() {

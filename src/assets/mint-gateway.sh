@@ -74,6 +74,10 @@ main() {
     mgw_run_job "$@"
     exit 0
   fi
+  if [ "$MGW_MODE" = sched ]; then
+    for mgw_a in "$@"; do :; done
+    mgw_sched_run_job "$mgw_a"
+  fi
   # This request's id on its audit lines: our pid and its start time, which no later process
   # shares (the pair that names a runner, mgw_alive).
   if mgw_proc_start $$ && [ "$mgw_pstart" != - ]; then MGW_REQ=$$.$mgw_pstart; fi
@@ -230,6 +234,11 @@ mgw_parse_options() {
   MGW_PROGRAMS=
   MGW_ALLOW_ENV=,
   MGW_RSYNC=
+  MGW_SCHEDULER=none
+  MGW_SCHED_ARGS=
+  MGW_MAX_CPUS=0
+  MGW_MAX_MEMORY_MB=0
+  MGW_MAX_WALLTIME_MIN=0
   MGW_MODE=serve
   while [ $# -gt 0 ]; do
     case $1 in
@@ -251,6 +260,14 @@ mgw_parse_options() {
       # Obsolete (downloads are confined on any rsync >= 3.1.0, mgw_serve_download): still accepted
       # so that an authorized_keys line written for an older gateway keeps working.
       --allow-unconfined-rsync) shift ;;
+      --scheduler) [ $# -ge 2 ] || mgw_die E_CONFIG 78 "--scheduler needs slurm or none"; MGW_SCHEDULER=$2; shift 2 ;;
+      --scheduler-args) [ $# -ge 2 ] || mgw_die E_CONFIG 78 "--scheduler-args needs a value"; MGW_SCHED_ARGS=$2; shift 2 ;;
+      --max-cpus) [ $# -ge 2 ] || mgw_die E_CONFIG 78 "--max-cpus needs a value"; MGW_MAX_CPUS=$2; shift 2 ;;
+      --max-memory-mb) [ $# -ge 2 ] || mgw_die E_CONFIG 78 "--max-memory-mb needs a value"; MGW_MAX_MEMORY_MB=$2; shift 2 ;;
+      --max-walltime-min) [ $# -ge 2 ] || mgw_die E_CONFIG 78 "--max-walltime-min needs a value"; MGW_MAX_WALLTIME_MIN=$2; shift 2 ;;
+      # The scheduler's side of a job (mgw_sched_run_job): reached only from the batch script this
+      # gateway wrote, never from SSH_ORIGINAL_COMMAND.
+      --run-sched) MGW_MODE=sched; break ;;
       # The detached job runner: reached only through this script's own argv, never from
       # SSH_ORIGINAL_COMMAND (sshd builds argv from authorized_keys alone).
       --run-job) MGW_MODE=run; break ;;
@@ -272,6 +289,7 @@ mgw_parse_options() {
   case $MGW_EXPORT in
     *[!A-Za-z0-9._*?/,+=@%-]*) mgw_die E_CONFIG 78 "--export holds a character outside A-Za-z0-9._*?/,+=@%-" ;;
   esac
+  mgw_sched_check_options
 }
 
 # --program PATH: the default program; --program NAME=PATH (repeatable): a program a client may
@@ -589,6 +607,8 @@ mgw_read_request() {
     IFS=$mgw_ifs
     case $mgw_l in
       'program '* | 'arg '* | 'env '*) ;;
+      # Resources for a scheduler (mgw_sched_resource): decimal numbers, hex-coded like the rest.
+      'cpus '* | 'memory_mb '* | 'walltime_min '* | 'nodes '*) ;;
       *) mgw_die E_USAGE 64 "request lines are 'program HEX', 'arg HEX' or 'env HEX'" ;;
     esac
     mgw_hex=${mgw_l#* }
@@ -652,11 +672,15 @@ mgw_read_request() {
           *) mgw_die E_USAGE 64 "the site does not let a client set $mgw_n (its --allow-env: $(mgw_allow_env_names))" ;;
         esac
         MGW_CLIENT_ENV=$MGW_CLIENT_ENV$mgw_decoded$MGW_NL ;;
+      'cpus '* | 'memory_mb '* | 'walltime_min '* | 'nodes '*)
+        mgw_decode "${mgw_l#* }"
+        mgw_sched_resource "${mgw_l%% *}" "$mgw_decoded" ;;
     esac
     IFS=$MGW_NL
   done
   IFS=$mgw_ifs
   [ -z "$MGW_REQUEST_PROGRAM" ] || mgw_choose_program "$MGW_REQUEST_PROGRAM"
+  mgw_sched_check_resources
 }
 
 # Sets mgw_decoded to the bytes FORMAT's octal escapes stand for (one printf; the x keeps $(...)
@@ -798,8 +822,14 @@ mgw_job_state() {
   MGW_EXIT=
   MGW_PID=
   MGW_PSTART=
+  MGW_SCHED_JOB=
   if [ ! -d "$MGW_JOBDIR/started" ]; then
     MGW_STATE=created
+    return 0
+  fi
+  # A job given to a batch scheduler: its state comes from its files and the scheduler.
+  if [ -f "$MGW_JOBDIR/sched" ]; then
+    mgw_sched_job_state
     return 0
   fi
   if mgw_read_file "$MGW_JOBDIR/exit"; then
@@ -935,6 +965,8 @@ mgw_verb_probe() {
   printf 'min_free_inodes=%s\nmax_job_mb=%s\nmax_job_files=%s\nclient_timeout=%s\n' \
     "$MGW_MIN_FREE_INODES" "$MGW_MAX_JOB_MB" "$MGW_MAX_JOB_FILES" "$MGW_CLIENT_TIMEOUT"
   printf 'export=%s\n' "${MGW_EXPORT:-*}"
+  printf 'scheduler=%s\nmax_cpus=%s\nmax_memory_mb=%s\nmax_walltime_min=%s\n' \
+    "$MGW_SCHEDULER" "$MGW_MAX_CPUS" "$MGW_MAX_MEMORY_MB" "$MGW_MAX_WALLTIME_MIN"
 }
 
 mgw_free_mb() {
@@ -1315,7 +1347,7 @@ mgw_check_job_size() {
 mgw_verb_get() {
   mgw_require_job
   mgw_job_state
-  [ "$MGW_STATE" != running ] || mgw_die E_STATE 68 "job $MGW_JOB is still running"
+  case $MGW_STATE in running | queued) mgw_die E_STATE 68 "job $MGW_JOB is still $MGW_STATE" ;; esac
   { [ -d "$MGW_WORK" ] && [ ! -L "$MGW_WORK" ]; } || mgw_die E_NOJOB 67 "job $MGW_JOB has no work dir"
   mgw_rsync_found || mgw_die E_CONFIG 78 "rsync is not installed on the external computer"
   # A client gone at any moment (its `sent` line then kills us with SIGPIPE) must still leave no
@@ -1336,7 +1368,7 @@ mgw_verb_get() {
   [ "$mgw_answer" = 72656d6f76650a ] || exit 0
   mgw_lock
   mgw_job_state
-  if [ "$MGW_STATE" != running ] && mgw_discard "$MGW_JOBDIR"; then
+  if [ "$MGW_STATE" != running ] && [ "$MGW_STATE" != queued ] && mgw_discard "$MGW_JOBDIR"; then
     mgw_unlock
     mgw_empty_trash
     printf 'mint-gw: removed: job=%s\n' "$MGW_JOB" >&2
@@ -1558,6 +1590,12 @@ mgw_start_job() {
   IFS=$MGW_NL
   for mgw_e in $MGW_PENV_REV; do set -- "$mgw_e" "$@"; done
   IFS=$mgw_ifs
+  if [ "$MGW_SCHEDULER" != none ]; then
+    mgw_sched_submit "$@"
+    mgw_unlock
+    mgw_empty_trash
+    return 0
+  fi
   # setsid gives the runner its own session and process group, so it outlives this SSH channel and
   # cancel can signal the whole group. A background job of a non-interactive shell is not a group
   # leader, so setsid does not fork and $! is the runner's pid (and its group id).
@@ -1673,7 +1711,7 @@ mgw_check_capacity() {
     [ "$mgw_id" != "$mgw_self" ] || continue
     mgw_check_job "$mgw_id"
     mgw_job_state
-    [ "$MGW_STATE" != running ] || mgw_running=$((mgw_running + 1))
+    case $MGW_STATE in running | queued) mgw_running=$((mgw_running + 1)) ;; esac
   done
   mgw_check_job "$mgw_self"
   if [ "$mgw_running" -ge "$MGW_MAX_JOBS" ]; then
@@ -1695,7 +1733,7 @@ mgw_sweep_old() {
     [ "$mgw_id" != "$mgw_self" ] || continue
     mgw_check_job "$mgw_id"
     mgw_job_state
-    [ "$MGW_STATE" != running ] || continue
+    case $MGW_STATE in running | queued) continue ;; esac
     mgw_mtime=$("$mgw_stat" -c %Y -- "$MGW_JOBDIR") || continue
     [ "$mgw_mtime" -ge "$mgw_limit" ] || mgw_discard "$MGW_JOBDIR"
   done
@@ -1732,6 +1770,8 @@ mgw_print_status() {
     mgw_size=$("$mgw_found" -c <"$MGW_LOGFILE")
     printf 'log_bytes=%s\n' "${mgw_size## }"
   fi
+  [ -z "${MGW_SCHED_JOB:-}" ] || printf 'sched=%s\nsched_id=%s\nsched_state=%s\nsched_reason=%s\n' \
+    "$MGW_SCHED_JOB" "${MGW_SCHED_ID:--}" "${MGW_SCHED_STATE:--}" "${MGW_SCHED_REASON:--}"
 }
 
 mgw_verb_status() {
@@ -1760,6 +1800,10 @@ mgw_check_log() {
 
 mgw_follow_log() {
   mgw_job_state
+  if [ -n "$MGW_SCHED_JOB" ]; then
+    mgw_sched_follow_log
+    return 0
+  fi
   if [ "$MGW_STATE" = running ] && [ -z "$MGW_PID" ]; then
     # No pid yet: wait the few milliseconds until start has written it.
     mgw_need sleep
@@ -1788,7 +1832,9 @@ mgw_verb_cancel() {
   mgw_lock
   mgw_job_state
   mgw_audit_accepted accepted
-  if [ "$MGW_STATE" = running ] && [ -n "$MGW_PID" ]; then
+  if [ -n "$MGW_SCHED_JOB" ]; then
+    mgw_sched_cancel
+  elif [ "$MGW_STATE" = running ] && [ -n "$MGW_PID" ]; then
     : >"$MGW_JOBDIR/cancelled"
     mgw_unlock
     mgw_signal_runner TERM
@@ -1828,7 +1874,7 @@ mgw_verb_rm() {
     return 0
   fi
   mgw_job_state
-  [ "$MGW_STATE" != running ] || mgw_die E_STATE 68 "job $MGW_JOB is running; cancel it first"
+  case $MGW_STATE in running | queued) mgw_die E_STATE 68 "job $MGW_JOB is $MGW_STATE; cancel it first" ;; esac
   mgw_audit_accepted accepted
   mgw_discard "$MGW_JOBDIR" || mgw_die E_INTERNAL 70 "could not remove job $MGW_JOB"
   mgw_unlock
@@ -1888,6 +1934,428 @@ mgw_job_usage() {
 }
 
 # ---------------------------------------------------------------------------------------------------
+# Batch schedulers (--scheduler slurm). On a cluster the program must not run on the login node the
+# key logs into: start writes a per-job batch script that runs this gateway's own runner
+# (mgw_run_job, so the `exit` file stays the authority for the exit status) and submits it with
+# sbatch. The job root must be on a file system the login and compute nodes share. Files beside the
+# usual ones:
+#   sched         `slurm`: the job was given to the scheduler (written before sbatch runs)
+#   sched_id      the scheduler's job id (written after sbatch; also by the runner from
+#                 SLURM_JOB_ID, should the gateway have died in between)
+#   sched_final   `STATE REASON`, once the scheduler reported an end: it forgets finished jobs
+#                 (Slurm's MinJobAge, 300 s by default), the job dir does not
+#   argv          the runner's argv, one element per line in hex: values never pass through a
+#                 shell, and never through the scheduler, where other accounts could read them
+#   batch.sh      `exec GATEWAY --root ROOT --grace N --run-sched JOBDIR`, nothing from the client
+#   sched.out     the scheduler's own messages (`*** JOB 14 ON n1 CANCELLED AT ... ***`)
+#   ran/          made by the runner: a job the scheduler requeues never runs the program twice
+# Scheduler commands run with an empty environment but PATH and the site's SLURM_* --env values
+# (SLURM_CONF), from the fixed directories of mgw_which.
+
+MGW_SCHED_POLL=2
+
+mgw_sched_check_options() {
+  case $MGW_SCHEDULER in
+    none | slurm) ;;
+    sge | pbs) mgw_die E_CONFIG 78 "--scheduler $MGW_SCHEDULER is not supported yet (slurm or none)" ;;
+    *) mgw_die E_CONFIG 78 "--scheduler must be slurm or none, got '$MGW_SCHEDULER'" ;;
+  esac
+  mgw_check_number "$MGW_MAX_CPUS" --max-cpus
+  mgw_check_number "$MGW_MAX_MEMORY_MB" --max-memory-mb
+  mgw_check_number "$MGW_MAX_WALLTIME_MIN" --max-walltime-min
+  # Site-fixed sbatch options (partition, account, QOS, a default time limit), one space between
+  # tokens, each of the bytes a command token may hold plus /; never handed to a shell. Options
+  # that would take over the gateway's own bookkeeping are refused.
+  [ -n "$MGW_SCHED_ARGS" ] || return 0
+  [ "$MGW_SCHEDULER" != none ] || mgw_die E_CONFIG 78 "--scheduler-args needs --scheduler slurm"
+  case $MGW_SCHED_ARGS in
+    *[!A-Za-z0-9\ ._,:=+@%/-]*) mgw_die E_CONFIG 78 "--scheduler-args holds a byte outside [A-Za-z0-9 ._,:=+@%/-]" ;;
+    ' '* | *' ' | *'  '*) mgw_die E_CONFIG 78 "--scheduler-args: tokens must be separated by exactly one space" ;;
+  esac
+  set -f
+  # shellcheck disable=SC2086
+  set -- $MGW_SCHED_ARGS
+  for mgw_a in "$@"; do
+    case $mgw_a in
+      -*) ;;
+      *) continue ;;
+    esac
+    case $mgw_a in
+      --wrap* | --output* | --error* | --input* | --chdir* | -D* | --job-name* | -J* | --parsable* | --wait* | -W* | \
+        --array* | -a* | --export-file* | --batch* | --open-mode* | -o* | -e* | -i*)
+        mgw_die E_CONFIG 78 "--scheduler-args may not set '$mgw_a': the gateway sets it" ;;
+    esac
+  done
+}
+
+# A resource line of a startx/runx request: KIND VALUE, VALUE a whole number 1..999999999.
+mgw_sched_resource() {
+  case $2 in
+    '' | *[!0-9]* | 0*) mgw_die E_USAGE 64 "$1 must be a whole number from 1" ;;
+  esac
+  [ ${#2} -le 9 ] || mgw_die E_USAGE 64 "$1 is too large"
+  case $1 in
+    cpus) [ -z "${MGW_RES_CPUS:-}" ] || mgw_die E_USAGE 64 "cpus is given twice"; MGW_RES_CPUS=$2 ;;
+    memory_mb) [ -z "${MGW_RES_MEMORY_MB:-}" ] || mgw_die E_USAGE 64 "memory_mb is given twice"; MGW_RES_MEMORY_MB=$2 ;;
+    walltime_min) [ -z "${MGW_RES_WALLTIME_MIN:-}" ] || mgw_die E_USAGE 64 "walltime_min is given twice"; MGW_RES_WALLTIME_MIN=$2 ;;
+    nodes) [ -z "${MGW_RES_NODES:-}" ] || mgw_die E_USAGE 64 "nodes is given twice"; MGW_RES_NODES=$2 ;;
+  esac
+}
+
+# Over a site maximum is refused (E_LIMIT), never clamped: a job given less than it asked for
+# would fail later, and further from its cause.
+mgw_sched_check_resources() {
+  [ -n "${MGW_RES_CPUS:-}${MGW_RES_MEMORY_MB:-}${MGW_RES_WALLTIME_MIN:-}${MGW_RES_NODES:-}" ] || return 0
+  [ "$MGW_SCHEDULER" != none ] ||
+    mgw_die E_USAGE 64 "this site runs programs without a batch scheduler; resources (cpus, memory, walltime, nodes) cannot be requested"
+  mgw_sched_within "${MGW_RES_CPUS:-}" "$MGW_MAX_CPUS" "cpus"
+  mgw_sched_within "${MGW_RES_MEMORY_MB:-}" "$MGW_MAX_MEMORY_MB" "memory (MB)"
+  mgw_sched_within "${MGW_RES_WALLTIME_MIN:-}" "$MGW_MAX_WALLTIME_MIN" "walltime (minutes)"
+}
+
+mgw_sched_within() {
+  [ -n "$1" ] && [ "$2" -gt 0 ] || return 0
+  [ "$1" -le "$2" ] || mgw_die E_LIMIT 69 "$3 $1 is over the site maximum of $2"
+}
+
+# mgw_sched_cmd NAME ARG...: runs the scheduler's command NAME with PATH and the site's SLURM_*
+# variables only (env(1) takes the NAME=VALUE words up to the command); 127 when not installed.
+mgw_sched_cmd() {
+  mgw_which "$1" || { printf 'mint-gw: %s not found in /usr/bin, /bin, /usr/sbin, /sbin\n' "$1" >&2; return 127; }
+  mgw_sbin=$mgw_found
+  shift
+  mgw_which env || return 127
+  mgw_senv=$mgw_found
+  set -- "$mgw_sbin" "$@"
+  mgw_ifs=$IFS
+  IFS=$MGW_NL
+  for mgw_e in $MGW_SITE_ENV; do
+    case $mgw_e in SLURM_*=*) set -- "$mgw_e" "$@" ;; esac
+  done
+  IFS=$mgw_ifs
+  "$mgw_senv" -i PATH=/usr/bin:/bin:/usr/sbin:/sbin "$@"
+}
+
+# Under the lock, in place of the detached runner: "$@" is the runner's argv after the umask
+# (NAME=VALUE... PROGRAM ARG...). Sets MGW_STATE=queued and the MGW_SCHED_* values.
+mgw_sched_submit() {
+  # The gateway's path and the root are written into batch.sh: plain bytes only, so that no
+  # quoting is needed there at all.
+  case $0$MGW_ROOT in
+    *[!A-Za-z0-9._/+@%,:=-]*) mgw_sched_unsubmit E_CONFIG 78 "with --scheduler, the gateway's path and --root may hold only [A-Za-z0-9._/+@%,:=-]" ;;
+  esac
+  mgw_need od
+  mgw_od=$mgw_found
+  mgw_need awk
+  # One hex line per argv element (the umask first): NUL-terminated, so any byte but NUL survives.
+  # shellcheck disable=SC2016
+  { printf '%s\000' "$MGW_ACCOUNT_UMASK" "$@" | "$mgw_od" -An -v -tx1 |
+    "$mgw_found" '{ for (i = 1; i <= NF; i++) if ($i == "00") { print v; v = "" } else v = v $i }' >"$MGW_JOBDIR/argv"; } ||
+    mgw_sched_unsubmit E_LIMIT 69 "cannot write the job's batch files (disk or inodes full?)"
+  printf '#!/bin/sh\nexec %s --root %s --grace %s --run-sched %s\n' "$0" "$MGW_ROOT" "$MGW_GRACE" "$MGW_JOBDIR" >"$MGW_JOBDIR/batch.sh" ||
+    mgw_sched_unsubmit E_LIMIT 69 "cannot write the job's batch files (disk or inodes full?)"
+  mgw_write_atomic "$MGW_JOBDIR/sched" "$MGW_SCHEDULER" || mgw_sched_unsubmit E_LIMIT 69 "cannot write the job's batch files (disk or inodes full?)"
+  # Ours last: sbatch lets a later option win, so the site's args cannot move the job's files, and
+  # the client's resources override a site default time limit.
+  set -f
+  # shellcheck disable=SC2086
+  set -- $MGW_SCHED_ARGS --parsable "--job-name=mint-$MGW_JOB" "--chdir=$MGW_WORK" \
+    "--output=$MGW_JOBDIR/sched.out" --open-mode=append
+  [ -z "${MGW_RES_CPUS:-}" ] || set -- "$@" "--cpus-per-task=$MGW_RES_CPUS"
+  [ -z "${MGW_RES_MEMORY_MB:-}" ] || set -- "$@" "--mem=$MGW_RES_MEMORY_MB"
+  [ -z "${MGW_RES_WALLTIME_MIN:-}" ] || set -- "$@" "--time=$MGW_RES_WALLTIME_MIN"
+  [ -z "${MGW_RES_NODES:-}" ] || set -- "$@" "--nodes=$MGW_RES_NODES"
+  mgw_sid=$(mgw_sched_cmd sbatch "$@" "$MGW_JOBDIR/batch.sh" 2>"$MGW_JOBDIR/sched.err")
+  mgw_src=$?
+  # --parsable prints `ID` or `ID;CLUSTER`.
+  mgw_sid=${mgw_sid%%;*}
+  case $mgw_src:$mgw_sid in
+    0:[1-9] | 0:[1-9]*[0-9]) case $mgw_sid in *[!0-9]*) mgw_src=1 ;; esac ;;
+    *) [ "$mgw_src" != 0 ] || mgw_src=1 ;;
+  esac
+  if [ "$mgw_src" != 0 ]; then
+    mgw_sched_first_line "$MGW_JOBDIR/sched.err"
+    mgw_sched_unsubmit E_INTERNAL 70 "sbatch refused the job (exit $mgw_src): $mgw_sline"
+  fi
+  if ! mgw_write_atomic "$MGW_JOBDIR/sched_id" "$mgw_sid"; then
+    mgw_sched_cmd scancel "$mgw_sid" >/dev/null 2>&1
+    mgw_sched_unsubmit E_LIMIT 69 "cannot record the scheduler's job id (disk or inodes full?); job $mgw_sid was cancelled"
+  fi
+  "$MGW_RM" -f -- "$MGW_JOBDIR/sched.err"
+  MGW_SCHED_JOB=$MGW_SCHEDULER
+  MGW_SCHED_ID=$mgw_sid
+  MGW_SCHED_STATE=PENDING
+  MGW_SCHED_REASON=None
+  MGW_STATE=queued
+  MGW_PID=
+  MGW_EXIT=
+}
+
+# The first line of FILE, cut to 200 bytes of [A-Za-z0-9 ._,:=+@%/()-] (it goes into a one-line
+# refusal), in mgw_sline.
+mgw_sched_first_line() {
+  mgw_sline=
+  IFS= read -r mgw_sline <"$1" 2>/dev/null
+  mgw_need tr
+  mgw_sline=$(printf '%.200s' "$mgw_sline" | "$mgw_found" -c 'A-Za-z0-9 ._,:=+@%/()-' '?')
+  [ -n "$mgw_sline" ] || mgw_sline='(no message)'
+}
+
+mgw_sched_unsubmit() {
+  "$MGW_RM" -f -- "$MGW_JOBDIR/sched" "$MGW_JOBDIR/sched_id" "$MGW_JOBDIR/argv" "$MGW_JOBDIR/batch.sh" "$MGW_JOBDIR/sched.err"
+  mgw_unstart "$@"
+}
+
+# Sets MGW_STATE (and MGW_EXIT, MGW_SCHED_*) for a job given to the scheduler. The `exit` file is
+# the authority for the exit status; the scheduler says whether the job waits, runs, or ended
+# without one (and why). Terminal states are kept in sched_final, so the answer survives the
+# scheduler forgetting the job.
+mgw_sched_job_state() {
+  MGW_SCHED_JOB=slurm
+  MGW_SCHED_ID=
+  MGW_SCHED_STATE=
+  MGW_SCHED_REASON=
+  mgw_read_file "$MGW_JOBDIR/sched" && MGW_SCHED_JOB=$mgw_value
+  mgw_read_file "$MGW_JOBDIR/sched_id" && MGW_SCHED_ID=$mgw_value
+  case $MGW_SCHED_ID in *[!0-9]*) MGW_SCHED_ID= ;; esac
+  if mgw_read_file "$MGW_JOBDIR/sched_final"; then
+    MGW_SCHED_STATE=${mgw_value%% *}
+    MGW_SCHED_REASON=${mgw_value#* }
+  elif [ -n "$MGW_SCHED_ID" ]; then
+    mgw_sched_query
+  fi
+  if mgw_read_file "$MGW_JOBDIR/exit"; then
+    MGW_EXIT=$mgw_value
+    if [ -f "$MGW_JOBDIR/cancelled" ]; then
+      MGW_STATE=cancelled
+    else
+      case $MGW_SCHED_STATE in
+        # The runner outlived a program the scheduler ended (it ignores TERM and writes 143).
+        TIMEOUT | NODE_FAIL | OUT_OF_MEMORY | BOOT_FAIL | DEADLINE | PREEMPTED) MGW_STATE=lost ;;
+        *) MGW_STATE=exited ;;
+      esac
+    fi
+    mgw_sched_keep_final
+    return 0
+  fi
+  case $MGW_SCHED_STATE in
+    PENDING | CONFIGURING | REQUEUED | REQUEUE_HOLD | REQUEUE_FED | RESV_DEL_HOLD) MGW_STATE=queued ;;
+    RUNNING | COMPLETING | STAGE_OUT | SUSPENDED | SIGNALING | RESIZING | STOPPED) MGW_STATE=running ;;
+    UNREACHABLE)
+      # The scheduler did not answer: nothing is known to have ended.
+      MGW_STATE=running ;;
+    '')
+      # No id yet: sbatch is in its first moments, or the gateway died before recording the id.
+      if [ -f "$MGW_JOBDIR/cancelled" ]; then
+        MGW_STATE=cancelled
+        return 0
+      fi
+      MGW_STATE=queued
+      if mgw_which stat && mgw_started_at=$("$mgw_found" -c %Y -- "$MGW_JOBDIR/started") && mgw_which date; then
+        [ $(($("$mgw_found" +%s) - mgw_started_at)) -lt 30 ] || { MGW_STATE=lost; MGW_SCHED_REASON=never-submitted; }
+      fi ;;
+    *)
+      # Ended without an exit file (or the scheduler forgot it); read the file once more, in case
+      # it came in between the two looks.
+      if mgw_read_file "$MGW_JOBDIR/exit"; then
+        MGW_EXIT=$mgw_value
+        MGW_STATE=exited
+      elif [ -f "$MGW_JOBDIR/cancelled" ] || [ "$MGW_SCHED_STATE" = CANCELLED ]; then
+        MGW_STATE=cancelled
+      else
+        MGW_STATE=lost
+      fi
+      mgw_sched_keep_final ;;
+  esac
+}
+
+# One squeue call: MGW_SCHED_STATE and MGW_SCHED_REASON of job MGW_SCHED_ID; GONE when the
+# scheduler no longer knows it, UNREACHABLE when it did not answer. The id is given twice (AiiDA's
+# way): squeue then answers a job it has forgotten with nothing and status 0, where one id gives
+# status 1 for a forgotten job and for a controller that is down alike.
+mgw_sched_query() {
+  if ! mgw_q=$(mgw_sched_cmd squeue -h -t all "--jobs=$MGW_SCHED_ID,$MGW_SCHED_ID" -o '%T|%r' 2>/dev/null); then
+    MGW_SCHED_STATE=UNREACHABLE
+    MGW_SCHED_REASON=squeue-failed
+    return 0
+  fi
+  IFS= read -r mgw_q <<EOF_Q
+$mgw_q
+EOF_Q
+  if [ -z "$mgw_q" ]; then
+    MGW_SCHED_STATE=GONE
+    MGW_SCHED_REASON=forgotten-by-scheduler
+    return 0
+  fi
+  MGW_SCHED_STATE=${mgw_q%%|*}
+  MGW_SCHED_REASON=${mgw_q#*|}
+  # Both go into key=value lines: a word of safe bytes each.
+  case $MGW_SCHED_STATE in '' | *[!A-Z_]*) MGW_SCHED_STATE=UNKNOWN ;; esac
+  case $MGW_SCHED_REASON in '' | *[!A-Za-z0-9_.,:=+@%-]*) MGW_SCHED_REASON=None ;; esac
+}
+
+mgw_sched_keep_final() {
+  case $MGW_SCHED_STATE in
+    '' | GONE | UNREACHABLE | UNKNOWN | PENDING | CONFIGURING | REQUEUED | REQUEUE_HOLD | REQUEUE_FED | RESV_DEL_HOLD | \
+      RUNNING | COMPLETING | STAGE_OUT | SUSPENDED | SIGNALING | RESIZING | STOPPED) return 0 ;;
+  esac
+  [ -f "$MGW_JOBDIR/sched_final" ] && return 0
+  # Several readers may race to write it; each writes the same, through its own temp name.
+  printf '%s %s\n' "$MGW_SCHED_STATE" "$MGW_SCHED_REASON" >"$MGW_JOBDIR/sched_final.$$" 2>/dev/null &&
+    "$MGW_MV" -f -- "$MGW_JOBDIR/sched_final.$$" "$MGW_JOBDIR/sched_final" 2>/dev/null
+  return 0
+}
+
+# On stderr: `mint-gw: sched: job=J id=N state=S reason=R`, for the client's `queued` event.
+mgw_sched_report() {
+  printf 'mint-gw: sched: job=%s id=%s state=%s reason=%s\n' "$MGW_JOB" "${MGW_SCHED_ID:--}" "${MGW_SCHED_STATE:--}" "${MGW_SCHED_REASON:--}" >&2
+}
+
+# logs for a scheduler's job: the runner is on another node, so `tail --pid` cannot watch it.
+# A local watcher asks the scheduler every MGW_SCHED_POLL (2) seconds, one squeue call (and looks
+# for the exit file every half second), reports each change of the scheduler's state or reason on
+# stderr, and ends when the job has; tail follows the log on the shared file system until the
+# watcher is gone, then makes its final read.
+mgw_sched_follow_log() {
+  mgw_sched_report
+  case $MGW_STATE in
+    queued | running)
+      mgw_need sleep
+      mgw_sleep=$mgw_found
+      mgw_sched_watch &
+      mgw_watcher=$!
+      "$mgw_tail" -c +$((MGW_OFFSET + 1)) -s 0.2 --pid="$mgw_watcher" -f -- "$MGW_LOGFILE"
+      mgw_trc=$?
+      kill "$mgw_watcher" 2>/dev/null
+      wait "$mgw_watcher"
+      [ "$mgw_trc" = 0 ] || exit 70 ;;
+    *)
+      "$mgw_tail" -c +$((MGW_OFFSET + 1)) -- "$MGW_LOGFILE" || exit 70 ;;
+  esac
+  mgw_sched_settle
+  mgw_sched_report
+  printf 'mint-gw: status: job=%s state=%s exit=%s\n' "$MGW_JOB" "$MGW_STATE" "${MGW_EXIT:--}" >&2
+}
+
+mgw_sched_watch() {
+  mgw_last="$MGW_SCHED_STATE $MGW_SCHED_REASON"
+  while :; do
+    mgw_i=0
+    while [ $mgw_i -lt $((MGW_SCHED_POLL * 2)) ] && [ ! -f "$MGW_JOBDIR/exit" ]; do
+      "$mgw_sleep" 0.5
+      mgw_i=$((mgw_i + 1))
+    done
+    [ ! -f "$MGW_JOBDIR/exit" ] || return 0
+    mgw_job_state
+    case $MGW_STATE in queued | running) ;; *) return 0 ;; esac
+    if [ "$MGW_SCHED_STATE $MGW_SCHED_REASON" != "$mgw_last" ]; then
+      mgw_last="$MGW_SCHED_STATE $MGW_SCHED_REASON"
+      mgw_sched_report
+    fi
+  done
+}
+
+# The job's final state once its exit file is in: the scheduler shows COMPLETING for a moment
+# after the runner's end, and only then whether a time limit or node failure ended it; wait that
+# out for up to 5 s.
+mgw_sched_settle() {
+  mgw_job_state
+  mgw_i=0
+  while [ "$MGW_SCHED_STATE" = COMPLETING ] || [ "$MGW_SCHED_STATE" = RUNNING ]; do
+    { [ -n "$MGW_EXIT" ] && [ $mgw_i -lt 25 ]; } || break
+    "${mgw_sleep:-sleep}" 0.2
+    mgw_i=$((mgw_i + 1))
+    mgw_job_state
+  done
+}
+
+# cancel: the marker first (a runner that has not begun then never runs the program), then
+# scancel, which ends a pending job at once and TERMs a running one (KILL after the scheduler's
+# KillWait); wait up to --grace seconds for the end, then ask for KILL.
+mgw_sched_cancel() {
+  case $MGW_STATE in queued | running) ;; *) return 0 ;; esac
+  : >"$MGW_JOBDIR/cancelled"
+  mgw_unlock
+  [ -z "$MGW_SCHED_ID" ] || mgw_sched_cmd scancel "$MGW_SCHED_ID" >/dev/null 2>&1
+  mgw_need sleep
+  # Kept apart: mgw_job_state looks up other commands (squeue, env) into mgw_found.
+  mgw_csleep=$mgw_found
+  mgw_i=0
+  while [ $mgw_i -lt $((MGW_GRACE * 2)) ]; do
+    mgw_job_state
+    case $MGW_STATE in queued | running) ;; *) return 0 ;; esac
+    "$mgw_csleep" 0.5
+    mgw_i=$((mgw_i + 1))
+  done
+  [ -z "$MGW_SCHED_ID" ] || mgw_sched_cmd scancel --signal=KILL --full "$MGW_SCHED_ID" >/dev/null 2>&1
+  # The job stays COMPLETING while slurmd reaps it (measured: 4.5 s after scancel with KillWait=2,
+  # about 5 s with KillWait=5): wait up to 10 s more for its end, so that cancel reports it.
+  mgw_i=0
+  while [ $mgw_i -lt 20 ]; do
+    mgw_job_state
+    case $MGW_STATE in queued | running) ;; *) return 0 ;; esac
+    "$mgw_csleep" 0.5
+    mgw_i=$((mgw_i + 1))
+  done
+}
+
+# The scheduler's side: batch.sh execs this on the compute node with the job dir. The program
+# runs at most once, and not at all if the job was cancelled before it began.
+mgw_sched_run_job() {
+  mgw_jobdir=$1
+  case $mgw_jobdir in "$MGW_ROOT"/*) ;; *) exit 70 ;; esac
+  mgw_is_job_name "${mgw_jobdir##*/}" || exit 70
+  MGW_JOBDIR=$mgw_jobdir
+  [ ! -f "$mgw_jobdir/cancelled" ] || exit 0
+  "$MGW_MKDIR" -- "$mgw_jobdir/ran" 2>/dev/null || exit 0
+  case ${SLURM_JOB_ID:-} in
+    '' | *[!0-9]*) ;;
+    *) [ -f "$mgw_jobdir/sched_id" ] || mgw_write_atomic "$mgw_jobdir/sched_id" "$SLURM_JOB_ID" ;;
+  esac
+  mgw_need awk
+  # shellcheck disable=SC2016
+  mgw_argv=$("$mgw_found" '
+    BEGIN { digits = "0123456789abcdef" }
+    {
+      out = ""
+      for (i = 1; i < length($0); i += 2)
+        out = out sprintf("\\%03o", (index(digits, substr($0, i, 1)) - 1) * 16 + index(digits, substr($0, i + 1, 1)) - 1)
+      print out
+    }' <"$mgw_jobdir/argv") || exit 70
+  set --
+  mgw_ifs=$IFS
+  IFS=$MGW_NL
+  set -f
+  for mgw_l in $mgw_argv; do
+    IFS=$mgw_ifs
+    mgw_decode "$mgw_l"
+    set -- "$@" "$mgw_decoded"
+    IFS=$MGW_NL
+  done
+  IFS=$mgw_ifs
+  [ $# -ge 2 ] || exit 70
+  # The program gets the job's SLURM_* variables from the scheduler (SLURM_JOB_ID, the node list,
+  # the CPUs it was given: what srun and mpirun read), before the site's and client's own.
+  mgw_umask=$1
+  shift
+  mgw_need env
+  mgw_slurm_env=$("$mgw_found")
+  IFS=$MGW_NL
+  for mgw_l in $mgw_slurm_env; do
+    IFS=$mgw_ifs
+    case $mgw_l in
+      SLURM_*=*)
+        case ${mgw_l%%=*} in *[!A-Z0-9_]*) ;; *) set -- "$mgw_l" "$@" ;; esac ;;
+    esac
+    IFS=$MGW_NL
+  done
+  IFS=$mgw_ifs
+  mgw_run_job "$mgw_jobdir" "$mgw_umask" "$@"
+  # The scheduler's own record (FAILED, ExitCode=3:0) then agrees with the exit file.
+  exit "$mgw_rc"
+}
+
+# ---------------------------------------------------------------------------------------------------
 # The detached runner: cwd is the work dir, stdin is /dev/null, stdout and stderr go to the log, the
 # environment is exactly the one start built and the umask the account's. Its arguments:
 #   --run-job JOBDIR UMASK REQ NAME=VALUE... PROGRAM ARG...
@@ -1918,7 +2386,8 @@ mgw_run_job() {
   printf '%s\n' "$mgw_rc" >"$mgw_jobdir/exit.tmp" && "$MGW_MV" -f -- "$mgw_jobdir/exit.tmp" "$mgw_jobdir/exit"
   # What a cancelled program left running in its group goes with it. This runner leads that group,
   # so it is provably ours; the runner ends here too.
-  [ ! -f "$mgw_jobdir/cancelled" ] || kill -KILL 0
+  # Under a scheduler the runner is not a group leader of ours: the scheduler ends the job's processes.
+  [ ! -f "$mgw_jobdir/cancelled" ] || [ "$MGW_MODE" = sched ] || kill -KILL 0
 }
 
 # ---------------------------------------------------------------------------------------------------

@@ -3,7 +3,7 @@ import { readFile } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { ConfigError } from '../errors.js';
-import { install, lineChanges, uninstall } from '../site/install.js';
+import { install, lineChanges, uninstall, type Scheduler } from '../site/install.js';
 import { doctor } from '../site/doctor.js';
 import { ExitCode } from './exit-codes.js';
 import { defineCommand, parseCommand, printHelp, programHelp, unknownCommand, type ProgramSpec } from './options.js';
@@ -67,6 +67,11 @@ export const installSpec = defineCommand({
     grace: { type: 'string', value: 'SECONDS', description: "seconds between cancel's TERM and KILL (default: 10)" },
     env: { type: 'string', value: 'NAME=VALUE', multiple: true, description: 'a variable every program gets, e.g. LANG=ja_JP.UTF-8' },
     'allow-unconfined-rsync': { type: 'boolean', description: 'obsolete, ignored: downloads are confined on any rsync >= 3.1.0' },
+    scheduler: { type: 'string', value: 'slurm|none', description: 'where programs run: through Slurm (sbatch), or on this host (none, the default)' },
+    'scheduler-args': { type: 'string', value: 'OPTS', description: "site-fixed sbatch options, given with '=': --scheduler-args='-p short -A mint'" },
+    'max-cpus': { type: 'string', value: 'N', description: 'with --scheduler: the most CPUs a job may ask for' },
+    'max-memory-mb': { type: 'string', value: 'N', description: 'with --scheduler: the most memory (MB) a job may ask for' },
+    'max-walltime-min': { type: 'string', value: 'N', description: 'with --scheduler: the longest walltime (minutes) a job may ask for' },
     print: { type: 'boolean', description: 'only print the authorized_keys line; write nothing' },
   },
 });
@@ -127,6 +132,9 @@ export async function main(argv: string[] = process.argv.slice(2), io: Io = proc
         const maxJobFiles = number('--max-job-files', values['max-job-files']);
         const clientTimeout = number('--client-timeout', values['client-timeout']);
         const grace = number('--grace', values.grace);
+        const maxCpus = number('--max-cpus', values['max-cpus']);
+        const maxMemoryMb = number('--max-memory-mb', values['max-memory-mb']);
+        const maxWalltimeMin = number('--max-walltime-min', values['max-walltime-min']);
         const outcome = await install({
           home,
           publicKey: await readKey(values.key, stdin),
@@ -147,6 +155,12 @@ export async function main(argv: string[] = process.argv.slice(2), io: Io = proc
             ...(grace !== undefined ? { grace } : {}),
             ...(values.env?.length ? { env: values.env } : {}),
             ...(values['allow-env'] ? { allowEnv: values['allow-env'].split(',') } : {}),
+            // install.ts refuses sge/pbs ("not supported yet") and any other word, with the reason.
+            ...(values.scheduler !== undefined ? { scheduler: values.scheduler as Scheduler } : {}),
+            ...(values['scheduler-args'] !== undefined ? { schedulerArgs: values['scheduler-args'] } : {}),
+            ...(maxCpus !== undefined ? { maxCpus } : {}),
+            ...(maxMemoryMb !== undefined ? { maxMemoryMb } : {}),
+            ...(maxWalltimeMin !== undefined ? { maxWalltimeMin } : {}),
           },
           restrictions: {
             ...(values.from ? { from: values.from } : {}),

@@ -45,6 +45,9 @@ export function progressReporter(io: Io, options: { quiet: boolean; streamLog: b
         // One unit family: rsync's own `3.21MB/s` beside our `12.0 MiB` read as two (its MB are MiB).
         show(`${event.type} ${formatBytes(event.bytes)} ${event.percent}% ${event.bytesPerSecond === undefined ? event.rate : `${formatBytes(event.bytesPerSecond)}/s`}`);
         break;
+      case 'queued':
+        note(`queued: scheduler job ${event.schedulerId} (${event.reason})`);
+        break;
       case 'started':
         runningSince = Date.now();
         if (tty) ticker = setInterval(() => show(`running ${elapsed(Date.now() - runningSince)}`), 1000);

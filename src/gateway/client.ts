@@ -8,6 +8,7 @@ import { execCollect, type ExecOptions, type ExecResult } from '../connection/ex
 import { CancelledError, GatewayError, TransferError, type Step } from '../errors.js';
 import type { RshBridge } from '../transfer/rsh-bridge.js';
 import { DOWNLOAD_MODULE } from '../transfer/rsync-args.js';
+import type { Resources, SchedulerInfo } from '../types.js';
 import { runRsync, type TransferProgress } from '../transfer/rsync.js';
 import {
   checkCompatible,
@@ -16,6 +17,7 @@ import {
   parseList,
   plainArgs,
   parseLogTrailer,
+  parseSchedLine,
   parseSentLine,
   parseStartedLine,
   parseProbe,
@@ -56,10 +58,32 @@ export interface ProgramRequest {
   program?: string;
   /** Variables for names the site allows (`--allow-env`). */
   env?: Readonly<Record<string, string>>;
+  /** What to ask of the site's batch scheduler (`--scheduler slurm` gateways only). */
+  resources?: Resources;
 }
 
 function needsRequest(args: readonly string[], request: ProgramRequest): boolean {
-  return request.program !== undefined || Object.keys(request.env ?? {}).length > 0 || !plainArgs(args);
+  return request.program !== undefined || Object.keys(request.env ?? {}).length > 0 || Object.keys(request.resources ?? {}).length > 0 || !plainArgs(args);
+}
+
+/** How the job ended, as `run` or `logs` reported it; `scheduler` when one ran it. */
+export interface FollowEnd {
+  state: JobState;
+  exitCode: number | undefined;
+  scheduler?: SchedulerInfo;
+}
+
+/** The last scheduler line in `stderr`, if any. */
+function lastSched(stderr: string): SchedulerInfo | undefined {
+  let last: SchedulerInfo | undefined;
+  for (const line of stderr.split('\n')) last = parseSchedLine(line) ?? last;
+  return last;
+}
+
+async function withScheduler(stderr: string, end: Promise<{ state: JobState; exitCode: number | undefined; scheduler?: SchedulerInfo }>): Promise<FollowEnd> {
+  const { state, exitCode, scheduler } = await end;
+  const sched = lastSched(stderr) ?? scheduler;
+  return { state, exitCode, ...(sched ? { scheduler: sched } : {}) };
 }
 
 export class GatewayClient {
@@ -177,7 +201,8 @@ export class GatewayClient {
     onChunk: (chunk: Buffer) => void,
     signal?: AbortSignal,
     request: ProgramRequest = {},
-  ): Promise<{ state: JobState; exitCode: number | undefined }> {
+    onSched?: (sched: SchedulerInfo) => void,
+  ): Promise<FollowEnd> {
     // A cancel is held back until the gateway has reported the start: closing the channel earlier
     // could let the start land after the caller's `cancel` found no job to stop.
     let started = false;
@@ -186,6 +211,8 @@ export class GatewayClient {
       if (started) stop.abort(signal?.reason);
     };
     const onStderrLine = (line: string): void => {
+      const sched = parseSchedLine(line);
+      if (sched) onSched?.(sched);
       const report = parseStartedLine(line);
       if (!report) return;
       started = true;
@@ -201,7 +228,8 @@ export class GatewayClient {
         signal: stop.signal,
         ...(extended ? { stdin: formatRequest({ ...request, args }) } : {}),
       });
-      return parseLogTrailer(result.stderr) ?? (await this.status(job));
+      const trailer = parseLogTrailer(result.stderr);
+      return withScheduler(result.stderr, trailer ? Promise.resolve(trailer) : this.status(job));
     } finally {
       signal?.removeEventListener('abort', onAbort);
     }
@@ -220,9 +248,15 @@ export class GatewayClient {
     offset: number,
     onChunk: (chunk: Buffer) => void,
     signal?: AbortSignal,
-  ): Promise<{ state: JobState; exitCode: number | undefined }> {
-    const result = await this.callFull({ verb: 'logs', job, offset }, 'run', { onStdout: onChunk, ...(signal ? { signal } : {}) });
-    return parseLogTrailer(result.stderr) ?? (await this.status(job));
+    onSched?: (sched: SchedulerInfo) => void,
+  ): Promise<FollowEnd> {
+    const onStderrLine = (line: string): void => {
+      const sched = parseSchedLine(line);
+      if (sched) onSched?.(sched);
+    };
+    const result = await this.callFull({ verb: 'logs', job, offset }, 'run', { onStdout: onChunk, onStderrLine, ...(signal ? { signal } : {}) });
+    const trailer = parseLogTrailer(result.stderr);
+    return withScheduler(result.stderr, trailer ? Promise.resolve(trailer) : this.status(job));
   }
 
   /** `onDelivered` hears that the gateway has the request (it then stops the job whether or not we wait). */

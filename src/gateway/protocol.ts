@@ -4,7 +4,7 @@
  * split), so every rule is unit-testable and mirrors the checks in mint-gateway.sh.
  */
 import { GatewayError, InputError, type ErrorContext } from '../errors.js';
-import type { JobState } from '../types.js';
+import type { JobState, Resources, SchedulerInfo } from '../types.js';
 
 /** The protocol this client speaks; the gateway reports its own in `probe`. */
 export const PROTOCOL_VERSION = 1;
@@ -81,12 +81,17 @@ export function plainArgs(args: readonly string[]): boolean {
  * The body of a startx/runx request: `program HEX`, `arg HEX`, `env HEX` lines, each value's UTF-8
  * bytes in lowercase hex (see mgw_read_request in the gateway).
  */
-export function formatRequest(request: { program?: string; args?: readonly string[]; env?: Readonly<Record<string, string>> }): string {
+export function formatRequest(request: { program?: string; args?: readonly string[]; env?: Readonly<Record<string, string>>; resources?: Resources }): string {
   const hex = (text: string): string => Buffer.from(text, 'utf8').toString('hex');
   const lines: string[] = [];
   if (request.program !== undefined) lines.push(`program ${hex(request.program)}`);
   for (const arg of request.args ?? []) lines.push(`arg ${hex(arg)}`);
   for (const [name, value] of Object.entries(request.env ?? {})) lines.push(`env ${hex(`${name}=${value}`)}`);
+  // Resources for a batch scheduler: decimal numbers, hex-coded like every other value.
+  const r = request.resources ?? {};
+  for (const [kind, value] of [['cpus', r.cpus], ['memory_mb', r.memoryMb], ['walltime_min', r.walltimeMinutes], ['nodes', r.nodes]] as const) {
+    if (value !== undefined) lines.push(`${kind} ${hex(String(value))}`);
+  }
   return lines.map((l) => `${l}\n`).join('');
 }
 
@@ -150,9 +155,29 @@ export interface JobStatus {
   exitCode: number | undefined;
   pid: number | undefined;
   logBytes: number;
+  /** Present for a job given to a batch scheduler. */
+  scheduler?: SchedulerInfo;
 }
 
-const STATES: readonly JobState[] = ['created', 'running', 'exited', 'cancelled', 'lost'];
+const STATES: readonly JobState[] = ['created', 'queued', 'running', 'exited', 'cancelled', 'lost'];
+
+/**
+ * A job's resources, checked before connecting: whole numbers from 1 (the gateway holds them to the
+ * site's maxima). One validator, one way of failing (InputError).
+ */
+export function checkResources(resources: Resources | undefined, context: ErrorContext = {}): void {
+  for (const [name, value] of Object.entries(resources ?? {})) {
+    if (!['cpus', 'memoryMb', 'walltimeMinutes', 'nodes'].includes(name)) throw new InputError(`unknown resource ${JSON.stringify(name)} (cpus, memoryMb, walltimeMinutes, nodes)`, { step: 'config', ...context });
+    if (value === undefined) continue;
+    if (!Number.isSafeInteger(value) || value < 1 || value > 999_999_999) throw new InputError(`resource ${name} must be a whole number from 1, got ${JSON.stringify(value)}`, { step: 'config', ...context });
+  }
+}
+
+/** The scheduler's line on stderr (`run`, `logs`): `mint-gw: sched: job=J id=N state=S reason=R`. */
+export function parseSchedLine(line: string): SchedulerInfo | undefined {
+  const m = /^mint-gw: sched: job=\S+ id=(\S+) state=(\S+) reason=(\S+)$/.exec(line);
+  return m ? { id: m[1]!, state: m[2]!, reason: m[3]! } : undefined;
+}
 
 export function parseStatus(text: string, context: ErrorContext = {}): JobStatus {
   const kv = parseKeyValues(text);
@@ -167,7 +192,9 @@ export function parseStatus(text: string, context: ErrorContext = {}): JobStatus
     const v = kv.get(key);
     return v !== undefined && /^\d+$/.test(v) ? Number(v) : undefined;
   };
-  return { jobId, state, exitCode: num('exit'), pid: num('pid'), logBytes: num('log_bytes') ?? 0 };
+  const sched = kv.get('sched');
+  const scheduler = sched ? { id: kv.get('sched_id') ?? '-', state: kv.get('sched_state') ?? '-', reason: kv.get('sched_reason') ?? '-' } : undefined;
+  return { jobId, state, exitCode: num('exit'), pid: num('pid'), logBytes: num('log_bytes') ?? 0, ...(scheduler ? { scheduler } : {}) };
 }
 
 /** What `run` reports on stderr before the log: `mint-gw: started: job=J state=S pid=P`. */

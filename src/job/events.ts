@@ -9,6 +9,8 @@ export type JobEvent =
   | { type: 'uploading'; bytes: number; percent: number; rate: string; bytesPerSecond: number | undefined }
   | { type: 'uploaded'; files: number; ms: number }
   | { type: 'waiting'; reason: string; delayMs: number }
+  /** A batch scheduler holds the job: its id and why it waits (Priority, Resources...). */
+  | { type: 'queued'; jobId: string; schedulerId: string; reason: string }
   | { type: 'started'; jobId: string; pid: number | undefined }
   | { type: 'log'; text: string }
   | { type: 'exited'; exitCode: number | undefined; state: string }

@@ -14,12 +14,12 @@ import { resolveHost, type InlineHost, type ResolveOptions } from '../config/res
 import { CERTIFICATE_MARGIN_MS, DEFAULT_JOB_CERTIFICATE_MS, issueJobCredential } from '../connection/cert-authority.js';
 import type { CleanupPolicy } from '../config/resolved-host.js';
 import type { ConnectionPool } from '../transfer/pool.js';
-import { checkJobId, checkProgramArgs, checkProgramRequest, type JobState } from '../gateway/protocol.js';
+import { checkJobId, checkProgramArgs, checkProgramRequest, checkResources, type JobState } from '../gateway/protocol.js';
 import type { ProgramRequest } from '../gateway/client.js';
 import { checkInputs, type TransferProgress } from '../transfer/rsync.js';
 import type { TransferResult } from '../gateway/client.js';
-import type { Final } from './steps.js';
-import type { RemoteResult } from '../types.js';
+import type { Final, OnSched } from './steps.js';
+import type { RemoteResult, Resources, SchedulerInfo } from '../types.js';
 import type { EventListener } from './events.js';
 import { JobSession, sleep, type Link } from './job-session.js';
 import { LogFile } from './log-file.js';
@@ -79,6 +79,12 @@ export interface RunRemoteOptions extends CommonOptions {
   waitForSlot?: boolean;
   /** Use this job id (a lowercase UUID) instead of a fresh one. */
   jobId?: string;
+  /**
+   * What to ask of the site's batch scheduler (gateways installed with `--scheduler slurm`): each a
+   * whole number from 1, at most the site's maximum (`--max-cpus`...; over one is refused, E_LIMIT,
+   * never clamped). A site without a scheduler refuses any.
+   */
+  resources?: Resources;
 }
 
 export interface AttachOptions extends CommonOptions {
@@ -92,6 +98,7 @@ export async function runRemote(options: RunRemoteOptions): Promise<RemoteResult
   checkJobId(jobId);
   checkProgramArgs(options.args ?? [], { jobId });
   checkProgramRequest(options, { jobId });
+  checkResources(options.resources, { jobId });
   const job = await prepare(options, jobId);
   const inputs = await checkInputs(options.inputs ?? [], { host: job.session.host.name, jobId });
   await checkOutputDir(job.outputDir, { host: job.session.host.name, jobId });
@@ -115,7 +122,11 @@ export async function runRemote(options: RunRemoteOptions): Promise<RemoteResult
     // From here the program may run: a cancel must stop it, not just clear the inputs.
     step = 'run';
     job.runStarted = performance.now();
-    const request: ProgramRequest = { ...(options.program !== undefined ? { program: options.program } : {}), ...(options.env ? { env: options.env } : {}) };
+    const request: ProgramRequest = {
+      ...(options.program !== undefined ? { program: options.program } : {}),
+      ...(options.env ? { env: options.env } : {}),
+      ...(options.resources && Object.keys(options.resources).length > 0 ? { resources: options.resources } : {}),
+    };
     return await finish(job, started, startAndFollow(job, options.args ?? [], request, options.waitForSlot ?? false));
   } catch (error) {
     if (error instanceof CancelledError && step === 'upload' && job.cleanup !== 'never' && job.session.reached) {
@@ -157,7 +168,8 @@ export async function attach(options: AttachOptions): Promise<RemoteResult> {
       });
     }
     job.runStarted = performance.now();
-    return await finish(job, started, (link, offset, onChunk, signal) => link.steps.followLog(options.jobId, offset, onChunk, signal));
+    if (status.scheduler) job.onSched(status.scheduler);
+    return await finish(job, started, (link, offset, onChunk, signal) => link.steps.followLog(options.jobId, offset, onChunk, signal, job.onSched));
   } catch (error) {
     throw tag(error, 'run', options.jobId);
   } finally {
@@ -180,7 +192,17 @@ interface Job {
   runStarted: number;
   connectMs: () => number;
   dispose: () => void;
+  /** Hears the scheduler's word on the job: emits `queued` (each new reason) and `started` once. */
+  onSched: OnSched;
+  /** Whether `started` was emitted (by the gateway's start report or the scheduler's RUNNING). */
+  started: boolean;
+  /** The scheduler's last word, when one holds the job. */
+  scheduler: SchedulerInfo | undefined;
 }
+
+// Slurm's states of a job that waits for its turn; mirrors mgw_sched_job_state's `queued`.
+const WAITING = new Set(['PENDING', 'CONFIGURING', 'REQUEUED', 'REQUEUE_HOLD', 'REQUEUE_FED', 'RESV_DEL_HOLD']);
+const RUNNING = new Set(['RUNNING', 'COMPLETING', 'STAGE_OUT', 'SUSPENDED', 'SIGNALING', 'RESIZING', 'STOPPED']);
 
 async function prepare(options: CommonOptions, jobId: string): Promise<Job> {
   const resolveOptions: ResolveOptions = options.configFile ? { configFile: options.configFile } : {};
@@ -227,7 +249,8 @@ async function prepare(options: CommonOptions, jobId: string): Promise<Job> {
     controller.signal,
     options.pool,
   );
-  return {
+  let lastQueued = '';
+  const job: Job = {
     jobId,
     session,
     emit,
@@ -247,7 +270,21 @@ async function prepare(options: CommonOptions, jobId: string): Promise<Job> {
       if (!windDown.signal.aborted) windDown.abort(new CancelledError('the job is over', { host: host.name, jobId }));
       void session.drop();
     },
+    started: false,
+    scheduler: undefined,
+    onSched: (sched) => {
+      job.scheduler = sched;
+      if (WAITING.has(sched.state) && !job.started) {
+        const key = `${sched.id} ${sched.reason}`;
+        if (key !== lastQueued) emit({ type: 'queued', jobId, schedulerId: sched.id, reason: sched.reason });
+        lastQueued = key;
+      } else if (RUNNING.has(sched.state) && !job.started) {
+        job.started = true;
+        emit({ type: 'started', jobId, pid: undefined });
+      }
+    },
   };
+  return job;
 }
 
 /** One attempt at following the log from `offset` to the end; the first may also start the job. */
@@ -260,18 +297,25 @@ type Follow = (link: Link, offset: number, onChunk: (chunk: Buffer) => void, sig
  */
 function startAndFollow(job: Job, args: readonly string[], request: ProgramRequest, waitForSlot: boolean): Follow {
   let sent = false;
-  const onStarted = (report: { pid: number | undefined }): void => job.emit({ type: 'started', jobId: job.jobId, pid: report.pid });
+  // A job a scheduler holds is reported `queued` here; `started` comes when the scheduler runs it.
+  const onStarted = (report: { state: JobState; pid: number | undefined }): void => {
+    if (report.state === 'queued' || job.started) return;
+    job.started = true;
+    job.emit({ type: 'started', jobId: job.jobId, pid: report.pid });
+  };
   return async (link, offset, onChunk, signal) => {
     if (sent) {
       const seen = await link.steps.status(job.jobId).catch(undefinedIf('E_NOJOB'));
-      if (seen && seen.state !== 'created') return link.steps.followLog(job.jobId, offset, onChunk, signal);
+      if (seen && seen.state !== 'created') return link.steps.followLog(job.jobId, offset, onChunk, signal, job.onSched);
     }
     sent = true;
     for (let wait = 2000; ; wait = Math.min(wait * 2, 30_000)) {
       try {
-        return await link.steps.startAndFollow(job.jobId, args, onStarted, onChunk, signal, request);
+        return await link.steps.startAndFollow(job.jobId, args, onStarted, onChunk, signal, request, job.onSched);
       } catch (error) {
         if (!(waitForSlot && error instanceof GatewayError && error.gatewayCode === 'E_LIMIT')) throw error;
+        // Resources over a site maximum never fit, however long one waits (mgw_sched_within).
+        if (/over the site maximum/.test(error.message)) throw error;
         job.emit({ type: 'waiting', reason: error.message, delayMs: wait });
         await sleep(wait, job.signal);
         job.signal?.throwIfAborted();
@@ -287,6 +331,12 @@ function startAndFollow(job: Job, args: readonly string[], request: ProgramReque
 async function finish(job: Job, started: number, follow: Follow): Promise<RemoteResult> {
   const ran = await followToEnd(job, follow);
   job.timings.runMs = performance.now() - job.runStarted;
+  if (ran.final.scheduler) job.scheduler = ran.final.scheduler;
+  // A scheduler's job that ran between two polls was never seen RUNNING: it did start.
+  if (job.scheduler && !job.started && ran.final.exitCode !== undefined) {
+    job.started = true;
+    job.emit({ type: 'started', jobId: job.jobId, pid: undefined });
+  }
   job.emit({ type: 'exited', exitCode: ran.final.exitCode, state: ran.final.state });
 
   const programFailed = ran.final.state !== 'exited' || ran.final.exitCode !== 0;
@@ -338,6 +388,7 @@ async function finish(job: Job, started: number, follow: Follow): Promise<Remote
     cleanedUp,
     connections: job.session.connections,
     timings: job.timings,
+    ...(job.scheduler ? { scheduler: job.scheduler } : {}),
   };
   job.emit({ type: 'done', result });
   if (cancelled) {
@@ -416,7 +467,7 @@ async function followToEnd(job: Job, follow: Follow): Promise<Ran> {
     const restSignal = AbortSignal.any([job.windDown, writeFailed.signal]);
     const [stop, rest] = await Promise.all([
       settle(windDownStep(job, 'run', (link) => link.steps.cancel(jobId, () => (delivered = true)))),
-      settle(windDownStep(job, 'run', (link) => link.steps.followLog(jobId, log.bytes, onChunk, restSignal))),
+      settle(windDownStep(job, 'run', (link) => link.steps.followLog(jobId, log.bytes, onChunk, restSignal, job.onSched))),
     ]);
     if (writeFailed.signal.aborted) throw writeFailed.signal.reason;
     const refusal = (outcome: { error: unknown } | { value: unknown }): string | undefined =>

@@ -9,12 +9,17 @@
  */
 import type { GatewayClient, ProgramRequest, TransferOptions, TransferResult } from '../gateway/client.js';
 import type { JobListing, JobState, JobStatus } from '../gateway/protocol.js';
+import type { SchedulerInfo } from '../types.js';
 
-/** How a program ended, as the step that saw its end reports it. */
+/** How a program ended, as the step that saw its end reports it (and its scheduler, if one ran it). */
 export interface Final {
   state: JobState;
   exitCode: number | undefined;
+  scheduler?: SchedulerInfo;
 }
+
+/** Hears each change of a batch scheduler's state for the job (pending and why, running...). */
+export type OnSched = (sched: SchedulerInfo) => void;
 
 /** A transfer's options, the job aside. */
 export type TransferRun = Omit<TransferOptions, 'jobId'>;
@@ -30,9 +35,10 @@ export interface JobSteps {
     onChunk: (chunk: Buffer) => void,
     signal?: AbortSignal,
     request?: ProgramRequest,
+    onSched?: OnSched,
   ): Promise<Final>;
   /** The log from `offset` until the program has ended and every byte is out. */
-  followLog(jobId: string, offset: number, onChunk: (chunk: Buffer) => void, signal?: AbortSignal): Promise<Final>;
+  followLog(jobId: string, offset: number, onChunk: (chunk: Buffer) => void, signal?: AbortSignal, onSched?: OnSched): Promise<Final>;
   status(jobId: string): Promise<JobStatus>;
   /** `onDelivered`: the request has reached the site, which stops the job even if nobody waits for the reply. */
   cancel(jobId: string, onDelivered?: () => void): Promise<JobStatus>;
@@ -47,8 +53,8 @@ export function sshJobSteps(gateway: GatewayClient): JobSteps {
   return {
     putInputs: (jobId, inputs, options) => gateway.put(inputs, { ...options, jobId }),
     start: (jobId, args, request) => gateway.start(jobId, args, request),
-    startAndFollow: (jobId, args, onStarted, onChunk, signal, request) => gateway.run(jobId, args, onStarted, onChunk, signal, request),
-    followLog: (jobId, offset, onChunk, signal) => gateway.logs(jobId, offset, onChunk, signal),
+    startAndFollow: (jobId, args, onStarted, onChunk, signal, request, onSched) => gateway.run(jobId, args, onStarted, onChunk, signal, request, onSched),
+    followLog: (jobId, offset, onChunk, signal, onSched) => gateway.logs(jobId, offset, onChunk, signal, onSched),
     status: (jobId) => gateway.status(jobId),
     cancel: (jobId, onDelivered) => gateway.cancel(jobId, onDelivered),
     fetchResults: (jobId, outputDir, { remove, ...options }) => (remove ? gateway.take(outputDir, { ...options, jobId }) : gateway.get(outputDir, { ...options, jobId })),

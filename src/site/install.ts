@@ -60,6 +60,33 @@ export interface GatewayOptions {
    * without --confine-root. Kept so that callers written for older releases still compile.
    */
   allowUnconfinedRsync?: boolean;
+  /** Where programs run: on this host (`none`, the default) or through a batch scheduler. */
+  scheduler?: Scheduler;
+  /** Site-fixed sbatch options (partition, account, QOS, a default time limit), space-separated. */
+  schedulerArgs?: string;
+  /** Maxima a client's resources may ask for; over one is E_LIMIT (0 or absent: no maximum). */
+  maxCpus?: number;
+  maxMemoryMb?: number;
+  maxWalltimeMin?: number;
+}
+
+/** The schedulers the gateway can submit to; `sge` and `pbs` are named by the CLI but refused for now. */
+export type Scheduler = 'none' | 'slurm';
+
+/**
+ * Options the gateway sets itself on every submission (mirrors mgw_sched_check_options): a site
+ * value would move the job's files or change how its id is read.
+ */
+const GATEWAY_SBATCH_OPTION = /^(--wrap|--output|--error|--input|--chdir|-D|--job-name|-J|--parsable|--wait|-W|--array|-a|--export-file|--batch|--open-mode|-o|-e|-i)/;
+
+/** Checks `--scheduler-args` as the gateway will: the bytes, single spaces, no gateway-set option. */
+export function checkSchedulerArgs(value: string): string {
+  if (!/^[A-Za-z0-9 ._,:=+@%/-]+$/.test(value)) throw new ConfigError('--scheduler-args holds a byte outside [A-Za-z0-9 ._,:=+@%/-]');
+  if (/^ | $| {2}/.test(value)) throw new ConfigError('--scheduler-args: tokens must be separated by exactly one space');
+  for (const token of value.split(' ')) {
+    if (token.startsWith('-') && GATEWAY_SBATCH_OPTION.test(token)) throw new ConfigError(`--scheduler-args may not set '${token}': the gateway sets it`);
+  }
+  return value;
 }
 
 export interface KeyRestrictions {
@@ -128,6 +155,9 @@ export function gatewayCommand(gatewayPath: string, options: GatewayOptions): st
     ['--max-job-mb', options.maxJobMb],
     ['--max-job-files', options.maxJobFiles],
     ['--client-timeout', options.clientTimeout],
+    ['--max-cpus', options.maxCpus],
+    ['--max-memory-mb', options.maxMemoryMb],
+    ['--max-walltime-min', options.maxWalltimeMin],
   ] as const) {
     if (value === undefined) continue;
     if (!Number.isInteger(value) || value < 0 || value > 999_999_999) throw new ConfigError(`${flag} must be a whole number`);
@@ -151,6 +181,15 @@ export function gatewayCommand(gatewayPath: string, options: GatewayOptions): st
     words.push('--allow-env', options.allowEnv.join(','));
   }
   if (options.rsync !== undefined) words.push('--rsync', options.rsync);
+  const scheduler: string = options.scheduler ?? 'none';
+  if (scheduler === 'sge' || scheduler === 'pbs') throw new ConfigError(`--scheduler ${scheduler} is not supported yet (slurm or none)`);
+  if (scheduler !== 'none' && scheduler !== 'slurm') throw new ConfigError(`--scheduler must be slurm or none, got ${JSON.stringify(scheduler)}`);
+  if (scheduler !== 'none') words.push('--scheduler', scheduler);
+  if (options.schedulerArgs !== undefined) {
+    if (scheduler === 'none') throw new ConfigError('--scheduler-args needs --scheduler slurm');
+    // Spaces must reach the gateway as one argument through the login shell: single quotes.
+    words.push('--scheduler-args', `'${checkSchedulerArgs(options.schedulerArgs)}'`);
+  }
   return words.join(' ');
 }
 

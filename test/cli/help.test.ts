@@ -111,6 +111,11 @@ describe('--help and -h on every subcommand', () => {
     const flagWithValue = await gateway(['doctor', '--json=yes']);
     expect(flagWithValue.code).toBe(ExitCode.USAGE);
     expect(flagWithValue.stderr).toContain('--json');
+    for (const [flag, value] of [['--cpus', '0'], ['--memory', '1.5'], ['--walltime', 'ten']]) {
+      const bad = await runMain(sshExec, ['run', 'host', flag, value]);
+      expect(bad.code).toBe(ExitCode.USAGE);
+      expect(bad.stderr).toContain(`${flag} takes a whole number from 1, got "${value}"`);
+    }
   });
 });
 

@@ -14,6 +14,8 @@ import {
   parseStartedLine,
   parseRefusal,
   parseStatus,
+  parseSchedLine,
+  checkResources,
   refusalError,
 } from '../../src/gateway/protocol.js';
 import { splitLines } from '../../src/connection/exec.js';
@@ -72,6 +74,28 @@ describe('gateway protocol (pure)', () => {
     expect(() => parseProbe('Welcome to the cluster\nmint-gw=1\nversion=0.3.0\n')).toThrow(
       expect.objectContaining({ code: 'GATEWAY_PROTOCOL', message: expect.stringContaining('"Welcome to the cluster\\n" (23 bytes)'), hint: SHELL_CLEAN_HINT }),
     );
+  });
+
+  it('reads a batch scheduler\'s word: the queued state, status sched_* lines, the sched line on stderr; writes resources', () => {
+    expect(parseStatus(`mint-gw=1\njob=${JOB}\nstate=queued\nlog_bytes=0\nsched=slurm\nsched_id=42\nsched_state=PENDING\nsched_reason=Resources\n`)).toEqual({
+      jobId: JOB,
+      state: 'queued',
+      exitCode: undefined,
+      pid: undefined,
+      logBytes: 0,
+      scheduler: { id: '42', state: 'PENDING', reason: 'Resources' },
+    });
+    expect(parseList(`${JOB} queued\n`)).toEqual([{ jobId: JOB, state: 'queued', exitCode: undefined }]);
+    expect(parseStartedLine(`mint-gw: started: job=${JOB} state=queued pid=-\n`)).toEqual({ state: 'queued', pid: undefined });
+    expect(parseSchedLine(`mint-gw: sched: job=${JOB} id=42 state=TIMEOUT reason=TimeLimit`)).toEqual({ id: '42', state: 'TIMEOUT', reason: 'TimeLimit' });
+    expect(parseSchedLine('mint-gw: sched: job=x id=42')).toBeUndefined();
+    expect(formatRequest({ args: ['a'], resources: { cpus: 4, memoryMb: 2000, walltimeMinutes: 90, nodes: 1 } })).toBe(
+      `arg 61\ncpus ${Buffer.from('4').toString('hex')}\nmemory_mb ${Buffer.from('2000').toString('hex')}\nwalltime_min ${Buffer.from('90').toString('hex')}\nnodes 31\n`,
+    );
+    for (const bad of [{ cpus: 0 }, { memoryMb: 1.5 }, { walltimeMinutes: -1 }, { nodes: 1e10 }, { gpus: 1 } as never]) {
+      expect(() => checkResources(bad)).toThrow(expect.objectContaining({ code: 'INPUT_INVALID' }));
+    }
+    expect(() => checkResources({ cpus: 2, memoryMb: 1, walltimeMinutes: 1, nodes: 1 })).not.toThrow();
   });
 
   it('says which side to upgrade when protocols differ', () => {

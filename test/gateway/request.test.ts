@@ -53,6 +53,11 @@ describe.each(['dash', 'bash'])('the request on stdin, under %s', async (shell) 
     ['a variable without =', `env ${hex('MINT_CASE')}\n`, /NAME=VALUE/],
     ['a variable with a newline', `env ${hex('MINT_CASE=a\nb')}\n`, /newline/],
     ['a body over 1 MiB', 'arg 41\n'.repeat(150_000), /larger than 1 MiB/],
+    ['resources on a site without a scheduler', `cpus ${hex('2')}\n`, /without a batch scheduler; resources .* cannot be requested/],
+    ['a resource of 0', `cpus ${hex('0')}\n`, /cpus must be a whole number from 1/],
+    ['a resource with shell syntax', `memory_mb ${hex('1;id')}\n`, /memory_mb must be a whole number from 1/],
+    ['a resource given twice', `nodes ${hex('1')}\nnodes ${hex('2')}\n`, /nodes is given twice/],
+    ['a resource over 9 digits', `walltime_min ${hex('1234567890')}\n`, /walltime_min is too large/],
   ];
 
   it.each(refused)('refuses %s with E_USAGE, and nothing runs', (_name, body, message) => {
@@ -64,6 +69,32 @@ describe.each(['dash', 'bash'])('the request on stdin, under %s', async (shell) 
       expect(existsSync(join(root, r.job))).toBe(false);
     }
     expect(existsSync(canary)).toBe(false);
+  });
+
+  it('holds resources to the site maxima of a --scheduler slurm gateway (E_LIMIT, nothing made) and refuses bad scheduler options (E_CONFIG)', () => {
+    const slurm = ['--scheduler', 'slurm', '--max-cpus', '2', '--max-memory-mb', '1000', '--max-walltime-min', '30'];
+    for (const [body, message] of [
+      [`cpus ${hex('3')}\n`, /E_LIMIT: cpus 3 is over the site maximum of 2/],
+      [`memory_mb ${hex('1001')}\n`, /E_LIMIT: memory \(MB\) 1001 is over the site maximum of 1000/],
+      [`walltime_min ${hex('31')}\n`, /E_LIMIT: walltime \(minutes\) 31 is over the site maximum of 30/],
+    ] as const) {
+      const r = gw('startx', body, slurm);
+      expect(r.code, r.stderr).toBe(69);
+      expect(r.stderr).toMatch(message);
+      expect(existsSync(join(root, r.job))).toBe(false);
+    }
+    for (const [extra, message] of [
+      [['--scheduler', 'sge'], /--scheduler sge is not supported yet/],
+      [['--scheduler', 'lsf'], /--scheduler must be slurm or none/],
+      [['--scheduler', 'slurm', '--scheduler-args', '-p short --output=/tmp/x'], /may not set '--output=\/tmp\/x'/],
+      [['--scheduler', 'slurm', '--scheduler-args', '-p $(id)'], /byte outside/],
+      [['--scheduler-args', '-p short'], /needs --scheduler slurm/],
+      [['--scheduler', 'slurm', '--max-cpus', '08'], /--max-cpus must be a whole number/],
+    ] as const) {
+      const r = gw('startx', `arg ${hex('x')}\n`, [...extra]);
+      expect(r.code, r.stderr).toBe(78);
+      expect(r.stderr).toMatch(message);
+    }
   });
 
   it('measures the 1 MiB bound before anything can drop the tail (a cut inside a run of newlines)', () => {

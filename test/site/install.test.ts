@@ -56,6 +56,15 @@ describe('authorizedKeysLine', () => {
     }
     expect(() => authorizedKeysLine(key, PATHS.gatewayPath, { ...PATHS, programs: { 'a/b': '/x' } })).toThrow(/NAME/);
     expect(() => authorizedKeysLine(key, PATHS.gatewayPath, { ...PATHS, programs: { a: 'rel/x' } })).toThrow(/absolute path/);
+    // Schedulers: sge and pbs are not yet; site sbatch options are plain tokens that may not set
+    // what the gateway sets (the gateway refuses the same, mgw_sched_check_options).
+    expect(() => authorizedKeysLine(key, PATHS.gatewayPath, { ...PATHS, scheduler: 'pbs' as never })).toThrow(/--scheduler pbs is not supported yet/);
+    expect(() => authorizedKeysLine(key, PATHS.gatewayPath, { ...PATHS, scheduler: 'slurm', schedulerArgs: "-p a' ; id '" })).toThrow(/byte outside/);
+    expect(() => authorizedKeysLine(key, PATHS.gatewayPath, { ...PATHS, scheduler: 'slurm', schedulerArgs: '-p a -D /tmp' })).toThrow(/may not set '-D'/);
+    expect(() => authorizedKeysLine(key, PATHS.gatewayPath, { ...PATHS, schedulerArgs: '-p a' })).toThrow(/needs --scheduler slurm/);
+    expect(authorizedKeysLine(key, PATHS.gatewayPath, { ...PATHS, scheduler: 'slurm', schedulerArgs: '-p short --qos=normal', maxCpus: 8 })).toContain(
+      "--max-cpus 8 --scheduler slurm --scheduler-args '-p short --qos=normal'",
+    );
   });
 
   it('writes exactly the fragments kept in authorized_keys.d/', async () => {

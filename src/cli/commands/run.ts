@@ -1,5 +1,5 @@
 import { attach, runRemote } from '../../job/run-remote.js';
-import type { RemoteResult } from '../../types.js';
+import type { RemoteResult, Resources } from '../../types.js';
 import { CancelledError } from '../../errors.js';
 import { appendMintLog, mintLogFields, mintLogPath } from '../mint-log.js';
 import { progressReporter } from '../progress.js';
@@ -37,6 +37,9 @@ export const runSpec = defineCommand({
     program: { type: 'string', value: 'NAME', description: "one of the site's named programs (mint-gateway install --program NAME=PATH)" },
     'wait-for-slot': { type: 'boolean', description: 'when the site is full (E_LIMIT), wait for a slot instead of failing (bounded by --timeout)' },
     env: { type: 'string', value: 'NAME=VALUE', multiple: true, description: "a variable for the program, for a name the site allows (mint-gateway install --allow-env)" },
+    cpus: { type: 'string', value: 'N', description: "CPUs to ask of the site's batch scheduler (sites with mint-gateway install --scheduler)" },
+    memory: { type: 'string', value: 'MB', description: "memory (MB) to ask of the site's batch scheduler" },
+    walltime: { type: 'string', value: 'MIN', description: "walltime (minutes) to ask of the site's batch scheduler" },
     cleanup,
     timeout,
     json,
@@ -100,6 +103,7 @@ export async function runCommand(args: string[], io: Io, signal: AbortSignal): P
         ...(values.program !== undefined ? { program: values.program } : {}),
         ...(values['wait-for-slot'] ? { waitForSlot: true } : {}),
         ...(values.env ? { env: envOption(values.env, runSpec) } : {}),
+        ...resourceOptions(values),
         onEvent: progress.onEvent,
       });
       return report(io, result, Boolean(values.json));
@@ -179,6 +183,17 @@ function report(io: Io, result: RemoteResult, json: boolean): number {
   }
   if (result.state === 'exited' && result.exitCode !== undefined) return result.exitCode;
   return result.cancelled ? ExitCode.CANCELLED : ExitCode.FAILED;
+}
+
+/** `--cpus`, `--memory`, `--walltime` into runRemote's resources (whole numbers from 1). */
+function resourceOptions(values: { cpus?: string | undefined; memory?: string | undefined; walltime?: string | undefined }): { resources?: Resources } {
+  const resources: Resources = {};
+  for (const [flag, key, value] of [['--cpus', 'cpus', values.cpus], ['--memory', 'memoryMb', values.memory], ['--walltime', 'walltimeMinutes', values.walltime]] as const) {
+    if (value === undefined) continue;
+    if (!/^[1-9]\d{0,8}$/.test(value)) throw usageError(runSpec, `${flag} takes a whole number from 1, got ${JSON.stringify(value)}`);
+    resources[key] = Number(value);
+  }
+  return Object.keys(resources).length > 0 ? { resources } : {};
 }
 
 /** `--env NAME=VALUE` (repeatable) into an object; a later NAME wins. */

@@ -1,0 +1,262 @@
+/**
+ * A `--scheduler slurm` gateway against a real private Slurm (test/support/slurm.ts), through the
+ * real sshd and the real gateway and rsync: the program runs as a Slurm job (its SLURM_JOB_ID is the
+ * one the result names), exit status from the runner's exit file, cancel while pending and while
+ * running, a connection cut while queued costs nothing (one submission), attach, resources over a
+ * site maximum refused, and a job the scheduler has forgotten (MinJobAge) still read right.
+ * Skipped only where not root or without the Slurm packages, with the reason printed.
+ */
+import { readFileSync, statSync } from 'node:fs';
+import { chmod, readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { attach, runRemote, type JobEvent } from '../../src/index.js';
+import { CancelledError, GatewayError } from '../../src/errors.js';
+import { connect } from '../../src/connection/connect.js';
+import { GatewayClient } from '../../src/gateway/client.js';
+import { resolveHost } from '../../src/config/resolve-host.js';
+import { freshDir, useSandbox } from '../support/fixture.js';
+import { startFaultProxy } from '../support/fault-proxy.js';
+import { slurmUnavailable, useSlurm } from '../support/slurm.js';
+
+const why = slurmUnavailable();
+if (why) process.stdout.write(`[cluster tests] skipped: ${why}\n`);
+
+// The site's program: what it does is chosen by its first argument. Slurm TERMs every process of
+// the job one by one (proctrack/linuxproc), so a child may get TERM before its shell: each mode's
+// exit status must not depend on that order (seen: `sleep; echo` survived as exit 0 under load).
+const PROGRAM = `#!/bin/sh
+case $1 in
+  ok) echo "slurm job \${SLURM_JOB_ID:-none} on \${SLURM_JOB_NODELIST:-none}"; echo done > out.txt; exit 0 ;;
+  exit3) echo failing; exit 3 ;;
+  sleep) echo started; sleep "$2" ;;
+  ignore) trap '' TERM; echo started; sleep "$2" ;;
+  slowterm) trap 'sleep 0.5; echo cleaned; exit 7' TERM; echo started; while :; do sleep 0.1 || :; done ;;
+esac
+`;
+
+async function program(): Promise<string> {
+  const dir = await freshDir();
+  const path = join(dir, 'prog.sh');
+  await writeFile(path, PROGRAM);
+  await chmod(path, 0o755);
+  return path;
+}
+
+describe.skipIf(why !== undefined)('a --scheduler slurm gateway on a private Slurm', () => {
+  const slurm = useSlurm({ minJobAge: 2, cpus: 2 });
+  let prog = '';
+  beforeAll(async () => {
+    prog = await program();
+  });
+  const sandbox = useSandbox({ program: '/bin/true' });
+  beforeAll(async () => {
+    await sandbox().reinstall({ scheduler: 'slurm', env: [`SLURM_CONF=${slurm().conf}`], maxCpus: 2, maxMemoryMb: 1000, maxWalltimeMin: 30, grace: 3 });
+    await writeFile(sandbox().program, PROGRAM);
+  }, 60_000);
+
+  const submissions = (): number => (readFileSync(join(slurm().dir, 'log', 'slurmctld.log'), 'utf8').match(/_slurm_rpc_submit_batch_job: JobId=/g) ?? []).length;
+
+  it('runs the program as a Slurm job: queued, then started, its log, outputs and exit status', async () => {
+    const events: JobEvent[] = [];
+    const out = await freshDir();
+    const t0 = performance.now();
+    const r = await runRemote({ host: sandbox().host, outputDir: out, args: ['ok'], onEvent: (e) => events.push(e) });
+    const ms = performance.now() - t0;
+    expect(r).toMatchObject({ state: 'exited', exitCode: 0, failed: false, cleanedUp: true });
+    expect(r.scheduler).toMatchObject({ id: expect.stringMatching(/^\d+$/), state: 'COMPLETED' });
+    expect(r.log).toBe(`slurm job ${r.scheduler!.id} on mintci1\n`);
+    expect(await readFile(join(out, 'out.txt'), 'utf8')).toBe('done\n');
+    const types = events.map((e) => e.type);
+    expect(types.indexOf('queued')).toBeGreaterThanOrEqual(0);
+    expect(types.indexOf('queued')).toBeLessThan(types.indexOf('started'));
+    expect(types.indexOf('started')).toBeLessThan(types.indexOf('exited'));
+    process.stdout.write(`[cluster] runRemote through slurm, end to end: ${ms.toFixed(0)} ms\n`);
+  });
+
+  it('measures submit-to-start and end-to-result latencies (printed for the README)', async () => {
+    const rows: Array<{ submitToStart: number; endToResult: number; total: number }> = [];
+    for (let i = 0; i < 5; i++) {
+      const t0 = Date.now();
+      const r = await runRemote({ host: sandbox().host, outputDir: await freshDir(), args: ['ok'], cleanup: 'never' });
+      const resolved = Date.now();
+      const dir = join(sandbox().root, r.jobId);
+      // started/ is made by start just before sbatch; ran/ by the runner as Slurm starts it; exit
+      // when the program has ended.
+      const mtime = (name: string): number => statSync(join(dir, name)).mtimeMs;
+      rows.push({ submitToStart: mtime('ran') - mtime('started'), endToResult: resolved - mtime('exit'), total: resolved - t0 });
+    }
+    const fmt = (k: keyof (typeof rows)[number]): string => rows.map((r) => (r[k] / 1000).toFixed(2)).join(', ');
+    process.stdout.write(`[cluster] submit-to-start s: ${fmt('submitToStart')}\n[cluster] end-to-result s: ${fmt('endToResult')}\n[cluster] runRemote total s: ${fmt('total')}\n`);
+    for (const r of rows) {
+      expect(r.submitToStart).toBeLessThan(10_000);
+      expect(r.endToResult).toBeLessThan(10_000);
+    }
+  });
+
+  it('exit status 3 comes from the exit file; Slurm agrees (FAILED)', async () => {
+    const r = await runRemote({ host: sandbox().host, outputDir: await freshDir(), args: ['exit3'] });
+    expect(r).toMatchObject({ state: 'exited', exitCode: 3, failed: true, log: 'failing\n' });
+    expect(r.scheduler?.state).toBe('FAILED');
+  });
+
+  it('cancels a pending job (it never runs) and a running one', async () => {
+    // The first job takes both CPUs, so the second waits for Resources.
+    const blocker = new AbortController();
+    let blockerStarted!: () => void;
+    const running = new Promise<void>((r) => (blockerStarted = r));
+    const first = runRemote({
+      host: sandbox().host,
+      outputDir: await freshDir(),
+      args: ['sleep', '60'],
+      resources: { cpus: 2 },
+      signal: blocker.signal,
+      onEvent: (e) => {
+        if (e.type === 'log' && e.text.includes('started')) blockerStarted();
+      },
+    }).catch((e: unknown) => e);
+    await running;
+
+    const pending = new AbortController();
+    const reasons: string[] = [];
+    const second = await runRemote({
+      host: sandbox().host,
+      outputDir: await freshDir(),
+      args: ['ok'],
+      signal: pending.signal,
+      onEvent: (e) => {
+        if (e.type === 'queued') {
+          reasons.push(e.reason);
+          if (e.reason !== 'None') pending.abort();
+        }
+      },
+    }).catch((e: unknown) => e);
+    expect(second).toBeInstanceOf(CancelledError);
+    const pendingResult = (second as CancelledError).result!;
+    expect(pendingResult).toMatchObject({ state: 'cancelled', exitCode: undefined, log: '' });
+    expect(pendingResult.scheduler?.state).toBe('CANCELLED');
+    expect(reasons.some((r) => r === 'Resources' || r === 'Priority')).toBe(true);
+
+    const t = performance.now();
+    blocker.abort();
+    const firstError = await first;
+    expect(firstError).toBeInstanceOf(CancelledError);
+    const firstResult = (firstError as CancelledError).result!;
+    // The program got TERM from Slurm; the runner outlived it and recorded 143.
+    expect(firstResult).toMatchObject({ state: 'cancelled', exitCode: 143, log: 'started\n' });
+    expect(performance.now() - t).toBeLessThan(10_000);
+  });
+
+  it('cancel of a program that ignores TERM waits for Slurm to KILL it (KillWait) and answers cancelled; rm of a queued job is refused', async () => {
+    const host = await resolveHost(sandbox().host);
+    const connection = await connect(host);
+    try {
+      const gateway = new GatewayClient(connection);
+      const jobId = crypto.randomUUID();
+      await gateway.start(jobId, ['ignore', '60']);
+      let status = await gateway.status(jobId);
+      const rm = await gateway.remove(jobId).catch((e: unknown) => e);
+      expect(rm).toMatchObject({ gatewayCode: 'E_STATE', message: expect.stringMatching(/is (queued|running); cancel it first/) });
+      for (const deadline = Date.now() + 20_000; !(status.state === 'running' && status.logBytes > 0); status = await gateway.status(jobId)) {
+        expect(Date.now()).toBeLessThan(deadline);
+        await new Promise((r) => setTimeout(r, 200));
+      }
+      const t = performance.now();
+      const cancelled = await gateway.cancel(jobId);
+      // TERM is ignored; Slurm KILLs the job's processes one by one KillWait (2 s) later: no exit
+      // status, or 137 when the program went a moment before its runner (both seen here).
+      expect(cancelled.state).toBe('cancelled');
+      expect([undefined, 137]).toContain(cancelled.exitCode);
+      expect(performance.now() - t).toBeGreaterThan(1500);
+      await gateway.remove(jobId);
+
+      // A program that takes half a second to clean up on TERM gets it (the gateway waits up to
+      // --grace before asking Slurm to KILL; Slurm's own KillWait is 2 s): its status is recorded.
+      const slow = crypto.randomUUID();
+      await gateway.start(slow, ['slowterm']);
+      for (let s = await gateway.status(slow), deadline = Date.now() + 20_000; !(s.state === 'running' && s.logBytes > 0); s = await gateway.status(slow)) {
+        expect(Date.now()).toBeLessThan(deadline);
+        await new Promise((r) => setTimeout(r, 200));
+      }
+      expect(await gateway.cancel(slow)).toMatchObject({ state: 'cancelled', exitCode: 7 });
+      await gateway.remove(slow);
+    } finally {
+      connection.close();
+    }
+  });
+
+  it('a connection cut while queued costs nothing: the job is submitted once and runs once', async () => {
+    const proxy = await startFaultProxy({ target: { host: '127.0.0.1', port: sandbox().port } });
+    try {
+      const blocker = new AbortController();
+      let blockerStarted!: () => void;
+      const running = new Promise<void>((r) => (blockerStarted = r));
+      const first = runRemote({
+        host: sandbox().host,
+        outputDir: await freshDir(),
+        args: ['sleep', '4'],
+        resources: { cpus: 2 },
+        signal: blocker.signal,
+        onEvent: (e) => {
+          if (e.type === 'log' && e.text.includes('started')) blockerStarted();
+        },
+      });
+      await running;
+      const before = submissions();
+      let cut = false;
+      const r = await runRemote({
+        // The host key is pinned: the proxy's port is not the one in known_hosts.
+        host: { ...sandbox().host, port: proxy.port, hostKeyFingerprint: sandbox().hostKeyFingerprint, retry: { retries: 5, minTimeoutMs: 100, maxTimeoutMs: 500 } },
+        outputDir: await freshDir(),
+        args: ['ok'],
+        onEvent: (e) => {
+          if (e.type === 'queued' && !cut) {
+            cut = true;
+            proxy.cutAll();
+          }
+        },
+      });
+      expect(cut).toBe(true);
+      expect(r).toMatchObject({ state: 'exited', exitCode: 0 });
+      expect(r.connections).toBeGreaterThanOrEqual(2);
+      expect(r.log).toBe(`slurm job ${r.scheduler!.id} on mintci1\n`);
+      expect(submissions() - before).toBe(1);
+      expect((await first).exitCode).toBe(0);
+    } finally {
+      await proxy.close();
+    }
+  });
+
+  it('attach picks up a job the scheduler has since forgotten (MinJobAge): the exit file answers', async () => {
+    const host = await resolveHost(sandbox().host);
+    const connection = await connect(host);
+    const jobId = crypto.randomUUID();
+    let schedId = '';
+    try {
+      const started = await new GatewayClient(connection).start(jobId, ['exit3']);
+      expect(started.state).toBe('queued');
+      schedId = started.scheduler!.id;
+    } finally {
+      connection.close();
+    }
+    // Nobody asks while it runs and ends; MinJobAge=2 lets Slurm purge it a few seconds later.
+    const deadline = Date.now() + 30_000;
+    while (slurm().run('squeue', ['-h', '-t', 'all', `--jobs=${schedId},${schedId}`, '-o', '%T']).trim() !== '') {
+      expect(Date.now()).toBeLessThan(deadline);
+      await new Promise((r) => setTimeout(r, 250));
+    }
+    const r = await attach({ host: sandbox().host, jobId, outputDir: await freshDir(), cleanup: 'always' });
+    expect(r).toMatchObject({ state: 'exited', exitCode: 3, log: 'failing\n' });
+    expect(r.scheduler).toMatchObject({ id: schedId, state: 'GONE' });
+  });
+
+  it('resources over a site maximum are refused (E_LIMIT), never clamped, and nothing is submitted', async () => {
+    const before = submissions();
+    for (const resources of [{ cpus: 3 }, { memoryMb: 1001 }, { walltimeMinutes: 31 }]) {
+      const error = await runRemote({ host: sandbox().host, outputDir: await freshDir(), args: ['ok'], resources, waitForSlot: true }).catch((e: unknown) => e);
+      expect(error).toBeInstanceOf(GatewayError);
+      expect(error).toMatchObject({ gatewayCode: 'E_LIMIT', message: expect.stringMatching(/over the site maximum/) });
+    }
+    expect(submissions()).toBe(before);
+  });
+});
