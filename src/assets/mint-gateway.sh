@@ -30,7 +30,7 @@
 # 70 E_INTERNAL   a step that should not fail did
 # 78 E_CONFIG     the gateway's own options or the job root are unsafe or wrong (fix authorized_keys)
 
-MGW_PROTOCOL=1
+MGW_PROTOCOL=2
 MGW_VERSION=0.3.1
 MGW_VERBS='probe list put get take start run startx runx status logs cancel rm'
 MGW_MAX_COMMAND=4096

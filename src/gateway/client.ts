@@ -5,7 +5,7 @@
  */
 import type { Connection } from '../connection/connect.js';
 import { execCollect, type ExecOptions, type ExecResult } from '../connection/exec.js';
-import { CancelledError, GatewayError, TransferError, type Step } from '../errors.js';
+import { CancelledError, GatewayError, TransferError, type ErrorContext, type Step } from '../errors.js';
 import type { RshBridge } from '../transfer/rsh-bridge.js';
 import { DOWNLOAD_MODULE } from '../transfer/rsync-args.js';
 import type { Resources, SchedulerInfo } from '../types.js';
@@ -137,7 +137,7 @@ export class GatewayClient {
     if (outcome.cancelled) throw options.signal?.reason instanceof CancelledError ? options.signal.reason : new CancelledError(`${step} cancelled`, context);
     if (outcome.failed) {
       if (remote.refused) throw new TransferError(`${step} refused before it began: ${remote.refused}`, { ...context, stderr: outcome.stderr });
-      if (remote.exitCode !== undefined && remote.exitCode >= 64) throw refusalError(verb, remote.exitCode, remote.stderr, context);
+      if (remote.exitCode !== undefined && remote.exitCode >= 64) throw await this.explained(refusalError(verb, remote.exitCode, remote.stderr, context), context);
       if (outcome.missing) throw new TransferError('rsync is not installed on this (MInt) side', { ...context, hint: 'install rsync (apt-get install rsync)' });
       // rsync read the login shell's banner as its peer's protocol version (compat.c): a site set-up
       // fault, the same on every retry. One probe on the open connection shows what the shell printed.
@@ -167,8 +167,27 @@ export class GatewayClient {
     const jobId = 'job' in command ? command.job : undefined;
     const context = { host: this.connection.host.name, step, ...(jobId ? { jobId } : {}) };
     const result = await execCollect(this.connection, formatCommand(command), options);
-    if (result.exitCode !== 0) throw refusalError(command.verb, result.exitCode, result.stderr, context, result.signal);
+    if (result.exitCode !== 0) throw await this.explained(refusalError(command.verb, result.exitCode, result.stderr, context, result.signal), context);
     return result;
+  }
+
+  /**
+   * A usage refusal is what a gateway of another protocol answers to a request it does not know
+   * (a protocol-1 gateway: "'take' takes JOB CAPS"); one probe on the open connection tells, and
+   * then the error says which side to upgrade instead of quoting the usage line.
+   */
+  private async explained(error: Error, context: ErrorContext): Promise<Error> {
+    if (!(error instanceof GatewayError && error.gatewayCode === 'E_USAGE')) return error;
+    const report = await execCollect(this.connection, formatCommand({ verb: 'probe' }))
+      .then((r) => parseProbe(r.stdout.toString('utf8')))
+      .catch(() => undefined);
+    if (!report) return error;
+    try {
+      checkCompatible(report, context);
+    } catch (incompatible) {
+      return incompatible as Error;
+    }
+    return error;
   }
 
   async probe(): Promise<ProbeReport> {
@@ -270,12 +289,8 @@ export class GatewayClient {
   }
 
   /** Every job with its size and age; from a gateway before `list long`, without them. */
+  /** Each job with its size and age (`list long`: protocol 2; a protocol-1 gateway is refused as such). */
   async list(): Promise<JobListing[]> {
-    try {
-      return parseList(await this.call({ verb: 'list', long: true }, 'probe'));
-    } catch (error) {
-      if (!(error instanceof GatewayError && error.gatewayCode === 'E_USAGE')) throw error;
-      return parseList(await this.call({ verb: 'list' }, 'probe'));
-    }
+    return parseList(await this.call({ verb: 'list', long: true }, 'probe'));
   }
 }

@@ -7,7 +7,11 @@ import { GatewayError, InputError, type ErrorContext } from '../errors.js';
 import type { JobState, Resources, SchedulerInfo } from '../types.js';
 
 /** The protocol this client speaks; the gateway reports its own in `probe`. */
-export const PROTOCOL_VERSION = 1;
+/**
+ * 2 since downloads speak rsync's daemon mode (`get`/`take JOB`), jobs may be `queued` behind a
+ * scheduler with `sched_*` lines, and `list long` exists: a protocol-1 peer misreads each of these.
+ */
+export const PROTOCOL_VERSION = 2;
 
 export type Verb = 'probe' | 'list' | 'put' | 'get' | 'take' | 'start' | 'run' | 'startx' | 'runx' | 'status' | 'logs' | 'cancel' | 'rm';
 

@@ -61,7 +61,7 @@ describe('mint-ssh-exec CLI against the sandbox host', async () => {
     const json = JSON.parse(r.stdout) as { ok: boolean; hosts: { host: string; ok: boolean; steps: { step: string; ok: boolean; detail: string }[]; resources: Record<string, unknown>; latency: Record<string, number>; gateway: { protocol: number } }[] };
     expect(json.ok).toBe(true);
     const [host] = json.hosts;
-    expect(host).toMatchObject({ host: 'sandbox', ok: true, gateway: { protocol: 1 } });
+    expect(host).toMatchObject({ host: 'sandbox', ok: true, gateway: { protocol: 2 } });
     expect(host!.resources).toMatchObject({ cpus: expect.any(Number), memTotalMb: expect.any(Number), freeMb: expect.any(Number) });
     expect(host!.latency.verbRoundTripMs).toBeGreaterThan(0);
     expect(host!.steps.every((s) => typeof s.detail === 'string')).toBe(true);
@@ -224,7 +224,7 @@ describe('mint-ssh-exec CLI against the sandbox host', async () => {
     expect((await runMain(main, ['rm', 'sandbox', 'not-a-uuid', '--config', cfg])).code).toBe(201);
   });
 
-  it('jobs shows each job\'s age and size (du -sk of its dir on the site), and still reads an older gateway\'s list', async () => {
+  it('jobs shows each job\'s age and size (du -sk of its dir on the site), and a protocol-1 gateway is named as such (upgrade it)', async () => {
     const dir = await freshDir();
     const cfg = await config();
     await writeFile(join(dir, 'big.dat'), Buffer.alloc(3 * 1024 * 1024, 7));
@@ -242,20 +242,32 @@ describe('mint-ssh-exec CLI against the sandbox host', async () => {
     const human = await runMain(main, ['jobs', 'sandbox', '--config', cfg]);
     expect(human.stdout).toMatch(new RegExp(`^${jobId}  exited \\(exit 0\\)  +2h0m  +3\\.\\d MiB$`, 'm'));
 
-    // A gateway from before `list long` refuses the argument (E_USAGE): the client asks again
-    // without it, and lists the jobs without age and size.
+    // A protocol-1 gateway (before `list long`, daemon-mode downloads and `queued`) refuses the
+    // argument (E_USAGE): the client asks its protocol and says which side to upgrade, where it
+    // used to quote the usage line (or, at take, fail after the job had run).
     const gateway = await readFile(sandbox().gatewayPath, 'utf8');
     // The check stage as it was: `probe | list) mgw_expect_args 0 0 "no arguments" ;;`.
     const older = gateway
+      .replace(/^MGW_PROTOCOL=2$/m, 'MGW_PROTOCOL=1')
       .replace(/^ {4}list\)\n(?: {6}[^\n]*\n)+/m, '')
-      .replace('    probe) mgw_expect_args 0 0 "no arguments" ;;', '    probe | list) mgw_expect_args 0 0 "no arguments" ;;');
+      .replace('    probe) mgw_expect_args 0 0 "no arguments" ;;', '    probe | list) mgw_expect_args 0 0 "no arguments" ;;')
+      // ...and whose get and take took JOB CAPS (a plain rsync sender, before daemon mode).
+      .replace('mgw_expect_args 1 2 "JOB [CAPS]"', 'mgw_expect_args 2 2 "JOB CAPS"');
     expect(older).toContain('probe | list) mgw_expect_args 0 0');
-    expect(older).not.toContain('MGW_LIST_LONG=$MGW_ARGC');
+    expect(older).toContain('MGW_PROTOCOL=1');
+    expect(older).toContain('mgw_expect_args 2 2 "JOB CAPS"');
     await writeFile(sandbox().gatewayPath, older);
     try {
-      const olderJobs = await runMain(main, ['jobs', 'sandbox', '--json', '--config', cfg]);
-      expect(olderJobs.code).toBe(0);
-      expect((JSON.parse(olderJobs.stdout) as { jobs: Record<string, unknown>[] }).jobs).toContainEqual({ jobId, state: 'exited', exitCode: 0 });
+      const olderJobs = await runMain(main, ['jobs', 'sandbox', '--config', cfg]);
+      expect(olderJobs.code).toBe(205);
+      expect(olderJobs.stderr).toMatch(/gateway speaks protocol 1 .*this client speaks 2/);
+      expect(olderJobs.stderr).toMatch(/upgrade the gateway on the external computer/);
+      // At take, after the job ran: the same answer, and the job stays for a client that fits.
+      const ran = await runMain(main, ['run', 'sandbox', '--json', '-o', join(dir, 'out2'), '--config', cfg]);
+      expect(ran.code).toBe(205);
+      const error = (JSON.parse(ran.stdout) as { error: { code: string; step: string; hint: string } }).error;
+      expect(error).toMatchObject({ code: 'GATEWAY_INCOMPATIBLE', step: 'download' });
+      expect(error.hint).toMatch(/upgrade the gateway/);
     } finally {
       await writeFile(sandbox().gatewayPath, gateway);
     }

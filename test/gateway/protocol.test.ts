@@ -47,9 +47,9 @@ describe('gateway protocol (pure)', () => {
   });
 
   it('reads status, list, probe and the logs trailer', () => {
-    expect(parseStatus(`mint-gw=1\njob=${JOB}\nstate=exited\nexit=3\nlog_bytes=10\n`)).toEqual({ jobId: JOB, state: 'exited', exitCode: 3, pid: undefined, logBytes: 10 });
+    expect(parseStatus(`mint-gw=2\njob=${JOB}\nstate=exited\nexit=3\nlog_bytes=10\n`)).toEqual({ jobId: JOB, state: 'exited', exitCode: 3, pid: undefined, logBytes: 10 });
     expect(() => parseStatus('garbage')).toThrow(expect.objectContaining({ code: 'GATEWAY_PROTOCOL' }));
-    expect(() => parseStatus(`mint-gw=2\njob=${JOB}\nstate=exited\n`)).toThrow(expect.objectContaining({ code: 'GATEWAY_INCOMPATIBLE' }));
+    expect(() => parseStatus(`mint-gw=3\njob=${JOB}\nstate=exited\n`)).toThrow(expect.objectContaining({ code: 'GATEWAY_INCOMPATIBLE' }));
     expect(parseList(`${JOB} running\n${JOB} exited exit=0\nnot-a-job x\n`)).toEqual([
       { jobId: JOB, state: 'running', exitCode: undefined },
       { jobId: JOB, state: 'exited', exitCode: 0 },
@@ -67,7 +67,7 @@ describe('gateway protocol (pure)', () => {
   });
 
   it('reads a probe answer byte for byte: a banner before it is the login shell, named with the fix', () => {
-    expect(parseProbe('mint-gw=1\nversion=0.3.0\n').protocol).toBe(1);
+    expect(parseProbe('mint-gw=2\nversion=0.3.0\n').protocol).toBe(2);
     expect(shellNoise('mint-gw=1\n')).toBeUndefined();
     expect(shellNoise('Welcome to the cluster\nmint-gw=1\n')).toBe('Welcome to the cluster\n');
     // A key=value reader skipped the banner and called the host ready.
@@ -77,7 +77,7 @@ describe('gateway protocol (pure)', () => {
   });
 
   it('reads a batch scheduler\'s word: the queued state, status sched_* lines, the sched line on stderr; writes resources', () => {
-    expect(parseStatus(`mint-gw=1\njob=${JOB}\nstate=queued\nlog_bytes=0\nsched=slurm\nsched_id=42\nsched_state=PENDING\nsched_reason=Resources\n`)).toEqual({
+    expect(parseStatus(`mint-gw=2\njob=${JOB}\nstate=queued\nlog_bytes=0\nsched=slurm\nsched_id=42\nsched_state=PENDING\nsched_reason=Resources\n`)).toEqual({
       jobId: JOB,
       state: 'queued',
       exitCode: undefined,
@@ -99,10 +99,10 @@ describe('gateway protocol (pure)', () => {
   });
 
   it('says which side to upgrade when protocols differ', () => {
-    const older = parseProbe('mint-gw=1\nversion=0.0.1\n');
-    expect(() => checkCompatible(older)).not.toThrow();
-    expect(() => checkCompatible({ ...older, protocol: 2 })).toThrow(/upgrade mint-ssh-exec on the MInt side/);
-    expect(() => checkCompatible({ ...older, protocol: 0 })).toThrow(/gateway on the external computer/);
+    const current = parseProbe('mint-gw=2\nversion=0.3.1\n');
+    expect(() => checkCompatible(current)).not.toThrow();
+    expect(() => checkCompatible({ ...current, protocol: 3 })).toThrow(/upgrade mint-ssh-exec on the MInt side/);
+    expect(() => checkCompatible({ ...current, protocol: 1 })).toThrow(/gateway on the external computer/);
   });
 
   it('turns refusals into typed errors carrying the gateway code', () => {

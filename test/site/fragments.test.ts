@@ -84,7 +84,7 @@ describe('authorized_keys fragments in a real sshd', () => {
     };
     const good = ssh(sign('mint-operator', '-5m:+1h'));
     expect(good.status).toBe(0);
-    expect(good.out).toContain('mint-gw=1');
+    expect(good.out).toContain('mint-gw=2');
     expect(ssh(sign('someone-else', '-5m:+1h')).status).toBe(255);
     expect(ssh(sign('mint-operator', '-2h:-1h')).status).toBe(255);
   });
