@@ -163,7 +163,7 @@ describe('mint-ssh-exec CLI against the sandbox host', async () => {
     expect(JSON.parse(attached.stdout)).toMatchObject({ jobId, exitCode: 5, state: 'exited' });
   });
 
-  it('run --json / attach --json: a failure is one JSON document on stdout, {"error": {code, step, message, hint, jobId, host, exitCode}}', async () => {
+  it('run, attach, jobs, cancel, rm --json: a failure is one JSON document on stdout, {"error": {code, step, message, hint, jobId, host, exitCode}}', async () => {
     const cfg = await config();
     const dir = await freshDir();
     // A refusal from the gateway itself, through the real sshd: attach to a job that is not there.
@@ -190,6 +190,16 @@ describe('mint-ssh-exec CLI against the sandbox host', async () => {
     expect(noHost.code).toBe(exitFor(unknownHost.code));
     expect(unknownHost.hint).toBeTruthy();
     expect(unknownHost.message).not.toContain(unknownHost.hint);
+
+    // jobs, cancel and rm answer --json the same way on failure (they printed nothing on stdout).
+    const cancelMissing = await runMain(main, ['cancel', 'sandbox', missing, '--json', '--config', cfg]);
+    expect(cancelMissing.code).toBe(205);
+    expect((JSON.parse(cancelMissing.stdout) as { error: Record<string, unknown> }).error).toMatchObject({ code: 'GATEWAY_REFUSED', gatewayCode: 'E_NOJOB', host: 'sandbox', exitCode: 205 });
+    const rmBad = await runMain(main, ['rm', 'sandbox', 'not-a-uuid', '--json', '--config', cfg]);
+    expect(rmBad.code).toBe(201);
+    expect((JSON.parse(rmBad.stdout) as { error: Record<string, unknown> }).error).toMatchObject({ code: 'INPUT_INVALID', exitCode: 201 });
+    const jobsNoHost = await runMain(main, ['jobs', 'no-such-host.invalid', '--json', '--config', cfg]);
+    expect(jobsNoHost.code).toBe(exitFor((JSON.parse(jobsNoHost.stdout) as { error: { code: string } }).error.code));
 
     // Success keeps the result object.
     const ok = await runMain(main, ['run', 'sandbox', '-o', dir, '--json', '--config', cfg]);

@@ -1,5 +1,6 @@
 /** Options several `mint-ssh-exec` subcommands share, described once. */
-import { ExitCode } from '../exit-codes.js';
+import { ExitCode, errorReport } from '../exit-codes.js';
+import { printJson, type Io } from '../output.js';
 import { together, type ValueOption } from '../options.js';
 
 export const PROGRAM = 'mint-ssh-exec';
@@ -19,4 +20,17 @@ export function ownExitCodes(): string {
     .filter(([, code]) => code >= 200)
     .map(([name, code]) => together(String(code), ...name.toLowerCase().split('_')))
     .join(', ');
+}
+
+/**
+ * With --json, a failure is one JSON document on stdout too ({"error": {...}}, see errorReport), so
+ * a caller that parses stdout always gets an answer; the human line still goes to stderr (main).
+ */
+export async function withJsonErrors(io: Io, json: boolean, command: () => Promise<number>): Promise<number> {
+  try {
+    return await command();
+  } catch (error) {
+    if (json) printJson(io, errorReport(error));
+    throw error;
+  }
 }

@@ -3,11 +3,11 @@ import type { RemoteResult, Resources } from '../../types.js';
 import { CancelledError } from '../../errors.js';
 import { appendMintLog, mintLogFields, mintLogPath } from '../mint-log.js';
 import { progressReporter } from '../progress.js';
-import { ExitCode, UsageError, errorReport } from '../exit-codes.js';
+import { ExitCode, UsageError } from '../exit-codes.js';
 import { defineCommand, parseCommand, printHelp, usageError } from '../options.js';
 import { printJson, type Io } from '../output.js';
 import type { CleanupPolicy } from '../../config/resolved-host.js';
-import { PROGRAM, configOption, hostArgument, jobArgument, ownExitCodes } from './common.js';
+import { PROGRAM, configOption, hostArgument, jobArgument, ownExitCodes, withJsonErrors } from './common.js';
 
 // Shared by run and attach, in the order their usage lists them.
 const output = { type: 'string', short: 'o', value: 'DIR', description: 'where the results land (default: the current directory)' } as const;
@@ -158,19 +158,6 @@ function shared(
     ...(timeoutMs ? { timeoutMs } : {}),
     ...(values.config ? { configFile: values.config } : {}),
   };
-}
-
-/**
- * With --json, a failure is one JSON document on stdout too ({"error": {...}}, see errorReport), so
- * a caller that parses stdout always gets an answer; the human line still goes to stderr (main).
- */
-async function withJsonErrors(io: Io, json: boolean, command: () => Promise<number>): Promise<number> {
-  try {
-    return await command();
-  } catch (error) {
-    if (json) printJson(io, errorReport(error));
-    throw error;
-  }
 }
 
 /** Like MInt's execute_remote_command.sh: the remote program's exit status is ours. */
