@@ -230,9 +230,9 @@ export interface JobListing {
   jobId: string;
   state: JobState;
   exitCode: number | undefined;
-  /** Disk use of the job's dir on the site (inputs, results, log) in KiB, by du -sk; absent from gateways before 0.3.1. */
+  /** Disk use of the job's dir on the site (inputs, results, log) in KiB, by du -sk. */
   sizeKiB?: number;
-  /** Seconds since the job's dir last changed (its start, its end: what --max-age-days counts); absent from gateways before 0.3.1. */
+  /** Seconds since the job's dir last changed (its start, its end: what --max-age-days counts). */
   ageSeconds?: number;
 }
 
