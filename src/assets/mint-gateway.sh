@@ -803,18 +803,22 @@ mgw_proc_start() {
   # shellcheck disable=SC2086
   set -- $mgw_st
   [ $# -ge 20 ] || return 1
+  mgw_pstate=$1
   shift 19
   mgw_pstart=$1
 }
 
 # mgw_alive PID START: PID is alive and is the process that was recorded, not a later one given the
-# same pid. A START of - (recorded where /proc was missing) can only be checked with kill -0.
+# same pid. A START of - (recorded where /proc was missing) can only be checked with kill -0. A
+# zombie (state Z) is dead: kill -0 still finds it until its parent reaps it, and a detached
+# runner's parent is whatever reaps orphans (on the machine the tests ran on, a PID 1 that reaped
+# late: cancel's KILL was answered with state=running).
 mgw_alive() {
   case $1 in '' | *[!0-9]*) return 1 ;; esac
   kill -0 "$1" 2>/dev/null || return 1
   [ "$2" != - ] || return 0
   mgw_proc_start "$1" || return 1
-  [ -n "$2" ] && [ "$mgw_pstart" = "$2" ]
+  [ -n "$2" ] && [ "$mgw_pstart" = "$2" ] && [ "$mgw_pstate" != Z ]
 }
 
 # Sets MGW_STATE to created | running | exited | cancelled | lost, MGW_EXIT, MGW_PID and MGW_PSTART.
