@@ -930,8 +930,8 @@ mgw_verb_probe() {
     set -- $("$MGW_RSYNC" --version 2>/dev/null)
     printf 'rsync=%s\n' "${3:-unknown}"
     printf 'rsync_path=%s\n' "$MGW_RSYNC"
-    if mgw_rsync_confines; then printf 'confine_root=yes\n'; else printf 'confine_root=no\n'; fi
-    if mgw_rsync_serves; then printf 'rsync_downloads=yes\n'; else printf 'rsync_downloads=no\n'; fi
+    if mgw_rsync_has --confine-root; then printf 'confine_root=yes\n'; else printf 'confine_root=no\n'; fi
+    if mgw_rsync_has --remote-option; then printf 'rsync_downloads=yes\n'; else printf 'rsync_downloads=no\n'; fi
   else
     printf 'rsync=missing\n'
   fi
@@ -1022,13 +1022,16 @@ mgw_rsync_found() {
   MGW_RSYNC=$mgw_found
 }
 
-# --confine-root (rsync >= 3.5.0) makes rsync itself refuse paths that resolve outside the work dir,
-# closing the check-then-use window that argv checks cannot see. Uploads use it where it is there;
-# downloads do not need it (mgw_serve_download).
-mgw_rsync_confines() {
+# mgw_rsync_has OPTION: the site's rsync lists OPTION in its --help.
+#   --confine-root (rsync >= 3.5.0) makes rsync itself refuse paths that resolve outside the work
+#     dir, closing the check-then-use window that argv checks cannot see. Uploads use it where it is
+#     there; downloads do not need it (mgw_serve_download).
+#   --remote-option (rsync >= 3.1.0): what mgw_stage_download needs, with the daemon parameters of
+#     mgw_serve_download; downloads are refused without it.
+mgw_rsync_has() {
   "$MGW_RSYNC" --help 2>/dev/null | {
     while IFS= read -r mgw_line; do
-      case $mgw_line in *--confine-root*) exit 0 ;; esac
+      case $mgw_line in *"$1"*) exit 0 ;; esac
     done
     exit 1
   }
@@ -1047,7 +1050,7 @@ mgw_rsync_template() {
   # A peer that stops talking (or a hostile one that deadlocks the protocol) frees the server.
   MGW_RSYNC_TIMEOUT=--timeout=$MGW_CLIENT_TIMEOUT
   MGW_RSYNC_CONFINE=
-  if mgw_rsync_confines; then MGW_RSYNC_CONFINE=--confine-root=$MGW_SERVE; fi
+  if mgw_rsync_has --confine-root; then MGW_RSYNC_CONFINE=--confine-root=$MGW_SERVE; fi
 }
 
 # An upload may only add to a job that has not started, and must leave the site its floors (free
@@ -1356,7 +1359,7 @@ mgw_verb_get() {
   mgw_rsync_found || mgw_die E_CONFIG 78 "rsync is not installed on the external computer"
   # A client gone at any moment (its `sent` line then kills us with SIGPIPE) must still leave no
   # staging tree behind: main turns those signals into exits, which run mgw_at_exit.
-  mgw_rsync_serves || mgw_die E_CONFIG 78 "rsync on this computer is older than 3.1.0 (it lacks --remote-option); downloads need rsync >= 3.1.0"
+  mgw_rsync_has --remote-option || mgw_die E_CONFIG 78 "rsync on this computer is older than 3.1.0 (it lacks --remote-option); downloads need rsync >= 3.1.0"
   mgw_stage_download
   mgw_audit_accepted accepted
   mgw_serve_download
@@ -1484,15 +1487,6 @@ refuse options = copy-links copy-unsafe-links copy-dirlinks keep-dirlinks munge-
 MGW_RSYNCD_CONF
 }
 
-# rsync >= 3.1.0: --remote-option (mgw_stage_download), and the daemon parameters above.
-mgw_rsync_serves() {
-  "$MGW_RSYNC" --help 2>/dev/null | {
-    while IFS= read -r mgw_line; do
-      case $mgw_line in *--remote-option*) exit 0 ;; esac
-    done
-    exit 1
-  }
-}
 
 # The answer is every byte the client writes after the `sent` line, up to its end of input, and
 # it must be exactly `remove` and a newline: compared as hex, since a shell's read would silently

@@ -67,6 +67,25 @@ async function timed(options: RunRemoteOptions): Promise<{ error: unknown; ms: n
   return { error, ms: Date.now() - started, events };
 }
 
+/**
+ * An abort at the first event that `when` accepts (after `before`, e.g. cutting the host off); `at()`
+ * is when it fired (0: never), so a test measures from the abort, not from the call.
+ */
+function abortOn(when: (e: JobEvent) => boolean, before: () => void = () => undefined): { signal: AbortSignal; onEvent: (e: JobEvent) => void; at: () => number } {
+  const controller = new AbortController();
+  let at = 0;
+  return {
+    signal: controller.signal,
+    onEvent: (e) => {
+      if (at || !when(e)) return;
+      before();
+      at = Date.now();
+      controller.abort();
+    },
+    at: () => at,
+  };
+}
+
 /** After the call returned, nothing of it goes on (no reconnects in the background). */
 async function expectQuietAfter(events: JobEvent[]): Promise<void> {
   const count = events.length;
@@ -210,22 +229,16 @@ describe('timeoutMs and abort bound the whole call when the host goes away mid-j
   it(`abort during the run, the host gone: rejects within ${BOUND_MS} ms of the abort`, async () => {
     const { host, gone } = await through();
     const jobId = randomUUID();
-    const controller = new AbortController();
-    let abortedAt = 0;
+    const abort = abortOn((e) => e.type === 'log' && e.text.includes('line 2'), gone);
     const { error, events } = await timed({
       host,
       jobId,
       args: ['slow'],
-      signal: controller.signal,
       outputDir: await scratchDir(),
-      onEvent: (e) => {
-        if (e.type === 'log' && e.text.includes('line 2') && !abortedAt) {
-          gone();
-          abortedAt = Date.now();
-          controller.abort();
-        }
-      },
+      signal: abort.signal,
+      onEvent: abort.onEvent,
     });
+    const abortedAt = abort.at();
     const ms = Date.now() - abortedAt;
     try {
       expect(error).toMatchObject({ code: 'CANCELLED', message: expect.stringMatching(/^job cancelled by the caller/) });
@@ -239,21 +252,16 @@ describe('timeoutMs and abort bound the whole call when the host goes away mid-j
 
   it(`abort during the run, the host live: stopped and confirmed within ${BOUND_MS} ms`, async () => {
     const jobId = randomUUID();
-    const controller = new AbortController();
-    let abortedAt = 0;
+    const abort = abortOn((e) => e.type === 'log' && e.text.includes('line 2'));
     const { error } = await timed({
       host: sandbox.host,
       jobId,
       args: ['slow'],
-      signal: controller.signal,
       outputDir: await scratchDir(),
-      onEvent: (e) => {
-        if (e.type === 'log' && e.text.includes('line 2') && !abortedAt) {
-          abortedAt = Date.now();
-          controller.abort();
-        }
-      },
+      signal: abort.signal,
+      onEvent: abort.onEvent,
     });
+    const abortedAt = abort.at();
     expect(Date.now() - abortedAt).toBeLessThan(BOUND_MS);
     expect(error).toBeInstanceOf(CancelledError);
     expect((error as CancelledError).hint).toBeUndefined();
@@ -268,22 +276,16 @@ describe('timeoutMs and abort bound the whole call when the host goes away mid-j
     const big = join(dir, 'big.bin');
     await writeFile(big, randomBytes(16 * 1024 * 1024));
     const jobId = randomUUID();
-    const controller = new AbortController();
-    let abortedAt = 0;
+    const abort = abortOn((e) => e.type === 'uploading' && e.bytes > 0, gone);
     const { error, events } = await timed({
       host,
       jobId,
       inputs: [big],
-      signal: controller.signal,
       outputDir: await scratchDir(),
-      onEvent: (e) => {
-        if (e.type === 'uploading' && e.bytes > 0 && !abortedAt) {
-          gone();
-          abortedAt = Date.now();
-          controller.abort();
-        }
-      },
+      signal: abort.signal,
+      onEvent: abort.onEvent,
     });
+    const abortedAt = abort.at();
     const ms = Date.now() - abortedAt;
     expect(abortedAt).toBeGreaterThan(0);
     expect(error).toMatchObject({ code: 'CANCELLED', step: 'upload', jobId });
@@ -298,22 +300,16 @@ describe('timeoutMs and abort bound the whole call when the host goes away mid-j
     const { host, gone } = await through();
     proxy!.setBandwidth(2 * 1024 * 1024);
     const jobId = randomUUID();
-    const controller = new AbortController();
-    let abortedAt = 0;
+    const abort = abortOn((e) => e.type === 'downloading' && e.bytes > 0, gone);
     const { error, events } = await timed({
       host,
       jobId,
       args: ['bigout'],
-      signal: controller.signal,
       outputDir: await scratchDir(),
-      onEvent: (e) => {
-        if (e.type === 'downloading' && e.bytes > 0 && !abortedAt) {
-          gone();
-          abortedAt = Date.now();
-          controller.abort();
-        }
-      },
+      signal: abort.signal,
+      onEvent: abort.onEvent,
     });
+    const abortedAt = abort.at();
     const ms = Date.now() - abortedAt;
     expect(abortedAt).toBeGreaterThan(0);
     expect(error).toMatchObject({ code: 'CANCELLED', jobId });
