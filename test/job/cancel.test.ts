@@ -9,10 +9,10 @@ import { existsSync } from 'node:fs';
 import { chmod, readFile, rm, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { attach, CancelledError, runRemote, type JobEvent, type RemoteResult } from '../../src/index.js';
 import { startSandbox, type Sandbox } from '../../src/sandbox/sandbox.js';
-import { freshDir, sha256 } from '../support/fixture.js';
+import { freshDir, sha256, useScratchDirs } from '../support/fixture.js';
 
 const ROOT = resolve(fileURLToPath(new URL('../..', import.meta.url)));
 /** The gateway's --grace for this file's sandbox: short, so the KILL test does not wait 10 s. */
@@ -100,15 +100,7 @@ async function leftover(patterns: string[], pgid?: number, waitMs = 5000): Promi
 }
 
 /** Temp dirs the tests make, removed after each test. */
-const scratch: string[] = [];
-async function scratchDir(): Promise<string> {
-  const dir = await freshDir();
-  scratch.push(dir);
-  return dir;
-}
-afterEach(async () => {
-  for (const dir of scratch.splice(0)) await rm(dir, { recursive: true, force: true });
-});
+const scratchDir = useScratchDirs();
 
 describe('cancel and attach against a real sshd and the real gateway', () => {
   let sandbox: Sandbox;

@@ -17,7 +17,7 @@ import { CANCEL_MARGIN_MS } from '../../src/job/run-remote.js';
 import { cancelJob } from '../../src/job/manage.js';
 import { startSandbox, type Sandbox } from '../../src/sandbox/sandbox.js';
 import { startFaultProxy, type FaultProxy } from '../support/fault-proxy.js';
-import { freshDir } from '../support/fixture.js';
+import { freshDir, useScratchDirs } from '../support/fixture.js';
 
 /** What the abort or timeout may cost beyond the margin on a loaded machine: scheduling, not retries. */
 const SLACK_MS = 1000;
@@ -93,15 +93,7 @@ async function expectQuietAfter(events: JobEvent[]): Promise<void> {
   expect(events.slice(count)).toEqual([]);
 }
 
-const scratch: string[] = [];
-async function scratchDir(): Promise<string> {
-  const dir = await freshDir();
-  scratch.push(dir);
-  return dir;
-}
-afterEach(async () => {
-  for (const dir of scratch.splice(0)) await rm(dir, { recursive: true, force: true });
-});
+const scratchDir = useScratchDirs();
 
 describe('timeoutMs and abort bound the whole call against a host that cannot answer', () => {
   const host = { hostname: '127.0.0.1', user: 'mint', sshConfig: false as const, agent: false as const };

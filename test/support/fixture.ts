@@ -3,7 +3,7 @@ import { createHash } from 'node:crypto';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, beforeAll, inject } from 'vitest';
+import { afterAll, afterEach, beforeAll, inject } from 'vitest';
 import { startSandbox, type Sandbox, type SandboxOptions } from '../../src/sandbox/sandbox.js';
 import { startDockerSandbox } from '../../src/sandbox/docker.js';
 
@@ -40,6 +40,19 @@ export function useTempDir(): () => string {
     dirs.push(current);
   });
   return () => current;
+}
+
+/** Fresh dirs, each removed after the test that made it (big outputs do not pile up in /tmp). */
+export function useScratchDirs(): () => Promise<string> {
+  const made: string[] = [];
+  afterEach(async () => {
+    for (const dir of made.splice(0)) await rm(dir, { recursive: true, force: true });
+  });
+  return async () => {
+    const dir = await freshDir();
+    made.push(dir);
+    return dir;
+  };
 }
 
 export async function freshDir(): Promise<string> {
