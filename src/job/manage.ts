@@ -34,14 +34,18 @@ export async function cancelJob(host: string | InlineHost, jobId: string, option
 export async function removeJob(host: string | InlineHost, jobId: string, options: ResolveOptions = {}): Promise<JobStatus | undefined> {
   checkJobId(jobId);
   const session = new JobSession(await resolveHost(host, options), options, () => undefined);
+  // What the first attempt saw: a retry after a drop that came once `rm` had acted finds no job,
+  // and must still say that one was removed.
+  let seen: JobStatus | undefined;
   try {
     return await session.step('cleanup', async (link) => {
       const before = await link.steps.status(jobId).catch((error: unknown) => {
         if (error instanceof GatewayError && error.gatewayCode === 'E_NOJOB') return undefined;
         throw error;
       });
+      seen ??= before;
       await link.steps.remove(jobId);
-      return before;
+      return seen;
     });
   } finally {
     await session.drop();
