@@ -8,7 +8,7 @@ import { existsSync } from 'node:fs';
 import { chmod, copyFile, mkdir, mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import net from 'node:net';
 import { tmpdir, userInfo } from 'node:os';
-import { join, resolve } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { SAMPLE_PROGRAM } from '../assets/index.js';
 import { SandboxError } from '../errors.js';
 import { install, type GatewayOptions, type KeyRestrictions } from '../site/install.js';
@@ -28,6 +28,11 @@ export interface SandboxOptions {
   baseDir?: string;
   /** Extra sshd_config lines, e.g. `MaxSessions 3`. */
   sshdConfig?: string[];
+  /**
+   * An existing local account the key logs into, as on a site (its own uid, login shell, PATH and
+   * umask; jobs and their files are its own). Needs root. Default: the current user.
+   */
+  account?: string;
 }
 
 export interface Sandbox {
@@ -72,8 +77,9 @@ export function findSshd(): string {
 
 export async function startSandbox(options: SandboxOptions = {}): Promise<Sandbox> {
   const sshd = findSshd();
+  const owner = options.account === undefined ? undefined : accountIds(options.account);
   const dir = await mkdtemp(join(options.baseDir ?? tmpdir(), 'mint-sandbox-'));
-  const user = userInfo().username;
+  const user = options.account ?? userInfo().username;
   let child: ChildProcess | undefined;
   // The sshd processes we stop ourselves: their exit is not a death.
   const stopping = new WeakSet<ChildProcess>();
@@ -118,6 +124,15 @@ export async function startSandbox(options: SandboxOptions = {}): Promise<Sandbo
         gateway: { keyName: 'mint-sandbox', ...gateway, root, program },
         ...(restrictions ? { restrictions } : {}),
       });
+      if (owner) await handOver(owner);
+    };
+    // Another account: its job root is its own; the way to the gateway, the program and the
+    // authorized_keys file (which sshd reads as that account) must be open to it. The client's
+    // private key stays root's (0600).
+    const handOver = async (ids: { uid: number; gid: number }): Promise<void> => {
+      for (const open of [dir, dirname(gatewayPath), dirname(program)]) await chmod(open, 0o755);
+      await chmod(authorizedKeys, 0o644);
+      execFileSync('chown', ['-R', `${ids.uid}:${ids.gid}`, root]);
     };
     await installLine(options.gateway ?? {}, options.restrictions);
 
@@ -215,6 +230,19 @@ export async function startSandbox(options: SandboxOptions = {}): Promise<Sandbo
  */
 function ended(child: ChildProcess): boolean {
   return child.exitCode !== null || child.signalCode !== null;
+}
+
+/** uid and gid of a local account (getent: NSS accounts too), or a SandboxError saying how to make one. */
+function accountIds(name: string): { uid: number; gid: number } {
+  if (process.getuid?.() !== 0) throw new SandboxError(`a sandbox for the account ${name} needs root (it hands the job root over to it)`);
+  let entry: string;
+  try {
+    entry = execFileSync('getent', ['passwd', name], { encoding: 'utf8' });
+  } catch {
+    throw new SandboxError(`no local account ${JSON.stringify(name)}`, { hint: `create one, e.g. useradd -m -s /bin/sh -p '*' ${name}` });
+  }
+  const [, , uid, gid] = entry.trim().split(':');
+  return { uid: Number(uid), gid: Number(gid) };
 }
 
 function keygen(path: string, comment: string): void {
