@@ -116,7 +116,7 @@ describe('gateway limits', async () => {
     await sandbox().reinstall({ maxJobs: 3, minFreeMb: 10 });
     const p = await probeHost(sandbox().host);
     expect(p.ok).toBe(true);
-    expect(p.gateway).toEqual({ protocol: 1, version: expect.stringMatching(/^\d+\.\d+\.\d+$/) });
+    expect(p.gateway).toEqual({ protocol: 2, version: expect.stringMatching(/^\d+\.\d+\.\d+$/) });
     expect(p.resources?.cpus).toBeGreaterThan(0);
     await sandbox().reinstall({});
   });
