@@ -1,6 +1,7 @@
 /**
  * The code's layout follows a job's life, and its dependencies point one way:
- *   base (errors.ts, assets/) <- config <- connection <- transfer <- gateway <- job <- probe <- cli
+ *   base (errors.ts, assets/) <- config <- connection <- transfer <- gateway <- pull <- job <- probe <- cli
+ *   pull <- hub, agent (pull mode's two ends, issue 18; beside job, neither importing the other)
  *   config <- site <- sandbox;  everything <- index.ts (the entry)
  * Each import from one folder of src/ into another must go to a folder of a lower rank; then no
  * folder cycle can exist (checked on its own too, so a rank table edited wrongly still fails), and
@@ -21,10 +22,13 @@ const RANK: Record<string, number> = {
   transfer: 3,
   sandbox: 3,
   gateway: 4,
-  job: 5,
-  probe: 6,
-  cli: 7,
-  index: 8,
+  pull: 5,
+  job: 6,
+  hub: 6,
+  agent: 6,
+  probe: 7,
+  cli: 8,
+  index: 9,
 };
 
 function files(dir: string): string[] {

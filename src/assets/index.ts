@@ -17,3 +17,5 @@ export const PERL_SHIM = fromRoot('src/assets/rsh-shim.pl');
 export const NODE_SHIM = fromRoot('src/assets/rsh-shim.mjs');
 /** MInt's sample remote-side program, the sandbox's default. */
 export const SAMPLE_PROGRAM = fromRoot('examples/execute_remote-side_program_ssh.sh');
+/** rsync's remote shell for the pull-mode agent: runs the gateway here as sshd would (src/agent/agent.ts). */
+export const AGENT_RSH = fromRoot('src/assets/agent-rsh.mjs');

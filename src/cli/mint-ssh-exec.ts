@@ -9,12 +9,13 @@ import { attachCommand, attachSpec, runCommand, runSpec } from './commands/run.j
 import { cancelCommand, cancelSpec, jobsCommand, jobsSpec, rmCommand, rmSpec } from './commands/jobs.js';
 import { sandboxCommand, sandboxSpec } from './commands/sandbox.js';
 import { caCommand, caSpec } from './commands/ca.js';
+import { agentCommand, agentSpec, hubCommand, hubSpec } from './commands/pull.js';
 
 /** The subcommands, in the order the usage lists them; each one's table makes its parser and help. */
 export const PROGRAM_SPEC: ProgramSpec = {
   program: 'mint-ssh-exec',
   summary: 'Run part of a MInt workflow module on an external computer over one SSH connection, through a forced-command gateway (set up there with mint-gateway).',
-  commands: [probeSpec, runSpec, attachSpec, jobsSpec, cancelSpec, rmSpec, sandboxSpec, caSpec],
+  commands: [probeSpec, runSpec, attachSpec, jobsSpec, cancelSpec, rmSpec, sandboxSpec, caSpec, hubSpec, agentSpec],
 };
 
 export async function main(argv: string[] = process.argv.slice(2), io: Io = processIo, signal?: AbortSignal): Promise<number> {
@@ -39,6 +40,10 @@ export async function main(argv: string[] = process.argv.slice(2), io: Io = proc
         return await sandboxCommand(rest, io, controller.signal);
       case 'ca':
         return await caCommand(rest, io);
+      case 'hub':
+        return await hubCommand(rest, io, controller.signal);
+      case 'agent':
+        return await agentCommand(rest, io, controller.signal);
       case '--version':
       case '-v':
         io.stdout.write(`${version()}\n`);

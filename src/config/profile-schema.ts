@@ -86,6 +86,12 @@ export const HostProfileSchema = z.strictObject({
   keepaliveCountMax: intBetween(1, 100).optional(),
   cleanup: z.enum(['always', 'on-success', 'never']).optional(),
   retry: RetrySchema.optional(),
+  // Pull mode (issue 18): the site's agent polls a hub over HTTPS; no SSH, and no port on the site.
+  mode: z.enum(['ssh', 'pull'], { error: '"ssh" (the default) or "pull" (through a hub)' }).optional(),
+  hub: z.string({ error: 'an https:// URL' }).regex(/^https:\/\/[^\s/]+(\/.*)?$/, { error: 'an https:// URL' }).optional(),
+  site: z.string({ error: 'a site name' }).regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/, { error: 'a site name: letters, digits and ._-' }).optional(),
+  hubTokenFile: path.optional(),
+  hubCa: path.optional(),
 });
 
 export const ProfilesFileSchema = z.strictObject({

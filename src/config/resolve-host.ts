@@ -55,8 +55,25 @@ export async function resolveHost(host: string | InlineHost, options: ResolveOpt
     name = given ?? profile.hostname ?? '';
     if (!name) throw new ConfigError('inline host needs a hostname');
   }
+  if (profile.mode === 'pull') return pullHost(name, profile, env, home);
   const source = await sshConfigFor(name, profile, home, env);
   return merge(name, profile, source, env, home);
+}
+
+/** A pull-mode host: no ssh_config is read (there is no SSH); hub, site and token file are required. */
+function pullHost(name: string, profile: HostProfile, env: NodeJS.ProcessEnv, home: string): ResolvedHost {
+  const missing = (['hub', 'site', 'hubTokenFile'] as const).filter((k) => profile[k] === undefined);
+  if (missing.length > 0) throw new ConfigError(`host ${name}: mode: pull needs ${missing.join(', ')}`);
+  const base = merge(name, { ...profile, sshConfig: false, hostname: new URL(profile.hub!).hostname }, { entry: { identityFiles: [], userKnownHostsFiles: [] }, by: 'none' }, env, home);
+  return {
+    ...base,
+    pull: {
+      hub: profile.hub!,
+      site: profile.site!,
+      tokenFile: expandHome(profile.hubTokenFile!, home),
+      ...(profile.hubCa ? { ca: expandHome(profile.hubCa, home) } : {}),
+    },
+  };
 }
 
 /** What a name given as HOST stands for, before it is used as a host name as it is. */

@@ -46,10 +46,23 @@ export interface ResolvedHost {
   perJobCertificate?: PerJobCertificatePolicy;
   /** The job's own key and certificate (in memory only), set once per job by runRemote/attach. */
   jobCredential?: JobCredential;
+  /** `mode: pull`: jobs go through a hub, which the site's agent polls (no SSH at all). */
+  pull?: PullTarget;
   /** Who read ssh_config: OpenSSH itself, this package's parser (the fallback), or nobody (`sshConfig: false`). */
   resolvedBy: 'ssh -G' | 'built-in' | 'none';
   /** Why the built-in parser was used instead of ssh -G. */
   resolvedByWhy?: string;
+}
+
+export interface PullTarget {
+  /** The hub's https:// URL. */
+  hub: string;
+  /** The site whose agent runs the jobs. */
+  site: string;
+  /** The submit token's file (`hub init` writes DATA/submit.token). */
+  tokenFile: string;
+  /** The CA that signed the hub's certificate (`hub init`'s DATA/ca.pem); default the system's. */
+  ca?: string;
 }
 
 export interface PerJobCertificatePolicy {

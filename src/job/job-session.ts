@@ -16,13 +16,18 @@ import type { RshBridge } from '../transfer/rsh-bridge.js';
 import { GatewayClient } from '../gateway/client.js';
 import type { EventListener } from './events.js';
 import { sshJobSteps, type JobSteps } from './steps.js';
+import { pullJobSteps } from './pull-steps.js';
+import { HubHttp, readCa, readToken } from '../pull/http.js';
 
 export interface Link {
-  connection: Connection;
-  /** The job's steps over this link (the SSH gateway's). */
+  /** The SSH connection; none in pull mode, where the steps go to a hub over HTTPS. */
+  connection?: Connection;
+  /** The job's steps over this link: the SSH gateway's, or a pull-mode hub's. */
   steps: JobSteps;
-  bridge: RshBridge;
-  lease: Lease;
+  bridge?: RshBridge;
+  lease?: Lease;
+  /** Lets the link go (a hub link's HTTPS connections). */
+  close?: () => void;
 }
 
 export class JobSession {
@@ -57,11 +62,21 @@ export class JobSession {
    * connection is abandoned when `signal` aborts (the step's; by default the session's).
    */
   async open(signal: AbortSignal | undefined = this.signal): Promise<Link> {
-    if (this.link && !this.link.connection.closed) return this.link;
+    if (this.link && !this.link.connection?.closed) return this.link;
     await this.drop();
     this.connects += 1;
     this.emit({ type: 'connecting', host: this.host.name, attempt: this.connects });
     const t = performance.now();
+    if (this.host.pull) {
+      // Pull mode: the steps go to the hub; each request opens (or reuses) its own HTTPS connection.
+      const pull = this.host.pull;
+      const what = `host ${this.host.name}`;
+      const http = new HubHttp({ hub: pull.hub, token: readToken(pull.tokenFile, what), name: this.host.name, ...(pull.ca ? { ca: readCa(pull.ca, what) ?? '' } : {}) });
+      this.reachedFlag = true;
+      this.link = { steps: pullJobSteps(http, pull.site), close: () => http.close() };
+      this.emit({ type: 'connected', host: this.host.name, ms: performance.now() - t });
+      return this.link;
+    }
     const lease = await this.pool.acquire(this.host, () => openConnection(this.host, this.resolveOptions, signal));
     this.reachedFlag = true;
     this.link = { connection: lease.connection, steps: sshJobSteps(new GatewayClient(lease.connection, lease.bridge)), bridge: lease.bridge, lease };
@@ -110,7 +125,7 @@ export class JobSession {
           return await fn(link, attempt);
         } catch (error) {
           // A failure seen on a connection that has since died is the connection's failure.
-          if (link.connection.closed && !(error instanceof ConnectError) && !(error instanceof CancelledError)) {
+          if (link.connection?.closed && !(error instanceof ConnectError) && !(error instanceof CancelledError)) {
             throw new ConnectError('CONNECTION_LOST', `connection to ${this.host.name} lost during ${name}: ${(error as Error).message}`, {
               host: this.host.name,
               step: name,
@@ -150,7 +165,8 @@ export class JobSession {
   async drop(): Promise<void> {
     const link = this.link;
     this.link = undefined;
-    link?.lease.release();
+    link?.lease?.release();
+    link?.close?.();
   }
 }
 /** A connection with the package's resolution rules (ProxyJump hops resolved like any host). */

@@ -30,7 +30,7 @@ const cases = PROGRAMS.flatMap(([program, run]) => program.commands.map((command
 
 describe('--help and -h on every subcommand', () => {
   it('both CLIs have the subcommands they dispatch', () => {
-    expect(SSH_EXEC.commands.map((c) => c.name)).toEqual(['probe', 'run', 'attach', 'jobs', 'cancel', 'rm', 'sandbox', 'ca']);
+    expect(SSH_EXEC.commands.map((c) => c.name)).toEqual(['probe', 'run', 'attach', 'jobs', 'cancel', 'rm', 'sandbox', 'ca', 'hub', 'agent']);
     expect(GATEWAY.commands.map((c) => c.name)).toEqual(['install', 'uninstall', 'doctor']);
   });
 

@@ -1,0 +1,498 @@
+/**
+ * The hub (issue 18): the MInt side's HTTPS end of pull mode. Modules submit jobs with a submit
+ * token; each site's agent, which opens no port, long-polls for its own site's jobs with the site's
+ * token, runs them through the gateway script, and sends back the log (by byte offset) and the
+ * results (by file, resumable by offset, checked by SHA-256). A token sees only its own jobs: any
+ * other job id reads as "no such job" (404), never "not yours". Every acknowledgement is given after
+ * the bytes are fsynced and the row is committed (store.ts), so a restart loses nothing.
+ */
+import https from 'node:https';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { EventEmitter } from 'node:events';
+import { createReadStream, createWriteStream } from 'node:fs';
+import { mkdir, open, rm, stat, truncate } from 'node:fs/promises';
+import { join } from 'node:path';
+import { Transform, type TransformCallback } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { isJobId, checkProgramArgs, checkProgramRequest } from '../gateway/protocol.js';
+import { MintSshError } from '../errors.js';
+import { API, checkManifest, hashFile, SITE_NAME, type AgentJob, type StartRequest } from '../pull/wire.js';
+import { FINAL, HubStore, hubJob, startRequest, type JobRow, type Kind } from './store.js';
+import type { JobState } from '../types.js';
+
+export interface HubOptions {
+  data: string;
+  host: string;
+  port: number;
+  /** PEM server certificate and key (default DATA/server.pem, DATA/server.key from `hub init`). */
+  cert: string;
+  key: string;
+  /** Longest long-poll a client may ask for (ms). */
+  maxWaitMs?: number;
+}
+
+class HttpError extends Error {
+  constructor(
+    readonly status: number,
+    readonly code: string,
+    message: string,
+    readonly extra: Record<string, unknown> = {},
+  ) {
+    super(message);
+  }
+}
+
+type Who = { kind: 'site' | 'submitter'; name: string };
+
+const MAX_JSON = 8 * 1024 * 1024;
+const LOG_CHUNK = 1024 * 1024;
+
+export class Hub {
+  readonly store: HubStore;
+  private readonly server: https.Server;
+  private readonly bus = new EventEmitter();
+  private readonly maxWaitMs: number;
+  private readonly options: HubOptions;
+
+  constructor(options: HubOptions) {
+    this.options = options;
+    this.store = new HubStore(options.data);
+    this.maxWaitMs = options.maxWaitMs ?? 60_000;
+    this.bus.setMaxListeners(0);
+    this.server = https.createServer({ cert: options.cert, key: options.key }, (req, res) => {
+      this.handle(req, res).catch((error: unknown) => this.fail(res, error));
+    });
+    // A client that opens a connection and sends nothing is let go (slowloris).
+    this.server.headersTimeout = 20_000;
+    this.server.requestTimeout = 0;
+    this.server.keepAliveTimeout = 65_000;
+  }
+
+  async listen(): Promise<{ host: string; port: number }> {
+    await new Promise<void>((resolve, reject) => {
+      this.server.once('error', reject);
+      this.server.listen(this.options.port, this.options.host, () => resolve());
+    });
+    const address = this.server.address();
+    const port = typeof address === 'object' && address ? address.port : this.options.port;
+    return { host: this.options.host, port };
+  }
+
+  async close(): Promise<void> {
+    this.bus.emit('closing');
+    await new Promise<void>((resolve) => {
+      this.server.close(() => resolve());
+      this.server.closeAllConnections();
+    });
+    this.store.close();
+  }
+
+  private fail(res: ServerResponse, error: unknown): void {
+    let status = 500;
+    let body: Record<string, unknown> = { code: 'E_INTERNAL', message: 'internal error' };
+    if (error instanceof HttpError) {
+      status = error.status;
+      body = { code: error.code, message: error.message, ...error.extra };
+    } else if (error instanceof MintSshError && error.code === 'INPUT_INVALID') {
+      status = 400;
+      body = { code: 'E_USAGE', message: error.message };
+    } else {
+      process.stderr.write(`mint-ssh-exec hub: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`);
+    }
+    if (res.headersSent) {
+      res.destroy();
+      return;
+    }
+    send(res, status, { error: body });
+  }
+
+  private who(req: IncomingMessage): Who {
+    const m = /^Bearer ([A-Za-z0-9_.-]{16,256})$/.exec(req.headers.authorization ?? '');
+    const who = m ? this.store.whoIs(m[1]!) : undefined;
+    if (!who) throw new HttpError(401, 'E_AUTH', 'no valid token (unknown or revoked)');
+    return who;
+  }
+
+  private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const url = new URL(req.url ?? '/', 'https://hub');
+    const path = url.pathname;
+    if (!path.startsWith(`${API}/`)) throw new HttpError(404, 'E_NOTFOUND', 'no such endpoint');
+    const who = this.who(req);
+    const parts = path.slice(API.length + 1).split('/');
+    const method = req.method ?? 'GET';
+    if (parts[0] === 'agent') {
+      if (who.kind !== 'site') throw new HttpError(403, 'E_AUTH', 'agent endpoints take a site token');
+      return this.agentRoute(who.name, method, parts.slice(1), url, req, res);
+    }
+    if (parts[0] === 'jobs') {
+      if (who.kind !== 'submitter') throw new HttpError(403, 'E_AUTH', 'job endpoints take a submit token, never a site token');
+      return this.submitRoute(who.name, method, parts.slice(1), url, req, res);
+    }
+    throw new HttpError(404, 'E_NOTFOUND', 'no such endpoint');
+  }
+
+  // ------------------------------------------------------------------------------------------------
+  // The submit side (MInt's modules)
+
+  private ownJob(submitter: string, id: string | undefined): JobRow {
+    const row = id !== undefined && isJobId(id) ? this.store.job(id) : undefined;
+    if (!row || row.submitter !== submitter) throw new HttpError(404, 'E_NOJOB', `no job ${id}`);
+    return row;
+  }
+
+  private async submitRoute(submitter: string, method: string, parts: string[], url: URL, req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const [id, what, idx] = parts;
+    if (id === undefined || id === '') {
+      if (method !== 'GET') throw new HttpError(405, 'E_USAGE', 'GET only');
+      const site = url.searchParams.get('site') ?? undefined;
+      return send(res, 200, { jobs: this.store.listJobs({ submitter, ...(site ? { site } : {}) }).map(hubJob) });
+    }
+    if (method === 'POST' && what === undefined) {
+      // Create: idempotent for the same submitter and site (a retry after a lost answer).
+      if (!isJobId(id)) throw new HttpError(400, 'E_USAGE', 'a job id is a lowercase UUID');
+      const body = await readJson<{ site?: unknown }>(req);
+      const site = body.site;
+      if (typeof site !== 'string' || !SITE_NAME.test(site) || !this.store.siteExists(site)) throw new HttpError(404, 'E_NOSITE', `no site ${String(site)} on this hub`);
+      const existing = this.store.job(id);
+      if (existing && (existing.submitter !== submitter || existing.site !== site)) throw new HttpError(409, 'E_STATE', `job ${id} exists`);
+      if (!existing) this.store.createJob(id, site, submitter);
+      return send(res, 200, hubJob(this.store.job(id)!));
+    }
+    const row = this.ownJob(submitter, id);
+    if (what === undefined && method === 'GET') return send(res, 200, hubJob(row));
+    if (what === undefined && method === 'DELETE') {
+      if (row.state === 'running' || (row.state === 'queued' && row.claimed === 1)) throw new HttpError(409, 'E_STATE', `job ${id} is still ${row.state}; cancel it first`);
+      this.store.deleteJob(id);
+      await rm(this.jobDir(id), { recursive: true, force: true });
+      this.bus.emit(`job:${id}`);
+      return send(res, 200, { removed: true });
+    }
+    if (what === 'inputs') return this.filesRoute(row, 'in', method, idx, url, req, res, row.state === 'created');
+    if (what === 'start' && method === 'POST') {
+      const body = await readJson<StartRequest>(req);
+      if (row.state !== 'created') return send(res, 200, hubJob(row));
+      const request = checkStart(body);
+      await this.verifyFiles(row.id, 'in');
+      this.store.update(row.id, { state: 'queued', request: JSON.stringify(request), inputs_ready: 1, submitted_at: Date.now() });
+      this.bus.emit(`site:${row.site}`);
+      return send(res, 200, hubJob(this.store.job(row.id)!));
+    }
+    if (what === 'log' && method === 'GET') return this.sendLog(row, url, res);
+    if (what === 'cancel' && method === 'POST') {
+      if (FINAL.has(row.state)) return send(res, 200, hubJob(row));
+      if (row.state === 'created' || (row.state === 'queued' && row.claimed === 0)) {
+        // Never handed to the site: it never ran, and never will.
+        this.store.update(row.id, { state: 'cancelled', cancel_requested: 1 });
+      } else {
+        this.store.update(row.id, { cancel_requested: 1 });
+        this.bus.emit(`site:${row.site}`);
+      }
+      this.bus.emit(`job:${row.id}`);
+      return send(res, 200, hubJob(this.store.job(row.id)!));
+    }
+    if (what === 'results' && method === 'GET' && idx === undefined) {
+      const ready = await this.waitFor(row.id, url, (r) => r === undefined || r.results_ready === 1 || (r.state === 'cancelled' && r.claimed === 0));
+      if (!ready) throw new HttpError(404, 'E_NOJOB', `no job ${id}`);
+      return send(res, 200, { job: hubJob(ready), files: ready.results_ready === 1 ? this.store.files(row.id, 'out') : [] });
+    }
+    if (what === 'results' && method === 'GET') return this.sendFile(row, 'out', idx, req, res);
+    throw new HttpError(404, 'E_NOTFOUND', 'no such endpoint');
+  }
+
+  // ------------------------------------------------------------------------------------------------
+  // The agent (one site)
+
+  private siteJob(site: string, id: string | undefined): JobRow {
+    const row = id !== undefined && isJobId(id) ? this.store.job(id) : undefined;
+    // Another site's job reads exactly as a missing one.
+    if (!row || row.site !== site || row.claimed !== 1) throw new HttpError(404, 'E_NOJOB', `no job ${id}`);
+    return row;
+  }
+
+  private async agentRoute(site: string, method: string, parts: string[], url: URL, req: IncomingMessage, res: ServerResponse): Promise<void> {
+    if (parts[0] === 'next' && method === 'GET') {
+      const wait = this.waitMs(url);
+      const deadline = Date.now() + wait;
+      for (;;) {
+        const work = this.store.takeWork(site);
+        if (work.start.length + work.cancel.length > 0 || Date.now() >= deadline) {
+          return send(res, 200, { jobs: [...work.start, ...work.cancel].map((r) => this.agentJob(r)) });
+        }
+        if (!(await this.wake(`site:${site}`, deadline - Date.now(), req))) return;
+      }
+    }
+    if (parts[0] !== 'jobs') throw new HttpError(404, 'E_NOTFOUND', 'no such endpoint');
+    const [, id, what, idx] = parts;
+    if (id === undefined) return send(res, 200, { jobs: this.store.activeForSite(site).map((r) => this.agentJob(r)) });
+    const row = this.siteJob(site, id);
+    if (what === undefined && method === 'GET') return send(res, 200, this.agentJob(row));
+    if (what === 'inputs' && method === 'GET' && idx !== undefined) return this.sendFile(row, 'in', idx, req, res);
+    if (what === 'state' && method === 'POST') {
+      const body = await readJson<{ state?: unknown; pid?: unknown; exitCode?: unknown }>(req);
+      const state = body.state as JobState;
+      if (!['running', 'exited', 'cancelled', 'lost', 'queued'].includes(state)) throw new HttpError(400, 'E_USAGE', 'bad state');
+      if (!FINAL.has(row.state)) {
+        this.store.update(row.id, {
+          state,
+          ...(typeof body.pid === 'number' ? { pid: body.pid } : {}),
+          ...(typeof body.exitCode === 'number' ? { exit_code: body.exitCode } : {}),
+          ...(state === 'running' && row.started_at === null ? { started_at: Date.now() } : {}),
+        });
+        this.bus.emit(`job:${row.id}`);
+      }
+      return send(res, 200, hubJob(this.store.job(row.id)!));
+    }
+    if (what === 'log' && method === 'POST') return this.appendLog(row, url, req, res);
+    if (what === 'results') return this.filesRoute(row, 'out', method, idx, url, req, res, row.results_ready === 0);
+    throw new HttpError(404, 'E_NOTFOUND', 'no such endpoint');
+  }
+
+  private agentJob(row: JobRow): AgentJob {
+    const request = startRequest(row);
+    return {
+      jobId: row.id,
+      args: request.args,
+      ...(request.program !== undefined ? { program: request.program } : {}),
+      ...(request.env ? { env: request.env } : {}),
+      inputs: this.store.files(row.id, 'in').map(({ idx: _idx, ...f }) => f),
+      cancelRequested: row.cancel_requested === 1,
+      state: row.state,
+      logBytes: row.log_bytes,
+    };
+  }
+
+  // ------------------------------------------------------------------------------------------------
+  // Files: a manifest, then each file's bytes by offset, then a commit that checks every SHA-256.
+
+  private jobDir(id: string): string {
+    return join(this.options.data, 'jobs', id);
+  }
+
+  private filePath(id: string, kind: Kind, idx: number): string {
+    return join(this.jobDir(id), kind, String(idx));
+  }
+
+  private async filesRoute(row: JobRow, kind: Kind, method: string, idx: string | undefined, url: URL, req: IncomingMessage, res: ServerResponse, open: boolean): Promise<void> {
+    if (idx === undefined && method === 'PUT') {
+      if (!open) throw new HttpError(409, 'E_STATE', `job ${row.id}: its ${kind === 'in' ? 'inputs' : 'results'} are sealed`);
+      const files = checkManifest((await readJson<{ files?: unknown }>(req)).files);
+      const old = this.store.files(row.id, kind);
+      const same = old.length === files.length && old.every((f, i) => JSON.stringify({ ...f, idx: undefined }) === JSON.stringify({ ...files[i], idx: undefined }));
+      if (!same) {
+        // A new manifest (the sender's files changed): nothing of the old one may count.
+        await rm(join(this.jobDir(row.id), kind), { recursive: true, force: true });
+        this.store.setFiles(row.id, kind, files);
+      }
+      await mkdir(join(this.jobDir(row.id), kind), { recursive: true, mode: 0o700 });
+      return send(res, 200, { sizes: await this.sizes(row.id, kind) });
+    }
+    if (idx === undefined && method === 'GET') return send(res, 200, { sizes: await this.sizes(row.id, kind) });
+    if (idx === 'commit' && method === 'POST') {
+      if (kind !== 'out') throw new HttpError(404, 'E_NOTFOUND', 'no such endpoint');
+      if (row.results_ready === 0) {
+        await this.verifyFiles(row.id, 'out');
+        this.store.update(row.id, { results_ready: 1 });
+        this.bus.emit(`job:${row.id}`);
+      }
+      return send(res, 200, { resultsReady: true });
+    }
+    if (idx !== undefined && method === 'PUT') {
+      if (!open) throw new HttpError(409, 'E_STATE', `job ${row.id}: sealed`);
+      return this.receiveFile(row, kind, idx, url, req, res);
+    }
+    throw new HttpError(404, 'E_NOTFOUND', 'no such endpoint');
+  }
+
+  private async sizes(id: string, kind: Kind): Promise<number[]> {
+    return Promise.all(this.store.files(id, kind).map((f) => stat(this.filePath(id, kind, f.idx)).then((s) => s.size, () => 0)));
+  }
+
+  /** The bytes of file `idx` from `offset` (which must be what the hub holds): appended, fsynced, never past the declared size. */
+  private async receiveFile(row: JobRow, kind: Kind, idxText: string, url: URL, req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const entry = this.store.files(row.id, kind).find((f) => String(f.idx) === idxText);
+    if (!entry || entry.link !== undefined) throw new HttpError(404, 'E_NOFILE', `no file ${idxText}`);
+    const path = this.filePath(row.id, kind, entry.idx);
+    const held = await stat(path).then((s) => s.size, () => 0);
+    const offset = Number(url.searchParams.get('offset'));
+    if (!Number.isSafeInteger(offset) || offset !== held) throw new HttpError(409, 'E_OFFSET', `the hub holds ${held} bytes of this file`, { size: held });
+    const room = entry.size - held;
+    const handle = await open(path, 'a', 0o600);
+    let got = 0;
+    const limit = new Transform({
+      transform(chunk: Buffer, _enc, done: TransformCallback) {
+        got += chunk.length;
+        if (got > room) done(new HttpError(413, 'E_TOOBIG', `more bytes than the file's declared ${entry.size}`));
+        else done(null, chunk);
+      },
+    });
+    try {
+      await pipeline(req, limit, createWriteStream('', { fd: handle.fd, autoClose: false }));
+      await handle.datasync();
+    } catch (error) {
+      // Whatever arrived whole stays (the sender resumes from it), but never past the declared size.
+      await handle.datasync().catch(() => undefined);
+      if (error instanceof HttpError) await truncate(path, held).catch(() => undefined);
+      throw error instanceof HttpError ? error : new HttpError(400, 'E_TRUNCATED', 'the upload ended early', { size: held + got });
+    } finally {
+      await handle.close();
+    }
+    send(res, 200, { size: held + got });
+  }
+
+  private async verifyFiles(id: string, kind: Kind): Promise<void> {
+    for (const f of this.store.files(id, kind)) {
+      if (f.link !== undefined) continue;
+      const path = this.filePath(id, kind, f.idx);
+      const size = await stat(path).then((s) => s.size, () => -1);
+      if (size !== f.size) throw new HttpError(409, 'E_INCOMPLETE', `file ${f.name}: the hub holds ${Math.max(size, 0)} of ${f.size} bytes`);
+      if ((await hashFile(path)) !== f.sha256) {
+        await rm(path, { force: true });
+        throw new HttpError(409, 'E_CHECKSUM', `file ${f.name}: SHA-256 differs from the manifest; its bytes were dropped, send it again`);
+      }
+    }
+  }
+
+  /** A file's bytes, from a `Range: bytes=N-` offset when given (a resumed download). */
+  private async sendFile(row: JobRow, kind: Kind, idxText: string | undefined, req: IncomingMessage, res: ServerResponse): Promise<void> {
+    if (kind === 'in' ? row.inputs_ready !== 1 : row.results_ready !== 1) throw new HttpError(409, 'E_STATE', 'not complete yet');
+    const entry = this.store.files(row.id, kind).find((f) => String(f.idx) === idxText);
+    if (!entry || entry.link !== undefined) throw new HttpError(404, 'E_NOFILE', `no file ${idxText}`);
+    const m = /^bytes=(\d+)-$/.exec(req.headers.range ?? '');
+    const start = m ? Number(m[1]) : 0;
+    if (start > entry.size) throw new HttpError(416, 'E_RANGE', 'past the end');
+    res.writeHead(m ? 206 : 200, { 'content-type': 'application/octet-stream', 'content-length': String(entry.size - start) });
+    if (start === entry.size) {
+      res.end();
+      return;
+    }
+    await pipeline(createReadStream(this.filePath(row.id, kind, entry.idx), { start }), res);
+  }
+
+  // ------------------------------------------------------------------------------------------------
+  // The log: appended by the agent at its offset, read by the submit side from its own.
+
+  private async appendLog(row: JobRow, url: URL, req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const offset = Number(url.searchParams.get('offset'));
+    const held = row.log_bytes;
+    if (!Number.isSafeInteger(offset) || offset < 0 || offset > held) throw new HttpError(409, 'E_OFFSET', `the hub holds ${held} log bytes`, { size: held });
+    const body = await readBody(req, 16 * 1024 * 1024);
+    // A resend after a lost answer overlaps what is held: only the new bytes count.
+    const fresh = body.subarray(held - offset);
+    if (fresh.length > 0) {
+      await mkdir(this.jobDir(row.id), { recursive: true, mode: 0o700 });
+      const path = join(this.jobDir(row.id), 'log');
+      const handle = await open(path, 'a', 0o600);
+      try {
+        // A crash between the write and the row's update leaves bytes past log_bytes: cut them.
+        if ((await handle.stat()).size !== held) await handle.truncate(held);
+        await handle.write(fresh, 0, fresh.length, held);
+        await handle.datasync();
+      } finally {
+        await handle.close();
+      }
+      this.store.update(row.id, { log_bytes: held + fresh.length });
+      this.bus.emit(`job:${row.id}`);
+    }
+    send(res, 200, { logBytes: held + fresh.length });
+  }
+
+  private async sendLog(row: JobRow, url: URL, res: ServerResponse): Promise<void> {
+    const offset = Number(url.searchParams.get('offset') ?? '0');
+    if (!Number.isSafeInteger(offset) || offset < 0) throw new HttpError(400, 'E_USAGE', 'bad offset');
+    const now = await this.waitFor(row.id, url, (r) => r === undefined || r.log_bytes > offset || FINAL.has(r.state));
+    if (!now) throw new HttpError(404, 'E_NOJOB', `no job ${row.id}`);
+    const length = Math.max(0, Math.min(now.log_bytes - offset, LOG_CHUNK));
+    const headers = {
+      'content-type': 'application/octet-stream',
+      'content-length': String(length),
+      'x-mint-job': JSON.stringify(hubJob(now)),
+    };
+    res.writeHead(200, headers);
+    if (length === 0) {
+      res.end();
+      return;
+    }
+    await pipeline(createReadStream(join(this.jobDir(row.id), 'log'), { start: offset, end: offset + length - 1 }), res);
+  }
+
+  // ------------------------------------------------------------------------------------------------
+  // Long-polls: a request waits for an event of its job or site, up to its `wait`.
+
+  private waitMs(url: URL): number {
+    const wait = Number(url.searchParams.get('wait') ?? '0');
+    return Number.isFinite(wait) && wait > 0 ? Math.min(wait, this.maxWaitMs) : 0;
+  }
+
+  private async waitFor(id: string, url: URL, done: (row: JobRow | undefined) => boolean): Promise<JobRow | undefined> {
+    const deadline = Date.now() + this.waitMs(url);
+    for (;;) {
+      const row = this.store.job(id);
+      if (done(row) || Date.now() >= deadline) return row;
+      if (!(await this.wake(`job:${id}`, deadline - Date.now()))) return this.store.job(id);
+    }
+  }
+
+  /** Waits for `event` or `ms`; false when the client went away or the hub is closing. */
+  private wake(event: string, ms: number, req?: IncomingMessage): Promise<boolean> {
+    return new Promise((resolve) => {
+      const finish = (value: boolean): void => {
+        clearTimeout(timer);
+        this.bus.off(event, onEvent);
+        this.bus.off('closing', onClose);
+        req?.socket.off('close', onClose);
+        resolve(value);
+      };
+      const onEvent = (): void => finish(true);
+      const onClose = (): void => finish(false);
+      const timer = setTimeout(() => finish(true), Math.max(0, ms));
+      this.bus.on(event, onEvent);
+      this.bus.once('closing', onClose);
+      req?.socket.once('close', onClose);
+    });
+  }
+}
+
+function checkStart(body: StartRequest): StartRequest {
+  const args = Array.isArray(body.args) && body.args.every((a) => typeof a === 'string') ? body.args : undefined;
+  if (!args) throw new HttpError(400, 'E_USAGE', 'args must be a list of strings');
+  checkProgramArgs(args);
+  const request = { ...(typeof body.program === 'string' ? { program: body.program } : {}), ...(body.env && typeof body.env === 'object' ? { env: body.env } : {}) };
+  checkProgramRequest(request);
+  if (request.env && Object.values(request.env).some((v) => typeof v !== 'string')) throw new HttpError(400, 'E_USAGE', 'env values are strings');
+  return { args, ...request };
+}
+
+function send(res: ServerResponse, status: number, body: unknown): void {
+  const text = JSON.stringify(body);
+  res.writeHead(status, { 'content-type': 'application/json', 'content-length': String(Buffer.byteLength(text)) });
+  res.end(text);
+}
+
+function readBody(req: IncomingMessage, max: number): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    req.on('data', (chunk: Buffer) => {
+      size += chunk.length;
+      if (size > max) {
+        reject(new HttpError(413, 'E_TOOBIG', `a request body is at most ${max} bytes`));
+        req.destroy();
+        return;
+      }
+      chunks.push(chunk);
+    });
+    req.on('end', () => resolve(Buffer.concat(chunks)));
+    req.on('error', reject);
+  });
+}
+
+async function readJson<T>(req: IncomingMessage): Promise<T> {
+  const body = await readBody(req, MAX_JSON);
+  try {
+    const value: unknown = JSON.parse(body.toString('utf8') || '{}');
+    if (typeof value !== 'object' || value === null || Array.isArray(value)) throw new Error('not an object');
+    return value as T;
+  } catch {
+    throw new HttpError(400, 'E_USAGE', 'the body is not a JSON object');
+  }
+}
