@@ -6,9 +6,11 @@
  * sizes and SHA-256s. Tokens are stored as SHA-256 hashes only (a token is 256 random bits, so a
  * plain hash is as good as a slow one here), and printed once.
  */
-import Database from 'better-sqlite3';
+import type Database from 'better-sqlite3';
 import { createHash, randomBytes } from 'node:crypto';
 import { mkdirSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { ConfigError } from '../errors.js';
 import { join } from 'node:path';
 import type { FileEntry, HubJob, StartRequest } from '../pull/wire.js';
 import type { JobState } from '../types.js';
@@ -60,7 +62,7 @@ export class HubStore {
   constructor(dir: string) {
     this.dir = dir;
     mkdirSync(join(dir, 'jobs'), { recursive: true, mode: 0o700 });
-    this.db = new Database(join(dir, 'hub.sqlite'));
+    this.db = new (loadSqlite())(join(dir, 'hub.sqlite'));
     this.db.pragma('journal_mode = WAL');
     this.db.pragma('synchronous = FULL');
     this.db.pragma('busy_timeout = 5000');
@@ -223,4 +225,23 @@ export function hubJob(row: JobRow): HubJob {
 
 export function startRequest(row: JobRow): StartRequest {
   return row.request ? (JSON.parse(row.request) as StartRequest) : { args: [] };
+}
+
+/**
+ * better-sqlite3 is an optional peer dependency, loaded only by a hub: it is a native module, and
+ * where its prebuilt binary cannot be fetched (no route to GitHub, as on the machines this was built
+ * on) npm compiles SQLite from source for minutes, which every MInt module installing this package
+ * would pay for a hub it never runs.
+ */
+function loadSqlite(): typeof Database {
+  try {
+    return createRequire(import.meta.url)('better-sqlite3') as typeof Database;
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'MODULE_NOT_FOUND') {
+      throw new ConfigError('the hub needs the better-sqlite3 package, which is not installed', {
+        hint: 'npm install better-sqlite3@12 (an optional peer dependency of mint-ssh-exec, for hub machines; 13 crashes Node 20)',
+      });
+    }
+    throw error;
+  }
 }
