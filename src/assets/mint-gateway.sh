@@ -53,6 +53,7 @@ main() {
   # The audit's state (mgw_audit): never from the environment.
   MGW_ACCEPTED=
   MGW_ERROR=
+  MGW_REFUSED=
   MGW_REQ=$$
   mgw_putting=
   mgw_fifo=
@@ -132,16 +133,18 @@ mgw_err() {
   printf 'mint-gw: error: %s\n' "$*" >&2
 }
 
-# die CODE-NAME EXIT MESSAGE: one line on stderr, one audit line, exit. Before the request was
+# die CODE-NAME EXIT MESSAGE: one audit line, one line on stderr, exit. Before the request was
 # accepted that line is its refusal (its only line); after, the EXIT trap's outcome line names the
-# code.
+# code. The audit comes first: a client that has gone makes the write to stderr raise SIGPIPE, and
+# a stolen key probing with requests it drops at once went unaudited (red-team finding).
 mgw_die() {
-  mgw_err "$1: $3"
   if [ -n "$MGW_ACCEPTED" ]; then
     MGW_ERROR=$1
-  else
+  elif [ -z "$MGW_REFUSED" ]; then
+    MGW_REFUSED=$1
     mgw_audit "decision=refused:$1 exit=$2"
   fi
+  mgw_err "$1: $3"
   exit "$2"
 }
 
@@ -158,6 +161,11 @@ mgw_at_exit() {
     MGW_JOB=$MGW_ACCEPTED
     mgw_outcome "$mgw_exit_rc"
     mgw_audit "outcome=$mgw_outcome exit=$mgw_exit_rc" || :
+  elif [ -z "$MGW_REFUSED" ] && [ "$mgw_exit_rc" -ne 0 ]; then
+    # Ended before it was accepted or refused: a client gone during the checks (SIGPIPE, HUP).
+    # Every request leaves a line, this one too.
+    mgw_outcome "$mgw_exit_rc"
+    mgw_audit "decision=refused:$mgw_outcome exit=$mgw_exit_rc" || :
   fi
   exit "$mgw_exit_rc"
 }
@@ -1353,15 +1361,28 @@ mgw_check_job_size() {
 
 mgw_verb_get() {
   mgw_require_job
+  mgw_rsync_found || mgw_die E_CONFIG 78 "rsync is not installed on the external computer"
+  mgw_rsync_has --remote-option || mgw_die E_CONFIG 78 "rsync on this computer is older than 3.1.0 (it lacks --remote-option); downloads need rsync >= 3.1.0"
+  # rsync refuses to munge when this directory exists (it would make munged links resolve again).
+  [ ! -d /rsyncd-munged ] || mgw_die E_CONFIG 78 "a directory /rsyncd-munged exists on this computer; rsync's symlink munging, which keeps downloads inside the job, is unsafe with it (remove it)"
+  # Accepted before the staging acts (it costs inodes); a client gone at any moment (its `sent` line
+  # then kills us with SIGPIPE) still leaves no staging tree: main turns those signals into exits,
+  # which run mgw_at_exit.
+  mgw_audit_accepted accepted
+  # The work dir must hold still while it is staged: a program running (or started, or leaving
+  # processes behind) during the staging rsync could swap a directory or file for a symlink and get
+  # an outside file hard-linked, or a plain symlink, into the tree (red-team finding, seen on rsync
+  # 3.1.3). So the state check and the staging run under the root lock, start refuses while a
+  # staging tree lives (mgw_check_uploads), and the runner ends its group when the program ends.
+  mgw_lock
   mgw_job_state
   case $MGW_STATE in running | queued) mgw_die E_STATE 68 "job $MGW_JOB is still $MGW_STATE" ;; esac
   { [ -d "$MGW_WORK" ] && [ ! -L "$MGW_WORK" ]; } || mgw_die E_NOJOB 67 "job $MGW_JOB has no work dir"
-  mgw_rsync_found || mgw_die E_CONFIG 78 "rsync is not installed on the external computer"
-  # A client gone at any moment (its `sent` line then kills us with SIGPIPE) must still leave no
-  # staging tree behind: main turns those signals into exits, which run mgw_at_exit.
-  mgw_rsync_has --remote-option || mgw_die E_CONFIG 78 "rsync on this computer is older than 3.1.0 (it lacks --remote-option); downloads need rsync >= 3.1.0"
+  if [ "$MGW_STATE" = lost ] && [ -n "$MGW_PID" ] && kill -0 -- "-$MGW_PID" 2>/dev/null; then
+    mgw_die E_STATE 68 "job $MGW_JOB lost its runner but processes of its group still run; cancel it first"
+  fi
   mgw_stage_download
-  mgw_audit_accepted accepted
+  mgw_unlock
   mgw_serve_download
   mgw_rc=$?
   [ "$MGW_VERB" = take ] || exit "$mgw_rc"
@@ -1401,8 +1422,6 @@ mgw_verb_get() {
 #    it sends (flist.c readlink_stat), so the client still sees the program's links as they are.
 # Sets MGW_SERVE.
 mgw_stage_download() {
-  # rsync refuses to munge when this directory exists (it would make munged links resolve again).
-  [ ! -d /rsyncd-munged ] || mgw_die E_CONFIG 78 "a directory /rsyncd-munged exists on this computer; rsync's symlink munging, which keeps downloads inside the job, is unsafe with it (remove it)"
   # Trees left by gateways that died (SIGKILL) go first.
   set +f
   for mgw_x in "$MGW_JOBDIR"/export.*.*; do
@@ -1412,9 +1431,7 @@ mgw_stage_download() {
     mgw_alive "${mgw_xp%%.*}" "${mgw_xp#*.}" || mgw_remove_job "$mgw_x"
   done
   set -f
-  # With --export the staged directories are the site's policy at work: they hold to the floors. A
-  # plain download is not refused under them, since take is how a full site is drained.
-  [ -z "$MGW_EXPORT" ] || mgw_check_free
+  mgw_stage_room
   mgw_proc_start $$
   MGW_SERVE=$MGW_JOBDIR/export.$$.$mgw_pstart
   mgw_staged=$MGW_SERVE
@@ -1431,6 +1448,48 @@ mgw_stage_download() {
   fi
   "$MGW_RSYNC" "$@" "$MGW_WORK/" "$MGW_SERVE/" >/dev/null 2>&1 ||
     mgw_die E_LIMIT 69 "could not prepare the files of job $MGW_JOB for download (disk or inodes full?)"
+  # Every staged symlink is munged; a plain one means the tree changed under the staging rsync
+  # (the lock and the runner's end make that the program's doing only through a bug: refuse).
+  mgw_need find
+  mgw_plain=$("$mgw_found" "$MGW_SERVE" -type l ! -lname '/rsyncd-munged/*' 2>/dev/null) || mgw_plain=unreadable
+  [ -z "$mgw_plain" ] || mgw_die E_STATE 68 "the files of job $MGW_JOB changed while they were staged for download; try again"
+}
+
+# The staged copy costs an inode (and a block) per directory and symlink of the job, however many
+# downloads hold one (a silent client holds its copy up to --client-timeout): concurrent downloads
+# drained a tmpfs's inodes far below --min-free-inodes (red-team finding). Under the root lock each
+# download's need counts against the floors, given what the others already staged. One download
+# at a time may still go under them, so that take can drain a site that is already below its floor.
+mgw_stage_room() {
+  { [ "$MGW_MIN_FREE_MB" -gt 0 ] || [ "$MGW_MIN_FREE_INODES" -gt 0 ]; } || return 0
+  mgw_need find
+  mgw_find=$mgw_found
+  mgw_need wc
+  mgw_stage_need=$("$mgw_find" "$MGW_WORK" \( -type d -o -type l \) 2>/dev/null | "$mgw_found" -l)
+  mgw_stage_need=${mgw_stage_need##*[!0-9]}
+  mgw_short=
+  if [ "$MGW_MIN_FREE_INODES" -gt 0 ]; then
+    mgw_free_inodes
+    if [ "$MGW_FREE_INODES" != unknown ] && [ $((MGW_FREE_INODES - ${mgw_stage_need:-0})) -lt "$MGW_MIN_FREE_INODES" ]; then
+      mgw_short="free inodes would fall below the site's floor of $MGW_MIN_FREE_INODES ($MGW_FREE_INODES free, the copy needs ${mgw_stage_need:-0})"
+    fi
+  fi
+  if [ -z "$mgw_short" ] && [ "$MGW_MIN_FREE_MB" -gt 0 ]; then
+    mgw_free_mb
+    if [ "$MGW_FREE_MB" != unknown ] && [ $((MGW_FREE_MB - (${mgw_stage_need:-0} * 4 + 1023) / 1024)) -lt "$MGW_MIN_FREE_MB" ]; then
+      mgw_short="free space would fall below the site's floor of $MGW_MIN_FREE_MB MB ($MGW_FREE_MB MB free)"
+    fi
+  fi
+  [ -n "$mgw_short" ] || return 0
+  set +f
+  for mgw_x in "$MGW_ROOT"/*/export.*.*; do
+    set -f
+    [ -d "$mgw_x" ] || continue
+    mgw_xp=${mgw_x##*/export.}
+    mgw_alive "${mgw_xp%%.*}" "${mgw_xp#*.}" || continue
+    mgw_die E_LIMIT 69 "cannot stage job $MGW_JOB for download now: $mgw_short while another download is staged; try again later"
+  done
+  set -f
 }
 
 # Downloads run rsync's daemon mode over this channel (`rsync --server --daemon`, what a client's
@@ -1641,6 +1700,17 @@ mgw_check_uploads() {
       mgw_unstart E_STATE 68 "an upload into job $MGW_JOB is still running (gateway pid ${mgw_value%% *}); start refused so that the program sees only complete inputs"
     fi
     "$MGW_RM" -f -- "$mgw_m"
+  done
+  # Nor while a download stages or serves the work dir (mgw_verb_get): the program must not change
+  # what is being staged.
+  set +f
+  for mgw_x in "$MGW_JOBDIR"/export.*.*; do
+    set -f
+    [ -d "$mgw_x" ] || continue
+    mgw_xp=${mgw_x##*/export.}
+    if mgw_alive "${mgw_xp%%.*}" "${mgw_xp#*.}"; then
+      mgw_unstart E_STATE 68 "a download of job $MGW_JOB is running (gateway pid ${mgw_xp%%.*}); start refused while its files are staged"
+    fi
   done
   set -f
 }
@@ -2375,6 +2445,12 @@ mgw_run_job() {
   ( trap - TERM HUP INT; umask "$mgw_umask" && exec "$mgw_found" -i "$@" ) \
     </dev/null >>"$mgw_jobdir/remote_program_exec.log" 2>&1
   mgw_rc=$?
+  # What the program left running in its group ends with it: TERM now (the runner ignores it), KILL
+  # once the exit status is on disk. A job that reads as ended must hold still, since a download
+  # stages its files from the work dir (a leftover could swap them for symlinks meanwhile: red-team
+  # finding). Under a scheduler the runner leads no group of ours: the scheduler ends the job's
+  # processes.
+  [ "$MGW_MODE" = sched ] || kill -TERM 0 2>/dev/null
   # The program's end in the audit before its exit status is on disk: every request that sees the
   # job ended (status, a run or logs that found it exited, take) then comes after it in the log.
   # (Written after it, the line could follow the outcome of a run that found a quick program
@@ -2382,10 +2458,16 @@ mgw_run_job() {
   if [ -f "$mgw_jobdir/cancelled" ]; then mgw_outcome=cancelled; else mgw_outcome "$mgw_rc"; fi
   mgw_audit "outcome=$mgw_outcome exit=$mgw_rc" program || :
   printf '%s\n' "$mgw_rc" >"$mgw_jobdir/exit.tmp" && "$MGW_MV" -f -- "$mgw_jobdir/exit.tmp" "$mgw_jobdir/exit"
-  # What a cancelled program left running in its group goes with it. This runner leads that group,
-  # so it is provably ours; the runner ends here too.
-  # Under a scheduler the runner is not a group leader of ours: the scheduler ends the job's processes.
-  [ ! -f "$mgw_jobdir/cancelled" ] || [ "$MGW_MODE" = sched ] || kill -KILL 0
+  [ "$MGW_MODE" != sched ] || return 0
+  # This runner leads the group, so it is provably ours. A cancelled one ends with it; otherwise
+  # the runner spares itself (a runner killed by a signal is reported by a bash gateway still
+  # following the log, "Killed" on the client's stderr) and KILLs what ignored the TERM.
+  [ ! -f "$mgw_jobdir/cancelled" ] || kill -KILL 0
+  if mgw_which pgrep; then
+    for mgw_p in $("$mgw_found" -g "$$"); do
+      [ "$mgw_p" = "$$" ] || kill -KILL "$mgw_p" 2>/dev/null
+    done
+  fi
 }
 
 # ---------------------------------------------------------------------------------------------------

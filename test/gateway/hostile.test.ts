@@ -415,15 +415,24 @@ describe('gateway hardening: hostile SSH_ORIGINAL_COMMAND', { timeout: 180_000 }
       expect(r.code).toBe(255);
       expect(r.stderr).toContain('PTY allocation request failed');
     });
-    it('shell with a pty (ssh2) is stopped by restrict before the gateway', async () => {
+    it('shell with a pty (ssh2): restrict refuses the pty; the shell request after it is refused and audited even though the client has gone', async () => {
       const c = await connect(await resolveHost(sandbox().host));
+      const n = await auditSize();
       try {
-        await audited(0, () =>
-          expect(new Promise((resolve, reject) => c.client.shell({}, (e, ch) => (e ? reject(e) : resolve(ch))))).rejects.toThrow(/pseudo-terminal/),
-        );
+        await expect(new Promise((resolve, reject) => c.client.shell({}, (e, ch) => (e ? reject(e) : resolve(ch))))).rejects.toThrow(/pseudo-terminal/);
       } finally {
         c.close();
       }
+      // ssh2 still sends `shell` after the refused pty, so the gateway runs without a command. The
+      // client is gone by the time it answers: its refusal used to die of SIGPIPE on stderr before
+      // its audit line (red-team finding); the line is now written first.
+      for (const deadline = Date.now() + 5000; (await auditSize()) < n + 1; ) {
+        expect(Date.now()).toBeLessThan(deadline);
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      expect(await auditSize()).toBe(n + 1);
+      expect((await readAudit(sandbox().root)).at(-1)?.decision).toBe('refused:E_NOCOMMAND');
+      tally.add('E_NOCOMMAND');
     });
     // sshd does not forward a subsystem's stderr, so the refusal shows as exit 66 and the audit line.
     it('subsystem sftp (ssh2) -> 66', async () => {
