@@ -969,6 +969,7 @@ mgw_verb_probe() {
   printf 'export=%s\n' "${MGW_EXPORT:-*}"
   printf 'scheduler=%s\nmax_cpus=%s\nmax_memory_mb=%s\nmax_walltime_min=%s\n' \
     "$MGW_SCHEDULER" "$MGW_MAX_CPUS" "$MGW_MAX_MEMORY_MB" "$MGW_MAX_WALLTIME_MIN"
+  [ "$MGW_SCHEDULER" = none ] || mgw_sched_probe
 }
 
 mgw_free_mb() {
@@ -2434,6 +2435,56 @@ mgw_sched_keep_final() {
   # and then run after the gateway called it lost: it goes.
   if [ "$MGW_SCHED_JOB" = sge ] && [ "$mgw_class" = lost ]; then mgw_sched_kill term; fi
   return 0
+}
+
+# probe's scheduler facts (the grid information service's idea, GRIS): the scheduler's version,
+# its partitions or queues with idle/total (Slurm: nodes, sinfo's %F; Grid Engine: slots, qstat -g
+# c; PBS: queue names only), and this account's jobs queued and running (from one poll,
+# mgw_sched_polled; PBS: the root's jobs). Values are cut to safe bytes; a scheduler that does not
+# answer gives sched_reachable=no.
+mgw_sched_probe() {
+  MGW_SCHED_JOB=$MGW_SCHEDULER
+  mgw_need awk
+  mgw_pawk=$mgw_found
+  mgw_need tr
+  mgw_ptr=$mgw_found
+  case $MGW_SCHEDULER in
+    slurm)
+      mgw_pv=$(mgw_sched_cmd sinfo --version 2>/dev/null)
+      # shellcheck disable=SC2016
+      mgw_pq=$(mgw_sched_cmd sinfo -h -o '%R %F' 2>/dev/null | "$mgw_pawk" '{ split($2, n, "/"); printf "%s%s:%s/%s", sep, $1, n[2], n[4]; sep = "," }') ;;
+    sge)
+      mgw_pv=$(mgw_sched_cmd qstat -help 2>/dev/null | "$mgw_pawk" 'NR == 1')
+      # shellcheck disable=SC2016
+      mgw_pq=$(mgw_sched_cmd qstat -g c 2>/dev/null | "$mgw_pawk" 'NR > 2 && NF >= 6 { printf "%s%s:%s/%s", sep, $1, $5, $6; sep = "," }') ;;
+    pbs)
+      mgw_pv=$(mgw_sched_cmd qstat --version 2>/dev/null | "$mgw_pawk" 'NR == 1')
+      # shellcheck disable=SC2016
+      mgw_pq=$(mgw_sched_cmd qstat -Q 2>/dev/null | "$mgw_pawk" 'NR > 2 && NF >= 2 { printf "%s%s:-/-", sep, $1; sep = "," }') ;;
+  esac
+  printf 'sched_version=%s\n' "$(printf '%.80s' "${mgw_pv:-unknown}" | "$mgw_ptr" -c 'A-Za-z0-9 ._=-' '?')"
+  printf 'sched_queues=%s\n' "$(printf '%.2000s' "$mgw_pq" | "$mgw_ptr" -c 'A-Za-z0-9._:/,-' '?')"
+  if mgw_sched_polled; then
+    mgw_nq=0
+    mgw_nr=0
+    mgw_ifs=$IFS
+    IFS=$MGW_NL
+    for mgw_l in $mgw_poll; do
+      IFS=' '
+      # shellcheck disable=SC2086
+      set -- $mgw_l
+      mgw_sched_class "${2:-}"
+      case $mgw_class in
+        queued) mgw_nq=$((mgw_nq + 1)) ;;
+        running) mgw_nr=$((mgw_nr + 1)) ;;
+      esac
+      IFS=$MGW_NL
+    done
+    IFS=$mgw_ifs
+    printf 'sched_reachable=yes\nsched_jobs_queued=%s\nsched_jobs_running=%s\n' "$mgw_nq" "$mgw_nr"
+  else
+    printf 'sched_reachable=no\n'
+  fi
 }
 
 # On stderr: `mint-gw: sched: job=J id=N state=S reason=R`, for the client's `queued` event.

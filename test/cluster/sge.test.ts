@@ -11,6 +11,8 @@ import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { runRemote, type JobEvent } from '../../src/index.js';
 import { CancelledError, GatewayError } from '../../src/errors.js';
+import { main } from '../../src/cli/mint-ssh-exec.js';
+import { runMain } from '../support/cli-io.js';
 import { freshDir, useSandbox } from '../support/fixture.js';
 import { sgeUnavailable, useSge } from '../support/sge.js';
 
@@ -98,6 +100,25 @@ describe.skipIf(why !== undefined)('a --scheduler sge gateway on a private Grid 
     // qdel is a SIGKILL for the job's every process, the runner's too: no TERM trap ran, no exit file.
     expect((firstError as CancelledError).result).toMatchObject({ state: 'cancelled', exitCode: undefined, log: 'started\n' });
     expect(performance.now() - t).toBeLessThan(10_000);
+  });
+
+  it('probe shows the scheduler\'s facts: Grid Engine\'s version, the queue\'s free/total slots, this account\'s queue, the maxima', async () => {
+    const dir = await freshDir();
+    const config = join(dir, 'hosts.yaml');
+    await writeFile(config, sandbox().profileYaml());
+    const json = await runMain(main, ['probe', 'sandbox', '--json', '--config', config]);
+    expect(json.code, json.stderr).toBe(0);
+    const [host] = (JSON.parse(json.stdout) as { hosts: Array<{ scheduler: unknown }> }).hosts;
+    expect(host!.scheduler).toEqual({
+      type: 'sge',
+      version: 'SGE 8.1.9',
+      queues: [{ name: 'all.q', idle: 1, total: 1 }],
+      reachable: true,
+      jobs: { queued: 0, running: 0 },
+      maxima: { walltimeMin: 30 },
+    });
+    const text = await runMain(main, ['probe', 'sandbox', '--config', config]);
+    expect(text.stdout).toContain('jobs go to sge (SGE 8.1.9); all.q 1/1 slots free; this account 0 queued, 0 running; a job at most 30 min');
   });
 
   it('more than one CPU is refused (a parallel environment is the site\'s to name); walltime over the maximum is E_LIMIT', async () => {
