@@ -2350,8 +2350,68 @@ mgw_sched_query() {
 # mgw_sched_polled: mgw_poll holds the scheduler's word on the account's jobs, one line each,
 # `KEY STATE REASON` (KEY the id up to its first dot; STATE and REASON words of safe bytes);
 # false when the scheduler did not answer.
+# Batched per job root: the answer is kept in ROOT/.mint-sched-poll (`STAMP ok|fail`, then the
+# lines) and asked anew at most every MGW_SCHED_POLL (2) seconds, by one gateway under
+# ROOT/.mint-sched-poll.lock while the others wait for it and read its answer; so N clients
+# following N jobs cause one squeue every 2 s, not N (test/cluster/slurm-polling.test.ts counts
+# them). A snapshot older than the job's submission (sched_id), its cancel marker or its exit file
+# does not answer for it: that job would be missing, or still shown pending or running, only because
+# the snapshot came first (seen: a finished job's result said PENDING).
 mgw_sched_polled() {
-  mgw_sched_poll
+  mgw_pcache=$MGW_ROOT/.mint-sched-poll
+  mgw_need date
+  mgw_pdate=$mgw_found
+  mgw_pnow=$("$mgw_pdate" +%s)
+  mgw_need stat
+  mgw_pstat=$mgw_found
+  # The newest event of this job the snapshot must postdate (whole seconds, as the stamp).
+  mgw_pafter=0
+  if [ -n "${MGW_JOBDIR:-}" ]; then
+    for mgw_pf in "$MGW_JOBDIR/sched_id" "$MGW_JOBDIR/cancelled" "$MGW_JOBDIR/exit"; do
+      [ -f "$mgw_pf" ] || continue
+      mgw_pm=$("$mgw_pstat" -c %Y -- "$mgw_pf" 2>/dev/null) || continue
+      case $mgw_pm in '' | *[!0-9]*) continue ;; esac
+      [ "$mgw_pm" -le "$mgw_pafter" ] || mgw_pafter=$mgw_pm
+    done
+  fi
+  mgw_sched_read_poll && return "$mgw_prc"
+  if ! { command exec 7>>"$MGW_ROOT/.mint-sched-poll.lock"; } 2>/dev/null; then
+    mgw_sched_poll
+    return
+  fi
+  if ! "$MGW_FLOCK" -w 30 7; then
+    exec 7>&-
+    mgw_sched_poll
+    return
+  fi
+  # Another gateway may have asked while this one waited for the lock.
+  mgw_pnow=$("$mgw_pdate" +%s)
+  if mgw_sched_read_poll; then
+    exec 7>&-
+    return "$mgw_prc"
+  fi
+  # The stamp is taken before the scheduler is asked: a job submitted meanwhile is not taken as gone.
+  mgw_pstamp=$("$mgw_pdate" +%s)
+  if mgw_sched_poll; then mgw_prc=0; mgw_pok=ok; else mgw_prc=1; mgw_pok=fail; fi
+  { printf '%s %s\n' "$mgw_pstamp" "$mgw_pok" && printf '%s\n' "$mgw_poll"; } >"$mgw_pcache.$$" 2>/dev/null &&
+    "$MGW_MV" -f -- "$mgw_pcache.$$" "$mgw_pcache" 2>/dev/null
+  exec 7>&-
+  return "$mgw_prc"
+}
+
+# The kept poll into mgw_poll and mgw_prc (0 answered, 1 not) when it is fresh (younger than
+# MGW_SCHED_POLL seconds) and later than mgw_pafter; false otherwise.
+mgw_sched_read_poll() {
+  [ -f "$mgw_pcache" ] || return 1
+  {
+    IFS=' ' read -r mgw_pstamp mgw_pok || return 1
+    case $mgw_pstamp in '' | *[!0-9]*) return 1 ;; esac
+    [ $((mgw_pnow - mgw_pstamp)) -lt "$MGW_SCHED_POLL" ] && [ "$mgw_pstamp" -gt "$mgw_pafter" ] || return 1
+    mgw_poll=
+    while IFS= read -r mgw_pl; do mgw_poll=$mgw_poll$mgw_pl$MGW_NL; done
+  } <"$mgw_pcache" 2>/dev/null || return 1
+  case $mgw_pok in ok) mgw_prc=0 ;; *) mgw_prc=1 ;; esac
+  return 0
 }
 
 # One call to the scheduler for all of this account's jobs (not one per job: centres ban accounts

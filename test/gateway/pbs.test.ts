@@ -8,7 +8,7 @@
  */
 import { spawnSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
-import { chmod, copyFile, mkdir, writeFile } from 'node:fs/promises';
+import { chmod, copyFile, mkdir, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { GATEWAY_SCRIPT } from '../../src/site/install.js';
@@ -24,7 +24,11 @@ describe('a --scheduler pbs gateway reading recorded PBS Pro and Torque outputs'
   let root = '';
   let program = '';
   const calls = (): string[] => (existsSync(join(dir, 'calls')) ? readFileSync(join(dir, 'calls'), 'utf8').trim().split('\n') : []);
-  const replay = (fixture: string): Promise<void> => copyFile(join(FIXTURES, fixture), join(dir, 'qstat.out'));
+  // A new recording is a new world: the gateway's kept poll (up to 2 s old, mgw_sched_polled) goes.
+  const replay = async (fixture: string): Promise<void> => {
+    await copyFile(join(FIXTURES, fixture), join(dir, 'qstat.out'));
+    await rm(join(root, '.mint-sched-poll'), { force: true });
+  };
   const gw = (command: string, input = ''): { code: number | null; stdout: string; stderr: string; kv: Record<string, string> } => {
     const r = spawnSync('sh', [GATEWAY_SCRIPT, '--root', root, '--program', program, '--scheduler', 'pbs', '--scheduler-bin', bin, '--grace', '1', '--scheduler-args', '-q workq -W group_list=mint'], {
       env: { PATH: '/usr/bin:/bin', HOME: dir, SSH_ORIGINAL_COMMAND: command },
@@ -86,7 +90,10 @@ describe('a --scheduler pbs gateway reading recorded PBS Pro and Torque outputs'
     const b = gw(`mint-gw status ${B}`);
     expect(b.kv).toMatchObject({ state: 'running', sched_id: '1002.pbs1', sched_state: 'R' });
     const qstats = calls().slice(before);
-    expect(qstats).toHaveLength(2);
+    // One, or two when B's start fell in the same second as the first poll (a snapshot must
+    // postdate a job's submission to answer for it).
+    expect(qstats.length).toBeGreaterThanOrEqual(1);
+    expect(qstats.length).toBeLessThanOrEqual(2);
     // Both jobs' ids in each call: one qstat answers for every job of the root.
     for (const c of qstats) expect(c.split('|').sort()).toEqual(['-f', '1001.pbs1', '1002.pbs1', 'qstat']);
   });
