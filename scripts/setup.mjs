@@ -43,6 +43,13 @@ function systemPackages() {
   if (forTests && !['/usr/sbin/slurmctld', '/usr/sbin/slurmd'].every(have)) wanted.push('slurmctld', 'slurmd');
   if (forTests && !onPath('sbatch')) wanted.push('slurm-client');
   if (forTests && !['/usr/sbin/munged', '/usr/bin/munged'].some(have)) wanted.push('munge');
+  // test/cluster/sge.test.ts starts a private Grid Engine cell (sge_qmaster + sge_execd). The three
+  // packages pull in 13 (exim4 and tcsh among them, through their dependencies); on a machine whose
+  // policy-rc.d refuses starts (exit 101) their system daemons are not started by the install, and
+  // the private cell uses its own SGE_ROOT and ports either way.
+  if (forTests && !have('/usr/sbin/sge_qmaster')) wanted.push('gridengine-master');
+  if (forTests && !have('/usr/sbin/sge_execd')) wanted.push('gridengine-exec');
+  if (forTests && !have('/usr/bin/qsub')) wanted.push('gridengine-client');
   if (wanted.length === 0) return;
   const isRoot = process.getuid?.() === 0;
   if (!isRoot || !onPath('apt-get')) {

@@ -13,7 +13,7 @@
 #     [--max-age-days N] [--grace SECONDS] [--min-free-inodes N] [--max-job-mb N] [--max-job-files N]
 #     [--client-timeout SECONDS] [--env NAME=VALUE]... [--program NAME=PATH]... [--allow-env NAMES]
 #     [--rsync PATH] [--allow-unconfined-rsync]
-#     [--scheduler slurm|none] [--scheduler-args 'OPTIONS'] [--max-cpus N] [--max-memory-mb N]
+#     [--scheduler slurm|sge|pbs|none] [--scheduler-args 'OPTIONS'] [--scheduler-bin DIR] [--max-cpus N] [--max-memory-mb N]
 #     [--max-walltime-min N]
 #     [--from PATTERNS] [--expiry-time TIME] [--cert-authority [--principals NAMES]] [--print]
 #
@@ -119,19 +119,15 @@ parse_options() {
       --rsync) rsync_path=$2 ;;
       --scheduler)
         case $2 in
-          none | slurm) scheduler=$2 ;;
-          sge | pbs) fail "--scheduler $2 is not supported yet (slurm or none)" ;;
-          *) fail "--scheduler must be slurm or none, got '$2'" ;;
+          none | slurm | sge | pbs) scheduler=$2 ;;
+          *) fail "--scheduler must be slurm, sge, pbs or none, got '$2'" ;;
         esac ;;
+      --scheduler-bin)
+        check "$2" '^/[A-Za-z0-9._/+@%,:=-]*$' "--scheduler-bin must be an absolute path of [A-Za-z0-9._/+@%,:=-]"
+        scheduler_bin=$2 ;;
       --scheduler-args)
         check "$2" '^[A-Za-z0-9 ._,:=+@%/-]+$' "--scheduler-args holds a byte outside [A-Za-z0-9 ._,:=+@%/-]"
         case $2 in ' '* | *' ' | *'  '*) fail "--scheduler-args: tokens must be separated by exactly one space" ;; esac
-        # Options the gateway sets itself on every submission (as mgw_sched_check_options).
-        for tok in $2; do
-          if printf '%s\n' "$tok" | grep -Eq -- '^(--wrap|--output|--error|--input|--chdir|-D|--job-name|-J|--parsable|--wait|-W|--array|-a|--export-file|--batch|--open-mode|-o|-e|-i)'; then
-            fail "--scheduler-args may not set '$tok': the gateway sets it"
-          fi
-        done
         scheduler_args=$2 ;;
       --from) check "$2" '^[A-Za-z0-9.:*?!,/_-]+$' '--from must be an sshd pattern-list (hosts, addresses, CIDR, * ? !)'; from=$2 ;;
       --expiry-time) check "$2" '^[0-9]{8}([0-9]{4}([0-9]{2})?)?Z?$' '--expiry-time must be YYYYMMDD[HHMM[SS]][Z]'; expiry=$2 ;;
@@ -226,8 +222,25 @@ gateway_command() {
   if [ "${scheduler:-none}" != none ]; then
     cmd="$cmd --scheduler $scheduler"
   fi
+  if [ -n "${scheduler_bin:-}" ]; then
+    [ "${scheduler:-none}" != none ] || fail "--scheduler-bin needs --scheduler slurm, sge or pbs"
+    cmd="$cmd --scheduler-bin $scheduler_bin"
+  fi
   if [ -n "${scheduler_args:-}" ]; then
-    [ "${scheduler:-none}" != none ] || fail "--scheduler-args needs --scheduler slurm"
+    [ "${scheduler:-none}" != none ] || fail "--scheduler-args needs --scheduler slurm, sge or pbs"
+    # Options the gateway sets itself on every submission (as mgw_sched_gateway_option).
+    case $scheduler in
+      slurm) gw_opts='^(--wrap|--output|--error|--input|--chdir|-D|--job-name|-J|--parsable|--wait|-W|--array|-a|--export-file|--batch|--open-mode|-o|-e|-i)' ;;
+      sge) gw_opts='^-(b|o|e|j|N|wd|cwd|terse|sync|S|@|i|t|now|shell)$' ;;
+      *) gw_opts='^-([NoejSIJXkdwz]|W.*block)' ;;
+    esac
+    prev=
+    for tok in $scheduler_args; do
+      if printf '%s\n' "$tok" | grep -Eq -- "$gw_opts" || { [ "$scheduler" = pbs ] && [ "$prev" = -W ] && case $tok in block*) true ;; *) false ;; esac; }; then
+        fail "--scheduler-args may not set '$tok': the gateway sets it"
+      fi
+      prev=$tok
+    done
     cmd="$cmd --scheduler-args '$scheduler_args'"
   fi
 }

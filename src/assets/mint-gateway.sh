@@ -244,6 +244,7 @@ mgw_parse_options() {
   MGW_RSYNC=
   MGW_SCHEDULER=none
   MGW_SCHED_ARGS=
+  MGW_SCHED_BIN=
   MGW_MAX_CPUS=0
   MGW_MAX_MEMORY_MB=0
   MGW_MAX_WALLTIME_MIN=0
@@ -268,7 +269,8 @@ mgw_parse_options() {
       # Obsolete (downloads are confined on any rsync >= 3.1.0, mgw_serve_download): still accepted
       # so that an authorized_keys line written for an older gateway keeps working.
       --allow-unconfined-rsync) shift ;;
-      --scheduler) [ $# -ge 2 ] || mgw_die E_CONFIG 78 "--scheduler needs slurm or none"; MGW_SCHEDULER=$2; shift 2 ;;
+      --scheduler) [ $# -ge 2 ] || mgw_die E_CONFIG 78 "--scheduler needs slurm, sge, pbs or none"; MGW_SCHEDULER=$2; shift 2 ;;
+      --scheduler-bin) [ $# -ge 2 ] || mgw_die E_CONFIG 78 "--scheduler-bin needs a directory"; MGW_SCHED_BIN=$2; shift 2 ;;
       --scheduler-args) [ $# -ge 2 ] || mgw_die E_CONFIG 78 "--scheduler-args needs a value"; MGW_SCHED_ARGS=$2; shift 2 ;;
       --max-cpus) [ $# -ge 2 ] || mgw_die E_CONFIG 78 "--max-cpus needs a value"; MGW_MAX_CPUS=$2; shift 2 ;;
       --max-memory-mb) [ $# -ge 2 ] || mgw_die E_CONFIG 78 "--max-memory-mb needs a value"; MGW_MAX_MEMORY_MB=$2; shift 2 ;;
@@ -979,6 +981,7 @@ mgw_verb_probe() {
   printf 'export=%s\n' "${MGW_EXPORT:-*}"
   printf 'scheduler=%s\nmax_cpus=%s\nmax_memory_mb=%s\nmax_walltime_min=%s\n' \
     "$MGW_SCHEDULER" "$MGW_MAX_CPUS" "$MGW_MAX_MEMORY_MB" "$MGW_MAX_WALLTIME_MIN"
+  [ "$MGW_SCHEDULER" = none ] || mgw_sched_probe
 }
 
 mgw_free_mb() {
@@ -1576,6 +1579,9 @@ mgw_verb_start() {
 mgw_verb_run() {
   mgw_start_job
   printf 'mint-gw: started: job=%s state=%s pid=%s\n' "$MGW_JOB" "$MGW_STATE" "${MGW_PID:--}" >&2
+  # The submission's own word (queued), before the follow asks again: a scheduler may start a job
+  # within the second (Grid Engine here did), and the client's `queued` would never come.
+  [ -z "${MGW_SCHED_JOB:-}" ] || mgw_sched_report
   mgw_check_log
   MGW_OFFSET=0
   mgw_follow_log
@@ -2002,40 +2008,43 @@ mgw_job_usage() {
 }
 
 # ---------------------------------------------------------------------------------------------------
-# Batch schedulers (--scheduler slurm). On a cluster the program must not run on the login node the
-# key logs into: start writes a per-job batch script that runs this gateway's own runner
-# (mgw_run_job, so the `exit` file stays the authority for the exit status) and submits it with
-# sbatch. The job root must be on a file system the login and compute nodes share. Files beside the
+# Batch schedulers (--scheduler slurm|sge|pbs). On a cluster the program must not run on the login
+# node the key logs into: start writes a per-job batch script that runs this gateway's own runner
+# (mgw_run_job, so the `exit` file stays the authority for the exit status) and submits it (sbatch,
+# qsub). The job root must be on a file system the login and compute nodes share. Files beside the
 # usual ones:
-#   sched         `slurm`: the job was given to the scheduler (written before sbatch runs)
-#   sched_id      the scheduler's job id (written after sbatch; also by the runner from
-#                 SLURM_JOB_ID, should the gateway have died in between)
+#   sched         `slurm`, `sge` or `pbs`: the job was given to that scheduler (written before the
+#                 submission)
+#   sched_id      the scheduler's job id (written after the submission; also by the runner from
+#                 SLURM_JOB_ID, JOB_ID or PBS_JOBID, should the gateway have died in between)
 #   sched_final   `STATE REASON`, once the scheduler reported an end: it forgets finished jobs
-#                 (Slurm's MinJobAge, 300 s by default), the job dir does not
+#                 (Slurm's MinJobAge, 300 s by default; Grid Engine at once), the job dir does not
 #   argv          the runner's argv, one element per line in hex: values never pass through a
 #                 shell, and never through the scheduler, where other accounts could read them
 #   batch.sh      `exec GATEWAY --root ROOT --grace N --run-sched JOBDIR`, nothing from the client
 #   sched.out     the scheduler's own messages (`*** JOB 14 ON n1 CANCELLED AT ... ***`)
 #   ran/          made by the runner: a job the scheduler requeues never runs the program twice
-# Scheduler commands run with an empty environment but PATH and the site's SLURM_* --env values
-# (SLURM_CONF), from the fixed directories of mgw_which.
+# Scheduler commands run with an empty environment but PATH and the site's SLURM_*, SGE_* and
+# PBS_* --env values (SLURM_CONF, SGE_ROOT...), from --scheduler-bin or the fixed directories of
+# mgw_which. Exit statuses never come from the scheduler (Grid Engine's qacct lags its
+# accounting flush, Slurm forgets a job after MinJobAge and has no accounting without slurmdbd).
 
 MGW_SCHED_POLL=2
 
 mgw_sched_check_options() {
   case $MGW_SCHEDULER in
-    none | slurm) ;;
-    sge | pbs) mgw_die E_CONFIG 78 "--scheduler $MGW_SCHEDULER is not supported yet (slurm or none)" ;;
-    *) mgw_die E_CONFIG 78 "--scheduler must be slurm or none, got '$MGW_SCHEDULER'" ;;
+    none | slurm | sge | pbs) ;;
+    *) mgw_die E_CONFIG 78 "--scheduler must be slurm, sge, pbs or none, got '$MGW_SCHEDULER'" ;;
   esac
   mgw_check_number "$MGW_MAX_CPUS" --max-cpus
   mgw_check_number "$MGW_MAX_MEMORY_MB" --max-memory-mb
   mgw_check_number "$MGW_MAX_WALLTIME_MIN" --max-walltime-min
-  # Site-fixed sbatch options (partition, account, QOS, a default time limit), one space between
-  # tokens, each of the bytes a command token may hold plus /; never handed to a shell. Options
-  # that would take over the gateway's own bookkeeping are refused.
+  [ -z "$MGW_SCHED_BIN" ] || mgw_sched_check_bin
+  # Site-fixed submission options (partition, account, QOS, a default time limit), one space
+  # between tokens, each of the bytes a command token may hold plus /; never handed to a shell.
+  # Options that would take over the gateway's own bookkeeping are refused.
   [ -n "$MGW_SCHED_ARGS" ] || return 0
-  [ "$MGW_SCHEDULER" != none ] || mgw_die E_CONFIG 78 "--scheduler-args needs --scheduler slurm"
+  [ "$MGW_SCHEDULER" != none ] || mgw_die E_CONFIG 78 "--scheduler-args needs --scheduler slurm, sge or pbs"
   case $MGW_SCHED_ARGS in
     *[!A-Za-z0-9\ ._,:=+@%/-]*) mgw_die E_CONFIG 78 "--scheduler-args holds a byte outside [A-Za-z0-9 ._,:=+@%/-]" ;;
     ' '* | *' ' | *'  '*) mgw_die E_CONFIG 78 "--scheduler-args: tokens must be separated by exactly one space" ;;
@@ -2043,17 +2052,54 @@ mgw_sched_check_options() {
   set -f
   # shellcheck disable=SC2086
   set -- $MGW_SCHED_ARGS
+  mgw_prev=
   for mgw_a in "$@"; do
-    case $mgw_a in
-      -*) ;;
-      *) continue ;;
-    esac
-    case $mgw_a in
-      --wrap* | --output* | --error* | --input* | --chdir* | -D* | --job-name* | -J* | --parsable* | --wait* | -W* | \
-        --array* | -a* | --export-file* | --batch* | --open-mode* | -o* | -e* | -i*)
-        mgw_die E_CONFIG 78 "--scheduler-args may not set '$mgw_a': the gateway sets it" ;;
-    esac
+    ! mgw_sched_gateway_option "$mgw_a" "$mgw_prev" || mgw_die E_CONFIG 78 "--scheduler-args may not set '$mgw_a': the gateway sets it"
+    mgw_prev=$mgw_a
   done
+}
+
+# mgw_sched_gateway_option TOKEN PREVIOUS: true for an option the gateway sets on every submission
+# (or one that would change what the submission means: Grid Engine's -b re-splits a command line
+# and loses its quoting, -@ reads more options from a file, -t/-J/--array run the script many
+# times, -sync/--wait/-W block hold the submission open).
+mgw_sched_gateway_option() {
+  case $MGW_SCHEDULER:$1 in
+    slurm:--wrap* | slurm:--output* | slurm:--error* | slurm:--input* | slurm:--chdir* | slurm:-D* | slurm:--job-name* | \
+      slurm:-J* | slurm:--parsable* | slurm:--wait* | slurm:-W* | slurm:--array* | slurm:-a* | slurm:--export-file* | \
+      slurm:--batch* | slurm:--open-mode* | slurm:-o* | slurm:-e* | slurm:-i*) return 0 ;;
+    sge:-b | sge:-o | sge:-e | sge:-j | sge:-N | sge:-wd | sge:-cwd | sge:-terse | sge:-sync | sge:-S | sge:-@ | sge:-i | \
+      sge:-t | sge:-now | sge:-shell) return 0 ;;
+    pbs:-N* | pbs:-o* | pbs:-e* | pbs:-j* | pbs:-S* | pbs:-I* | pbs:-J* | pbs:-X* | pbs:-k* | pbs:-d* | pbs:-w* | pbs:-z* | \
+      pbs:-W*block*) return 0 ;;
+  esac
+  case $MGW_SCHEDULER:$2:$1 in pbs:-W:block*) return 0 ;; esac
+  return 1
+}
+
+# --scheduler-bin DIR: where the site's scheduler commands are (PBS installs in /opt/pbs/bin,
+# many Slurm sites in /opt/slurm/bin); looked in before the system directories. They run with the
+# account's rights, so a directory another account could write into is refused (fail closed).
+mgw_sched_check_bin() {
+  [ "$MGW_SCHEDULER" != none ] || mgw_die E_CONFIG 78 "--scheduler-bin needs --scheduler slurm, sge or pbs"
+  case $MGW_SCHED_BIN in
+    /*) ;;
+    *) mgw_die E_CONFIG 78 "--scheduler-bin must be an absolute path" ;;
+  esac
+  case $MGW_SCHED_BIN in
+    *[!A-Za-z0-9._/+@%,:=-]* | */../* | */..) mgw_die E_CONFIG 78 "--scheduler-bin may hold only [A-Za-z0-9._/+@%,:=-] and no .." ;;
+  esac
+  [ -d "$MGW_SCHED_BIN" ] || mgw_die E_CONFIG 78 "--scheduler-bin $MGW_SCHED_BIN is not a directory"
+  mgw_need stat
+  mgw_sb=$("$mgw_found" -L -c '%u %A' -- "$MGW_SCHED_BIN") || mgw_die E_CONFIG 78 "--scheduler-bin $MGW_SCHED_BIN cannot be read"
+  case ${mgw_sb#* } in
+    ?????w???? | ????????w?) mgw_die E_CONFIG 78 "--scheduler-bin $MGW_SCHED_BIN is writable by group or others" ;;
+  esac
+  mgw_need id
+  case ${mgw_sb%% *} in
+    0 | "$("$mgw_found" -u)") ;;
+    *) mgw_die E_CONFIG 78 "--scheduler-bin $MGW_SCHED_BIN belongs to another account" ;;
+  esac
 }
 
 # A resource line of a startx/runx request: KIND VALUE, VALUE a whole number 1..999999999.
@@ -2079,6 +2125,11 @@ mgw_sched_check_resources() {
   mgw_sched_within "${MGW_RES_CPUS:-}" "$MGW_MAX_CPUS" "cpus"
   mgw_sched_within "${MGW_RES_MEMORY_MB:-}" "$MGW_MAX_MEMORY_MB" "memory (MB)"
   mgw_sched_within "${MGW_RES_WALLTIME_MIN:-}" "$MGW_MAX_WALLTIME_MIN" "walltime (minutes)"
+  # Grid Engine gives a job more than one slot only through a parallel environment, whose names
+  # are the site's own: the site names one in --scheduler-args (-pe smp 4), the client cannot.
+  if [ "$MGW_SCHEDULER" = sge ] && [ "${MGW_RES_CPUS:-1}${MGW_RES_NODES:-1}" != 11 ]; then
+    mgw_die E_USAGE 64 "this site's Grid Engine gives more than one CPU or node only through a parallel environment the site names (--scheduler-args '-pe NAME N'); ask for cpus 1 and nodes 1, or none"
+  fi
 }
 
 mgw_sched_within() {
@@ -2086,11 +2137,16 @@ mgw_sched_within() {
   [ "$1" -le "$2" ] || mgw_die E_LIMIT 69 "$3 $1 is over the site maximum of $2"
 }
 
-# mgw_sched_cmd NAME ARG...: runs the scheduler's command NAME with PATH and the site's SLURM_*
-# variables only (env(1) takes the NAME=VALUE words up to the command); 127 when not installed.
+# mgw_sched_cmd NAME ARG...: runs the scheduler's command NAME (from --scheduler-bin, then the
+# fixed directories of mgw_which) with PATH and the site's SLURM_*, SGE_* and PBS_* --env values
+# only (env(1) takes the NAME=VALUE words up to the command); 127 when not installed.
 mgw_sched_cmd() {
-  mgw_which "$1" || { printf 'mint-gw: %s not found in /usr/bin, /bin, /usr/sbin, /sbin\n' "$1" >&2; return 127; }
-  mgw_sbin=$mgw_found
+  if [ -n "$MGW_SCHED_BIN" ] && [ -x "$MGW_SCHED_BIN/$1" ] && [ ! -d "$MGW_SCHED_BIN/$1" ]; then
+    mgw_sbin=$MGW_SCHED_BIN/$1
+  else
+    mgw_which "$1" || { printf 'mint-gw: %s not found in %s/usr/bin, /bin, /usr/sbin, /sbin\n' "$1" "${MGW_SCHED_BIN:+$MGW_SCHED_BIN, }" >&2; return 127; }
+    mgw_sbin=$mgw_found
+  fi
   shift
   mgw_which env || return 127
   mgw_senv=$mgw_found
@@ -2098,10 +2154,22 @@ mgw_sched_cmd() {
   mgw_ifs=$IFS
   IFS=$MGW_NL
   for mgw_e in $MGW_SITE_ENV; do
-    case $mgw_e in SLURM_*=*) set -- "$mgw_e" "$@" ;; esac
+    case $mgw_e in SLURM_*=* | SGE_*=* | PBS_*=*) set -- "$mgw_e" "$@" ;; esac
   done
   IFS=$mgw_ifs
-  "$mgw_senv" -i PATH=/usr/bin:/bin:/usr/sbin:/sbin "$@"
+  "$mgw_senv" -i "PATH=${MGW_SCHED_BIN:+$MGW_SCHED_BIN:}/usr/bin:/bin:/usr/sbin:/sbin" "$@"
+}
+
+# A scheduler's job id as this gateway accepts it: Slurm and Grid Engine say a number, PBS
+# NUMBER.SERVER. Ids go into key=value lines and argv, never through a shell.
+mgw_sched_id_ok() {
+  case $1 in '' | [!0-9]*) return 1 ;; esac
+  case $MGW_SCHED_JOB:$1 in
+    pbs:*[!A-Za-z0-9.-]*) return 1 ;;
+    pbs:*) ;;
+    *:*[!0-9]*) return 1 ;;
+  esac
+  [ ${#1} -le 100 ]
 }
 
 # Under the lock, in place of the detached runner: "$@" is the runner's argv after the umask
@@ -2120,39 +2188,63 @@ mgw_sched_submit() {
   { printf '%s\000' "$MGW_ACCOUNT_UMASK" "$@" | "$mgw_od" -An -v -tx1 |
     "$mgw_found" '{ for (i = 1; i <= NF; i++) if ($i == "00") { print v; v = "" } else v = v $i }' >"$MGW_JOBDIR/argv"; } ||
     mgw_sched_unsubmit E_LIMIT 69 "cannot write the job's batch files (disk or inodes full?)"
+  # A script file, never a command line: Grid Engine's `qsub -b y` re-splits one and loses its
+  # quoting (measured: `exit 3` came back as exit 0), and Torque's qsub passes no arguments.
   printf '#!/bin/sh\nexec %s --root %s --grace %s --run-sched %s\n' "$0" "$MGW_ROOT" "$MGW_GRACE" "$MGW_JOBDIR" >"$MGW_JOBDIR/batch.sh" ||
     mgw_sched_unsubmit E_LIMIT 69 "cannot write the job's batch files (disk or inodes full?)"
   mgw_write_atomic "$MGW_JOBDIR/sched" "$MGW_SCHEDULER" || mgw_sched_unsubmit E_LIMIT 69 "cannot write the job's batch files (disk or inodes full?)"
-  # Ours last: sbatch lets a later option win, so the site's args cannot move the job's files, and
-  # the client's resources override a site default time limit.
+  MGW_SCHED_JOB=$MGW_SCHEDULER
+  # Ours last: a later option wins (sbatch, qsub), so the site's args cannot move the job's files,
+  # and the client's resources override a site default time limit.
   set -f
-  # shellcheck disable=SC2086
-  set -- $MGW_SCHED_ARGS --parsable "--job-name=mint-$MGW_JOB" "--chdir=$MGW_WORK" \
-    "--output=$MGW_JOBDIR/sched.out" --open-mode=append
-  [ -z "${MGW_RES_CPUS:-}" ] || set -- "$@" "--cpus-per-task=$MGW_RES_CPUS"
-  [ -z "${MGW_RES_MEMORY_MB:-}" ] || set -- "$@" "--mem=$MGW_RES_MEMORY_MB"
-  [ -z "${MGW_RES_WALLTIME_MIN:-}" ] || set -- "$@" "--time=$MGW_RES_WALLTIME_MIN"
-  [ -z "${MGW_RES_NODES:-}" ] || set -- "$@" "--nodes=$MGW_RES_NODES"
-  mgw_sid=$(mgw_sched_cmd sbatch "$@" "$MGW_JOBDIR/batch.sh" 2>"$MGW_JOBDIR/sched.err")
-  mgw_src=$?
-  # --parsable prints `ID` or `ID;CLUSTER`.
-  mgw_sid=${mgw_sid%%;*}
-  case $mgw_src:$mgw_sid in
-    0:[1-9] | 0:[1-9]*[0-9]) case $mgw_sid in *[!0-9]*) mgw_src=1 ;; esac ;;
-    *) [ "$mgw_src" != 0 ] || mgw_src=1 ;;
+  case $MGW_SCHEDULER in
+    slurm)
+      mgw_scmd='sbatch'
+      # shellcheck disable=SC2086
+      set -- $MGW_SCHED_ARGS --parsable "--job-name=mint-$MGW_JOB" "--chdir=$MGW_WORK" \
+        "--output=$MGW_JOBDIR/sched.out" --open-mode=append
+      [ -z "${MGW_RES_CPUS:-}" ] || set -- "$@" "--cpus-per-task=$MGW_RES_CPUS"
+      [ -z "${MGW_RES_MEMORY_MB:-}" ] || set -- "$@" "--mem=$MGW_RES_MEMORY_MB"
+      [ -z "${MGW_RES_WALLTIME_MIN:-}" ] || set -- "$@" "--time=$MGW_RES_WALLTIME_MIN"
+      [ -z "${MGW_RES_NODES:-}" ] || set -- "$@" "--nodes=$MGW_RES_NODES" ;;
+    sge)
+      mgw_scmd='qsub'
+      # -S: the queue's shell may be csh (Debian's default queue template says /bin/csh).
+      # shellcheck disable=SC2086
+      set -- $MGW_SCHED_ARGS -terse -N "mint-$MGW_JOB" -wd "$MGW_WORK" -o "$MGW_JOBDIR/sched.out" -j y -S /bin/sh
+      [ -z "${MGW_RES_WALLTIME_MIN:-}" ] || set -- "$@" -l "h_rt=$((MGW_RES_WALLTIME_MIN * 60))"
+      [ -z "${MGW_RES_MEMORY_MB:-}" ] || set -- "$@" -l "h_vmem=${MGW_RES_MEMORY_MB}M" ;;
+    pbs)
+      mgw_scmd='qsub'
+      # PBS Pro / OpenPBS syntax (select, walltime). Older Torque limits a name to 15 bytes.
+      # shellcheck disable=SC2086
+      set -- $MGW_SCHED_ARGS -N "mint-${MGW_JOB%%-*}" -o "$MGW_JOBDIR/sched.out" -j oe -S /bin/sh
+      [ -z "${MGW_RES_WALLTIME_MIN:-}" ] || set -- "$@" -l "walltime=$((MGW_RES_WALLTIME_MIN / 60)):$((MGW_RES_WALLTIME_MIN % 60 / 10))$((MGW_RES_WALLTIME_MIN % 10)):00"
+      if [ -n "${MGW_RES_CPUS:-}${MGW_RES_MEMORY_MB:-}${MGW_RES_NODES:-}" ]; then
+        set -- "$@" -l "select=${MGW_RES_NODES:-1}:ncpus=${MGW_RES_CPUS:-1}${MGW_RES_MEMORY_MB:+:mem=${MGW_RES_MEMORY_MB}mb}"
+      fi ;;
   esac
+  mgw_sid=$(mgw_sched_cmd "$mgw_scmd" "$@" "$MGW_JOBDIR/batch.sh" 2>"$MGW_JOBDIR/sched.err")
+  mgw_src=$?
+  # sbatch --parsable prints `ID` or `ID;CLUSTER`; qsub -terse `ID`; PBS's qsub `ID.SERVER`.
+  mgw_sid=${mgw_sid%%;*}
+  if [ "$mgw_src" = 0 ] && ! mgw_sched_id_ok "$mgw_sid"; then mgw_src=1; fi
   if [ "$mgw_src" != 0 ]; then
     mgw_sched_first_line "$MGW_JOBDIR/sched.err"
-    mgw_sched_unsubmit E_INTERNAL 70 "sbatch refused the job (exit $mgw_src): $mgw_sline"
+    mgw_sched_unsubmit E_INTERNAL 70 "$mgw_scmd refused the job (exit $mgw_src): $mgw_sline"
   fi
   if ! mgw_write_atomic "$MGW_JOBDIR/sched_id" "$mgw_sid"; then
-    mgw_sched_cmd scancel "$mgw_sid" >/dev/null 2>&1
+    MGW_SCHED_ID=$mgw_sid
+    mgw_sched_kill term
     mgw_sched_unsubmit E_LIMIT 69 "cannot record the scheduler's job id (disk or inodes full?); job $mgw_sid was cancelled"
   fi
   "$MGW_RM" -f -- "$MGW_JOBDIR/sched.err"
-  MGW_SCHED_JOB=$MGW_SCHEDULER
   MGW_SCHED_ID=$mgw_sid
-  MGW_SCHED_STATE=PENDING
+  case $MGW_SCHEDULER in
+    slurm) MGW_SCHED_STATE=PENDING ;;
+    sge) MGW_SCHED_STATE=qw ;;
+    pbs) MGW_SCHED_STATE=Q ;;
+  esac
   MGW_SCHED_REASON=None
   MGW_STATE=queued
   MGW_PID=
@@ -2174,6 +2266,60 @@ mgw_sched_unsubmit() {
   mgw_unstart "$@"
 }
 
+# mgw_sched_kill term|kill: ask the scheduler to end the job. Slurm TERMs, then KILLs on request;
+# Grid Engine's qdel is a KILL at once (no TERM without -notify: measured, the TERM trap never ran);
+# PBS's qdel TERMs, and `-W force` forgets a job whose node does not answer.
+mgw_sched_kill() {
+  [ -n "$MGW_SCHED_ID" ] || return 0
+  case $MGW_SCHED_JOB:$1 in
+    slurm:term) mgw_sched_cmd scancel "$MGW_SCHED_ID" ;;
+    slurm:kill) mgw_sched_cmd scancel --signal=KILL --full "$MGW_SCHED_ID" ;;
+    sge:*) mgw_sched_cmd qdel "$MGW_SCHED_ID" ;;
+    pbs:term) mgw_sched_cmd qdel "$MGW_SCHED_ID" ;;
+    pbs:kill) mgw_sched_cmd qdel -W force "$MGW_SCHED_ID" ;;
+  esac >/dev/null 2>&1
+  return 0
+}
+
+# mgw_sched_class STATE: what the scheduler's raw state means here, in mgw_class: queued, running,
+# cancelled, lost (ended by the scheduler: time limit, node failure, an error state), ended, gone
+# (the scheduler no longer knows the job), unknown (it did not answer, or said nothing we read), none.
+mgw_sched_class() {
+  case $1 in
+    '') mgw_class=none; return 0 ;;
+    GONE) mgw_class=gone; return 0 ;;
+    UNREACHABLE | UNKNOWN) mgw_class=unknown; return 0 ;;
+  esac
+  case $MGW_SCHED_JOB in
+    sge)
+      # qstat's letters combine (qw, hqw, Eqw, dr, Rr): E is an error state a job never leaves by
+      # itself (it needs an operator's qmod -cj), d a deletion under way.
+      case $1 in
+        *E*) mgw_class=lost ;;
+        *r* | *t*) mgw_class=running ;;
+        *q* | *w*) mgw_class=queued ;;
+        *) mgw_class=running ;;
+      esac ;;
+    pbs)
+      # PBS Pro and Torque: Q queued, W waiting for its start time, H held, T in transit; R
+      # running, E exiting, B an array begun, S/U suspended; F finished (PBS Pro's history), C
+      # completed (Torque, kept keep_completed seconds), X an ended subjob.
+      case $1 in
+        Q | W | H | T | M) mgw_class=queued ;;
+        F | C | X) mgw_class=ended ;;
+        *) mgw_class=running ;;
+      esac ;;
+    *)
+      case $1 in
+        PENDING | CONFIGURING | REQUEUED | REQUEUE_HOLD | REQUEUE_FED | RESV_DEL_HOLD) mgw_class=queued ;;
+        RUNNING | COMPLETING | STAGE_OUT | SUSPENDED | SIGNALING | RESIZING | STOPPED) mgw_class=running ;;
+        CANCELLED) mgw_class=cancelled ;;
+        TIMEOUT | NODE_FAIL | OUT_OF_MEMORY | BOOT_FAIL | DEADLINE | PREEMPTED) mgw_class=lost ;;
+        *) mgw_class=ended ;;
+      esac ;;
+  esac
+}
+
 # Sets MGW_STATE (and MGW_EXIT, MGW_SCHED_*) for a job given to the scheduler. The `exit` file is
 # the authority for the exit status; the scheduler says whether the job waits, runs, or ended
 # without one (and why). Terminal states are kept in sched_final, so the answer survives the
@@ -2183,37 +2329,37 @@ mgw_sched_job_state() {
   MGW_SCHED_ID=
   MGW_SCHED_STATE=
   MGW_SCHED_REASON=
-  mgw_read_file "$MGW_JOBDIR/sched" && MGW_SCHED_JOB=$mgw_value
+  if mgw_read_file "$MGW_JOBDIR/sched"; then
+    case $mgw_value in slurm | sge | pbs) MGW_SCHED_JOB=$mgw_value ;; esac
+  fi
   mgw_read_file "$MGW_JOBDIR/sched_id" && MGW_SCHED_ID=$mgw_value
-  case $MGW_SCHED_ID in *[!0-9]*) MGW_SCHED_ID= ;; esac
+  mgw_sched_id_ok "$MGW_SCHED_ID" || MGW_SCHED_ID=
   if mgw_read_file "$MGW_JOBDIR/sched_final"; then
     MGW_SCHED_STATE=${mgw_value%% *}
     MGW_SCHED_REASON=${mgw_value#* }
   elif [ -n "$MGW_SCHED_ID" ]; then
     mgw_sched_query
   fi
+  mgw_sched_class "$MGW_SCHED_STATE"
   if mgw_read_file "$MGW_JOBDIR/exit"; then
     MGW_EXIT=$mgw_value
     if [ -f "$MGW_JOBDIR/cancelled" ]; then
       MGW_STATE=cancelled
+    elif [ "$mgw_class" = lost ]; then
+      # The runner outlived a program the scheduler ended (it ignores TERM and writes 143).
+      MGW_STATE=lost
     else
-      case $MGW_SCHED_STATE in
-        # The runner outlived a program the scheduler ended (it ignores TERM and writes 143).
-        TIMEOUT | NODE_FAIL | OUT_OF_MEMORY | BOOT_FAIL | DEADLINE | PREEMPTED) MGW_STATE=lost ;;
-        *) MGW_STATE=exited ;;
-      esac
+      MGW_STATE=exited
     fi
     mgw_sched_keep_final
     return 0
   fi
-  case $MGW_SCHED_STATE in
-    PENDING | CONFIGURING | REQUEUED | REQUEUE_HOLD | REQUEUE_FED | RESV_DEL_HOLD) MGW_STATE=queued ;;
-    RUNNING | COMPLETING | STAGE_OUT | SUSPENDED | SIGNALING | RESIZING | STOPPED) MGW_STATE=running ;;
-    UNREACHABLE)
-      # The scheduler did not answer: nothing is known to have ended.
-      MGW_STATE=running ;;
-    '')
-      # No id yet: sbatch is in its first moments, or the gateway died before recording the id.
+  case $mgw_class in
+    queued) MGW_STATE=queued ;;
+    # The scheduler did not answer: nothing is known to have ended.
+    running | unknown) MGW_STATE=running ;;
+    none)
+      # No id yet: the submission is in its first moments, or the gateway died before recording the id.
       if [ -f "$MGW_JOBDIR/cancelled" ]; then
         MGW_STATE=cancelled
         return 0
@@ -2228,7 +2374,7 @@ mgw_sched_job_state() {
       if mgw_read_file "$MGW_JOBDIR/exit"; then
         MGW_EXIT=$mgw_value
         MGW_STATE=exited
-      elif [ -f "$MGW_JOBDIR/cancelled" ] || [ "$MGW_SCHED_STATE" = CANCELLED ]; then
+      elif [ -f "$MGW_JOBDIR/cancelled" ] || [ "$mgw_class" = cancelled ]; then
         MGW_STATE=cancelled
       else
         MGW_STATE=lost
@@ -2237,41 +2383,236 @@ mgw_sched_job_state() {
   esac
 }
 
-# One squeue call: MGW_SCHED_STATE and MGW_SCHED_REASON of job MGW_SCHED_ID; GONE when the
-# scheduler no longer knows it, UNREACHABLE when it did not answer. The id is given twice (AiiDA's
-# way): squeue then answers a job it has forgotten with nothing and status 0, where one id gives
-# status 1 for a forgotten job and for a controller that is down alike.
+# MGW_SCHED_STATE and MGW_SCHED_REASON of job MGW_SCHED_ID from one poll of all of the account's
+# jobs (mgw_sched_polled); GONE when the scheduler no longer knows it, UNREACHABLE when it did not
+# answer.
 mgw_sched_query() {
-  if ! mgw_q=$(mgw_sched_cmd squeue -h -t all "--jobs=$MGW_SCHED_ID,$MGW_SCHED_ID" -o '%T|%r' 2>/dev/null); then
+  if ! mgw_sched_polled; then
     MGW_SCHED_STATE=UNREACHABLE
-    MGW_SCHED_REASON=squeue-failed
+    MGW_SCHED_REASON=scheduler-query-failed
     return 0
   fi
-  IFS= read -r mgw_q <<EOF_Q
-$mgw_q
-EOF_Q
-  if [ -z "$mgw_q" ]; then
-    MGW_SCHED_STATE=GONE
-    MGW_SCHED_REASON=forgotten-by-scheduler
-    return 0
+  mgw_key=${MGW_SCHED_ID%%.*}
+  MGW_SCHED_STATE=GONE
+  # Grid Engine drops a job from qstat the moment it ends: gone is its normal end.
+  case $MGW_SCHED_JOB in
+    sge) MGW_SCHED_REASON=left-the-queue ;;
+    *) MGW_SCHED_REASON=forgotten-by-scheduler ;;
+  esac
+  mgw_ifs=$IFS
+  IFS=$MGW_NL
+  for mgw_l in $mgw_poll; do
+    case $mgw_l in
+      "$mgw_key "*)
+        IFS=' '
+        # shellcheck disable=SC2086
+        set -- $mgw_l
+        MGW_SCHED_STATE=${2:-UNKNOWN}
+        MGW_SCHED_REASON=${3:-None}
+        break ;;
+    esac
+  done
+  IFS=$mgw_ifs
+}
+
+# mgw_sched_polled: mgw_poll holds the scheduler's word on the account's jobs, one line each,
+# `KEY STATE REASON` (KEY the id up to its first dot; STATE and REASON words of safe bytes);
+# false when the scheduler did not answer.
+# Batched per job root: the answer is kept in ROOT/.mint-sched-poll (`STAMP ok|fail`, then the
+# lines) and asked anew at most every MGW_SCHED_POLL (2) seconds, by one gateway under
+# ROOT/.mint-sched-poll.lock while the others wait for it and read its answer; so N clients
+# following N jobs cause one squeue every 2 s, not N (test/cluster/slurm-polling.test.ts counts
+# them). A snapshot older than the job's submission (sched_id), its cancel marker or its exit file
+# does not answer for it: that job would be missing, or still shown pending or running, only because
+# the snapshot came first (seen: a finished job's result said PENDING).
+mgw_sched_polled() {
+  mgw_pcache=$MGW_ROOT/.mint-sched-poll
+  mgw_need date
+  mgw_pdate=$mgw_found
+  mgw_pnow=$("$mgw_pdate" +%s)
+  mgw_need stat
+  mgw_pstat=$mgw_found
+  # The newest event of this job the snapshot must postdate (whole seconds, as the stamp).
+  mgw_pafter=0
+  if [ -n "${MGW_JOBDIR:-}" ]; then
+    for mgw_pf in "$MGW_JOBDIR/sched_id" "$MGW_JOBDIR/cancelled" "$MGW_JOBDIR/exit"; do
+      [ -f "$mgw_pf" ] || continue
+      mgw_pm=$("$mgw_pstat" -c %Y -- "$mgw_pf" 2>/dev/null) || continue
+      case $mgw_pm in '' | *[!0-9]*) continue ;; esac
+      [ "$mgw_pm" -le "$mgw_pafter" ] || mgw_pafter=$mgw_pm
+    done
   fi
-  MGW_SCHED_STATE=${mgw_q%%|*}
-  MGW_SCHED_REASON=${mgw_q#*|}
-  # Both go into key=value lines: a word of safe bytes each.
-  case $MGW_SCHED_STATE in '' | *[!A-Z_]*) MGW_SCHED_STATE=UNKNOWN ;; esac
-  case $MGW_SCHED_REASON in '' | *[!A-Za-z0-9_.,:=+@%-]*) MGW_SCHED_REASON=None ;; esac
+  mgw_sched_read_poll && return "$mgw_prc"
+  if ! { command exec 7>>"$MGW_ROOT/.mint-sched-poll.lock"; } 2>/dev/null; then
+    mgw_sched_poll
+    return
+  fi
+  if ! "$MGW_FLOCK" -w 30 7; then
+    exec 7>&-
+    mgw_sched_poll
+    return
+  fi
+  # Another gateway may have asked while this one waited for the lock.
+  mgw_pnow=$("$mgw_pdate" +%s)
+  if mgw_sched_read_poll; then
+    exec 7>&-
+    return "$mgw_prc"
+  fi
+  # The stamp is taken before the scheduler is asked: a job submitted meanwhile is not taken as gone.
+  mgw_pstamp=$("$mgw_pdate" +%s)
+  if mgw_sched_poll; then mgw_prc=0; mgw_pok=ok; else mgw_prc=1; mgw_pok=fail; fi
+  { printf '%s %s\n' "$mgw_pstamp" "$mgw_pok" && printf '%s\n' "$mgw_poll"; } >"$mgw_pcache.$$" 2>/dev/null &&
+    "$MGW_MV" -f -- "$mgw_pcache.$$" "$mgw_pcache" 2>/dev/null
+  exec 7>&-
+  return "$mgw_prc"
+}
+
+# The kept poll into mgw_poll and mgw_prc (0 answered, 1 not) when it is fresh (younger than
+# MGW_SCHED_POLL seconds) and later than mgw_pafter; false otherwise.
+mgw_sched_read_poll() {
+  [ -f "$mgw_pcache" ] || return 1
+  {
+    IFS=' ' read -r mgw_pstamp mgw_pok || return 1
+    case $mgw_pstamp in '' | *[!0-9]*) return 1 ;; esac
+    [ $((mgw_pnow - mgw_pstamp)) -lt "$MGW_SCHED_POLL" ] && [ "$mgw_pstamp" -gt "$mgw_pafter" ] || return 1
+    mgw_poll=
+    while IFS= read -r mgw_pl; do mgw_poll=$mgw_poll$mgw_pl$MGW_NL; done
+  } <"$mgw_pcache" 2>/dev/null || return 1
+  case $mgw_pok in ok) mgw_prc=0 ;; *) mgw_prc=1 ;; esac
+  return 0
+}
+
+# One call to the scheduler for all of this account's jobs (not one per job: centres ban accounts
+# that poll each job, and AiiDA's users were; MInt's own remote side polls qstat every 10 s).
+#   Slurm: squeue -h -t all -u USER (-t all: it hides ended jobs otherwise);
+#   Grid Engine: qstat -u USER (ended jobs leave it at once; the exit file says how they ended);
+#   PBS: qstat -f ID... for the root's jobs that have not ended (qstat -f shows every user's jobs
+#   without ids, and -u belongs to its short format only).
+mgw_sched_poll() {
+  mgw_poll=
+  mgw_need awk
+  mgw_pawk=$mgw_found
+  mgw_need id
+  mgw_user=$("$mgw_found" -un) || return 1
+  case $MGW_SCHED_JOB in
+    slurm)
+      mgw_praw=$(mgw_sched_cmd squeue -h -t all -u "$mgw_user" -o '%i|%T|%r' 2>/dev/null) || return 1
+      # shellcheck disable=SC2016
+      mgw_poll=$(printf '%s\n' "$mgw_praw" | "$mgw_pawk" -F '|' '
+        $1 ~ /^[0-9]+$/ { st = $2; r = $3; if (st !~ /^[A-Za-z_]+$/) st = "UNKNOWN"
+          gsub(/[^A-Za-z0-9_.,:=+@%-]/, "_", r); if (r == "") r = "None"; print $1, st, substr(r, 1, 80) }') ;;
+    sge)
+      mgw_praw=$(mgw_sched_cmd qstat -u "$mgw_user" 2>/dev/null) || return 1
+      # job-ID prior name user state submit/start-at queue slots: the id and the state.
+      # shellcheck disable=SC2016
+      mgw_poll=$(printf '%s\n' "$mgw_praw" | "$mgw_pawk" '
+        $1 ~ /^[0-9]+$/ && NF >= 5 { st = $5; if (st !~ /^[A-Za-z]+$/) st = "UNKNOWN"; print $1, st, "None" }') ;;
+    pbs)
+      set +f
+      set --
+      for mgw_p in "$MGW_ROOT"/*-*-*-*-*/sched_id; do
+        [ ! -f "${mgw_p%/sched_id}/sched_final" ] || continue
+        mgw_read_file "$mgw_p" && mgw_sched_id_ok "$mgw_value" && set -- "$@" "$mgw_value"
+      done
+      set -f
+      [ $# -gt 0 ] || return 0
+      # stderr too: a job PBS has forgotten is named there ("Unknown Job Id", "Job has finished")
+      # while the others are on stdout, and the status is not 0.
+      mgw_praw=$(mgw_sched_cmd qstat -f "$@" 2>&1; printf 'mint-rc=%s\n' "$?")
+      mgw_sched_pbs_parse ;;
+  esac
+}
+
+# mgw_praw (qstat -f's text, then `mint-rc=N`) into mgw_poll; false when qstat failed without
+# naming any job (the server is down).
+mgw_sched_pbs_parse() {
+  # shellcheck disable=SC2016
+  mgw_poll=$(printf '%s\n' "$mgw_praw" | "$mgw_pawk" '
+    function flush() {
+      if (id == "") return
+      r = (ex != "" ? "exit_status=" ex : (cm != "" ? cm : "None"))
+      gsub(/[^A-Za-z0-9_.,:=+@%-]/, "_", r)
+      if (st !~ /^[A-Za-z]+$/) st = "UNKNOWN"
+      print id, st, substr(r, 1, 80)
+      id = ""
+    }
+    /^Job Id: / { flush(); id = $3; sub(/\..*/, "", id); if (id !~ /^[0-9]+$/) id = ""; st = ""; ex = ""; cm = ""; known = 1; next }
+    /Unknown Job Id|[Jj]ob has finished/ { known = 1 }
+    /^mint-rc=/ { rc = substr($0, 9) }
+    /^    [A-Za-z_.]+ = / && id != "" {
+      k = tolower($1); v = $0; sub(/^[^=]*= /, "", v)
+      if (k == "job_state") st = v; else if (k == "exit_status") ex = v; else if (k == "comment") cm = v
+    }
+    END { flush(); if (rc != "0" && !known) print "mint-unreachable" }')
+  case $mgw_poll in *mint-unreachable*) mgw_poll= ; return 1 ;; esac
+  return 0
 }
 
 mgw_sched_keep_final() {
-  case $MGW_SCHED_STATE in
-    '' | GONE | UNREACHABLE | UNKNOWN | PENDING | CONFIGURING | REQUEUED | REQUEUE_HOLD | REQUEUE_FED | RESV_DEL_HOLD | \
-      RUNNING | COMPLETING | STAGE_OUT | SUSPENDED | SIGNALING | RESIZING | STOPPED) return 0 ;;
+  case $mgw_class in
+    ended | cancelled | lost) ;;
+    # A job the scheduler forgot after its exit file came in: nothing more will change.
+    gone) [ -f "$MGW_JOBDIR/exit" ] || return 0 ;;
+    *) return 0 ;;
   esac
   [ -f "$MGW_JOBDIR/sched_final" ] && return 0
   # Several readers may race to write it; each writes the same, through its own temp name.
   printf '%s %s\n' "$MGW_SCHED_STATE" "$MGW_SCHED_REASON" >"$MGW_JOBDIR/sched_final.$$" 2>/dev/null &&
     "$MGW_MV" -f -- "$MGW_JOBDIR/sched_final.$$" "$MGW_JOBDIR/sched_final" 2>/dev/null
+  # A Grid Engine job in an error state (Eqw) would sit in the queue until an operator clears it,
+  # and then run after the gateway called it lost: it goes.
+  if [ "$MGW_SCHED_JOB" = sge ] && [ "$mgw_class" = lost ]; then mgw_sched_kill term; fi
   return 0
+}
+
+# probe's scheduler facts (the grid information service's idea, GRIS): the scheduler's version,
+# its partitions or queues with idle/total (Slurm: nodes, sinfo's %F; Grid Engine: slots, qstat -g
+# c; PBS: queue names only), and this account's jobs queued and running (from one poll,
+# mgw_sched_polled; PBS: the root's jobs). Values are cut to safe bytes; a scheduler that does not
+# answer gives sched_reachable=no.
+mgw_sched_probe() {
+  MGW_SCHED_JOB=$MGW_SCHEDULER
+  mgw_need awk
+  mgw_pawk=$mgw_found
+  mgw_need tr
+  mgw_ptr=$mgw_found
+  case $MGW_SCHEDULER in
+    slurm)
+      mgw_pv=$(mgw_sched_cmd sinfo --version 2>/dev/null)
+      # shellcheck disable=SC2016
+      mgw_pq=$(mgw_sched_cmd sinfo -h -o '%R %F' 2>/dev/null | "$mgw_pawk" '{ split($2, n, "/"); printf "%s%s:%s/%s", sep, $1, n[2], n[4]; sep = "," }') ;;
+    sge)
+      mgw_pv=$(mgw_sched_cmd qstat -help 2>/dev/null | "$mgw_pawk" 'NR == 1')
+      # shellcheck disable=SC2016
+      mgw_pq=$(mgw_sched_cmd qstat -g c 2>/dev/null | "$mgw_pawk" 'NR > 2 && NF >= 6 { printf "%s%s:%s/%s", sep, $1, $5, $6; sep = "," }') ;;
+    pbs)
+      mgw_pv=$(mgw_sched_cmd qstat --version 2>/dev/null | "$mgw_pawk" 'NR == 1')
+      # shellcheck disable=SC2016
+      mgw_pq=$(mgw_sched_cmd qstat -Q 2>/dev/null | "$mgw_pawk" 'NR > 2 && NF >= 2 { printf "%s%s:-/-", sep, $1; sep = "," }') ;;
+  esac
+  printf 'sched_version=%s\n' "$(printf '%.80s' "${mgw_pv:-unknown}" | "$mgw_ptr" -c 'A-Za-z0-9 ._=-' '?')"
+  printf 'sched_queues=%s\n' "$(printf '%.2000s' "$mgw_pq" | "$mgw_ptr" -c 'A-Za-z0-9._:/,-' '?')"
+  if mgw_sched_polled; then
+    mgw_nq=0
+    mgw_nr=0
+    mgw_ifs=$IFS
+    IFS=$MGW_NL
+    for mgw_l in $mgw_poll; do
+      IFS=' '
+      # shellcheck disable=SC2086
+      set -- $mgw_l
+      mgw_sched_class "${2:-}"
+      case $mgw_class in
+        queued) mgw_nq=$((mgw_nq + 1)) ;;
+        running) mgw_nr=$((mgw_nr + 1)) ;;
+      esac
+      IFS=$MGW_NL
+    done
+    IFS=$mgw_ifs
+    printf 'sched_reachable=yes\nsched_jobs_queued=%s\nsched_jobs_running=%s\n' "$mgw_nq" "$mgw_nr"
+  else
+    printf 'sched_reachable=no\n'
+  fi
 }
 
 # On stderr: `mint-gw: sched: job=J id=N state=S reason=R`, for the client's `queued` event.
@@ -2280,10 +2621,10 @@ mgw_sched_report() {
 }
 
 # logs for a scheduler's job: the runner is on another node, so `tail --pid` cannot watch it.
-# A local watcher asks the scheduler every MGW_SCHED_POLL (2) seconds, one squeue call (and looks
-# for the exit file every half second), reports each change of the scheduler's state or reason on
-# stderr, and ends when the job has; tail follows the log on the shared file system until the
-# watcher is gone, then makes its final read.
+# A local watcher asks every MGW_SCHED_POLL (2) seconds (one poll of all the account's jobs, and
+# looks for the exit file every half second), reports each change of the scheduler's state or
+# reason on stderr, and ends when the job has; tail follows the log on the shared file system
+# until the watcher is gone, then makes its final read.
 mgw_sched_follow_log() {
   mgw_sched_report
   case $MGW_STATE in
@@ -2307,9 +2648,17 @@ mgw_sched_follow_log() {
 
 mgw_sched_watch() {
   mgw_last="$MGW_SCHED_STATE $MGW_SCHED_REASON"
+  mgw_cancel_seen=
   while :; do
     mgw_i=0
     while [ $mgw_i -lt $((MGW_SCHED_POLL * 2)) ] && [ ! -f "$MGW_JOBDIR/exit" ]; do
+      # A cancel's marker: ask at once rather than at the next poll (a pending job is gone within
+      # the second, and a client waits for this follow only 2 s after its cancel).
+      if [ -z "$mgw_cancel_seen" ] && [ -f "$MGW_JOBDIR/cancelled" ]; then
+        mgw_cancel_seen=1
+        "$mgw_sleep" 0.3
+        break
+      fi
       "$mgw_sleep" 0.5
       mgw_i=$((mgw_i + 1))
     done
@@ -2323,11 +2672,12 @@ mgw_sched_watch() {
   done
 }
 
-# The job's final state once its exit file is in: the scheduler shows COMPLETING for a moment
-# after the runner's end, and only then whether a time limit or node failure ended it; wait that
-# out for up to 5 s.
+# The job's final state once its exit file is in: Slurm shows COMPLETING for a moment after the
+# runner's end, and only then whether a time limit or node failure ended it; wait that out for up
+# to 5 s. (Grid Engine and PBS say nothing more than the exit file: they are not waited for.)
 mgw_sched_settle() {
   mgw_job_state
+  [ "$MGW_SCHED_JOB" = slurm ] || return 0
   mgw_i=0
   while [ "$MGW_SCHED_STATE" = COMPLETING ] || [ "$MGW_SCHED_STATE" = RUNNING ]; do
     { [ -n "$MGW_EXIT" ] && [ $mgw_i -lt 25 ]; } || break
@@ -2337,14 +2687,14 @@ mgw_sched_settle() {
   done
 }
 
-# cancel: the marker first (a runner that has not begun then never runs the program), then
-# scancel, which ends a pending job at once and TERMs a running one (KILL after the scheduler's
-# KillWait); wait up to --grace seconds for the end, then ask for KILL.
+# cancel: the marker first (a runner that has not begun then never runs the program), then the
+# scheduler's cancel (mgw_sched_kill), which ends a pending job at once; wait up to --grace seconds
+# for the end, then ask for KILL.
 mgw_sched_cancel() {
   case $MGW_STATE in queued | running) ;; *) return 0 ;; esac
   : >"$MGW_JOBDIR/cancelled"
   mgw_unlock
-  [ -z "$MGW_SCHED_ID" ] || mgw_sched_cmd scancel "$MGW_SCHED_ID" >/dev/null 2>&1
+  mgw_sched_kill term
   mgw_need sleep
   # Kept apart: mgw_job_state looks up other commands (squeue, env) into mgw_found.
   mgw_csleep=$mgw_found
@@ -2355,7 +2705,7 @@ mgw_sched_cancel() {
     "$mgw_csleep" 0.5
     mgw_i=$((mgw_i + 1))
   done
-  [ -z "$MGW_SCHED_ID" ] || mgw_sched_cmd scancel --signal=KILL --full "$MGW_SCHED_ID" >/dev/null 2>&1
+  mgw_sched_kill kill
   # The job stays COMPLETING while slurmd reaps it (measured: 4.5 s after scancel with KillWait=2,
   # about 5 s with KillWait=5): wait up to 10 s more for its end, so that cancel reports it.
   mgw_i=0
@@ -2376,10 +2726,21 @@ mgw_sched_run_job() {
   MGW_JOBDIR=$mgw_jobdir
   [ ! -f "$mgw_jobdir/cancelled" ] || exit 0
   "$MGW_MKDIR" -- "$mgw_jobdir/ran" 2>/dev/null || exit 0
-  case ${SLURM_JOB_ID:-} in
-    '' | *[!0-9]*) ;;
-    *) [ -f "$mgw_jobdir/sched_id" ] || mgw_write_atomic "$mgw_jobdir/sched_id" "$SLURM_JOB_ID" ;;
+  MGW_SCHED_JOB=slurm
+  if mgw_read_file "$mgw_jobdir/sched"; then
+    case $mgw_value in slurm | sge | pbs) MGW_SCHED_JOB=$mgw_value ;; esac
+  fi
+  # The job's id as the scheduler gives it to the job, should the gateway have died before
+  # recording it; and the variables the program gets from the scheduler (the job id, the nodes and
+  # CPUs it was given: what srun, mpirun and their kin read), before the site's and client's own.
+  case $MGW_SCHED_JOB in
+    slurm) mgw_own_id=${SLURM_JOB_ID:-} ;;
+    sge) mgw_own_id=${JOB_ID:-} ;;
+    pbs) mgw_own_id=${PBS_JOBID:-} ;;
   esac
+  if [ ! -f "$mgw_jobdir/sched_id" ] && mgw_sched_id_ok "$mgw_own_id"; then
+    mgw_write_atomic "$mgw_jobdir/sched_id" "$mgw_own_id"
+  fi
   mgw_need awk
   # shellcheck disable=SC2016
   mgw_argv=$("$mgw_found" '
@@ -2402,8 +2763,6 @@ mgw_sched_run_job() {
   done
   IFS=$mgw_ifs
   [ $# -ge 2 ] || exit 70
-  # The program gets the job's SLURM_* variables from the scheduler (SLURM_JOB_ID, the node list,
-  # the CPUs it was given: what srun and mpirun read), before the site's and client's own.
   mgw_umask=$1
   shift
   mgw_need env
@@ -2411,8 +2770,8 @@ mgw_sched_run_job() {
   IFS=$MGW_NL
   for mgw_l in $mgw_slurm_env; do
     IFS=$mgw_ifs
-    case $mgw_l in
-      SLURM_*=*)
+    case $MGW_SCHED_JOB:$mgw_l in
+      slurm:SLURM_*=* | pbs:PBS_*=* | sge:JOB_ID=* | sge:JOB_NAME=* | sge:NSLOTS=* | sge:NHOSTS=* | sge:PE_HOSTFILE=* | sge:QUEUE=*)
         case ${mgw_l%%=*} in *[!A-Z0-9_]*) ;; *) set -- "$mgw_l" "$@" ;; esac ;;
     esac
     IFS=$MGW_NL

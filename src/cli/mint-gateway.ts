@@ -67,8 +67,9 @@ export const installSpec = defineCommand({
     grace: { type: 'string', value: 'SECONDS', description: "seconds between cancel's TERM and KILL (default: 10)" },
     env: { type: 'string', value: 'NAME=VALUE', multiple: true, description: 'a variable every program gets, e.g. LANG=ja_JP.UTF-8' },
     'allow-unconfined-rsync': { type: 'boolean', description: 'obsolete, ignored: downloads are confined on any rsync >= 3.1.0' },
-    scheduler: { type: 'string', value: 'slurm|none', description: 'where programs run: through Slurm (sbatch), or on this host (none, the default)' },
-    'scheduler-args': { type: 'string', value: 'OPTS', description: "site-fixed sbatch options, given with '=': --scheduler-args='-p short -A mint'" },
+    scheduler: { type: 'string', value: 'NAME', description: 'where programs run: slurm, sge, pbs (a batch scheduler) or none (this host, the default)' },
+    'scheduler-args': { type: 'string', value: 'OPTS', description: "site-fixed submission options, given with '=': --scheduler-args='-p short -A mint'" },
+    'scheduler-bin': { type: 'string', value: 'DIR', description: "the scheduler's commands, if not in /usr/bin or /bin (/opt/pbs/bin)" },
     'max-cpus': { type: 'string', value: 'N', description: 'with --scheduler: the most CPUs a job may ask for' },
     'max-memory-mb': { type: 'string', value: 'N', description: 'with --scheduler: the most memory (MB) a job may ask for' },
     'max-walltime-min': { type: 'string', value: 'N', description: 'with --scheduler: the longest walltime (minutes) a job may ask for' },
@@ -155,9 +156,10 @@ export async function main(argv: string[] = process.argv.slice(2), io: Io = proc
             ...(grace !== undefined ? { grace } : {}),
             ...(values.env?.length ? { env: values.env } : {}),
             ...(values['allow-env'] ? { allowEnv: values['allow-env'].split(',') } : {}),
-            // install.ts refuses sge/pbs ("not supported yet") and any other word, with the reason.
+            // install.ts refuses any other word, with the reason.
             ...(values.scheduler !== undefined ? { scheduler: values.scheduler as Scheduler } : {}),
             ...(values['scheduler-args'] !== undefined ? { schedulerArgs: values['scheduler-args'] } : {}),
+            ...(values['scheduler-bin'] !== undefined ? { schedulerBin: values['scheduler-bin'] } : {}),
             ...(maxCpus !== undefined ? { maxCpus } : {}),
             ...(maxMemoryMb !== undefined ? { maxMemoryMb } : {}),
             ...(maxWalltimeMin !== undefined ? { maxWalltimeMin } : {}),

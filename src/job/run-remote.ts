@@ -200,9 +200,27 @@ interface Job {
   scheduler: SchedulerInfo | undefined;
 }
 
-// Slurm's states of a job that waits for its turn; mirrors mgw_sched_job_state's `queued`.
+// Slurm's states of a job that waits for its turn or runs; mirrors mgw_sched_class.
 const WAITING = new Set(['PENDING', 'CONFIGURING', 'REQUEUED', 'REQUEUE_HOLD', 'REQUEUE_FED', 'RESV_DEL_HOLD']);
 const RUNNING = new Set(['RUNNING', 'COMPLETING', 'STAGE_OUT', 'SUSPENDED', 'SIGNALING', 'RESIZING', 'STOPPED']);
+
+/**
+ * Whether the scheduler's raw state says the job waits or runs (Slurm's words, Grid Engine's
+ * letters, PBS's one letter), as mgw_sched_class reads them; anything else has ended or is unknown.
+ */
+export function schedulerPhase(state: string): 'waiting' | 'running' | undefined {
+  if (WAITING.has(state)) return 'waiting';
+  if (RUNNING.has(state)) return 'running';
+  // PBS: Q queued, W waiting for its time, H held, T in transit; R running, E exiting, B begun, S/U suspended.
+  if (/^[QWHTM]$/.test(state)) return 'waiting';
+  if (/^[REBSU]$/.test(state)) return 'running';
+  // Grid Engine combines letters (qw, hqw, Eqw, r, t, dr, Rr); E is an error state.
+  if (/^[a-zA-Z]+$/.test(state) && /[a-z]/.test(state) && !state.includes('E')) {
+    if (/[rt]/.test(state)) return 'running';
+    if (/[qw]/.test(state)) return 'waiting';
+  }
+  return undefined;
+}
 
 async function prepare(options: CommonOptions, jobId: string): Promise<Job> {
   const resolveOptions: ResolveOptions = options.configFile ? { configFile: options.configFile } : {};
@@ -274,11 +292,12 @@ async function prepare(options: CommonOptions, jobId: string): Promise<Job> {
     scheduler: undefined,
     onSched: (sched) => {
       job.scheduler = sched;
-      if (WAITING.has(sched.state) && !job.started) {
+      const phase = schedulerPhase(sched.state);
+      if (phase === 'waiting' && !job.started) {
         const key = `${sched.id} ${sched.reason}`;
         if (key !== lastQueued) emit({ type: 'queued', jobId, schedulerId: sched.id, reason: sched.reason });
         lastQueued = key;
-      } else if (RUNNING.has(sched.state) && !job.started) {
+      } else if (phase === 'running' && !job.started) {
         job.started = true;
         emit({ type: 'started', jobId, pid: undefined });
       }
@@ -476,7 +495,9 @@ async function followToEnd(job: Job, follow: Follow): Promise<Ran> {
     if ('value' in rest) return done(rest.value, cancelled, false);
     if ('value' in stop) {
       // Cancelled before it started: started/ exists but no log was ever made.
-      return done({ state: stop.value.state, exitCode: stop.value.exitCode }, cancelled, refusal(rest) === 'E_STATE');
+      // The cancel's reply is the scheduler's last word too (CANCELLED), where one holds the job.
+      const scheduler = stop.value.scheduler;
+      return done({ state: stop.value.state, exitCode: stop.value.exitCode, ...(scheduler ? { scheduler } : {}) }, cancelled, refusal(rest) === 'E_STATE');
     }
     // A refusal is the gateway's word on the job: as before, it is the error.
     if ('error' in stop && stop.error instanceof GatewayError) throw stop.error;

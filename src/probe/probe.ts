@@ -50,7 +50,78 @@ export interface ProbeResult {
   /** What a scheduler needs to choose this host. */
   resources?: { cpus?: number; memTotalMb?: number; memAvailableMb?: number; load?: number[]; freeMb?: number };
   latency?: { tcpConnectMs?: number; sshConnectMs: number; verbRoundTripMs: number };
+  /** A `--scheduler` site's batch scheduler, as its gateway sees it (the grid information service's facts). */
+  scheduler?: SchedulerFacts;
   gateway?: { protocol: number; version: string };
+}
+
+export interface SchedulerFacts {
+  /** slurm, sge or pbs. */
+  type: string;
+  /** What the scheduler says of itself (`slurm 22.05.8`, `SGE 8.1.9`), when it answered. */
+  version?: string;
+  /** Partitions (Slurm: idle/total nodes) or queues (Grid Engine: free/total slots; PBS: names only). */
+  queues: Array<{ name: string; idle?: number; total?: number }>;
+  /** Whether the scheduler answered the gateway's poll of this account's jobs. */
+  reachable: boolean;
+  /** This account's jobs the scheduler holds (PBS: those of this gateway's job root). */
+  jobs?: { queued: number; running: number };
+  /** The site's maxima for a job's resources (absent: no maximum). */
+  maxima: { cpus?: number; memoryMb?: number; walltimeMin?: number };
+}
+
+/** The scheduler lines of a gateway's probe report (`scheduler=`, `sched_*`, `max_*`); undefined without one. */
+export function schedulerFacts(f: Map<string, string>): SchedulerFacts | undefined {
+  const type = f.get('scheduler');
+  if (!type || type === 'none') return undefined;
+  const positive = (key: string): number | undefined => {
+    const n = numberOf(f.get(key));
+    return n !== undefined && n > 0 ? n : undefined;
+  };
+  const count = (v: string): number | undefined => (/^\d+$/.test(v) ? Number(v) : undefined);
+  const queues = (f.get('sched_queues') ?? '')
+    .split(',')
+    .filter(Boolean)
+    .map((q) => {
+      const [name = '', counts = ''] = q.split(':');
+      const [idle = '', total = ''] = counts.split('/');
+      const i = count(idle);
+      const t = count(total);
+      return { name, ...(i !== undefined ? { idle: i } : {}), ...(t !== undefined ? { total: t } : {}) };
+    });
+  const version = f.get('sched_version');
+  const queued = count(f.get('sched_jobs_queued') ?? '');
+  const running = count(f.get('sched_jobs_running') ?? '');
+  const maxCpus = positive('max_cpus');
+  const maxMemoryMb = positive('max_memory_mb');
+  const maxWalltimeMin = positive('max_walltime_min');
+  return {
+    type,
+    ...(version && version !== 'unknown' ? { version } : {}),
+    queues,
+    reachable: f.get('sched_reachable') === 'yes',
+    ...(queued !== undefined && running !== undefined ? { jobs: { queued, running } } : {}),
+    maxima: { ...(maxCpus ? { cpus: maxCpus } : {}), ...(maxMemoryMb ? { memoryMb: maxMemoryMb } : {}), ...(maxWalltimeMin ? { walltimeMin: maxWalltimeMin } : {}) },
+  };
+}
+
+/** One line for people: `slurm 22.05.8; debug 1/1 idle; this account 0 queued, 1 running; at most 32 CPUs`. */
+export function describeScheduler(s: SchedulerFacts): string {
+  const unit = s.type === 'slurm' ? 'nodes idle' : s.type === 'sge' ? 'slots free' : '';
+  const queues = s.queues.map((q) => (q.idle !== undefined && q.total !== undefined ? `${q.name} ${q.idle}/${q.total}` : q.name)).join(', ');
+  const maxima = [
+    s.maxima.cpus ? `${s.maxima.cpus} CPUs` : '',
+    s.maxima.memoryMb ? `${s.maxima.memoryMb} MB` : '',
+    s.maxima.walltimeMin ? `${s.maxima.walltimeMin} min` : '',
+  ].filter(Boolean);
+  return [
+    `${s.type} (${s.version ?? 'version unknown'})`,
+    queues ? `${queues}${unit && s.queues.some((q) => q.total !== undefined) ? ` ${unit}` : ''}` : 'no queues listed',
+    s.jobs ? `this account ${s.jobs.queued} queued, ${s.jobs.running} running` : s.reachable ? '' : 'the scheduler did not answer',
+    maxima.length ? `a job at most ${maxima.join(', ')}` : '',
+  ]
+    .filter(Boolean)
+    .join('; ');
 }
 
 /** Exit code of the CLI for the first failing step: each step its own code. */
@@ -228,10 +299,13 @@ export async function probeHost(target: string | InlineHost, options: ResolveOpt
       ...(freeMb !== undefined ? { freeMb } : {}),
     };
     result.resources = resources;
+    const scheduler = schedulerFacts(f);
+    if (scheduler) result.scheduler = scheduler;
     steps.push({
       step: 'resources',
       ok: true,
-      detail: `${resources.cpus ?? '?'} CPUs, ${resources.memTotalMb ?? '?'} MB memory (${resources.memAvailableMb ?? '?'} MB available), load ${load.join(' ') || '?'}`,
+      detail: `${resources.cpus ?? '?'} CPUs, ${resources.memTotalMb ?? '?'} MB memory (${resources.memAvailableMb ?? '?'} MB available), load ${load.join(' ') || '?'}${scheduler ? `; jobs go to ${describeScheduler(scheduler)}` : ''}`,
+      ...(scheduler && !scheduler.reachable ? { warning: `the gateway could not reach the ${scheduler.type} scheduler (check --env SLURM_CONF/SGE_* and --scheduler-bin)` } : {}),
     });
 
     // Each verb is a fresh session through the account's login shell: its start-up dominates.

@@ -62,29 +62,40 @@ export interface GatewayOptions {
   allowUnconfinedRsync?: boolean;
   /** Where programs run: on this host (`none`, the default) or through a batch scheduler. */
   scheduler?: Scheduler;
-  /** Site-fixed sbatch options (partition, account, QOS, a default time limit), space-separated. */
+  /** Site-fixed submission options (partition, account, QOS, a default time limit), space-separated. */
   schedulerArgs?: string;
+  /** Where the scheduler's commands are, looked in before /usr/bin, /bin, /usr/sbin, /sbin (PBS: /opt/pbs/bin). */
+  schedulerBin?: string;
   /** Maxima a client's resources may ask for; over one is E_LIMIT (0 or absent: no maximum). */
   maxCpus?: number;
   maxMemoryMb?: number;
   maxWalltimeMin?: number;
 }
 
-/** The schedulers the gateway can submit to; `sge` and `pbs` are named by the CLI but refused for now. */
-export type Scheduler = 'none' | 'slurm';
+/** The schedulers the gateway can submit to. */
+export type Scheduler = 'none' | 'slurm' | 'sge' | 'pbs';
 
 /**
- * Options the gateway sets itself on every submission (mirrors mgw_sched_check_options): a site
- * value would move the job's files or change how its id is read.
+ * Options the gateway sets itself on every submission (mirrors mgw_sched_gateway_option): a site
+ * value would move the job's files, change how its id is read, or change what the submission
+ * means (Grid Engine's -b re-splits a command line, -@ reads options from a file, arrays run the
+ * program many times, blocking submissions hold the gateway open).
  */
-const GATEWAY_SBATCH_OPTION = /^(--wrap|--output|--error|--input|--chdir|-D|--job-name|-J|--parsable|--wait|-W|--array|-a|--export-file|--batch|--open-mode|-o|-e|-i)/;
+const GATEWAY_OPTION: Record<Exclude<Scheduler, 'none'>, RegExp> = {
+  slurm: /^(--wrap|--output|--error|--input|--chdir|-D|--job-name|-J|--parsable|--wait|-W|--array|-a|--export-file|--batch|--open-mode|-o|-e|-i)/,
+  sge: /^-(b|o|e|j|N|wd|cwd|terse|sync|S|@|i|t|now|shell)$/,
+  pbs: /^-([NoejSIJXkdwz]|W.*block)/,
+};
 
 /** Checks `--scheduler-args` as the gateway will: the bytes, single spaces, no gateway-set option. */
-export function checkSchedulerArgs(value: string): string {
+export function checkSchedulerArgs(value: string, scheduler: Exclude<Scheduler, 'none'> = 'slurm'): string {
   if (!/^[A-Za-z0-9 ._,:=+@%/-]+$/.test(value)) throw new ConfigError('--scheduler-args holds a byte outside [A-Za-z0-9 ._,:=+@%/-]');
   if (/^ | $| {2}/.test(value)) throw new ConfigError('--scheduler-args: tokens must be separated by exactly one space');
+  let previous = '';
   for (const token of value.split(' ')) {
-    if (token.startsWith('-') && GATEWAY_SBATCH_OPTION.test(token)) throw new ConfigError(`--scheduler-args may not set '${token}': the gateway sets it`);
+    const blocks = scheduler === 'pbs' && previous === '-W' && token.startsWith('block');
+    if (blocks || (token.startsWith('-') && GATEWAY_OPTION[scheduler].test(token))) throw new ConfigError(`--scheduler-args may not set '${token}': the gateway sets it`);
+    previous = token;
   }
   return value;
 }
@@ -182,13 +193,21 @@ export function gatewayCommand(gatewayPath: string, options: GatewayOptions): st
   }
   if (options.rsync !== undefined) words.push('--rsync', options.rsync);
   const scheduler: string = options.scheduler ?? 'none';
-  if (scheduler === 'sge' || scheduler === 'pbs') throw new ConfigError(`--scheduler ${scheduler} is not supported yet (slurm or none)`);
-  if (scheduler !== 'none' && scheduler !== 'slurm') throw new ConfigError(`--scheduler must be slurm or none, got ${JSON.stringify(scheduler)}`);
+  if (scheduler !== 'none' && scheduler !== 'slurm' && scheduler !== 'sge' && scheduler !== 'pbs') {
+    throw new ConfigError(`--scheduler must be slurm, sge, pbs or none, got ${JSON.stringify(scheduler)}`);
+  }
   if (scheduler !== 'none') words.push('--scheduler', scheduler);
+  if (options.schedulerBin !== undefined) {
+    if (scheduler === 'none') throw new ConfigError('--scheduler-bin needs --scheduler slurm, sge or pbs');
+    if (!/^\/[A-Za-z0-9._/+@%,:=-]*$/.test(options.schedulerBin) || /(^|\/)\.\.(\/|$)/.test(options.schedulerBin)) {
+      throw new ConfigError('--scheduler-bin must be an absolute path of [A-Za-z0-9._/+@%,:=-] without ..');
+    }
+    words.push('--scheduler-bin', options.schedulerBin);
+  }
   if (options.schedulerArgs !== undefined) {
-    if (scheduler === 'none') throw new ConfigError('--scheduler-args needs --scheduler slurm');
+    if (scheduler === 'none') throw new ConfigError('--scheduler-args needs --scheduler slurm, sge or pbs');
     // Spaces must reach the gateway as one argument through the login shell: single quotes.
-    words.push('--scheduler-args', `'${checkSchedulerArgs(options.schedulerArgs)}'`);
+    words.push('--scheduler-args', `'${checkSchedulerArgs(options.schedulerArgs, scheduler)}'`);
   }
   return words.join(' ');
 }

@@ -15,6 +15,8 @@ import { CancelledError, GatewayError } from '../../src/errors.js';
 import { connect } from '../../src/connection/connect.js';
 import { GatewayClient } from '../../src/gateway/client.js';
 import { resolveHost } from '../../src/config/resolve-host.js';
+import { main } from '../../src/cli/mint-ssh-exec.js';
+import { runMain } from '../support/cli-io.js';
 import { freshDir, useSandbox } from '../support/fixture.js';
 import { startFaultProxy } from '../support/fault-proxy.js';
 import { slurmUnavailable, useSlurm } from '../support/slurm.js';
@@ -248,6 +250,33 @@ describe.skipIf(why !== undefined)('a --scheduler slurm gateway on a private Slu
     const r = await attach({ host: sandbox().host, jobId, outputDir: await freshDir(), cleanup: 'always' });
     expect(r).toMatchObject({ state: 'exited', exitCode: 3, log: 'failing\n' });
     expect(r.scheduler).toMatchObject({ id: schedId, state: 'GONE' });
+  });
+
+  it('probe shows the scheduler\'s facts: Slurm\'s version, the partition\'s idle/total nodes, this account\'s queue, the site maxima (text and --json)', async () => {
+    const dir = await freshDir();
+    const config = join(dir, 'hosts.yaml');
+    await writeFile(config, sandbox().profileYaml());
+    const version = slurm().run('sinfo', ['--version']).trim();
+    const json = await runMain(main, ['probe', 'sandbox', '--json', '--config', config]);
+    expect(json.code, json.stderr).toBe(0);
+    const [host] = (JSON.parse(json.stdout) as { hosts: Array<{ scheduler: unknown }> }).hosts;
+    expect(host!.scheduler).toEqual({
+      type: 'slurm',
+      version,
+      queues: [{ name: 'debug', idle: expect.any(Number), total: 1 }],
+      reachable: true,
+      jobs: { queued: 0, running: 0 },
+      maxima: { cpus: 2, memoryMb: 1000, walltimeMin: 30 },
+    });
+    // A job held in the queue counts for this account.
+    const held = slurm().run('sbatch', ['--parsable', '--hold', `--chdir=${dir}`, '--output=/dev/null', '--wrap=true']).trim();
+    try {
+      const text = await runMain(main, ['probe', 'sandbox', '--config', config]);
+      expect(text.code, text.stderr).toBe(0);
+      expect(text.stdout).toMatch(new RegExp(`jobs go to slurm \\(${version.replace('.', '\\.')}\\); debug [01]/1 nodes idle; this account 1 queued, 0 running; a job at most 2 CPUs, 1000 MB, 30 min`));
+    } finally {
+      slurm().run('scancel', [held]);
+    }
   });
 
   it('resources over a site maximum are refused (E_LIMIT), never clamped, and nothing is submitted', async () => {

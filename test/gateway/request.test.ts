@@ -84,11 +84,18 @@ describe.each(['dash', 'bash'])('the request on stdin, under %s', async (shell) 
       expect(existsSync(join(root, r.job))).toBe(false);
     }
     for (const [extra, message] of [
-      [['--scheduler', 'sge'], /--scheduler sge is not supported yet/],
-      [['--scheduler', 'lsf'], /--scheduler must be slurm or none/],
+      [['--scheduler', 'lsf'], /--scheduler must be slurm, sge, pbs or none/],
+      [['--scheduler', 'sge', '--scheduler-args', '-q all.q -b y'], /may not set '-b'/],
+      [['--scheduler', 'sge', '--scheduler-args', '-@ /tmp/more-options'], /may not set '-@'/],
+      [['--scheduler', 'pbs', '--scheduler-args', '-W block=true'], /may not set 'block=true'/],
+      [['--scheduler', 'pbs', '--scheduler-args', '-Wblock=true'], /may not set '-Wblock=true'/],
+      [['--scheduler', 'pbs', '--scheduler-bin', 'opt/pbs/bin'], /--scheduler-bin must be an absolute path/],
+      [['--scheduler', 'pbs', '--scheduler-bin', '/tmp'], /--scheduler-bin \/tmp is writable by group or others/],
+      [['--scheduler', 'pbs', '--scheduler-bin', '/nonexistent/pbs'], /is not a directory/],
+      [['--scheduler-bin', '/usr/bin'], /--scheduler-bin needs --scheduler/],
       [['--scheduler', 'slurm', '--scheduler-args', '-p short --output=/tmp/x'], /may not set '--output=\/tmp\/x'/],
       [['--scheduler', 'slurm', '--scheduler-args', '-p $(id)'], /byte outside/],
-      [['--scheduler-args', '-p short'], /needs --scheduler slurm/],
+      [['--scheduler-args', '-p short'], /needs --scheduler slurm, sge or pbs/],
       [['--scheduler', 'slurm', '--max-cpus', '08'], /--max-cpus must be a whole number/],
     ] as const) {
       const r = gw('startx', `arg ${hex('x')}\n`, [...extra]);

@@ -56,9 +56,20 @@ describe('authorizedKeysLine', () => {
     }
     expect(() => authorizedKeysLine(key, PATHS.gatewayPath, { ...PATHS, programs: { 'a/b': '/x' } })).toThrow(/NAME/);
     expect(() => authorizedKeysLine(key, PATHS.gatewayPath, { ...PATHS, programs: { a: 'rel/x' } })).toThrow(/absolute path/);
-    // Schedulers: sge and pbs are not yet; site sbatch options are plain tokens that may not set
-    // what the gateway sets (the gateway refuses the same, mgw_sched_check_options).
-    expect(() => authorizedKeysLine(key, PATHS.gatewayPath, { ...PATHS, scheduler: 'pbs' as never })).toThrow(/--scheduler pbs is not supported yet/);
+    // Schedulers: site submission options are plain tokens that may not set what the gateway sets
+    // for that scheduler (the gateway refuses the same, mgw_sched_gateway_option).
+    expect(() => authorizedKeysLine(key, PATHS.gatewayPath, { ...PATHS, scheduler: 'lsf' as never })).toThrow(/--scheduler must be slurm, sge, pbs or none/);
+    expect(() => authorizedKeysLine(key, PATHS.gatewayPath, { ...PATHS, scheduler: 'sge', schedulerArgs: '-q all.q -b y' })).toThrow(/may not set '-b'/);
+    expect(() => authorizedKeysLine(key, PATHS.gatewayPath, { ...PATHS, scheduler: 'sge', schedulerArgs: '-@ /tmp/opts' })).toThrow(/may not set '-@'/);
+    expect(() => authorizedKeysLine(key, PATHS.gatewayPath, { ...PATHS, scheduler: 'pbs', schedulerArgs: '-q short -W block=true' })).toThrow(/may not set 'block=true'/);
+    expect(() => authorizedKeysLine(key, PATHS.gatewayPath, { ...PATHS, scheduler: 'pbs', schedulerArgs: '-Nname' })).toThrow(/may not set '-Nname'/);
+    expect(() => authorizedKeysLine(key, PATHS.gatewayPath, { ...PATHS, scheduler: 'pbs', schedulerBin: 'opt/pbs/bin' })).toThrow(/absolute path/);
+    expect(() => authorizedKeysLine(key, PATHS.gatewayPath, { ...PATHS, scheduler: 'pbs', schedulerBin: '/opt/../tmp' })).toThrow(/without \.\./);
+    expect(() => authorizedKeysLine(key, PATHS.gatewayPath, { ...PATHS, schedulerBin: '/opt/pbs/bin' })).toThrow(/needs --scheduler/);
+    expect(authorizedKeysLine(key, PATHS.gatewayPath, { ...PATHS, scheduler: 'pbs', schedulerBin: '/opt/pbs/bin', schedulerArgs: '-q short -W group_list=mint' })).toContain(
+      "--scheduler pbs --scheduler-bin /opt/pbs/bin --scheduler-args '-q short -W group_list=mint'",
+    );
+    expect(authorizedKeysLine(key, PATHS.gatewayPath, { ...PATHS, scheduler: 'sge', schedulerArgs: '-q all.q -pe smp 4' })).toContain("--scheduler sge --scheduler-args '-q all.q -pe smp 4'");
     expect(() => authorizedKeysLine(key, PATHS.gatewayPath, { ...PATHS, scheduler: 'slurm', schedulerArgs: "-p a' ; id '" })).toThrow(/byte outside/);
     expect(() => authorizedKeysLine(key, PATHS.gatewayPath, { ...PATHS, scheduler: 'slurm', schedulerArgs: '-p a -D /tmp' })).toThrow(/may not set '-D'/);
     expect(() => authorizedKeysLine(key, PATHS.gatewayPath, { ...PATHS, schedulerArgs: '-p a' })).toThrow(/needs --scheduler slurm/);

@@ -103,9 +103,12 @@ describe('the sh-only installer', () => {
     expect((await stat(home)).mode).toBe(before);
     expect(existsSync(join(home, '.mint'))).toBe(false);
     expect(sh(home, ['--key', join(home, 'mint.pub'), '--allow-env', 'MINT_CASE,BASH_ENV', '--print'])).toMatchObject({ code: 1, stderr: expect.stringMatching(/run code of its choosing/) });
-    // Schedulers: sge and pbs are named but not yet supported; site sbatch options are tokens of
-    // plain bytes and may not take over what the gateway sets.
-    expect(sh(home, ['--key', join(home, 'mint.pub'), '--scheduler', 'sge', '--print'])).toMatchObject({ code: 1, stderr: expect.stringMatching(/--scheduler sge is not supported yet/) });
+    // Schedulers: site submission options are tokens of plain bytes and may not take over what
+    // the gateway sets for that scheduler.
+    expect(sh(home, ['--key', join(home, 'mint.pub'), '--scheduler', 'lsf', '--print'])).toMatchObject({ code: 1, stderr: expect.stringMatching(/--scheduler must be slurm, sge, pbs or none/) });
+    expect(sh(home, ['--key', join(home, 'mint.pub'), '--scheduler', 'sge', '--scheduler-args', '-q all.q -b y', '--print'])).toMatchObject({ code: 1, stderr: expect.stringMatching(/may not set '-b'/) });
+    expect(sh(home, ['--key', join(home, 'mint.pub'), '--scheduler', 'pbs', '--scheduler-args', '-W block=true', '--print'])).toMatchObject({ code: 1, stderr: expect.stringMatching(/may not set 'block=true'/) });
+    expect(sh(home, ['--key', join(home, 'mint.pub'), '--scheduler', 'pbs', '--scheduler-bin', 'opt/pbs', '--print'])).toMatchObject({ code: 1, stderr: expect.stringMatching(/absolute path/) });
     expect(sh(home, ['--key', join(home, 'mint.pub'), '--scheduler', 'slurm', '--scheduler-args', '--partition=a;id', '--print'])).toMatchObject({ code: 1, stderr: expect.stringMatching(/byte outside/) });
     expect(sh(home, ['--key', join(home, 'mint.pub'), '--scheduler', 'slurm', '--scheduler-args', '-p a --output=/tmp/x', '--print'])).toMatchObject({ code: 1, stderr: expect.stringMatching(/may not set '--output=\/tmp\/x'/) });
     expect(sh(home, ['--key', join(home, 'mint.pub'), '--scheduler-args', '-p a', '--print'])).toMatchObject({ code: 1, stderr: expect.stringMatching(/needs --scheduler slurm/) });
