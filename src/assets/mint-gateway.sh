@@ -2117,13 +2117,29 @@ mgw_sched_resource() {
 }
 
 # Over a site maximum is refused (E_LIMIT), never clamped: a job given less than it asked for
-# would fail later, and further from its cause.
+# would fail later, and further from its cause. The maxima are per job: cpus and memory count on
+# every node (sbatch's --cpus-per-task and --mem are per node), so they are checked times the
+# nodes. A value the client leaves out is not left to the partition's default (often no time
+# limit, a whole node's memory) where the site set a maximum: walltime and memory then go to
+# sbatch at the maximum, cpus and nodes at 1 (red-team finding: an empty request bypassed every cap).
 mgw_sched_check_resources() {
+  if [ "$MGW_SCHEDULER" = none ]; then
+    [ -z "${MGW_RES_CPUS:-}${MGW_RES_MEMORY_MB:-}${MGW_RES_WALLTIME_MIN:-}${MGW_RES_NODES:-}" ] ||
+      mgw_die E_USAGE 64 "this site runs programs without a batch scheduler; resources (cpus, memory, walltime, nodes) cannot be requested"
+    return 0
+  fi
+  if [ "$MGW_MAX_CPUS" -gt 0 ] || [ "$MGW_MAX_MEMORY_MB" -gt 0 ] || [ "$MGW_MAX_WALLTIME_MIN" -gt 0 ]; then
+    MGW_RES_NODES=${MGW_RES_NODES:-1}
+    MGW_RES_CPUS=${MGW_RES_CPUS:-1}
+  fi
+  [ "$MGW_MAX_MEMORY_MB" -le 0 ] || MGW_RES_MEMORY_MB=${MGW_RES_MEMORY_MB:-$MGW_MAX_MEMORY_MB}
+  [ "$MGW_MAX_WALLTIME_MIN" -le 0 ] || MGW_RES_WALLTIME_MIN=${MGW_RES_WALLTIME_MIN:-$MGW_MAX_WALLTIME_MIN}
   [ -n "${MGW_RES_CPUS:-}${MGW_RES_MEMORY_MB:-}${MGW_RES_WALLTIME_MIN:-}${MGW_RES_NODES:-}" ] || return 0
-  [ "$MGW_SCHEDULER" != none ] ||
-    mgw_die E_USAGE 64 "this site runs programs without a batch scheduler; resources (cpus, memory, walltime, nodes) cannot be requested"
-  mgw_sched_within "${MGW_RES_CPUS:-}" "$MGW_MAX_CPUS" "cpus"
-  mgw_sched_within "${MGW_RES_MEMORY_MB:-}" "$MGW_MAX_MEMORY_MB" "memory (MB)"
+  mgw_nodes=${MGW_RES_NODES:-1}
+  mgw_per=
+  [ "$mgw_nodes" -le 1 ] || mgw_per=" per node, on $mgw_nodes nodes"
+  mgw_sched_within "${MGW_RES_CPUS:-}" "$MGW_MAX_CPUS" "cpus" "$mgw_nodes" "$mgw_per"
+  mgw_sched_within "${MGW_RES_MEMORY_MB:-}" "$MGW_MAX_MEMORY_MB" "memory (MB)" "$mgw_nodes" "$mgw_per"
   mgw_sched_within "${MGW_RES_WALLTIME_MIN:-}" "$MGW_MAX_WALLTIME_MIN" "walltime (minutes)"
   # Grid Engine gives a job more than one slot only through a parallel environment, whose names
   # are the site's own: the site names one in --scheduler-args (-pe smp 4), the client cannot.
@@ -2132,9 +2148,10 @@ mgw_sched_check_resources() {
   fi
 }
 
+# mgw_sched_within VALUE MAX LABEL [NODES PER]: VALUE (times NODES) at most MAX, when both are set.
 mgw_sched_within() {
   [ -n "$1" ] && [ "$2" -gt 0 ] || return 0
-  [ "$1" -le "$2" ] || mgw_die E_LIMIT 69 "$3 $1 is over the site maximum of $2"
+  [ $(($1 * ${4:-1})) -le "$2" ] || mgw_die E_LIMIT 69 "$3 $1${5:-} is over the site maximum of $2 per job"
 }
 
 # mgw_sched_cmd NAME ARG...: runs the scheduler's command NAME (from --scheduler-bin, then the
@@ -2175,6 +2192,9 @@ mgw_sched_id_ok() {
 # Under the lock, in place of the detached runner: "$@" is the runner's argv after the umask
 # (NAME=VALUE... PROGRAM ARG...). Sets MGW_STATE=queued and the MGW_SCHED_* values.
 mgw_sched_submit() {
+  # A plain start (no request on stdin) gets the site's defaults for what it did not ask (never over
+  # a maximum: nothing here can fail for it).
+  mgw_sched_check_resources
   # The gateway's path and the root are written into batch.sh: plain bytes only, so that no
   # quoting is needed there at all.
   case $0$MGW_ROOT in
@@ -2190,8 +2210,11 @@ mgw_sched_submit() {
     mgw_sched_unsubmit E_LIMIT 69 "cannot write the job's batch files (disk or inodes full?)"
   # A script file, never a command line: Grid Engine's `qsub -b y` re-splits one and loses its
   # quoting (measured: `exit 3` came back as exit 0), and Torque's qsub passes no arguments.
-  printf '#!/bin/sh\nexec %s --root %s --grace %s --run-sched %s\n' "$0" "$MGW_ROOT" "$MGW_GRACE" "$MGW_JOBDIR" >"$MGW_JOBDIR/batch.sh" ||
+  # --key-name (checked at start-up to [A-Za-z0-9._@-]) so that the program's audit line names the
+  # site's key; the start request's audit id in a file of its own, for that line's req=.
+  printf '#!/bin/sh\nexec %s --root %s --grace %s --key-name %s --run-sched %s\n' "$0" "$MGW_ROOT" "$MGW_GRACE" "$MGW_KEY_NAME" "$MGW_JOBDIR" >"$MGW_JOBDIR/batch.sh" ||
     mgw_sched_unsubmit E_LIMIT 69 "cannot write the job's batch files (disk or inodes full?)"
+  mgw_write_atomic "$MGW_JOBDIR/req" "$MGW_REQ" || mgw_sched_unsubmit E_LIMIT 69 "cannot write the job's batch files (disk or inodes full?)"
   mgw_write_atomic "$MGW_JOBDIR/sched" "$MGW_SCHEDULER" || mgw_sched_unsubmit E_LIMIT 69 "cannot write the job's batch files (disk or inodes full?)"
   MGW_SCHED_JOB=$MGW_SCHEDULER
   # Ours last: a later option wins (sbatch, qsub), so the site's args cannot move the job's files,
@@ -2262,7 +2285,7 @@ mgw_sched_first_line() {
 }
 
 mgw_sched_unsubmit() {
-  "$MGW_RM" -f -- "$MGW_JOBDIR/sched" "$MGW_JOBDIR/sched_id" "$MGW_JOBDIR/argv" "$MGW_JOBDIR/batch.sh" "$MGW_JOBDIR/sched.err"
+  "$MGW_RM" -f -- "$MGW_JOBDIR/sched" "$MGW_JOBDIR/sched_id" "$MGW_JOBDIR/argv" "$MGW_JOBDIR/batch.sh" "$MGW_JOBDIR/sched.err" "$MGW_JOBDIR/req"
   mgw_unstart "$@"
 }
 
@@ -2777,7 +2800,12 @@ mgw_sched_run_job() {
     IFS=$MGW_NL
   done
   IFS=$mgw_ifs
-  mgw_run_job "$mgw_jobdir" "$mgw_umask" "$@"
+  # The start request's audit id (its req=), as recorded at submission: pid.starttime digits.
+  mgw_req=-
+  if mgw_read_file "$mgw_jobdir/req"; then
+    case $mgw_value in '' | *[!0-9.]*) ;; *) mgw_req=$mgw_value ;; esac
+  fi
+  mgw_run_job "$mgw_jobdir" "$mgw_umask" "$mgw_req" "$@"
   # The scheduler's own record (FAILED, ExitCode=3:0) then agrees with the exit file.
   exit "$mgw_rc"
 }

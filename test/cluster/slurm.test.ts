@@ -17,6 +17,8 @@ import { GatewayClient } from '../../src/gateway/client.js';
 import { resolveHost } from '../../src/config/resolve-host.js';
 import { main } from '../../src/cli/mint-ssh-exec.js';
 import { runMain } from '../support/cli-io.js';
+import { readAudit } from '../support/hostile-helpers.js';
+import { execFileSync } from 'node:child_process';
 import { freshDir, useSandbox } from '../support/fixture.js';
 import { startFaultProxy } from '../support/fault-proxy.js';
 import { slurmUnavailable, useSlurm } from '../support/slurm.js';
@@ -74,6 +76,45 @@ describe.skipIf(why !== undefined)('a --scheduler slurm gateway on a private Slu
     expect(types.indexOf('queued')).toBeLessThan(types.indexOf('started'));
     expect(types.indexOf('started')).toBeLessThan(types.indexOf('exited'));
     process.stdout.write(`[cluster] runRemote through slurm, end to end: ${ms.toFixed(0)} ms\n`);
+    // The program's audit line names the site's key and the request that started it (the runner
+    // on the compute node once took a SLURM_* variable for that id and dropped it from the program's
+    // environment: red-team finding).
+    const mine = (await readAudit(sandbox().root)).filter((l) => l.raw.includes(`job=${r.jobId}`));
+    const started = mine.find((l) => l.verb === 'run' && l.decision === 'accepted');
+    const ran = mine.find((l) => l.verb === 'program');
+    expect(ran?.raw).toMatch(/ key=mint-sandbox /);
+    expect(ran?.req).toBe(started?.req);
+  });
+
+  it("what the client leaves out goes to Slurm at the site's maximum (walltime, memory) or 1 (cpus, nodes); cpus and memory count on every node", async () => {
+    const host = await resolveHost(sandbox().host);
+    const connection = await connect(host);
+    try {
+      const gateway = new GatewayClient(connection);
+      const jobId = crypto.randomUUID();
+      // A plain start, no request at all: it used to reach sbatch with no --time, --mem or --cpus.
+      await gateway.start(jobId, ['sleep', '30']);
+      const status = await gateway.status(jobId);
+      const id = status.scheduler?.id ?? '';
+      expect(id).toMatch(/^\d+$/);
+      const shown = execFileSync('scontrol', ['show', 'job', id], { encoding: 'utf8', env: { ...process.env, SLURM_CONF: slurm().conf } });
+      expect(shown).toMatch(/TimeLimit=00:30:00/);
+      expect(shown).toMatch(/MinMemoryNode=1000M/);
+      expect(shown).toMatch(/NumNodes=1[ -]/);
+      expect(shown).toMatch(/CPUs\/Task=1 /);
+      await gateway.cancel(jobId);
+    } finally {
+      connection.close();
+    }
+    const before = submissions();
+    for (const [resources, what] of [
+      [{ cpus: 2, nodes: 2 }, /cpus 2 per node, on 2 nodes is over the site maximum of 2 per job/],
+      [{ memoryMb: 600, nodes: 2 }, /memory \(MB\) 600 per node, on 2 nodes is over the site maximum of 1000 per job/],
+    ] as const) {
+      const error = await runRemote({ host: sandbox().host, outputDir: await freshDir(), args: ['ok'], resources }).catch((e: unknown) => e);
+      expect(error).toMatchObject({ gatewayCode: 'E_LIMIT', message: expect.stringMatching(what) });
+    }
+    expect(submissions()).toBe(before);
   });
 
   it('measures submit-to-start and end-to-result latencies (printed for the README)', async () => {

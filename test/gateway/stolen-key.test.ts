@@ -31,6 +31,7 @@ case "$1" in
   sleep) sleep "$2" ;;
   size) wc -c <input.bin >size.txt ;;
   count) a=$(ls | wc -l); sleep 0.5; b=$(ls | wc -l); echo "$a $b" >"${counts}/$MINT_JOB_ID" ;;
+  leave) sleep "$2" & sh -c "trap '' TERM; exec sleep $3" & echo left ;;
 esac
 exit 0
 `;
@@ -267,7 +268,7 @@ describe('a stolen key, round 2', async () => {
     await waitFor(async () => (await readdir(join(sandbox().root, job)).catch(() => [])).some((e) => e.startsWith('putting.')));
     const start = await gw.run(`mint-gw start ${job} size`);
     expect(start.exitCode).toBe(68);
-    expect(start.stderr.toString()).toMatch(/E_STATE: an upload into job \S+ is still running/);
+    expect(start.stderr).toMatch(/E_STATE: an upload into job \S+ is still running/);
     // Refused means not started: the job is still `created`.
     expect((await gw.run(`mint-gw status ${job}`)).stdout.toString()).toMatch(/^state=created$/m);
     expect((await upload).code).toBe(0);
@@ -457,5 +458,91 @@ child.on('close', (code) => process.exit(code ?? 255));
     expect((await lstat(join(sandbox().root, job, job, 'closed'))).mode & 0o700).toBe(0o700);
     expect((await lstat(join(sandbox().root, job, job, 'closed', 'f'))).mode & 0o600).toBe(0o600);
     await gw.run(`mint-gw rm ${job}`);
+  });
+
+  /** A download whose client says nothing: the gateway stages the job and waits for rsync's greeting. */
+  function silentGet(job: string): { stop: () => void; done: Promise<number | null> } {
+    const child = spawn('ssh', [...sshOptions(sandbox()), '-p', String(sandbox().port), `${sandbox().user}@127.0.0.1`, `mint-gw get ${job}`], {
+      stdio: ['pipe', 'ignore', 'ignore'],
+    });
+    return { stop: () => child.kill('SIGKILL'), done: new Promise((r) => child.on('close', r)) };
+  }
+
+  async function staged(job: string): Promise<string[]> {
+    return (await readdir(join(sandbox().root, job))).filter((e) => e.startsWith('export.'));
+  }
+
+  async function until(check: () => Promise<boolean>, ms = 15_000): Promise<void> {
+    for (const deadline = Date.now() + ms; !(await check()); ) {
+      expect(Date.now()).toBeLessThan(deadline);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  }
+
+  sized('11. each download\'s staged copy counts against the inode floor, given the copies already staged; one may still go under it', async () => {
+    const d = await freshDir();
+    for (let i = 0; i < 250; i += 1) await mkdir(join(d, 'tree', `d${i}`), { recursive: true });
+    const kept = await runRemote({ host: sandbox().host, inputs: [join(d, 'tree')], outputDir: await freshDir(), cleanup: 'never' });
+    const job = kept.jobId;
+    // A floor with room for one staged copy (~252 inodes) above it, not for two.
+    const floor = freeInodes(sandbox().root) - 252 - 100;
+    await sandbox().reinstall({ minFreeInodes: floor });
+    expect(freeInodes(sandbox().root) - 2 * 252).toBeLessThan(floor);
+    const first = silentGet(job);
+    try {
+      await until(async () => (await staged(job)).length === 1);
+      await until(async () => freeInodes(sandbox().root) < floor + 200);
+      // A second silent download used to stage another copy: two drained a tmpfs far below the floor.
+      // (A session opened after the reinstall: sshd fixes the forced command at authentication.)
+      const fresh = await openGateway(sandbox(), 1);
+      const second = await fresh.run(`mint-gw get ${job}`).finally(() => fresh.close());
+      expect(second.exitCode, second.stderr).toBe(69);
+      expect(second.stderr).toMatch(new RegExp(`E_LIMIT: cannot stage job \\S+ for download now: free inodes would fall below the site's floor of ${floor} .* while another download is staged`));
+      expect(await staged(job)).toHaveLength(1);
+      expect(freeInodes(sandbox().root)).toBeGreaterThanOrEqual(floor);
+    } finally {
+      first.stop();
+      await first.done;
+    }
+    // With the silent client gone, its copy goes and a download stages again.
+    await until(async () => (await staged(job)).length === 0);
+    const again = await runRemote({ host: sandbox().host, jobId: job, args: [], outputDir: await freshDir() }).catch((e: unknown) => e);
+    expect(again).toMatchObject({ exitCode: 0 });
+    await sandbox().reinstall({});
+  });
+
+  it('12. the work dir holds still while it is staged: no start under a download, and the program leaves nothing running', async () => {
+    // A created job (inputs, never started) whose download is staging: start is refused under it
+    // (red-team: a start sent right after a get ran the program during the staging).
+    const job = randomUUID();
+    const d = await freshDir();
+    await mkdir(join(d, 'src'));
+    await writeFile(join(d, 'src', 'in.dat'), 'x\n');
+    const rsh = await writeRshWrapper(sandbox(), d);
+    const up = await runCli('rsync', ['-rtE', '--partial', '-e', rsh, `${join(d, 'src')}/`, 'h:x'], { env: { ...process.env, MGW_VERB: 'put', MGW_JOB: job } });
+    expect(up.code, up.stderr).toBe(0);
+    const getter = silentGet(job);
+    try {
+      await until(async () => (await staged(job)).length === 1);
+      const start = await gw.run(`mint-gw start ${job}`);
+      expect(start.exitCode).toBe(68);
+      expect(start.stderr).toMatch(/E_STATE: a download of job \S+ is running \(gateway pid \d+\); start refused while its files are staged/);
+    } finally {
+      getter.stop();
+      await getter.done;
+    }
+    await until(async () => (await staged(job)).length === 0);
+    expect((await gw.run(`mint-gw start ${job}`)).exitCode).toBe(0);
+    await gw.run(`mint-gw cancel ${job}`);
+    await gw.run(`mint-gw rm ${job}`);
+
+    // A program's leftovers end with it, a TERM-ignoring one too (KILLed), once the program has exited.
+    const marker = `${3000 + Math.floor(Math.random() * 999)}.${Math.floor(Math.random() * 1e6)}`;
+    const left = await runRemote({ host: sandbox().host, args: ['leave', `${marker}1`, `${marker}2`], outputDir: await freshDir() });
+    expect(left.log).toBe('left\n');
+    await until(async () => {
+      const running = execFileSync('sh', ['-c', `pgrep -f '[s]leep ${marker}' || true`], { encoding: 'utf8' }).trim();
+      return running === '';
+    }, 5000);
   });
 });
