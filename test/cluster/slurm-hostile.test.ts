@@ -117,9 +117,9 @@ describe.skipIf(why !== undefined)('the hostile suite against a --scheduler slur
   });
 
   it.each([
-    ['cpus 3', `cpus ${hex('3')}\n`, 'cpus 3 is over the site maximum of 2'],
-    ['memory 1001', `memory_mb ${hex('1001')}\n`, 'memory (MB) 1001 is over the site maximum of 1000'],
-    ['walltime 31', `walltime_min ${hex('31')}\n`, 'walltime (minutes) 31 is over the site maximum of 30'],
+    ['cpus 3', `cpus ${hex('3')}\n`, 'cpus 3 is over the site maximum of 2 per job'],
+    ['memory 1001', `memory_mb ${hex('1001')}\n`, 'memory (MB) 1001 is over the site maximum of 1000 per job'],
+    ['walltime 31', `walltime_min ${hex('31')}\n`, 'walltime (minutes) 31 is over the site maximum of 30 per job'],
   ])('startx with %s -> 69 (never clamped), nothing submitted', async (_name, body, message) => {
     expectRefused(await startx(body), 'E_LIMIT', message);
   });
@@ -142,7 +142,7 @@ describe.skipIf(why !== undefined)('the hostile suite against a --scheduler slur
     expect(log).toBe(`${args.map((a) => `arg:${a}\n`).join('')}case:${value}\nconf:${slurm().conf}\n`);
     // sbatch got the gateway's own --output: Slurm wrote its file in the job dir, nowhere else.
     expect(existsSync(join(dir, 'sched.out'))).toBe(true);
-    expect(readFileSync(join(dir, 'batch.sh'), 'utf8')).toMatch(/^#!\/bin\/sh\nexec \S+ --root \S+ --grace \d+ --run-sched \S+\n$/);
+    expect(readFileSync(join(dir, 'batch.sh'), 'utf8')).toMatch(/^#!\/bin\/sh\nexec \S+ --root \S+ --grace \d+ --key-name [A-Za-z0-9._@-]+ --run-sched \S+\n$/);
   });
 
   it('afterwards: no canary exists, and Slurm got exactly the accepted submissions', () => {

@@ -312,6 +312,8 @@ describe.skipIf(why !== undefined)('a --scheduler slurm gateway on a private Slu
     // A job held in the queue counts for this account.
     const held = slurm().run('sbatch', ['--parsable', '--hold', `--chdir=${dir}`, '--output=/dev/null', '--wrap=true']).trim();
     try {
+      // The queue as the shared poll saw it at most 2 s ago (one squeue per root per 2 s).
+      await new Promise((r) => setTimeout(r, 2100));
       const text = await runMain(main, ['probe', 'sandbox', '--config', config]);
       expect(text.code, text.stderr).toBe(0);
       expect(text.stdout).toMatch(new RegExp(`jobs go to slurm \\(${version.replace('.', '\\.')}\\); debug [01]/1 nodes idle; this account 1 queued, 0 running; a job at most 2 CPUs, 1000 MB, 30 min`));
