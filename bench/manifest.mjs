@@ -87,14 +87,14 @@ try {
     // One unrecorded round: page cache, first-tree effects (bench/README.md, B3).
     for (const hash of [false, true]) {
       const u = await upload(inputs, hash);
-      await rm(join(sandbox.root, u.jobId), { recursive: true, force: true });
+      await rm(join(sandbox.root, u.jobId), { recursive: true, force: true, maxRetries: 10, retryDelay: 100 });
     }
     for (let i = 0; i < reps; i++) {
       for (const hash of i % 2 ? [true, false] : [false, true]) {
         const u = await upload(inputs, hash);
         s[hash ? 'upload+hash' : 'upload'].push(u.ms);
         s[hash ? 'start+check' : 'start'].push(await start(u.jobId, u.entries));
-        await rm(join(sandbox.root, u.jobId), { recursive: true, force: true });
+        await rm(join(sandbox.root, u.jobId), { recursive: true, force: true, maxRetries: 10, retryDelay: 100 });
       }
       log(`${row} rep ${i + 1}/${reps}: ${Object.entries(s).map(([k, v]) => `${k} ${v.at(-1).toFixed(0)} ms`).join(', ')}`);
     }

@@ -14,6 +14,7 @@ import { describe, expect, it } from 'vitest';
 import { main } from '../../src/cli/mint-gateway.js';
 import { AUDIT_GENESIS, verifyAuditLog } from '../../src/site/audit-chain.js';
 import { GATEWAY_SCRIPT } from '../../src/site/install.js';
+import { dirname } from 'node:path';
 import { captureIo } from '../support/cli-io.js';
 import { freshDir } from '../support/fixture.js';
 
@@ -104,5 +105,31 @@ describe('the audit chain', () => {
     const r = await verifyCli(['--root', root, '--head', head]);
     expect(r.code).toBe(1);
     expect(r.stdout).toContain(`no line of this log has the hash ${head}`);
+  });
+
+  it("the sh-only installer's verify-audit says the same as mint-gateway verify-audit, under dash and bash", async () => {
+    const { root, log, lines } = await writtenLog('dash');
+    const installer = join(dirname(GATEWAY_SCRIPT), 'mint-gateway-install.sh');
+    const legacy = '2026-01-01T00:00:00Z key=mint from=- req=1 verb=list job=- decision=accepted';
+    const edited = [...lines];
+    edited[4] = edited[4]!.replace('exit=0', 'exit=1');
+    const cases: [string, string, string[]][] = [
+      ['healthy', `${lines.join('\n')}\n`, ['--head', sha(`${lines[2]}\n`)]],
+      ['edited', `${edited.join('\n')}\n`, []],
+      ['deleted', `${[...lines.slice(0, 2), ...lines.slice(3)].join('\n')}\n`, []],
+      ['inserted', `${[...lines.slice(0, 5), legacy, ...lines.slice(5)].join('\n')}\n`, []],
+      ['first line gone, head gone', `${lines.slice(1, -1).join('\n')}\n`, ['--head', sha(`${lines.at(-1)}\n`)]],
+      ['legacy first', `${legacy}\n${lines.join('\n')}\n`, []],
+      ['no newline at the end', `${lines.join('\n')}`, []],
+      ['empty', '', []],
+    ];
+    for (const [name, text, extra] of cases) {
+      await writeFile(log, text);
+      const node = await verifyCli(['--root', root, ...extra]);
+      for (const shell of ['dash', 'bash']) {
+        const sh = spawnSync(shell, [installer, 'verify-audit', '--root', root, ...extra], { env: { PATH: '/usr/bin:/bin', HOME: root }, encoding: 'utf8' });
+        expect({ name, shell, code: sh.status, stdout: sh.stdout, stderr: sh.stderr }).toEqual({ name, shell, code: node.code, stdout: node.stdout, stderr: '' });
+      }
+    }
   });
 });
