@@ -1583,9 +1583,21 @@ mgw_manifest() {
   mgw_mod=$mgw_found
   mgw_need sort
   mgw_msort=$mgw_found
+  mgw_need tr
+  mgw_mtr=$mgw_found
+  # OpenSSL's SHA-256 uses the CPU's SHA instructions where coreutils' does not: 1 GiB took 0.97 s
+  # with `openssl dgst` here and 4.3 s with sha256sum (coreutils 9.1), on a 4.6 s upload. Its `-r`
+  # lines are `HASH *NAME`, newline-ended and unescaped but for a name with a newline, so it is used
+  # only when no name holds a newline, a carriage return or a backslash (sha256sum -z otherwise).
+  mgw_mssl=
+  if mgw_which openssl; then
+    mgw_mssl=$mgw_found
+    mgw_odd=$(cd -P -- "$1" && "$mgw_mfind" . -type f \( -name '*\\*' -o -name "*$MGW_NL*" -o -name "*$(printf '\r')*" \) -print -quit) || mgw_odd=x
+    [ -z "$mgw_odd" ] || mgw_mssl=
+  fi
   mgw_need awk
   # shellcheck disable=SC2016
-  (cd -P -- "$1" && { "$mgw_mfind" . -type f -printf 'S%s %P\0' && "$mgw_mfind" . -type f -exec "$mgw_msum" -z -- '{}' + 2>/dev/null; } |
+  (cd -P -- "$1" && { "$mgw_mfind" . -type f -printf 'S%s %P\0' && mgw_manifest_sums; } |
     "$mgw_mod" -An -v -tx1 | "$mgw_found" '
     BEGIN { for (i = 32; i < 127; i++) chr[sprintf("%02x", i)] = sprintf("%c", i) }
     {
@@ -1609,6 +1621,16 @@ mgw_manifest() {
       }
     }
     END { for (name in sizes) if (name in sums) print name " " sizes[name] " " sums[name] }' | "$mgw_msort")
+}
+
+# The `HASH  ./PATH` (or `HASH *./PATH`) records of every regular file under the current directory,
+# NUL-ended (mgw_manifest).
+mgw_manifest_sums() {
+  if [ -n "$mgw_mssl" ]; then
+    "$mgw_mfind" . -type f -exec "$mgw_mssl" dgst -sha256 -r '{}' + 2>/dev/null | "$mgw_mtr" '\n' '\000'
+  else
+    "$mgw_mfind" . -type f -exec "$mgw_msum" -z -- '{}' + 2>/dev/null
+  fi
 }
 
 # mgw_digest_file FILE: mgw_fdigest is the SHA-256 of FILE.
