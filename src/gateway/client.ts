@@ -191,7 +191,7 @@ function inputsError(sent: readonly ManifestEntry[], reader: ManifestReader, ref
   return new IntegrityError(
     'inputs',
     `the inputs on ${context.host ?? 'the site'} are not the bytes that were sent, so the program was not started${named.length > 0 ? `: ${named.join(', ')}${more}` : ` (${refusal.message})`}`,
-    { ...context, step: 'start', differences, hint: 'something on the external computer changed the job\'s files after the upload; run the job again (a new job id uploads afresh)' },
+    { ...context, step: 'start', differences, hint: `something on the external computer changed the job's files after the upload; the job stays there, never started, for a look (\`mint-ssh-exec rm ${context.host ?? 'HOST'} ${context.jobId ?? 'JOB'}\` removes it); a new job id uploads afresh` },
   );
 }
 
