@@ -415,7 +415,8 @@ async function finish(job: Job, started: number, follow: Follow): Promise<Remote
     ...(job.scheduler ? { scheduler: job.scheduler } : {}),
     manifest: fetched?.served?.entries ?? [],
   };
-  const record = await writeRecord(job, result, fetched?.served);
+  // Beside the results: a job whose download did not happen (cancelled, never ran) leaves none.
+  const record = fetched && !fetched.cancelled ? await writeRecord(job, result, fetched.served) : undefined;
   if (record) result.recordFile = record;
   job.emit({ type: 'done', result });
   if (cancelled) {
