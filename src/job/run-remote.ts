@@ -580,8 +580,12 @@ async function writeRecord(job: Job, result: RemoteResult, served: ServedManifes
   const host = job.session.host;
   let certificate: { keyId: string; serial: string; validBefore: string } | undefined;
   if (host.jobCredential) {
-    const cert = parseCertificate(host.jobCredential.certificate);
-    certificate = { keyId: cert.keyId, serial: String(cert.serial), validBefore: new Date(Number(cert.validBefore) * 1000).toISOString() };
+    try {
+      const cert = parseCertificate(host.jobCredential.certificate);
+      certificate = { keyId: cert.keyId, serial: String(cert.serial), validBefore: new Date(Number(cert.validBefore) * 1000).toISOString() };
+    } catch {
+      // Our own certificate, made in this process: unreadable only through a bug; the record says less.
+    }
   }
   const record = {
     schema: 1,
