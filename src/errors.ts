@@ -2,7 +2,7 @@
  * One error family for every step of a job. Like ssh2's `level`, each error says whether retrying
  * the same step can help (`retryable`), so the retry policy never has to guess from messages.
  */
-import type { RemoteResult } from './types.js';
+import type { ManifestDifference, RemoteResult } from './types.js';
 
 export type ErrorCode =
   | 'CONFIG_INVALID'
@@ -18,6 +18,7 @@ export type ErrorCode =
   | 'GATEWAY_INCOMPATIBLE'
   | 'GATEWAY_PROTOCOL'
   | 'TRANSFER_FAILED'
+  | 'INTEGRITY_FAILED'
   | 'REMOTE_FAILED'
   | 'CANCELLED'
   | 'SANDBOX_FAILED';
@@ -128,6 +129,23 @@ export class TransferError extends MintSshError {
     super('TRANSFER_FAILED', message, context, retryable);
     this.exitCode = context.exitCode;
     this.stderr = context.stderr ?? '';
+  }
+}
+
+/**
+ * The bytes are not the ones sent (issue 17, part 3): the site's inputs differ from the client's
+ * manifest (the gateway refused the start, E_INTEGRITY: the program did not run), or an output
+ * differs from the gateway's manifest after one re-fetch. `differences` names each file.
+ */
+export class IntegrityError extends MintSshError {
+  readonly side: 'inputs' | 'outputs';
+  readonly differences: ManifestDifference[];
+
+  constructor(side: 'inputs' | 'outputs', message: string, context: ErrorContext & { differences?: ManifestDifference[] } = {}) {
+    const { differences, ...rest } = context;
+    super('INTEGRITY_FAILED', message, { step: side === 'inputs' ? 'start' : 'download', ...rest });
+    this.side = side;
+    this.differences = differences ?? [];
   }
 }
 

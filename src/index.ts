@@ -5,7 +5,7 @@
  */
 export { runRemote, attach, CANCEL_MARGIN_MS, type RunRemoteOptions, type AttachOptions } from './job/run-remote.js';
 export { LOG_TAIL_BYTES } from './job/log-file.js';
-export type { RemoteResult, JobTimings, Resources, SchedulerInfo } from './types.js';
+export type { RemoteResult, JobTimings, Resources, SchedulerInfo, ManifestEntry, ManifestDifference } from './types.js';
 export type { JobEvent, EventListener } from './job/events.js';
 export {
   MintSshError,
@@ -17,6 +17,7 @@ export {
   AuthError,
   GatewayError,
   TransferError,
+  IntegrityError,
   CancelledError,
   SandboxError,
   isMintSshError,

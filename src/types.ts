@@ -24,6 +24,23 @@ export interface Resources {
   nodes?: number;
 }
 
+/** One file of a manifest (issue 17): its path, size and SHA-256. */
+export interface ManifestEntry {
+  /** Relative to the job's work dir (inputs) or to outputDir (outputs), `/`-separated. */
+  path: string;
+  bytes: number;
+  /** Lowercase hex. */
+  sha256: string;
+}
+
+/** One file whose bytes differ between what was sent and what arrived: missing, extra, or changed. */
+export interface ManifestDifference {
+  path: string;
+  problem: 'missing' | 'extra' | 'changed';
+  expected?: { bytes: number; sha256: string };
+  actual?: { bytes: number; sha256: string };
+}
+
 export interface JobTimings {
   connectMs: number;
   uploadMs: number;
@@ -31,6 +48,8 @@ export interface JobTimings {
   downloadMs: number;
   cleanupMs: number;
   totalMs: number;
+  /** How long the start waited for the inputs' manifest after the upload it overlapped with (runRemote with inputs). */
+  hashWaitMs?: number;
 }
 
 export interface RemoteResult {
@@ -68,4 +87,11 @@ export interface RemoteResult {
   timings: JobTimings;
   /** Present when the site runs programs through a batch scheduler: its last word on the job. */
   scheduler?: SchedulerInfo;
+  /**
+   * Every output file the gateway served, as it hashed it before sending, and as checked here after
+   * it landed (sorted by path; symlinks are not in it). Empty when nothing was downloaded.
+   */
+  manifest: ManifestEntry[];
+  /** outputDir/.mint-job.json: the job record (host, gateway, certificate, timings, both manifests, audit head); absent when none was written. */
+  recordFile?: string;
 }

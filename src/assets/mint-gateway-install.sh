@@ -18,9 +18,12 @@
 #     [--from PATTERNS] [--expiry-time TIME] [--cert-authority [--principals NAMES]] [--print]
 #
 #   sh mint-gateway-install.sh doctor [--root DIR] [--program PATH] [--gateway-path PATH] [--dest FILE]
+#   sh mint-gateway-install.sh verify-audit [--root DIR] [--head HASH]...
 #
 # doctor makes `mint-gateway doctor`'s checks, with the same names and verdicts: ok, warn, FAIL, or
 # SKIPPED (what it could not check here, with why and how to check it) and exits 1 on a FAIL.
+# verify-audit is `mint-gateway verify-audit`: the same lines for each break of the audit log's hash
+# chain, and the same exit status (1 on a break or a --head that is not in the log).
 #
 # Exit status: 0 done, 2 usage, 1 anything refused (one line on stderr saying why).
 
@@ -38,6 +41,10 @@ main() {
   if [ "${1:-}" = doctor ]; then
     shift
     doctor "$@"
+  fi
+  if [ "${1:-}" = verify-audit ]; then
+    shift
+    verify_audit "$@"
   fi
   parse_options "$@"
   read_key
@@ -305,6 +312,98 @@ write_line() {
     action=added
   fi
   mv -f -- "$tmp" "$dest" || fail "cannot replace $dest"
+}
+
+# ---------------------------------------------------------------------------------------------------
+# verify-audit: the chain of ROOT/.mint-gateway-audit.log (mgw_audit_chain in the gateway; the Node
+# reader is src/site/audit-chain.ts, whose messages these are). Each line's hash, newline included,
+# comes from one sha256sum over the log split into one file per line (split -l 1: the line's bytes
+# as they are, never through the shell); one awk then walks the chain.
+
+verify_audit() {
+  root=${HOME:-}/mint-jobs
+  heads=
+  while [ $# -gt 0 ]; do
+    [ $# -ge 2 ] || usage "$1 needs a value"
+    case $1 in
+      --root) root=$2 ;;
+      --head)
+        case $2 in
+          *[!0-9a-fA-F]*) usage "--head takes a SHA-256 in hex, got '$2'" ;;
+        esac
+        [ ${#2} -eq 64 ] || usage "--head takes a SHA-256 in hex, got '$2'"
+        heads="$heads $(printf '%s' "$2" | tr 'A-F' 'a-f')" ;;
+      *) usage "unknown verify-audit option '$1'" ;;
+    esac
+    shift 2
+  done
+  case $root in /*) ;; *) root=$(pwd)/$root ;; esac
+  log=$root/.mint-gateway-audit.log
+  { [ -r "$log" ] && [ -f "$log" ]; } || fail "cannot read the audit log $log"
+  if [ ! -s "$log" ]; then
+    # No line: the chain is its start; a kept head cannot be in it.
+    nh=0
+    for h in $heads; do
+      printf '%s:0: no line of this log has the hash %s: the log was rewritten or cut after that line was written\n' "$log" "$h"
+      nh=$((nh + 1))
+    done
+    if [ $nh = 0 ]; then printf 'ok: 0 lines, the chain holds; head e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855\n'; exit 0; fi
+    printf 'FAIL: %s break(s) in 0 lines\n' "$nh"
+    exit 1
+  fi
+  tmp=$(mktemp -d) || fail "cannot make a temporary directory"
+  trap 'rm -rf -- "$tmp"' EXIT
+  # A last line without its newline is reported, and not hashed as if it had one.
+  partial=0
+  [ ! -s "$log" ] || [ "$(tail -c 1 -- "$log" | od -An -tx1 | tr -d ' \n')" = 0a ] || partial=1
+  (cd "$tmp" && split -l 1 -a 9 -- "$log" l.) || fail "cannot split the audit log into $tmp (disk full?)"
+  set +f
+  set -- "$tmp"/l.*
+  set -f
+  : >"$tmp/sums"
+  if [ -e "$1" ]; then sha256sum -- "$@" >"$tmp/sums" || fail "cannot hash the audit log's lines"; fi
+  # shellcheck disable=SC2016
+  awk -v file="$log" -v partial="$partial" -v heads="$heads" -v genesis=e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855 '
+    function problem(line, message) { if (np < 50) { out[np] = file ":" line ": " message }; np++ }
+    # (0, not "": an unset variable is the empty string as a subscript.)
+    BEGIN { np = 0; ns = 0 }
+    NR == FNR { h[FNR] = $1; next }
+    {
+      n = FNR
+      if (partial && n == nlines) next
+      if (match($0, /^[^ ]+ prev=[0-9a-f]+ /) && RLENGTH == length($1) + 71) {
+        chained = 1
+        prev = substr($0, length($1) + 7, 64)
+        want = n == 1 ? genesis : h[n - 1]
+        if (prev != want) {
+          if (n == 1) problem(1, "line 1 does not start the chain: lines before it were deleted")
+          else problem(n, "line " n " does not follow line " n - 1 " (its prev= is not line " n - 1 "\047s hash): line " n - 1 " was edited, or lines between them were deleted or inserted")
+        }
+      } else if (chained) problem(n, "line " n " has no prev= field: inserted, or edited (every line after the first chained one carries one)")
+      else unchained++
+    }
+    END {
+      lines = FNR
+      if (partial) problem(lines, "line " lines " has no newline: a write cut short that was not cut back, or an edit")
+      head = lines - partial > 0 ? h[lines - partial] : genesis
+      nh = split(heads, wanted, " ")
+      for (i = 1; i <= nh; i++) {
+        found = 0
+        for (j = 1; j <= lines - partial; j++) if (h[j] == wanted[i]) { found = j; break }
+        if (found) seen[++ns] = "head " wanted[i] ": line " found
+        else { out[np] = file ":" lines ": no line of this log has the hash " wanted[i] ": the log was rewritten or cut after that line was written"; np++ }
+      }
+      for (i = 0; i < np && i < 50 + nh; i++) if (i in out) print out[i]
+      for (i = 1; i <= ns; i++) print seen[i]
+      if (np == 0) {
+        old = unchained > 0 ? " (the first " unchained " from a gateway before the chain)" : ""
+        print "ok: " lines " lines" old ", the chain holds; head " head
+        exit 0
+      }
+      print "FAIL: " np " break(s) in " lines " lines"
+      exit 1
+    }' nlines="$(wc -l <"$tmp/sums")" "$tmp/sums" "$log"
+  exit $?
 }
 
 # ---------------------------------------------------------------------------------------------------

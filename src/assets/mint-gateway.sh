@@ -28,6 +28,8 @@
 # 69 E_LIMIT      a site limit refuses it (max jobs, free disk or inodes, job size, the audit log
 #                 cannot be written)
 # 70 E_INTERNAL   a step that should not fail did
+# 71 E_INTEGRITY  the job's inputs are not the bytes the client sent (startx/runx `manifest`):
+#                 the program was not started
 # 78 E_CONFIG     the gateway's own options or the job root are unsafe or wrong (fix authorized_keys)
 
 MGW_PROTOCOL=2
@@ -54,12 +56,16 @@ main() {
   MGW_ACCEPTED=
   MGW_ERROR=
   MGW_REFUSED=
+  MGW_OUTCOME_NOTE=
   MGW_REQ=$$
   mgw_putting=
   mgw_fifo=
   mgw_staged=
   # Set only by mgw_read_request, after its checks: never from the environment.
   unset MGW_REQUEST MGW_REQUEST_PROGRAM
+  MGW_REQUEST_MANIFEST=
+  MGW_INPUTS=
+  mgw_mffile=
   MGW_CLIENT_ENV=
   mgw_parse_options "$@"
   mgw_need mkdir
@@ -157,10 +163,11 @@ mgw_at_exit() {
   [ -z "$mgw_putting" ] || "$MGW_RM" -f -- "$mgw_putting"
   [ -z "$mgw_fifo" ] || "$MGW_RM" -f -- "$mgw_fifo"
   [ -z "$mgw_staged" ] || mgw_remove_job "$mgw_staged"
+  [ -z "$mgw_mffile" ] || "$MGW_RM" -f -- "$mgw_mffile"
   if [ -n "$MGW_ACCEPTED" ]; then
     MGW_JOB=$MGW_ACCEPTED
     mgw_outcome "$mgw_exit_rc"
-    mgw_audit "outcome=$mgw_outcome exit=$mgw_exit_rc" || :
+    mgw_audit "outcome=$mgw_outcome exit=$mgw_exit_rc${MGW_OUTCOME_NOTE:-}" || :
   elif [ -z "$MGW_REFUSED" ] && [ "$mgw_exit_rc" -ne 0 ]; then
     # Ended before it was accepted or refused: a client gone during the checks (SIGPIPE, HUP).
     # Every request leaves a line, this one too.
@@ -416,10 +423,12 @@ mgw_check_program() {
 
 # ---------------------------------------------------------------------------------------------------
 # Audit: every request is recorded before it is carried out, and what came of it after. Lines are
-#   TIME key=K from=ADDR req=ID verb=V job=J decision=accepted|already-started
-#   TIME key=K from=ADDR req=ID verb=V job=J outcome=ok|failed|error:E_CODE|signal:NAME exit=N
-#   TIME key=K from=ADDR req=ID verb=V job=J decision=refused:E_CODE exit=N
-#   TIME key=K from=ADDR req=ID verb=program job=J outcome=ok|failed|signal:NAME|cancelled exit=N
+#   TIME prev=H key=K from=ADDR req=ID verb=V job=J decision=accepted|already-started [inputs=D|outputs=D]
+#   TIME prev=H key=K from=ADDR req=ID verb=V job=J outcome=ok|failed|error:E_CODE|signal:NAME exit=N
+#   TIME prev=H key=K from=ADDR req=ID verb=V job=J decision=refused:E_CODE exit=N
+#   TIME prev=H key=K from=ADDR req=ID verb=program job=J outcome=ok|failed|signal:NAME|cancelled exit=N
+# (prev=: the chain, mgw_audit_chain; inputs=/outputs=: the digest of the manifest a start verified
+# or a get/take served, mgw_manifest.)
 # Two lines per accepted request, joined by req=, because one line cannot be both: it must be on
 # disk before the request acts (so a request that cannot be audited is refused, mgw_audit_accepted:
 # with the disk full, a gateway that went on would act unrecorded), and the outcome exists only
@@ -453,14 +462,24 @@ mgw_audit() {
     *) mgw_verb=${MGW_VERB:+?}; mgw_verb=${mgw_verb:--} ;;
   esac
   [ "${2:-}" != program ] || mgw_verb=program
-  mgw_line="$mgw_when key=$MGW_KEY_NAME from=$mgw_client req=$MGW_REQ verb=$mgw_verb job=${MGW_JOB:--} $1"
+  mgw_which tail || return 1
+  mgw_atail=$mgw_found
+  mgw_which sha256sum || return 1
+  mgw_asum=$mgw_found
+  mgw_line_tail="key=$MGW_KEY_NAME from=$mgw_client req=$MGW_REQ verb=$mgw_verb job=${MGW_JOB:--} $1"
   { mgw_audit_append; } 2>/dev/null 9>>"$mgw_log"
 }
 
-# fd 9 is the log, opened for appending.
+# fd 9 is the log, opened for appending. Under the lock, the line is chained to the log's last line
+# (mgw_audit_chain), so no other writer can come between the hash and the append.
 mgw_audit_append() {
   "$mgw_flock" -w 10 9 || return 1
-  printf '%s\n' "$mgw_line" >&9 && return 0
+  mgw_audit_chain || return 1
+  mgw_line="$mgw_when prev=$mgw_prev $mgw_line_tail"
+  if printf '%s\n' "$mgw_line" >&9; then
+    mgw_audit_last=$mgw_line
+    return 0
+  fi
   # The partial line is everything after the log's last newline (all lines before it are whole,
   # and we hold the lock): look at no more bytes than our line could have left.
   mgw_which truncate || return 1
@@ -472,6 +491,22 @@ mgw_audit_append() {
   mgw_partial=${mgw_partial##*"$MGW_NL"}
   [ -z "$mgw_partial" ] || "$mgw_truncate" -s -"${#mgw_partial}" -- "$mgw_log"
   return 1
+}
+
+# The audit chain: every line's second field is prev=SHA256 of the line before it, newline included
+# (`tail -n 1 | sha256sum`); the first line of a log chains to the hash of nothing
+# (e3b0c442...b855, sha256 of the empty string), which is what an empty log gives. An edited,
+# deleted or inserted line then breaks the chain at the line after it, and `mint-gateway
+# verify-audit` names that line (src/site/audit-chain.ts); a rewrite of the whole tail from the edit
+# on is caught by a chain head kept elsewhere (the client's job record: take reports the head).
+# Sets mgw_prev; fails (and the request is refused, mgw_audit_accepted) when the hash cannot be made.
+mgw_audit_chain() {
+  mgw_prev=$("$mgw_atail" -n 1 -- "$mgw_log" | "$mgw_asum") || return 1
+  mgw_prev=${mgw_prev%% *}
+  case $mgw_prev in
+    *[!0-9a-f]*) return 1 ;;
+  esac
+  [ ${#mgw_prev} -eq 64 ]
 }
 
 # The request is about to be carried out: audit it, or refuse it. From here on its end is an
@@ -609,6 +644,7 @@ mgw_read_request() {
     *"$(printf '\001')") mgw_die E_USAGE 64 "the request on stdin did not end within $MGW_CLIENT_TIMEOUT s (or ended with a control byte)" ;;
   esac
   MGW_REQUEST_PROGRAM=
+  MGW_REQUEST_MANIFEST=
   mgw_nargs=0
   mgw_nenv=0
   mgw_ifs=$IFS
@@ -619,6 +655,8 @@ mgw_read_request() {
       'program '* | 'arg '* | 'env '*) ;;
       # Resources for a scheduler (mgw_sched_resource): decimal numbers, hex-coded like the rest.
       'cpus '* | 'memory_mb '* | 'walltime_min '* | 'nodes '*) ;;
+      # The SHA-256 of the client's manifest of the inputs (mgw_check_inputs), at most one.
+      'manifest '*) ;;
       *) mgw_die E_USAGE 64 "request lines are 'program HEX', 'arg HEX' or 'env HEX'" ;;
     esac
     mgw_hex=${mgw_l#* }
@@ -685,6 +723,14 @@ mgw_read_request() {
       'cpus '* | 'memory_mb '* | 'walltime_min '* | 'nodes '*)
         mgw_decode "${mgw_l#* }"
         mgw_sched_resource "${mgw_l%% *}" "$mgw_decoded" ;;
+      'manifest '*)
+        mgw_decode "${mgw_l#* }"
+        [ -z "$MGW_REQUEST_MANIFEST" ] || mgw_die E_USAGE 64 "the request holds more than one manifest"
+        case $mgw_decoded in
+          *[!0-9a-f]*) mgw_die E_USAGE 64 "a manifest is the 64 lowercase hex digits of a SHA-256" ;;
+        esac
+        [ ${#mgw_decoded} -eq 64 ] || mgw_die E_USAGE 64 "a manifest is the 64 lowercase hex digits of a SHA-256"
+        MGW_REQUEST_MANIFEST=$mgw_decoded ;;
     esac
     IFS=$MGW_NL
   done
@@ -1386,6 +1432,18 @@ mgw_verb_get() {
   fi
   mgw_stage_download
   mgw_unlock
+  # What is served, hashed by us before rsync sends a byte: the program can change these bytes only
+  # by changing the files, which the client then finds (src/transfer/manifest.ts).
+  mgw_proc_start $$
+  mgw_mffile=$MGW_JOBDIR/served.$$.$mgw_pstart
+  mgw_manifest "$MGW_SERVE" >"$mgw_mffile" || mgw_die E_INTERNAL 70 "could not hash the files of job $MGW_JOB for download"
+  mgw_digest_file "$mgw_mffile" || mgw_die E_INTERNAL 70 "could not hash the files of job $MGW_JOB for download"
+  # The served manifest's digest goes on this request's outcome line (its acceptance came before
+  # the staging, as every line must come before what it records acts); the head the client keeps is
+  # the acceptance line's hash, the last this request wrote before serving.
+  MGW_OUTCOME_NOTE=" outputs=$mgw_fdigest"
+  mgw_audit_head=$(printf '%s\n' "$mgw_audit_last" | "$mgw_asum") && mgw_audit_head=${mgw_audit_head%% *}
+  mgw_report_manifest "$mgw_mffile" "$mgw_fdigest"
   mgw_serve_download
   mgw_rc=$?
   [ "$MGW_VERB" = take ] || exit "$mgw_rc"
@@ -1569,6 +1627,118 @@ mgw_read_answer() {
   { mgw_answer=$({ "$mgw_found" "$MGW_CLIENT_TIMEOUT" "$mgw_head" -c 64 <&3 || printf x; } | "$mgw_od" -An -tx1 | "$mgw_tr" -d ' \n'); } 3</dev/stdin 2>/dev/null
 }
 
+# ---------------------------------------------------------------------------------------------------
+# Manifests: what a job's files are, byte for byte. One line per regular file under DIR,
+#   HEXPATH SIZE SHA256
+# HEXPATH the path relative to DIR in lowercase hex (any byte but NUL and /-rules; sorted as bytes,
+# which hex keeps), SIZE in bytes, SHA256 of the content; lines sorted (LC_ALL=C), each ended by a
+# newline. The client builds the same text (src/transfer/manifest.ts), so one SHA-256 of it (its
+# digest) names a whole tree. Symlinks, directories and specials are not in it (uploads make none;
+# a download's symlinks are rsync's business). Names never pass through the shell: two finds write
+# NUL-ended records (sizes; sha256sum -z, which leaves names unescaped), od turns them into hex, and
+# awk joins them by name. A file that one find saw and the other did not (it came or went in
+# between), or that sha256sum could not read, is left out, which the client sees as a difference.
+mgw_manifest() {
+  mgw_need find
+  mgw_mfind=$mgw_found
+  mgw_need sha256sum
+  mgw_msum=$mgw_found
+  mgw_need od
+  mgw_mod=$mgw_found
+  mgw_need sort
+  mgw_msort=$mgw_found
+  mgw_need tr
+  mgw_mtr=$mgw_found
+  # OpenSSL's SHA-256 uses the CPU's SHA instructions where coreutils' does not: 1 GiB took 0.97 s
+  # with `openssl dgst` here and 4.3 s with sha256sum (coreutils 9.1), on a 4.6 s upload. Its `-r`
+  # lines are `HASH *NAME`, newline-ended and unescaped but for a name with a newline, so it is used
+  # only when no name holds a newline, a carriage return or a backslash (sha256sum -z otherwise).
+  mgw_mssl=
+  if mgw_which openssl; then
+    mgw_mssl=$mgw_found
+    mgw_odd=$(cd -P -- "$1" && "$mgw_mfind" . -type f \( -name '*\\*' -o -name "*$MGW_NL*" -o -name "*$(printf '\r')*" \) -print -quit) || mgw_odd=x
+    [ -z "$mgw_odd" ] || mgw_mssl=
+  fi
+  mgw_need awk
+  # shellcheck disable=SC2016
+  (cd -P -- "$1" && { "$mgw_mfind" . -type f -printf 'S%s %P\0' && mgw_manifest_sums; } |
+    "$mgw_mod" -An -v -tx1 | "$mgw_found" '
+    BEGIN { for (i = 32; i < 127; i++) chr[sprintf("%02x", i)] = sprintf("%c", i) }
+    {
+      for (i = 1; i <= NF; i++) {
+        if ($i != "00") { rec[n++] = $i; continue }
+        if (rec[0] == "53") {
+          size = ""
+          for (j = 1; j < n && rec[j] != "20"; j++) size = size chr[rec[j]]
+          name = ""
+          for (j++; j < n; j++) name = name rec[j]
+          sizes[name] = size
+        } else if (n > 68 && rec[64] == "20" && rec[66] == "2e" && rec[67] == "2f") {
+          sum = ""
+          for (j = 0; j < 64; j++) sum = sum chr[rec[j]]
+          # "  NAME" or " *NAME", NAME as find gave it: ./PATH
+          name = ""
+          for (j = 68; j < n; j++) name = name rec[j]
+          sums[name] = sum
+        }
+        n = 0
+      }
+    }
+    END { for (name in sizes) if (name in sums) print name " " sizes[name] " " sums[name] }' | "$mgw_msort")
+}
+
+# The `HASH  ./PATH` (or `HASH *./PATH`) records of every regular file under the current directory,
+# NUL-ended (mgw_manifest).
+mgw_manifest_sums() {
+  if [ -n "$mgw_mssl" ]; then
+    "$mgw_mfind" . -type f -exec "$mgw_mssl" dgst -sha256 -r '{}' + 2>/dev/null | "$mgw_mtr" '\n' '\000'
+  else
+    "$mgw_mfind" . -type f -exec "$mgw_msum" -z -- '{}' + 2>/dev/null
+  fi
+}
+
+# mgw_digest_file FILE: mgw_fdigest is the SHA-256 of FILE.
+mgw_digest_file() {
+  mgw_need sha256sum
+  mgw_fdigest=$("$mgw_found" <"$1") || return 1
+  mgw_fdigest=${mgw_fdigest%% *}
+  [ ${#mgw_fdigest} -eq 64 ]
+}
+
+# mgw_report_manifest FILE DIGEST: the manifest on stderr, a line per file, then its end:
+#   mint-gw: manifest: HEXPATH SIZE SHA256
+#   mint-gw: manifest-end: job=J files=N sha256=DIGEST version=V audit=HEAD
+# (HEAD: the hash of this request's accepted line, the audit chain's head as this request left it.)
+mgw_report_manifest() {
+  mgw_need awk
+  # (-v values: a UUID, hex digests and our version: no backslash for awk to read as an escape.)
+  # shellcheck disable=SC2016
+  "$mgw_found" -v job="$MGW_JOB" -v sum="$2" -v ver="$MGW_VERSION" -v head="${mgw_audit_head:--}" '
+    { print "mint-gw: manifest: " $0 }
+    END { print "mint-gw: manifest-end: job=" job " files=" NR " sha256=" sum " version=" ver " audit=" head }' <"$1" >&2
+}
+
+# startx/runx with a `manifest` line: the work dir must hold exactly the files the client sent, byte
+# for byte (a file changed, missing or added since the upload refuses the start, E_INTEGRITY). On a
+# difference the gateway's own manifest goes to stderr (mgw_report_manifest) so the client can name
+# the files. Its digest goes into the start's audit line (inputs=). The manifest stays in the job
+# dir (manifest.in) as the site's record of what the program was given.
+mgw_check_inputs() {
+  [ -n "$MGW_REQUEST_MANIFEST" ] || return 0
+  mgw_mf=/dev/null
+  if [ -d "$MGW_WORK" ] && [ ! -L "$MGW_WORK" ]; then
+    mgw_mf=$MGW_JOBDIR/manifest.in
+    mgw_manifest "$MGW_WORK" >"$mgw_mf" || mgw_die E_INTERNAL 70 "could not hash the inputs of job $MGW_JOB"
+  fi
+  # No upload (no work dir yet: start makes it): the empty manifest.
+  mgw_digest_file "$mgw_mf" || mgw_die E_INTERNAL 70 "could not hash the inputs of job $MGW_JOB"
+  if [ "$mgw_fdigest" != "$MGW_REQUEST_MANIFEST" ]; then
+    mgw_report_manifest "$mgw_mf" "$mgw_fdigest"
+    mgw_die E_INTEGRITY 71 "the files of job $MGW_JOB are not the ones the client sent (manifest $mgw_fdigest here, $MGW_REQUEST_MANIFEST sent); the program was not started"
+  fi
+  MGW_INPUTS=$mgw_fdigest
+}
+
 mgw_verb_start() {
   mgw_start_job
   mgw_print_status
@@ -1620,6 +1790,9 @@ mgw_start_job() {
     /*) ;;
     *) mgw_die E_CONFIG 78 "the gateway must be named by an absolute path in authorized_keys" ;;
   esac
+  # Before the lock: hashing the inputs takes as long as reading them (seconds per GiB), and the
+  # lock serialises every job's state changes. A job already started is not hashed again.
+  [ -d "$MGW_JOBDIR/started" ] || mgw_check_inputs
   mgw_lock
   # A job without inputs: start makes its dir.
   mgw_make_job_dirs
@@ -1641,7 +1814,7 @@ mgw_start_job() {
   # From here on a refusal undoes started/ (mgw_unstart): the job is `created` again.
   mgw_check_uploads
   mgw_check_capacity
-  mgw_audit decision=accepted || mgw_unstart E_LIMIT 69 "the audit log under the job root cannot be written (disk full?); request refused"
+  mgw_audit "decision=accepted${MGW_INPUTS:+ inputs=$MGW_INPUTS}" || mgw_unstart E_LIMIT 69 "the audit log under the job root cannot be written (disk full?); request refused"
   mgw_accepted
   mgw_request_digest
   mgw_write_atomic "$MGW_JOBDIR/request" "$mgw_digest" || mgw_unstart E_LIMIT 69 "cannot record the job's request (disk or inodes full?)"

@@ -5,6 +5,7 @@ import { join, resolve } from 'node:path';
 import { ConfigError } from '../errors.js';
 import { install, lineChanges, uninstall, type Scheduler } from '../site/install.js';
 import { doctor } from '../site/doctor.js';
+import { auditLogOf, verifyAuditLog } from '../site/audit-chain.js';
 import { ExitCode } from './exit-codes.js';
 import { defineCommand, parseCommand, printHelp, programHelp, unknownCommand, type ProgramSpec } from './options.js';
 import { printJson, processIo, type Io } from './output.js';
@@ -105,10 +106,31 @@ export const doctorSpec = defineCommand({
   notes: ['exit status: 1 when a check FAILs, else 0 (warnings and SKIPPED checks included); 2 is a usage error'],
 });
 
+export const verifyAuditSpec = defineCommand({
+  program: PROGRAM,
+  name: 'verify-audit',
+  brief: "check the audit log's hash chain: name each edited, deleted or inserted line",
+  summary:
+    "Check the gateway's audit log (ROOT/.mint-gateway-audit.log): every line names the hash of the line before it, " +
+    'so an edited, deleted or inserted line breaks the chain where it was; each break is printed with its line number.',
+  positionals: [],
+  options: {
+    root: pathOptions.root,
+    head: {
+      type: 'string',
+      value: 'HASH',
+      multiple: true,
+      description: "a chain head a client kept (its job record's audit.headAtTake): some line must have this hash",
+    },
+    json: { type: 'boolean', description: 'print the report as JSON on stdout' },
+  },
+  notes: ['exit status: 0 when the chain holds, 1 when a line breaks it (or a --head is not in it), 2 is a usage error'],
+});
+
 export const PROGRAM_SPEC: ProgramSpec = {
   program: PROGRAM,
   summary: 'Install, remove and check the mint-ssh-exec gateway on the external computer, as the account MInt logs in as.',
-  commands: [installSpec, uninstallSpec, doctorSpec],
+  commands: [installSpec, uninstallSpec, doctorSpec, verifyAuditSpec],
 };
 
 export async function main(argv: string[] = process.argv.slice(2), io: Io = processIo, stdin: NodeJS.ReadableStream = process.stdin): Promise<number> {
@@ -226,6 +248,23 @@ export async function main(argv: string[] = process.argv.slice(2), io: Io = proc
           );
         }
         return ok ? ExitCode.OK : ExitCode.FAILED;
+      }
+      case 'verify-audit': {
+        const { values } = parseCommand(verifyAuditSpec, rest);
+        if (values.help) return printHelp(io, verifyAuditSpec);
+        const file = auditLogOf(abs(values.root ?? d.root));
+        for (const h of values.head ?? []) if (!/^[0-9a-fA-F]{64}$/.test(h)) throw new ConfigError(`--head takes a SHA-256 in hex, got ${JSON.stringify(h)}`);
+        const report = await verifyAuditLog(file, values.head ?? []).catch((error: NodeJS.ErrnoException) => {
+          throw new ConfigError(`cannot read the audit log ${file} (${error.code ?? error.message})`);
+        });
+        if (values.json) printJson(io, report);
+        else {
+          for (const p of report.problems) io.stdout.write(`${file}:${p.line}: ${p.message}\n`);
+          for (const h of report.heads) if (h.line !== undefined) io.stdout.write(`head ${h.head}: line ${h.line}\n`);
+          const old = report.unchained > 0 ? ` (the first ${report.unchained} from a gateway before the chain)` : '';
+          io.stdout.write(report.ok ? `ok: ${report.lines} lines${old}, the chain holds; head ${report.head}\n` : `FAIL: ${report.problems.length} break(s) in ${report.lines} lines\n`);
+        }
+        return report.ok ? ExitCode.OK : ExitCode.FAILED;
       }
       case '--version':
       case '-v':

@@ -5,7 +5,10 @@
  */
 import type { Connection } from '../connection/connect.js';
 import { execCollect, type ExecOptions, type ExecResult } from '../connection/exec.js';
-import { CancelledError, GatewayError, TransferError, type ErrorContext, type Step } from '../errors.js';
+import { lstat } from 'node:fs/promises';
+import { join } from 'node:path';
+import { CancelledError, GatewayError, IntegrityError, TransferError, type ErrorContext, type Step } from '../errors.js';
+import { compareManifests, describeDifference, hashFiles, manifestDigest, parseManifestLine, sortManifest, type ManifestDifference, type ManifestEntry } from '../transfer/manifest.js';
 import type { RshBridge } from '../transfer/rsh-bridge.js';
 import { DOWNLOAD_MODULE } from '../transfer/rsync-args.js';
 import type { Resources, SchedulerInfo } from '../types.js';
@@ -17,6 +20,9 @@ import {
   parseList,
   plainArgs,
   parseLogTrailer,
+  manifestLinePart,
+  parseManifestEnd,
+  type ManifestEnd,
   parseSchedLine,
   parseSentLine,
   parseStartedLine,
@@ -50,6 +56,20 @@ export interface TransferResult {
   durationMs: number;
   /** take: the gateway removed the job after sending it. */
   removed: boolean;
+  /** get/take: the manifest the gateway made of what it served, before sending it (none from a gateway before manifests). */
+  served?: ServedManifest;
+  /** get/take: the served files whose bytes here differ from `served`; empty when every one agrees (take then removed the job). */
+  differences?: ManifestDifference[];
+}
+
+/** What a get/take served, as the gateway hashed it, and what it said beside it. */
+export interface ServedManifest {
+  entries: ManifestEntry[];
+  /** The SHA-256 of the canonical text (the audit line's outputs=). */
+  digest: string;
+  gatewayVersion: string;
+  /** The hash of the download's own audit line: the site's audit chain head as it left it. */
+  auditHead: string | undefined;
 }
 
 /** What a job asks of the site's program beyond its arguments (startx/runx). */
@@ -60,10 +80,81 @@ export interface ProgramRequest {
   env?: Readonly<Record<string, string>>;
   /** What to ask of the site's batch scheduler (`--scheduler slurm` gateways only). */
   resources?: Resources;
+  /**
+   * The manifest of the inputs as sent: the gateway checks the work dir against its digest before
+   * the program starts and refuses a difference (IntegrityError, side 'inputs').
+   */
+  inputs?: readonly ManifestEntry[];
 }
 
 function needsRequest(args: readonly string[], request: ProgramRequest): boolean {
-  return request.program !== undefined || Object.keys(request.env ?? {}).length > 0 || Object.keys(request.resources ?? {}).length > 0 || !plainArgs(args);
+  return (
+    request.program !== undefined ||
+    request.inputs !== undefined ||
+    Object.keys(request.env ?? {}).length > 0 ||
+    Object.keys(request.resources ?? {}).length > 0 ||
+    !plainArgs(args)
+  );
+}
+
+function requestBody(args: readonly string[], request: ProgramRequest): string {
+  const { inputs, ...rest } = request;
+  return formatRequest({ ...rest, args, ...(inputs ? { manifest: manifestDigest(inputs) } : {}) });
+}
+
+/**
+ * The manifest lines a gateway prints (a refused start, a download), collected whatever their
+ * number: exec's and the bridge's stderr keep 64 KiB only.
+ */
+class ManifestReader {
+  readonly entries: ManifestEntry[] = [];
+  end: ManifestEnd | undefined;
+  garbled = false;
+
+  /** Takes the line if it is part of a manifest. */
+  take = (line: string): boolean => {
+    const part = manifestLinePart(line);
+    if (part !== undefined) {
+      const entry = parseManifestLine(part);
+      if (entry) this.entries.push(entry);
+      else this.garbled = true;
+      return true;
+    }
+    const end = parseManifestEnd(line);
+    if (!end) return false;
+    this.end = end;
+    return true;
+  };
+
+  /** The whole manifest, checked against its own end line; undefined when the gateway sent none. */
+  result(context: ErrorContext): ServedManifest | undefined {
+    if (!this.end) return undefined;
+    const entries = sortManifest(this.entries);
+    const digest = manifestDigest(entries);
+    if (this.garbled || entries.length !== this.end.files || digest !== this.end.sha256) {
+      throw new GatewayError('GATEWAY_PROTOCOL', `the gateway's manifest did not arrive whole (${entries.length} of ${this.end.files} lines, digest ${digest.slice(0, 12)}... for ${this.end.sha256.slice(0, 12)}...)`, context);
+    }
+    return { entries, digest, gatewayVersion: this.end.version, auditHead: this.end.auditHead === '-' ? undefined : this.end.auditHead };
+  }
+}
+
+/**
+ * What landed in `outputDir`, checked against what the gateway served: every served file here with
+ * its bytes, and no regular file this download reported that the gateway did not hash.
+ */
+export async function checkLanded(outputDir: string, served: ServedManifest, received: readonly string[]): Promise<ManifestDifference[]> {
+  const here = await hashFiles(
+    served.entries.map((e) => ({ path: e.path, file: join(outputDir, e.path) })),
+    { skipUnreadable: true },
+  );
+  const known = new Set(served.entries.map((e) => e.path));
+  const others: { path: string; file: string }[] = [];
+  for (const path of new Set(received)) {
+    if (known.has(path)) continue;
+    const info = await lstat(join(outputDir, path)).catch(() => undefined);
+    if (info?.isFile()) others.push({ path, file: join(outputDir, path) });
+  }
+  return compareManifests(served.entries, [...here, ...(await hashFiles(others, { skipUnreadable: true }))]);
 }
 
 /** How the job ended, as `run` or `logs` reported it; `scheduler` when one ran it. */
@@ -84,6 +175,24 @@ async function withScheduler(stderr: string, end: Promise<{ state: JobState; exi
   const { state, exitCode, scheduler } = await end;
   const sched = lastSched(stderr) ?? scheduler;
   return { state, exitCode, ...(sched ? { scheduler: sched } : {}) };
+}
+
+/** The start's refusal for its inputs, naming each file the site holds otherwise than it was sent. */
+function inputsError(sent: readonly ManifestEntry[], reader: ManifestReader, refusal: GatewayError, context: ErrorContext): IntegrityError {
+  let site: ServedManifest | undefined;
+  try {
+    site = reader.result(context);
+  } catch {
+    site = undefined;
+  }
+  const differences = site ? compareManifests(sent, site.entries) : [];
+  const named = differences.slice(0, 5).map((d) => describeDifference(d, 'on the site', 'as sent'));
+  const more = differences.length > 5 ? ` and ${differences.length - 5} more` : '';
+  return new IntegrityError(
+    'inputs',
+    `the inputs on ${context.host ?? 'the site'} are not the bytes that were sent, so the program was not started${named.length > 0 ? `: ${named.join(', ')}${more}` : ` (${refusal.message})`}`,
+    { ...context, step: 'start', differences, hint: `something on the external computer changed the job's files after the upload; the job stays there, never started, for a look (\`mint-ssh-exec rm ${context.host ?? 'HOST'} ${context.jobId ?? 'JOB'}\` removes it); a new job id uploads afresh` },
+  );
 }
 
 export class GatewayClient {
@@ -121,15 +230,46 @@ export class GatewayClient {
     if (!this.bridge) throw new Error('GatewayClient: put, get and take need the connection\'s bridge');
     const step: Step = verb === 'put' ? 'upload' : 'download';
     const context = { host: this.connection.host.name, jobId: options.jobId, step };
+    // A download's manifest comes on stderr before rsync's first byte; what landed is checked
+    // against it once rsync is done, and take's `remove` waits for that check.
+    const reader = verb === 'put' ? undefined : new ManifestReader();
+    const outputDir = paths.at(-1)!;
+    const received: string[] = [];
+    let served: ServedManifest | undefined;
+    let differences: ManifestDifference[] | undefined;
+    let checkError: unknown;
+    const check = async (): Promise<void> => {
+      try {
+        served = reader!.result(context);
+        if (served) differences = await checkLanded(outputDir, served, received);
+      } catch (error) {
+        checkError = error;
+      }
+    };
+    const onFile = (path: string): void => {
+      received.push(path);
+      options.onFile?.(path);
+    };
     const outcome = await runRsync({
       direction: verb === 'put' ? 'put' : 'get',
       paths,
       bridge: this.bridge,
       remoteCommand: (caps) => formatCommand(verb === 'put' ? { verb, job: options.jobId, caps } : { verb, job: options.jobId }),
-      ...(verb === 'take' ? { endsOn: parseSentLine, reply: (localOk: boolean) => (localOk ? 'remove\n' : undefined) } : {}),
+      ...(verb === 'take'
+        ? {
+            endsOn: parseSentLine,
+            reply: async (localOk: boolean) => {
+              if (!localOk) return undefined;
+              await check();
+              // Only results that are here whole and right may go from the site.
+              const whole = checkError === undefined && (served === undefined || differences?.length === 0);
+              return whole ? 'remove\n' : undefined;
+            },
+          }
+        : {}),
+      ...(reader ? { consume: reader.take, onFile } : options.onFile ? { onFile: options.onFile } : {}),
       ...(options.signal ? { signal: options.signal } : {}),
       ...(options.onProgress ? { onProgress: options.onProgress } : {}),
-      ...(options.onFile ? { onFile: options.onFile } : {}),
       ...(options.rsyncPath ? { rsyncPath: options.rsyncPath } : {}),
     });
     const { remote } = outcome;
@@ -156,18 +296,43 @@ export class GatewayClient {
         transient,
       );
     }
-    return { files: outcome.files, skipped: outcome.skipped, durationMs: outcome.durationMs, removed: verb === 'take' && tookAndRemoved(remote.stderr, options.jobId) };
+    if (verb === 'get') await check();
+    if (checkError !== undefined) throw checkError;
+    return {
+      files: outcome.files,
+      skipped: outcome.skipped,
+      durationMs: outcome.durationMs,
+      removed: verb === 'take' && tookAndRemoved(remote.stderr, options.jobId),
+      ...(served ? { served, differences: differences ?? [] } : {}),
+    };
   }
 
   private async call(command: GatewayCommand, step: Step): Promise<string> {
     return (await this.callFull(command, step)).stdout.toString('utf8');
   }
 
-  private async callFull(command: GatewayCommand, step: Step, options: ExecOptions = {}): Promise<ExecResult> {
+  private async callFull(command: GatewayCommand, step: Step, options: ExecOptions = {}, inputs?: readonly ManifestEntry[]): Promise<ExecResult> {
     const jobId = 'job' in command ? command.job : undefined;
     const context = { host: this.connection.host.name, step, ...(jobId ? { jobId } : {}) };
-    const result = await execCollect(this.connection, formatCommand(command), options);
-    if (result.exitCode !== 0) throw await this.explained(refusalError(command.verb, result.exitCode, result.stderr, context, result.signal), context);
+    // A start refused for its inputs (E_INTEGRITY) prints the site's manifest: kept whole here.
+    const reader = inputs ? new ManifestReader() : undefined;
+    const onStderrLine = options.onStderrLine;
+    const result = await execCollect(this.connection, formatCommand(command), {
+      ...options,
+      ...(reader ? { onStderrLine: (line: string) => reader.take(line) || onStderrLine?.(line) } : {}),
+    });
+    if (result.exitCode !== 0) {
+      const error = refusalError(command.verb, result.exitCode, result.stderr, context, result.signal);
+      if (inputs && error.gatewayCode === 'E_INTEGRITY') throw inputsError(inputs, reader!, error, context);
+      if (inputs && error.gatewayCode === 'E_USAGE' && /request lines are/.test(error.message)) {
+        throw new GatewayError('GATEWAY_INCOMPATIBLE', `the gateway cannot check the inputs' manifest (${error.message})`, {
+          ...context,
+          gatewayCode: 'E_USAGE',
+          hint: 'the gateway on the external computer predates verified inputs: run `mint-gateway install` there again',
+        });
+      }
+      throw await this.explained(error, context);
+    }
     return result;
   }
 
@@ -203,7 +368,7 @@ export class GatewayClient {
   async start(job: string, args: readonly string[], request: ProgramRequest = {}): Promise<JobStatus> {
     const context = { host: this.connection.host.name, jobId: job };
     if (needsRequest(args, request)) {
-      const result = await this.callFull({ verb: 'startx', job }, 'start', { stdin: formatRequest({ ...request, args }) });
+      const result = await this.callFull({ verb: 'startx', job }, 'start', { stdin: requestBody(args, request) }, request.inputs);
       return parseStatus(result.stdout.toString('utf8'), context);
     }
     return parseStatus(await this.call({ verb: 'start', job, args }, 'start'), context);
@@ -241,12 +406,17 @@ export class GatewayClient {
     signal?.addEventListener('abort', onAbort, { once: true });
     try {
       const extended = needsRequest(args, request);
-      const result = await this.callFull(extended ? { verb: 'runx', job } : { verb: 'run', job, args }, 'start', {
-        onStdout: onChunk,
-        onStderrLine,
-        signal: stop.signal,
-        ...(extended ? { stdin: formatRequest({ ...request, args }) } : {}),
-      });
+      const result = await this.callFull(
+        extended ? { verb: 'runx', job } : { verb: 'run', job, args },
+        'start',
+        {
+          onStdout: onChunk,
+          onStderrLine,
+          signal: stop.signal,
+          ...(extended ? { stdin: requestBody(args, request) } : {}),
+        },
+        request.inputs,
+      );
       const trailer = parseLogTrailer(result.stderr);
       return withScheduler(result.stderr, trailer ? Promise.resolve(trailer) : this.status(job));
     } finally {

@@ -85,7 +85,7 @@ export function plainArgs(args: readonly string[]): boolean {
  * The body of a startx/runx request: `program HEX`, `arg HEX`, `env HEX` lines, each value's UTF-8
  * bytes in lowercase hex (see mgw_read_request in the gateway).
  */
-export function formatRequest(request: { program?: string; args?: readonly string[]; env?: Readonly<Record<string, string>>; resources?: Resources }): string {
+export function formatRequest(request: { program?: string; args?: readonly string[]; env?: Readonly<Record<string, string>>; resources?: Resources; manifest?: string }): string {
   const hex = (text: string): string => Buffer.from(text, 'utf8').toString('hex');
   const lines: string[] = [];
   if (request.program !== undefined) lines.push(`program ${hex(request.program)}`);
@@ -95,6 +95,12 @@ export function formatRequest(request: { program?: string; args?: readonly strin
   const r = request.resources ?? {};
   for (const [kind, value] of [['cpus', r.cpus], ['memory_mb', r.memoryMb], ['walltime_min', r.walltimeMinutes], ['nodes', r.nodes]] as const) {
     if (value !== undefined) lines.push(`${kind} ${hex(String(value))}`);
+  }
+  // The SHA-256 of the inputs' manifest (src/transfer/manifest.ts): the gateway checks the work dir
+  // against it before the program starts (mgw_check_inputs).
+  if (request.manifest !== undefined) {
+    if (!/^[0-9a-f]{64}$/.test(request.manifest)) throw new TypeError('a manifest digest is 64 lowercase hex digits');
+    lines.push(`manifest ${hex(request.manifest)}`);
   }
   return lines.map((l) => `${l}\n`).join('');
 }
@@ -212,6 +218,25 @@ export function parseStartedLine(stderr: string): { state: JobState; pid: number
 export function parseSentLine(line: string): number | undefined {
   const m = /^mint-gw: sent: job=\S+ rsync=(\d+)$/.exec(line);
   return m ? Number(m[1]) : undefined;
+}
+
+/** A line of the manifest a get/take served (`mint-gw: manifest: HEXPATH BYTES SHA256`): the line's canonical part. */
+export function manifestLinePart(line: string): string | undefined {
+  return line.startsWith('mint-gw: manifest: ') ? line.slice('mint-gw: manifest: '.length) : undefined;
+}
+
+/** The end of a served manifest: `mint-gw: manifest-end: job=J files=N sha256=D version=V audit=HEAD`. */
+export interface ManifestEnd {
+  files: number;
+  sha256: string;
+  version: string;
+  /** The hash of the download's own audit line: the site's audit chain head as the download left it ('-' when unknown). */
+  auditHead: string;
+}
+
+export function parseManifestEnd(line: string): ManifestEnd | undefined {
+  const m = /^mint-gw: manifest-end: job=\S+ files=(\d+) sha256=([0-9a-f]{64}) version=(\S+) audit=(\S+)$/.exec(line);
+  return m ? { files: Number(m[1]), sha256: m[2]!, version: m[3]!, auditHead: m[4]! } : undefined;
 }
 
 /** Whether `take`'s stderr says the gateway removed the job after sending it. */

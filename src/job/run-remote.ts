@@ -6,10 +6,10 @@
  */
 import { randomUUID } from 'node:crypto';
 import { constants } from 'node:fs';
-import { access, mkdir, statfs } from 'node:fs/promises';
+import { access, mkdir, rename, rm, statfs, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { StringDecoder } from 'node:string_decoder';
-import { CancelledError, GatewayError, InputError, MintSshError, RemoteJobError, TransferError, type Step } from '../errors.js';
+import { CancelledError, GatewayError, InputError, IntegrityError, MintSshError, RemoteJobError, TransferError, type Step } from '../errors.js';
 import { resolveHost, type InlineHost, type ResolveOptions } from '../config/resolve-host.js';
 import { CERTIFICATE_MARGIN_MS, DEFAULT_JOB_CERTIFICATE_MS, issueJobCredential } from '../connection/cert-authority.js';
 import type { CleanupPolicy } from '../config/resolved-host.js';
@@ -17,14 +17,22 @@ import type { ConnectionPool } from '../transfer/pool.js';
 import { checkJobId, checkProgramArgs, checkProgramRequest, checkResources, type JobState } from '../gateway/protocol.js';
 import type { ProgramRequest } from '../gateway/client.js';
 import { checkInputs, type TransferProgress } from '../transfer/rsync.js';
-import type { TransferResult } from '../gateway/client.js';
+import type { ServedManifest, TransferResult } from '../gateway/client.js';
+import { describeDifference, manifestDigest, manifestOfInputs } from '../transfer/manifest.js';
+import { parseCertificate } from '../connection/certificate.js';
 import type { Final, OnSched } from './steps.js';
-import type { RemoteResult, Resources, SchedulerInfo } from '../types.js';
+import type { ManifestEntry, RemoteResult, Resources, SchedulerInfo } from '../types.js';
 import type { EventListener } from './events.js';
 import { JobSession, sleep, type Link } from './job-session.js';
 import { LogFile } from './log-file.js';
 
 export const LOG_NAME = 'remote_program_exec.log';
+
+/**
+ * The job record beside the results (issue 17, part 4): a dot-file, so that a module listing its
+ * results by name does not take it for one; a program's own file of that name is replaced.
+ */
+export const RECORD_NAME = '.mint-job.json';
 
 /**
  * The wind-down after a cancel or a timeout (stop the remote program, read the rest of its log,
@@ -104,6 +112,10 @@ export async function runRemote(options: RunRemoteOptions): Promise<RemoteResult
   await checkOutputDir(job.outputDir, { host: job.session.host.name, jobId });
 
   let step: Step = 'upload';
+  // The inputs' manifest, hashed in a worker while rsync sends them (transfer/manifest.ts); the
+  // start sends its digest. A rejection is read where it is awaited, not as an unhandled one.
+  const hashing = manifestOfInputs(inputs);
+  hashing.catch(() => undefined);
   try {
     if (inputs.length > 0) {
       const up = await jobStep(job, 'upload', (link) =>
@@ -122,7 +134,13 @@ export async function runRemote(options: RunRemoteOptions): Promise<RemoteResult
     // From here the program may run: a cancel must stop it, not just clear the inputs.
     step = 'run';
     job.runStarted = performance.now();
+    const hashStarted = performance.now();
+    job.inputs = await hashing;
+    // What the hash took beyond the upload it overlapped with.
+    job.timings.hashWaitMs = performance.now() - hashStarted;
     const request: ProgramRequest = {
+      // Without inputs there is nothing to verify, and the start stays `run` (no request on stdin).
+      ...(inputs.length > 0 ? { inputs: job.inputs } : {}),
       ...(options.program !== undefined ? { program: options.program } : {}),
       ...(options.env ? { env: options.env } : {}),
       ...(options.resources && Object.keys(options.resources).length > 0 ? { resources: options.resources } : {}),
@@ -188,7 +206,7 @@ interface Job {
   outputDir: string;
   cleanup: CleanupPolicy;
   throwOnFailure: boolean;
-  timings: { connectMs: number; uploadMs: number; runMs: number; downloadMs: number; cleanupMs: number; totalMs: number };
+  timings: { connectMs: number; uploadMs: number; runMs: number; downloadMs: number; cleanupMs: number; totalMs: number; hashWaitMs?: number };
   runStarted: number;
   connectMs: () => number;
   dispose: () => void;
@@ -198,6 +216,10 @@ interface Job {
   started: boolean;
   /** The scheduler's last word, when one holds the job. */
   scheduler: SchedulerInfo | undefined;
+  /** The inputs' manifest as sent (runRemote; attach does not know it). */
+  inputs: ManifestEntry[] | undefined;
+  /** When runRemote or attach was called, for the job record. */
+  calledAt: Date;
 }
 
 // Slurm's states of a job that waits for its turn or runs; mirrors mgw_sched_class.
@@ -290,6 +312,8 @@ async function prepare(options: CommonOptions, jobId: string): Promise<Job> {
     },
     started: false,
     scheduler: undefined,
+    inputs: undefined,
+    calledAt: new Date(),
     onSched: (sched) => {
       job.scheduler = sched;
       const phase = schedulerPhase(sched.state);
@@ -408,7 +432,11 @@ async function finish(job: Job, started: number, follow: Follow): Promise<Remote
     connections: job.session.connections,
     timings: job.timings,
     ...(job.scheduler ? { scheduler: job.scheduler } : {}),
+    manifest: fetched?.served?.entries ?? [],
   };
+  // Beside the results: a job whose download did not happen (cancelled, never ran) leaves none.
+  const record = fetched && !fetched.cancelled ? await writeRecord(job, result, fetched.served) : undefined;
+  if (record) result.recordFile = record;
   job.emit({ type: 'done', result });
   if (cancelled) {
     cancelled.result = result;
@@ -524,6 +552,8 @@ async function followToEnd(job: Job, follow: Follow): Promise<Ran> {
 interface Fetched {
   files: string[];
   skipped: string[];
+  /** What the gateway served, checked here (absent from a gateway before manifests). */
+  served: ServedManifest | undefined;
   /** take removed the job after sending everything. */
   removed: boolean;
   /** Set when the download was cancelled: the remote results then stay. */
@@ -534,13 +564,76 @@ interface Fetched {
 async function fetchAll(job: Job, removeJob: boolean): Promise<Fetched> {
   const got = new Set<string>();
   try {
-    const down = await jobStep(job, 'download', (link) => fetchResults(job, link, removeJob, (file) => got.add(file)));
-    job.timings.downloadMs = down.durationMs;
-    job.emit({ type: 'downloaded', files: got.size, ms: down.durationMs });
-    return { files: [...got], skipped: down.skipped, removed: down.removed, cancelled: undefined };
+    let down = await jobStep(job, 'download', (link) => fetchResults(job, link, removeJob, (file) => got.add(file)));
+    let durationMs = down.durationMs;
+    if (down.differences && down.differences.length > 0) {
+      // Once more, the differing files first removed here (rsync would take a file of the right
+      // size and time for unchanged); take kept the job, since we did not answer `remove`.
+      for (const d of down.differences) if (d.problem === 'changed') await rm(join(job.outputDir, d.path), { force: true });
+      job.emit({ type: 'retrying', step: 'download', attempt: 2, delayMs: 0, error: new IntegrityError('outputs', `${down.differences.length} file(s) differ from the gateway's manifest: ${describeDifference(down.differences[0]!, 'here', 'as served')}; fetching again`, { host: job.session.host.name, jobId: job.jobId, differences: down.differences }) });
+      down = await jobStep(job, 'download', (link) => fetchResults(job, link, removeJob, (file) => got.add(file)));
+      durationMs += down.durationMs;
+    }
+    if (down.differences && down.differences.length > 0) {
+      const named = down.differences.slice(0, 5).map((d) => describeDifference(d, 'here', 'as served'));
+      throw new IntegrityError('outputs', `results of job ${job.jobId} differ from what the gateway served, twice: ${named.join(', ')}${down.differences.length > 5 ? ` and ${down.differences.length - 5} more` : ''}`, {
+        host: job.session.host.name,
+        jobId: job.jobId,
+        differences: down.differences,
+        hint: `the job stays on ${job.session.host.name}; \`mint-ssh-exec attach ${job.session.host.name} ${job.jobId} -o DIR\` fetches it again`,
+      });
+    }
+    job.timings.downloadMs = durationMs;
+    job.emit({ type: 'downloaded', files: got.size, ms: durationMs });
+    return { files: [...got], skipped: down.skipped, served: down.served, removed: down.removed, cancelled: undefined };
   } catch (error) {
     if (!job.signal.aborted) throw error;
-    return { files: [...got], skipped: [], removed: false, cancelled: cancellation(job.signal, 'download cancelled', job.jobId) };
+    return { files: [...got], skipped: [], served: undefined, removed: false, cancelled: cancellation(job.signal, 'download cancelled', job.jobId) };
+  }
+}
+
+/**
+ * The job record, outputDir/.mint-job.json, written whole (a temp name, then rename): where and how
+ * the job ran, as far as this side can say. Best effort: a record that cannot be written does not
+ * fail a job whose results are here (result.recordFile is then absent).
+ */
+async function writeRecord(job: Job, result: RemoteResult, served: ServedManifest | undefined): Promise<string | undefined> {
+  const host = job.session.host;
+  let certificate: { keyId: string; serial: string; validBefore: string } | undefined;
+  if (host.jobCredential) {
+    try {
+      const cert = parseCertificate(host.jobCredential.certificate);
+      certificate = { keyId: cert.keyId, serial: String(cert.serial), validBefore: new Date(Number(cert.validBefore) * 1000).toISOString() };
+    } catch {
+      // Our own certificate, made in this process: unreadable only through a bug; the record says less.
+    }
+  }
+  const record = {
+    schema: 1,
+    jobId: job.jobId,
+    host: { name: host.name, hostname: host.hostname, port: host.port, user: host.user, hostKeyAlias: host.hostKeyAlias },
+    gateway: { version: served?.gatewayVersion ?? null },
+    certificate: certificate ?? (host.certificateFiles.length > 0 ? { files: host.certificateFiles } : null),
+    calledAt: job.calledAt.toISOString(),
+    finishedAt: new Date().toISOString(),
+    state: result.state,
+    exitCode: result.exitCode ?? null,
+    timings: result.timings,
+    scheduler: result.scheduler ?? null,
+    inputs: job.inputs ? { sha256: manifestDigest(job.inputs), files: job.inputs } : null,
+    outputs: served ? { sha256: served.digest, files: served.entries } : null,
+    audit: { headAtTake: served?.auditHead ?? null },
+    cleanedUp: result.cleanedUp,
+  };
+  const path = join(job.outputDir, RECORD_NAME);
+  const part = `${path}.${process.pid}.part`;
+  try {
+    await writeFile(part, `${JSON.stringify(record, null, 2)}\n`, { mode: 0o644 });
+    await rename(part, path);
+    return path;
+  } catch {
+    await rm(part, { force: true }).catch(() => undefined);
+    return undefined;
   }
 }
 

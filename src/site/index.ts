@@ -4,3 +4,4 @@
  */
 export { install as installGateway, uninstall as uninstallGateway, parsePublicKey, authorizedKeysLine, gatewayCommand, GATEWAY_SCRIPT, type GatewayOptions, type KeyRestrictions } from './install.js';
 export { doctor, type DoctorCheck, type DoctorOptions, type DoctorStatus } from './doctor.js';
+export { verifyAuditLog, auditLogOf, AUDIT_GENESIS, AUDIT_LOG_NAME, type AuditReport, type AuditProblem } from './audit-chain.js';

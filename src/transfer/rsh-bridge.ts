@@ -37,7 +37,9 @@ export const SHIM_FD = 3;
  * it returns a number ends rsync's part with that exit status, and the channel then waits for the
  * caller's answer (BridgeSession.answer). The bridge knows no gateway line itself.
  */
-export type RouteFn = (argv: string[]) => { command: string; endsOn?: (stderrLine: string) => number | undefined } | { error: string };
+export type RouteFn = (
+  argv: string[],
+) => { command: string; endsOn?: (stderrLine: string) => number | undefined; consume?: (stderrLine: string) => boolean } | { error: string };
 
 interface RelayState {
   exitCode: number | undefined;
@@ -175,6 +177,7 @@ class Relay {
   private header: Buffer | undefined = Buffer.alloc(0);
   private early: Buffer[] = [];
   private endsOn: ((stderrLine: string) => number | undefined) | undefined;
+  private consume: ((stderrLine: string) => boolean) | undefined;
   private stdinEnded = false;
   private readonly connection: Connection;
   private readonly route: RouteFn;
@@ -260,6 +263,7 @@ class Relay {
       return false;
     }
     this.endsOn = decision.endsOn;
+    this.consume = decision.consume;
     this.connection.exec(decision.command).then(
       (channel) => this.start(channel),
       (error: Error) => {
@@ -295,6 +299,18 @@ class Relay {
         socket.once('drain', () => channel.resume());
       }
     });
+    // `consume`: lines the caller takes for itself (the gateway's manifest), which neither rsync's
+    // stderr nor remote().stderr (capped at 64 KiB) then carries; the rest go on line by line.
+    const consume = this.consume;
+    const keep = (text: string): void => {
+      if (state.stderr.length < 65536) state.stderr += text;
+      if (sent === undefined) writeFrame(socket, FRAME_STDERR, Buffer.from(text));
+    };
+    const consumed = consume
+      ? splitLines((line) => {
+          if (!consume(line)) keep(`${line}\n`);
+        })
+      : undefined;
     const stderrLines = endsOn
       ? splitLines((line) => {
           if (sent !== undefined) return;
@@ -310,8 +326,11 @@ class Relay {
         })
       : undefined;
     channel.stderr.on('data', (chunk: Buffer) => {
-      if (state.stderr.length < 65536) state.stderr += chunk.toString('utf8');
-      if (sent === undefined) writeFrame(socket, FRAME_STDERR, chunk);
+      if (consumed) consumed(chunk);
+      else {
+        if (state.stderr.length < 65536) state.stderr += chunk.toString('utf8');
+        if (sent === undefined) writeFrame(socket, FRAME_STDERR, chunk);
+      }
       stderrLines?.(chunk);
     });
     channel.on('exit', (code: number | null) => {

@@ -49,7 +49,10 @@ export interface RsyncRun {
    * `reply` gives what to answer once the local rsync has exited (cleanly or not).
    */
   endsOn?: (stderrLine: string) => number | undefined;
-  reply?: (localOk: boolean) => string | undefined;
+  /** May check what landed first (take's manifest check): the answer waits for it. */
+  reply?: (localOk: boolean) => string | undefined | Promise<string | undefined>;
+  /** Remote stderr lines taken by the caller (true), kept out of rsync's stderr and `remote.stderr`. */
+  consume?: (stderrLine: string) => boolean;
   signal?: AbortSignal;
   onProgress?: (progress: TransferProgress) => void;
   /** Each file rsync wrote, as it is written (also for an attempt that fails later). */
@@ -201,7 +204,7 @@ export async function runRsync(run: RsyncRun): Promise<RsyncOutcome> {
   const session = await run.bridge.session((argv) => {
     const check = checkServerArgs(argv, direction);
     if (!check.ok) return { error: check.reason };
-    return { command: run.remoteCommand(check.caps), ...(run.endsOn ? { endsOn: run.endsOn } : {}) };
+    return { command: run.remoteCommand(check.caps), ...(run.endsOn ? { endsOn: run.endsOn } : {}), ...(run.consume ? { consume: run.consume } : {}) };
   });
   const files: string[] = [];
   const skipped: string[] = [];
@@ -258,7 +261,7 @@ export async function runRsync(run: RsyncRun): Promise<RsyncOutcome> {
     };
     const result = await child;
     if (carry) parseLine(carry);
-    if (run.endsOn) await session.answer(run.reply?.(!result.failed && result.exitCode === 0));
+    if (run.endsOn) await session.answer(await run.reply?.(!result.failed && result.exitCode === 0));
     return {
       files,
       skipped,

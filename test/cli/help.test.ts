@@ -31,7 +31,7 @@ const cases = PROGRAMS.flatMap(([program, run]) => program.commands.map((command
 describe('--help and -h on every subcommand', () => {
   it('both CLIs have the subcommands they dispatch', () => {
     expect(SSH_EXEC.commands.map((c) => c.name)).toEqual(['probe', 'run', 'attach', 'jobs', 'cancel', 'rm', 'sandbox', 'ca', 'hub', 'agent']);
-    expect(GATEWAY.commands.map((c) => c.name)).toEqual(['install', 'uninstall', 'doctor']);
+    expect(GATEWAY.commands.map((c) => c.name)).toEqual(['install', 'uninstall', 'doctor', 'verify-audit']);
   });
 
   describe.each(cases)('%s', (_, command, run) => {

@@ -126,7 +126,7 @@ describe('mint-ssh-exec CLI against the sandbox host', async () => {
     // The job id is on stderr before anything is sent, with the command that picks the job up again.
     expect(r.stderr).toContain(`mint-ssh-exec: job ${String(result.jobId)} on sandbox (if this process dies: mint-ssh-exec attach sandbox ${String(result.jobId)})`);
     expect(Object.keys(result).sort()).toEqual(
-      ['cancelled', 'cleanedUp', 'connections', 'exitCode', 'failed', 'files', 'host', 'jobId', 'log', 'logBytes', 'logFile', 'outputDir', 'skipped', 'state', 'timings'].sort(),
+      ['cancelled', 'cleanedUp', 'connections', 'exitCode', 'failed', 'files', 'host', 'jobId', 'log', 'logBytes', 'logFile', 'manifest', 'outputDir', 'recordFile', 'skipped', 'state', 'timings'].sort(),
     );
     expect(result).toMatchObject({ exitCode: 0, state: 'exited', failed: false, files: ['out.txt'] });
     const lines = (await readFile(mintLog, 'utf8')).trim().split('\n');

@@ -163,6 +163,10 @@ describe('a certificate per job (issue 17, part 2)', () => {
     await writeFile(certFile, `${type} ${base64}\n`);
     const listing = execFileSync('ssh-keygen', ['-L', '-f', certFile], { encoding: 'utf8' });
     expect(listing).toContain(`Key ID: "mint-ssh-exec job ${result.jobId} ${sandbox().user}@sandbox"`);
+    // The job record names the certificate the job used (issue 17, part 4): its key id and serial.
+    const record = JSON.parse(await readFile(result.recordFile!, 'utf8')) as { certificate: { keyId: string; serial: string } };
+    expect(record.certificate.keyId).toBe(`mint-ssh-exec job ${result.jobId} ${sandbox().user}@sandbox`);
+    expect(listing).toContain(`Serial: ${record.certificate.serial}`);
     expect(listing).toMatch(new RegExp(`Principals: \\n\\s+${sandbox().user}\\n`));
     expect(listing).toMatch(/Critical Options: \(none\)/);
     expect(listing).toMatch(/Extensions: \(none\)/);

@@ -550,7 +550,7 @@ describe('gateway hardening: hostile SSH_ORIGINAL_COMMAND', { timeout: 180_000 }
       expect(mine).toHaveLength(1);
       const line = mine[0];
       const keys = line?.raw.split(' ').map((field) => field.split('=')[0]);
-      expect(keys).toEqual([expect.stringMatching(/^\d{4}-\d\d-\d\dT/), 'key', 'from', 'req', 'verb', 'job', 'decision', 'exit']);
+      expect(keys).toEqual([expect.stringMatching(/^\d{4}-\d\d-\d\dT/), 'prev', 'key', 'from', 'req', 'verb', 'job', 'decision', 'exit']);
       expect(line?.decision).toBe('refused:E_USAGE');
     });
   });

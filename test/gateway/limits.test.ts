@@ -103,9 +103,11 @@ describe('gateway limits', async () => {
       'program outcome=ok exit=0',
       'run outcome=ok exit=0',
       'take decision=accepted',
-      'take outcome=ok exit=0',
+      // outputs=: the digest of the manifest the take served (nothing: the hash of no line), on its
+      // outcome line (the acceptance comes before the staging it records).
+      'take outcome=ok exit=0 outputs=e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855',
     ]);
-    for (const line of mine) expect(line).toMatch(/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ key=mint-sandbox from=127\.0\.0\.1 req=\d+\.\d+ verb=\S+ job=\S+ \S+( exit=\d+)?$/);
+    for (const line of mine) expect(line).toMatch(/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ prev=[0-9a-f]{64} key=mint-sandbox from=127\.0\.0\.1 req=\d+\.\d+ verb=\S+ job=\S+ \S+( exit=\d+( outputs=[0-9a-f]{64})?)?$/);
     const req = (l: string | undefined): string | undefined => / req=(\S+) /.exec(l ?? '')?.[1];
     // The program's line carries the id of the request that started it.
     expect(new Set(mine.slice(0, 3).map(req)).size).toBe(1);

@@ -8,6 +8,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { chmod, mkdir, rm, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { GATEWAY_SCRIPT } from '../../src/site/install.js';
+import { verifyAuditLog } from '../../src/site/audit-chain.js';
 import { freshDir } from '../support/fixture.js';
 
 describe('gateway script as POSIX sh', () => {
@@ -64,7 +65,8 @@ describe('gateway script as POSIX sh', () => {
         // (A running job's log may or may not hold its first line yet.)
         let stdout = r.stdout.replace(/^pid=\d+$/m, 'pid=N').replace(/^state=running$/m, 'state=R').replace(/ age=\d+$/gm, ' age=S');
         if (stdout.includes('state=R')) stdout = stdout.replace(/^log_bytes=\d+$/m, 'log_bytes=N');
-        const stderr = r.stderr.replace(/pid=\d+/g, 'pid=N').replace(/\n/g, '|').replace(/mint-gw: status: .*/, '');
+        // audit=: the hash of the take's own audit line, whose time and req differ from run to run.
+        const stderr = r.stderr.replace(/pid=\d+/g, 'pid=N').replace(/ audit=[0-9a-f]{64}/g, ' audit=H').replace(/\n/g, '|').replace(/mint-gw: status: .*/, '');
         return `${command} -> ${r.status} ${stdout.replace(/\n/g, '|')} ${stderr}`;
       });
     const dash = answers('dash');
@@ -210,7 +212,9 @@ describe('gateway script as POSIX sh', () => {
         const log = readFileSync(join(root, '.mint-gateway-audit.log'), 'utf8');
         expect(log.endsWith('\n')).toBe(true);
         const lines = log.split('\n').slice(0, -1);
-        for (const line of lines) expect(line).toMatch(/^\S+ key=mint from=- req=\S+ verb=\S+ job=\S+ (decision=\S+|decision=\S+ exit=\d+|outcome=\S+ exit=\d+)$/);
+        for (const line of lines) expect(line).toMatch(/^\S+ prev=[0-9a-f]{64} key=mint from=- req=\S+ verb=\S+ job=\S+ (decision=\S+|decision=\S+ exit=\d+|outcome=\S+ exit=\d+)$/);
+        // Every partial write was cut back before the next line chained to the log's last line.
+        expect(await verifyAuditLog(join(root, '.mint-gateway-audit.log'))).toMatchObject({ ok: true, unchained: 0, problems: [] });
         expect(lines.filter((l) => l.endsWith('verb=list job=- decision=accepted')).length).toBe(codes.filter((c) => c === 0).length);
         // A log that ends exactly on a page boundary of a full disk: the refused request's write
         // leaves nothing, and nothing of the lines before it may be cut.

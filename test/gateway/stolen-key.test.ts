@@ -22,6 +22,7 @@ import { join } from 'node:path';
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runRemote } from '../../src/index.js';
+import { verifyAuditLog } from '../../src/site/audit-chain.js';
 import { freshDir, useSandbox } from '../support/fixture.js';
 import { openGateway, readAudit, runCli, sshOptions, writeRshWrapper, type GatewaySession } from '../support/hostile-helpers.js';
 
@@ -213,7 +214,9 @@ describe('a stolen key, round 2', async () => {
     const text = await readFile(join(root, '.mint-gateway-audit.log'), 'utf8');
     expect(text.endsWith('\n')).toBe(true);
     const lines = text.split('\n').slice(0, -1);
-    for (const line of lines) expect(line).toMatch(/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ key=\S+ from=\S+ req=\d+(\.\d+)? verb=\S+ job=\S+ (decision=(accepted|already-started)|decision=refused:E_[A-Z]+ exit=\d+|outcome=\S+ exit=(\d+|-))$/);
+    for (const line of lines) expect(line).toMatch(/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ prev=[0-9a-f]{64} key=\S+ from=\S+ req=\d+(\.\d+)? verb=\S+ job=\S+ (decision=(accepted|already-started)( (inputs|outputs)=[0-9a-f]{64})?|decision=refused:E_[A-Z]+ exit=\d+|outcome=\S+ exit=(\d+|-))$/);
+    // Every write cut short was cut back before the next line chained to the log's last line.
+    expect(await verifyAuditLog(join(root, '.mint-gateway-audit.log'))).toMatchObject({ ok: true, unchained: 0, problems: [] });
     // Every request served has its line; none was served unrecorded. (Its outcome line, written
     // after it acted, is best effort: on this disk it may be missing, never partial.)
     const accepted = (await readAudit(root)).filter((l) => / verb=(list|probe) job=- decision=accepted$/.test(l.raw));

@@ -73,7 +73,7 @@ describe('a log larger than memory (600 MiB), a log larger than the disk', async
       await file.close();
     }
     // No part file left behind, and the job was removed only after the log was whole here.
-    expect((await readdir(out)).sort()).toEqual(['remote_program_exec.log']);
+    expect((await readdir(out)).sort()).toEqual(['.mint-job.json', 'remote_program_exec.log']);
     expect(result.cleanedUp).toBe(true);
     expect((await listJobs(sandbox().host)).map((j) => j.jobId)).not.toContain(result.jobId);
   });

@@ -90,8 +90,9 @@ describe("the program's world against MInt's own OpenSSH flow", async () => {
       const viaOpenSsh = await freshDir();
       await step('rsync', ['-av', '-e', rsh, `${target}:${remote}/`, `${viaOpenSsh}/`]);
 
-      // MInt's flow also brings its inputs back; the gateway's brings what the program left.
-      const skip = new Set(['input.dat', 'remote_program_exec.log']);
+      // MInt's flow also brings its inputs back; the gateway's brings what the program left, and
+      // writes its job record beside it (test/job/integrity.test.ts).
+      const skip = new Set(['input.dat', 'remote_program_exec.log', '.mint-job.json']);
       const theirs = await tree(viaOpenSsh, skip);
       const ours = await tree(viaGateway, skip);
       expect(ours).toEqual(theirs);
