@@ -21,7 +21,7 @@ import { chmod, mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises
 import { join } from 'node:path';
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { runRemote } from '../../src/index.js';
+import { attach, runRemote } from '../../src/index.js';
 import { verifyAuditLog } from '../../src/site/audit-chain.js';
 import { freshDir, useSandbox } from '../support/fixture.js';
 import { openGateway, readAudit, runCli, sshOptions, writeRshWrapper, type GatewaySession } from '../support/hostile-helpers.js';
@@ -214,7 +214,7 @@ describe('a stolen key, round 2', async () => {
     const text = await readFile(join(root, '.mint-gateway-audit.log'), 'utf8');
     expect(text.endsWith('\n')).toBe(true);
     const lines = text.split('\n').slice(0, -1);
-    for (const line of lines) expect(line).toMatch(/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ prev=[0-9a-f]{64} key=\S+ from=\S+ req=\d+(\.\d+)? verb=\S+ job=\S+ (decision=(accepted|already-started)( (inputs|outputs)=[0-9a-f]{64})?|decision=refused:E_[A-Z]+ exit=\d+|outcome=\S+ exit=(\d+|-))$/);
+    for (const line of lines) expect(line).toMatch(/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ prev=[0-9a-f]{64} key=\S+ from=\S+ req=\d+(\.\d+)? verb=\S+ job=\S+ (decision=(accepted|already-started)( inputs=[0-9a-f]{64})?|decision=refused:(E_[A-Z]+|signal:[A-Z]+|failed) exit=\d+|outcome=\S+ exit=(\d+|-)( outputs=[0-9a-f]{64})?)$/);
     // Every write cut short was cut back before the next line chained to the log's last line.
     expect(await verifyAuditLog(join(root, '.mint-gateway-audit.log'))).toMatchObject({ ok: true, unchained: 0, problems: [] });
     // Every request served has its line; none was served unrecorded. (Its outcome line, written
@@ -509,8 +509,8 @@ child.on('close', (code) => process.exit(code ?? 255));
     }
     // With the silent client gone, its copy goes and a download stages again.
     await until(async () => (await staged(job)).length === 0);
-    const again = await runRemote({ host: sandbox().host, jobId: job, args: [], outputDir: await freshDir() }).catch((e: unknown) => e);
-    expect(again).toMatchObject({ exitCode: 0 });
+    const again = await attach({ host: sandbox().host, jobId: job, outputDir: await freshDir() });
+    expect(again).toMatchObject({ exitCode: 0, cleanedUp: true });
     await sandbox().reinstall({});
   });
 
