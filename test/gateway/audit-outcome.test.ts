@@ -13,7 +13,8 @@ import { freshDir, useSandbox } from '../support/fixture.js';
 import { openGateway, readAudit, runCli, writeRshWrapper, type AuditLine, type GatewaySession } from '../support/hostile-helpers.js';
 
 /** `verb event` of each line, the way a reader of the log sees a request's story. */
-const story = (lines: AuditLine[]): string[] => lines.map((l) => `${l.verb} ${l.decision ? `decision=${l.decision}` : `outcome=${l.outcome}`}${/ exit=\S+$/.exec(l.raw)?.[0] ?? ''}`);
+// (A download's outcome also carries outputs=, the served manifest's digest: integrity.test's.)
+const story = (lines: AuditLine[]): string[] => lines.map((l) => `${l.verb} ${l.decision ? `decision=${l.decision}` : `outcome=${l.outcome}`}${/ exit=\S+(?= outputs=|$)/.exec(l.raw)?.[0] ?? ''}`);
 
 describe('the audit log records each request\'s outcome', { timeout: 120_000 }, async () => {
   const dir = await freshDir();
