@@ -43,7 +43,9 @@ function ownedByMe(stat, dir) {
 function safeDir(create) {
   const dir = cacheDir();
   try {
-    if (create) fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
+    // Two plain mkdirs, not { recursive: true }: Node's recursive mkdir never returns under /proc
+    // (XDG_CACHE_HOME=/proc/self/x hung the process at exit, seen in test/package/bundle.test.ts).
+    if (create) for (const d of [path.dirname(dir), dir]) if (!fs.existsSync(d)) fs.mkdirSync(d, { mode: 0o700 });
     return ownedByMe(fs.lstatSync(dir), true) ? dir : undefined;
   } catch {
     return undefined;
