@@ -59,6 +59,10 @@ main() {
   mgw_staged=
   # Set only by mgw_read_request, after its checks: never from the environment.
   unset MGW_REQUEST MGW_REQUEST_PROGRAM
+  # rsync's features, read by mgw_rsync_help: never from the environment (an inherited "already
+  # read" with an empty text would turn --confine-root off).
+  MGW_RSYNC_HELP=
+  MGW_RSYNC_HELP_READ=
   MGW_CLIENT_ENV=
   mgw_parse_options "$@"
   mgw_need mkdir
@@ -1022,12 +1026,21 @@ mgw_rsync_found() {
 # closing the check-then-use window that argv checks cannot see. Uploads use it where it is there;
 # downloads do not need it (mgw_serve_download).
 mgw_rsync_confines() {
-  "$MGW_RSYNC" --help 2>/dev/null | {
-    while IFS= read -r mgw_line; do
-      case $mgw_line in *--confine-root*) exit 0 ;; esac
-    done
-    exit 1
-  }
+  mgw_rsync_help
+  case $MGW_RSYNC_HELP in *--confine-root*) return 0 ;; esac
+  return 1
+}
+
+# rsync's --help text, read once per gateway process and kept for the feature checks above and
+# below. Read by a command substitution, which takes the pipe in blocks: the `| while read` loop it
+# replaces made dash and bash read() it one byte at a time, ~7,500 syscalls per check (~7 ms per
+# put or take, more on a loaded host; counted in test/gateway/verb-cost.test.ts). A substring of the
+# whole text matches exactly when a substring of one of its lines does (neither pattern holds a
+# newline), so the answers are the same.
+mgw_rsync_help() {
+  [ -n "${MGW_RSYNC_HELP_READ-}" ] && return 0
+  MGW_RSYNC_HELP=$("$MGW_RSYNC" --help 2>/dev/null) || :
+  MGW_RSYNC_HELP_READ=1
 }
 
 # rsync's server argv for an upload (downloads run rsync's daemon mode: mgw_serve_download).
@@ -1482,12 +1495,9 @@ MGW_RSYNCD_CONF
 
 # rsync >= 3.1.0: --remote-option (mgw_stage_download), and the daemon parameters above.
 mgw_rsync_serves() {
-  "$MGW_RSYNC" --help 2>/dev/null | {
-    while IFS= read -r mgw_line; do
-      case $mgw_line in *--remote-option*) exit 0 ;; esac
-    done
-    exit 1
-  }
+  mgw_rsync_help
+  case $MGW_RSYNC_HELP in *--remote-option*) return 0 ;; esac
+  return 1
 }
 
 # The answer is every byte the client writes after the `sent` line, up to its end of input, and
