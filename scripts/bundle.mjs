@@ -75,6 +75,10 @@ const result = await build({
   define: { 'import.meta.url': '__mintModuleUrl', 'import.meta.dirname': '__dirname' },
   banner: { js: "const __mintModuleUrl = require('node:url').pathToFileURL(__filename).href;" },
   plugins: [natives],
+  // Whitespace and syntax only: identifiers keep their names, so stack traces stay readable
+  // without the source map.
+  minifyWhitespace: true,
+  minifySyntax: true,
   logLevel: 'warning',
   metafile: true,
 });
