@@ -487,7 +487,8 @@ async function b2(env, workDir) {
   const variants = {
     mint: async () => {
       const r = await timedUpload(env.host, [file]);
-      const landed = join(env.root, r.jobId, 'work', 'big.bin');
+      // The work dir is named by the job (mgw_check_job), not work/.
+      const landed = join(env.root, r.jobId, r.jobId, 'big.bin');
       const size = await fileSize(landed);
       await rm(join(env.root, r.jobId), { recursive: true, force: true });
       if (size !== bytes) throw new Error(`runRemote upload: ${landed} has ${size} bytes, expected ${bytes}`);
@@ -573,7 +574,7 @@ async function b3(env, workDir) {
         const first = await timedUpload(env.host, [many], jobId);
         // Same job, before start (a started job refuses put): what a retried or resumed upload costs.
         const again = await timedUpload(env.host, [many], jobId);
-        const landed = (await readdir(join(env.root, jobId, 'work', 'many')).catch(() => [])).length;
+        const landed = (await readdir(join(env.root, jobId, jobId, 'many')).catch(() => [])).length;
         if (landed !== count) throw new Error(`runRemote upload: ${landed} files arrived, expected ${count}`);
         return { ms: first.totalMs, reMs: again.totalMs, sent: first.files.length, reSent: again.files.length, reSentNames: again.files.slice(0, 5) };
       } finally {
