@@ -1,5 +1,6 @@
 #!/usr/bin/env node
-import { main } from '../dist/cli/mint-ssh-exec.js';
-import { runCli } from '../dist/cli/run-cli.js';
+// The bundle with its code cache (dist/bundle/load.cjs): a fresh process per command starts fast.
+import bundle from '../dist/bundle/load.cjs';
 
-runCli(main);
+const { bin } = bundle.load();
+bin.runCli(bin.mintSshExec);

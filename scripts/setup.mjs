@@ -38,6 +38,8 @@ function systemPackages() {
   if (!onPath('setsid')) wanted.push('util-linux');
   if (forTests && !onPath('shellcheck')) wanted.push('shellcheck');
   if (forTests && !onPath('dash')) wanted.push('dash');
+  // test/gateway/verb-cost.test.ts counts the gateway's syscalls.
+  if (forTests && !onPath('strace')) wanted.push('strace');
   // The cluster tests (test/cluster/) start a private single-node Slurm: munged + slurmctld + slurmd
   // as root, jobs submitted with sbatch. The 8 packages these pull in need no systemd.
   if (forTests && !['/usr/sbin/slurmctld', '/usr/sbin/slurmd'].every(have)) wanted.push('slurmctld', 'slurmd');

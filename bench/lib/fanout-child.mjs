@@ -8,7 +8,7 @@ import { load } from './mint.mjs';
 const config = JSON.parse(await readFile(process.argv[2], 'utf8'));
 const { runRemote } = await load();
 // Since the connection pool (src/connection/pool.ts) the package counts its own handshakes.
-const index = await import(new URL('../../dist/index.js', import.meta.url).href);
+const index = await import('mint-ssh-exec');
 const pool = index.defaultPool;
 
 let peakRss = process.memoryUsage().rss;

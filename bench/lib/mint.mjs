@@ -1,38 +1,39 @@
-// Our side of the comparisons, from the built package only (dist/): runRemote for whole jobs, and
-// for transfers and per-verb costs the same pieces runRemote uses (ssh2 connection, rsync bridge,
-// gateway client), so a transfer can be timed without starting a job.
+// Our side of the comparisons, from the built package only. Whole jobs, the sandbox and the host
+// resolution go through the package's public entries, imported by name as a consumer does
+// ('mint-ssh-exec', 'mint-ssh-exec/sandbox': package.json "exports", the bundle in dist/bundle/).
+// The per-verb table and the transfer rows time pieces below the public API (one ssh2 connection,
+// its rsync bridge and the gateway client, the same ones runRemote uses), which no entry exports
+// on purpose: those come from dist/ by path, and only they (plus the sandbox's sshd helpers that
+// bench/lib/plain-user.mjs reuses for its own sshd).
 import { randomUUID } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 
 const DIST = fileURLToPath(new URL('../../dist/', import.meta.url));
+const INTERNALS = ['connection/connect.js', 'transfer/rsh-bridge.js', 'gateway/client.js', 'sandbox/sandbox.js'];
 
 export function distReady() {
-  return ['index.js', 'connection/connect.js', 'transfer/rsh-bridge.js', 'transfer/rsync.js', 'job/gateway-client.js'].every((f) =>
-    existsSync(DIST + f),
-  );
+  return ['bundle/index.mjs', 'bundle/sandbox.mjs', 'bundle/mint.cjs', ...INTERNALS].every((f) => existsSync(DIST + f));
 }
 
 let modules;
 export async function load() {
   if (modules) return modules;
+  const internal = (f) => import(new URL(`../../dist/${f}`, import.meta.url).href);
   const [index, sandboxEntry, siteEntry, connectMod, bridgeMod, gatewayMod, sandboxMod] = await Promise.all([
-    import(new URL('../../dist/index.js', import.meta.url).href),
-    import(new URL('../../dist/sandbox/index.js', import.meta.url).href),
-    import(new URL('../../dist/site/index.js', import.meta.url).href),
-    import(new URL('../../dist/connection/connect.js', import.meta.url).href),
-    import(new URL('../../dist/transfer/rsh-bridge.js', import.meta.url).href),
-    import(new URL('../../dist/gateway/client.js', import.meta.url).href),
-    import(new URL('../../dist/sandbox/sandbox.js', import.meta.url).href),
+    import('mint-ssh-exec'),
+    import('mint-ssh-exec/sandbox'),
+    import('mint-ssh-exec/site'),
+    ...INTERNALS.map(internal),
   ]);
   modules = {
     runRemote: index.runRemote,
-    startSandbox: sandboxEntry.startSandbox,
     resolveHost: index.resolveHost,
-    installGateway: siteEntry.installGateway,
+    startSandbox: sandboxEntry.startSandbox,
     connect: connectMod.connect,
     RshBridge: bridgeMod.RshBridge,
     GatewayClient: gatewayMod.GatewayClient,
+    installGateway: siteEntry.installGateway,
     readBanner: sandboxMod.readBanner,
     sshdConfig: sandboxMod.sshdConfig,
   };

@@ -19,7 +19,11 @@ export const CIPHER = 'aes128-gcm@openssh.com';
 export const KEX = 'curve25519-sha256@libssh.org,curve25519-sha256';
 
 export class OpenSsh {
-  /** @param {{ user: string, port: number, key: string, knownHosts: string }} target */
+  /**
+   * @param {{ user: string, port: number, key: string, knownHosts: string, kex?: string }} target
+   * kex: 'default' leaves OpenSSH's own choice (sntrup761x25519 on OpenSSH 9), for the B1 row that
+   * shows what MInt's scripts really get.
+   */
   constructor(target) {
     this.target = target;
     this.dest = `${target.user}@127.0.0.1`;
@@ -37,7 +41,7 @@ export class OpenSsh {
       '-o', 'IdentitiesOnly=yes',
       '-o', 'IdentityAgent=none',
       '-o', 'LogLevel=ERROR',
-      '-o', `KexAlgorithms=${KEX}`,
+      ...(t.kex === 'default' ? [] : ['-o', `KexAlgorithms=${t.kex ?? KEX}`]),
       '-c', CIPHER,
       '-i', t.key,
       '-p', String(t.port),

@@ -1,0 +1,1 @@
+// A bare `node` start: the baseline of the import row.
