@@ -106,6 +106,13 @@ describe.skipIf(why !== undefined)('a --scheduler sge gateway on a private Grid 
     const dir = await freshDir();
     const config = join(dir, 'hosts.yaml');
     await writeFile(config, sandbox().profileYaml());
+    // The job the cancel case qdel'ed may linger in qstat a moment; then the shared poll (one
+    // query per root per 2 s) must have looked again.
+    for (const deadline = Date.now() + 15_000; sge().run('qstat', ['-u', '*']).trim() !== ''; ) {
+      expect(Date.now()).toBeLessThan(deadline);
+      await new Promise((r) => setTimeout(r, 200));
+    }
+    await new Promise((r) => setTimeout(r, 2100));
     const json = await runMain(main, ['probe', 'sandbox', '--json', '--config', config]);
     expect(json.code, json.stderr).toBe(0);
     const [host] = (JSON.parse(json.stdout) as { hosts: Array<{ scheduler: unknown }> }).hosts;
