@@ -19,11 +19,11 @@
  *   shared 2-core machine (load 4.2 seen) and no job started: the test queue has none.
  */
 import { execFileSync, spawnSync } from 'node:child_process';
-import { existsSync, readdirSync, readFileSync, readlinkSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { chmod, mkdir, mkdtemp, rm, symlink, writeFile } from 'node:fs/promises';
-import net from 'node:net';
 import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { freePort, killLeftovers } from './cluster.js';
 import { afterAll, beforeAll } from 'vitest';
 
 export interface SgeCell {
@@ -54,18 +54,6 @@ function missingPackages(): string | undefined {
   const missing = [...DAEMONS.filter((d) => !existsSync(d)), ...CLIENTS.filter((b) => spawnSync('sh', ['-c', `command -v ${b}`], { stdio: 'ignore' }).status !== 0)];
   if (missing.length > 0) return `missing ${missing.join(', ')}: run node scripts/setup.mjs --test (installs gridengine-master gridengine-exec gridengine-client)`;
   return undefined;
-}
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = net.createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address();
-      const port = typeof address === 'object' && address ? address.port : 0;
-      server.close(() => resolve(port));
-    });
-  });
 }
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
@@ -203,25 +191,7 @@ async function stopSge(dir: string, env: NodeJS.ProcessEnv): Promise<void> {
   }
   // qmaster needs about 11 s on TERM; the spool is removed anyway: KILL after 1 s.
   await Promise.all([stopDaemon(pidWithRoot(execdPid, root), 1000), stopDaemon(qmaster, 1000)]);
-  for (const entry of readdirSync('/proc')) {
-    if (!/^\d+$/.test(entry) || Number(entry) === process.pid) continue;
-    let hit = false;
-    try {
-      const cwd = readlinkSync(`/proc/${entry}/cwd`);
-      hit = cwd === dir || cwd.startsWith(`${dir}/`);
-      if (!hit) hit = readdirSync(`/proc/${entry}/fd`).some((fd) => readlinkSync(`/proc/${entry}/fd/${fd}`).startsWith(`${dir}/`));
-      if (!hit) hit = readFileSync(`/proc/${entry}/environ`, 'utf8').split('\0').includes(`SGE_ROOT=${root}`) && /sge_(shepherd|execd|qmaster)/.test(readFileSync(`/proc/${entry}/cmdline`, 'utf8'));
-    } catch {
-      continue;
-    }
-    if (hit) {
-      try {
-        process.kill(Number(entry), 'SIGKILL');
-      } catch {
-        // gone
-      }
-    }
-  }
+  killLeftovers(dir, (environ, cmdline) => environ.includes(`SGE_ROOT=${root}`) && /sge_(shepherd|execd|qmaster)/.test(cmdline));
   await rm(dir, { recursive: true, force: true });
 }
 

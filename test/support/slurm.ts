@@ -15,11 +15,11 @@
  * - job steps outlive slurmd: stop() cancels every job first, then sweeps DIR for leftovers.
  */
 import { execFileSync, spawnSync } from 'node:child_process';
-import { existsSync, readdirSync, readFileSync, readlinkSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { chmod, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
-import net from 'node:net';
 import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { freePort, killLeftovers } from './cluster.js';
 import { afterAll, beforeAll } from 'vitest';
 
 export interface SlurmCluster {
@@ -55,18 +55,6 @@ function missingPackages(): string | undefined {
   const missing = NEEDED.filter((b) => spawnSync('sh', ['-c', `command -v ${b}`], { stdio: 'ignore' }).status !== 0);
   if (missing.length > 0) return `missing ${missing.join(', ')}: run node scripts/setup.mjs --test (installs munge slurmctld slurmd slurm-client)`;
   return undefined;
-}
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = net.createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address();
-      const port = typeof address === 'object' && address ? address.port : 0;
-      server.close(() => resolve(port));
-    });
-  });
 }
 
 export async function startSlurm(options: SlurmOptions = {}): Promise<SlurmCluster> {
@@ -198,24 +186,7 @@ async function stopSlurm(dir: string, conf: string): Promise<void> {
   await Promise.all([stopDaemon(dir, 'slurmd'), stopDaemon(dir, 'slurmctld')]);
   await stopDaemon(dir, 'munged');
   // Leftovers: a process whose cwd or an open file lies under our dir (a job that outlived slurmd).
-  for (const entry of readdirSync('/proc')) {
-    if (!/^\d+$/.test(entry) || Number(entry) === process.pid) continue;
-    let hit = false;
-    try {
-      const cwd = readlinkSync(`/proc/${entry}/cwd`);
-      hit = cwd === dir || cwd.startsWith(`${dir}/`);
-      if (!hit) hit = readdirSync(`/proc/${entry}/fd`).some((fd) => readlinkSync(`/proc/${entry}/fd/${fd}`).startsWith(`${dir}/`));
-    } catch {
-      continue;
-    }
-    if (hit) {
-      try {
-        process.kill(Number(entry), 'SIGKILL');
-      } catch {
-        // gone
-      }
-    }
-  }
+  killLeftovers(dir);
   await rm(dir, { recursive: true, force: true });
 }
 
