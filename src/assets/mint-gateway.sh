@@ -1497,14 +1497,7 @@ mgw_verb_get() {
 # Sets MGW_SERVE.
 mgw_stage_download() {
   # Trees left by gateways that died (SIGKILL) go first.
-  set +f
-  for mgw_x in "$MGW_JOBDIR"/export.*.*; do
-    set -f
-    [ -d "$mgw_x" ] || continue
-    mgw_xp=${mgw_x##*/export.}
-    mgw_alive "${mgw_xp%%.*}" "${mgw_xp#*.}" || mgw_remove_job "$mgw_x"
-  done
-  set -f
+  mgw_live_export "$MGW_JOBDIR" sweep
   mgw_stage_room
   mgw_proc_start $$
   MGW_SERVE=$MGW_JOBDIR/export.$$.$mgw_pstart
@@ -1556,12 +1549,28 @@ mgw_stage_room() {
   fi
   [ -n "$mgw_short" ] || return 0
   set +f
-  for mgw_x in "$MGW_ROOT"/*/export.*.*; do
+  for mgw_j in "$MGW_ROOT"/*; do
+    set -f
+    mgw_live_export "$mgw_j"
+    [ -z "$mgw_live" ] || mgw_die E_LIMIT 69 "cannot stage job $MGW_JOB for download now: $mgw_short while another download is staged; try again later"
+  done
+  set -f
+}
+
+# mgw_live_export JOBDIR [sweep]: mgw_live is the pid of a live gateway whose staging tree
+# (JOBDIR/export.PID.START) is there, or empty; with sweep, the trees of dead ones are removed.
+mgw_live_export() {
+  mgw_live=
+  set +f
+  for mgw_x in "$1"/export.*.*; do
     set -f
     [ -d "$mgw_x" ] || continue
     mgw_xp=${mgw_x##*/export.}
-    mgw_alive "${mgw_xp%%.*}" "${mgw_xp#*.}" || continue
-    mgw_die E_LIMIT 69 "cannot stage job $MGW_JOB for download now: $mgw_short while another download is staged; try again later"
+    if mgw_alive "${mgw_xp%%.*}" "${mgw_xp#*.}"; then
+      mgw_live=${mgw_xp%%.*}
+    elif [ "${2:-}" = sweep ]; then
+      mgw_remove_job "$mgw_x"
+    fi
   done
   set -f
 }
@@ -1895,16 +1904,8 @@ mgw_check_uploads() {
   done
   # Nor while a download stages or serves the work dir (mgw_verb_get): the program must not change
   # what is being staged.
-  set +f
-  for mgw_x in "$MGW_JOBDIR"/export.*.*; do
-    set -f
-    [ -d "$mgw_x" ] || continue
-    mgw_xp=${mgw_x##*/export.}
-    if mgw_alive "${mgw_xp%%.*}" "${mgw_xp#*.}"; then
-      mgw_unstart E_STATE 68 "a download of job $MGW_JOB is running (gateway pid ${mgw_xp%%.*}); start refused while its files are staged"
-    fi
-  done
-  set -f
+  mgw_live_export "$MGW_JOBDIR"
+  [ -z "$mgw_live" ] || mgw_unstart E_STATE 68 "a download of job $MGW_JOB is running (gateway pid $mgw_live); start refused while its files are staged"
 }
 
 # The program's environment is built from nothing (env -i in the runner): what sshd gave the
