@@ -33,7 +33,8 @@ const PROGRAM = `#!/bin/sh
 case $1 in
   ok) echo "slurm job \${SLURM_JOB_ID:-none} on \${SLURM_JOB_NODELIST:-none}"; echo done > out.txt; exit 0 ;;
   exit3) echo failing; exit 3 ;;
-  sleep) echo started; sleep "$2" ;;
+  # exec: no shell left to print "Terminated" into the log when Slurm TERMs its sleep first (seen in CI).
+  sleep) echo started; exec sleep "$2" ;;
   ignore) trap '' TERM; echo started; sleep "$2" ;;
   slowterm) trap 'sleep 0.5; echo cleaned; exit 7' TERM; echo started; while :; do sleep 0.1 || :; done ;;
 esac
