@@ -1747,6 +1747,8 @@ mgw_stage_download() {
     mgw_die E_LIMIT 69 "could not prepare the files of job $MGW_JOB for download (disk or inodes full?)"
   # Every staged symlink is munged; a plain one means the tree changed under the staging rsync
   # (the lock and the runner's end make that the program's doing only through a bug: refuse).
+  # (takex serves no symlink at all: mgw_inline_fits refuses every one.)
+  [ "$MGW_VERB" != takex ] || return 0
   mgw_need find
   mgw_plain=$("$mgw_found" "$MGW_SERVE" -type l ! -lname '/rsyncd-munged/*' 2>/dev/null) || mgw_plain=unreadable
   [ -z "$mgw_plain" ] || mgw_die E_STATE 68 "the files of job $MGW_JOB changed while they were staged for download; try again"
@@ -1866,12 +1868,15 @@ MGW_RSYNCD_CONF
 mgw_inline_fits() {
   mgw_need find
   mgw_find=$mgw_found
-  mgw_odd=$("$mgw_find" "$MGW_SERVE" -mindepth 1 ! -type f ! -type d -print -quit 2>/dev/null) || mgw_odd=unreadable
-  [ -z "$mgw_odd" ] || mgw_die E_INLINE 72 "the results of job $MGW_JOB hold a symlink or a special file: take them with take"
   mgw_need awk
+  # One walk: `bytes` of the regular files, or `odd` at the first entry of another kind.
   # shellcheck disable=SC2016
-  mgw_bytes=$("$mgw_find" "$MGW_SERVE" -type f -printf '%s\n' 2>/dev/null | "$mgw_found" '{ n += $1 } END { print n + 0 }')
-  case $mgw_bytes in '' | *[!0-9]*) mgw_die E_INTERNAL 70 "could not size the results of job $MGW_JOB" ;; esac
+  mgw_bytes=$("$mgw_find" "$MGW_SERVE" -mindepth 1 -printf '%y %s\n' 2>/dev/null |
+    "$mgw_found" '$1 != "f" && $1 != "d" { print "odd"; exit } $1 == "f" { n += $2 } END { print n + 0 }')
+  case $mgw_bytes in
+    odd*) mgw_die E_INLINE 72 "the results of job $MGW_JOB hold a symlink or a special file: take them with take" ;;
+    '' | *[!0-9]*) mgw_die E_INTERNAL 70 "could not size the results of job $MGW_JOB" ;;
+  esac
   [ "$mgw_bytes" -le "$MGW_INLINE_MAX" ] || mgw_die E_INLINE 72 "the results of job $MGW_JOB are over $MGW_INLINE_MAX bytes: take them with take"
 }
 
@@ -1954,7 +1959,8 @@ mgw_manifest() {
   # lines are `HASH *NAME`, newline-ended and unescaped but for a name with a newline, so it is used
   # only when no name holds a newline, a carriage return or a backslash (sha256sum -z otherwise).
   mgw_mssl=
-  if mgw_which openssl; then
+  # (An inline download is at most MGW_INLINE_MAX bytes: sha256sum is quick enough, and spares a walk.)
+  if [ "$MGW_VERB" != takex ] && mgw_which openssl; then
     mgw_mssl=$mgw_found
     mgw_odd=$(cd -P -- "$1" && "$mgw_mfind" . -type f \( -name '*\\*' -o -name "*$MGW_NL*" -o -name "*$(printf '\r')*" \) -print -quit) || mgw_odd=x
     [ -z "$mgw_odd" ] || mgw_mssl=
