@@ -35,7 +35,7 @@
 # 78 E_CONFIG     the gateway's own options or the job root are unsafe or wrong (fix authorized_keys)
 
 MGW_PROTOCOL=2
-MGW_VERSION=0.3.1
+MGW_VERSION=0.4.0
 MGW_VERBS='probe list put putx get take takex start run startx runx status logs cancel rm'
 # putx and takex (mgw_verb_putx): a small job's files in a stream of our own, without rsync.
 MGW_INLINE_MAX=1048576
