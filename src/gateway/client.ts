@@ -93,6 +93,11 @@ export interface ProgramRequest {
    * the program starts and refuses a difference (IntegrityError, side 'inputs').
    */
   inputs?: readonly ManifestEntry[];
+  /**
+   * run only: the inputs themselves, as one inline stream, sent in the same request (`jobx`: the
+   * upload and the start in one exec); `inputs` must be their manifest.
+   */
+  inline?: InlineUpload;
 }
 
 function needsRequest(args: readonly string[], request: ProgramRequest): boolean {
@@ -106,7 +111,7 @@ function needsRequest(args: readonly string[], request: ProgramRequest): boolean
 }
 
 function requestBody(args: readonly string[], request: ProgramRequest): string {
-  const { inputs, ...rest } = request;
+  const { inputs, inline: _inline, ...rest } = request;
   return formatRequest({ ...rest, args, ...(inputs ? { manifest: manifestDigest(inputs) } : {}) });
 }
 
@@ -534,16 +539,28 @@ export class GatewayClient {
     };
     signal?.addEventListener('abort', onAbort, { once: true });
     try {
+      let inline = this.noInline ? undefined : request.inline;
+      if (request.inline && !inline) await this.put(request.inline.inputs, { jobId: job, ...(signal ? { signal } : {}) });
       const extended = needsRequest(args, request);
-      const result = await this.callFull(
+      const options = { onStdout: onChunk, onStderrLine, signal: stop.signal };
+      let result: ExecResult | undefined;
+      if (inline) {
+        // jobx: `mint-job 1 NNNNNNN`, the request, the inputs (mgw_read_job_request).
+        const body = Buffer.from(requestBody(args, request));
+        const head = Buffer.from(`mint-job 1 ${String(body.length).padStart(7, '0')}\n`);
+        result = await this.callFull({ verb: 'jobx', job }, 'start', { ...options, stdin: Buffer.concat([head, body, inline.body]) }, request.inputs).catch(async (error: unknown) => {
+          // A gateway from before jobx: the inputs by themselves (putx or rsync), then runx.
+          if (!(error instanceof GatewayError && error.gatewayCode === 'E_USAGE' && /unknown verb 'jobx'/.test(error.message))) throw error;
+          inline = undefined;
+          this.noInline = true;
+          await this.put(request.inline!.inputs, { jobId: job, ...(signal ? { signal } : {}) });
+          return undefined;
+        });
+      }
+      result ??= await this.callFull(
         extended ? { verb: 'runx', job } : { verb: 'run', job, args },
         'start',
-        {
-          onStdout: onChunk,
-          onStderrLine,
-          signal: stop.signal,
-          ...(extended ? { stdin: requestBody(args, request) } : {}),
-        },
+        { ...options, ...(extended ? { stdin: requestBody(args, request) } : {}) },
         request.inputs,
       );
       const trailer = parseLogTrailer(result.stderr);
