@@ -267,6 +267,23 @@ async function b1(env, workDir) {
       await tidy(out);
       return { ms, steps: { ...r.timings }, connections: r.connections };
     },
+    mintRsync: async () => {
+      // The same, every file by rsync (MINT_SSH_EXEC_INLINE=0), as before inline streams: what
+      // jobx and takex save (info).
+      const { out } = await fresh('mintrsync');
+      process.env.MINT_SSH_EXEC_INLINE = '0';
+      try {
+        const s = performance.now();
+        const r = await runRemote({ host: env.host, inputs: [input], outputDir: out, cleanup: 'always', timeoutMs: 120_000 });
+        const ms = performance.now() - s;
+        if (r.exitCode !== 0 || !r.files.includes('result.txt')) throw new Error(`runRemote (rsync): exit ${r.exitCode}, files ${r.files}`);
+        await verify(out, 'runRemote (rsync)');
+        await tidy(out);
+        return { ms, steps: { ...r.timings } };
+      } finally {
+        delete process.env.MINT_SSH_EXEC_INLINE;
+      }
+    },
     mintFresh: async () => {
       // What a MInt module pays: a fresh node per job, the package imported by name (the bundle).
       const { out } = await fresh('mintfresh');
@@ -387,7 +404,9 @@ async function verbCosts(env, workDir) {
   await mkdir(dir, { recursive: true });
   const input = join(dir, 'input.dat');
   await writeRandomFile(input, 1024);
-  const mint = { probe: [], put: [], start: [], status: [], logs: [], get: [], rm: [], run: [], take: [], refused_verb: [] };
+  const mint = { probe: [], put: [], start: [], status: [], logs: [], get: [], rm: [], run: [], take: [], putx: [], jobx: [], takex: [], refused_verb: [] };
+  const { inlineUpload } = await load();
+  const inline = inlineUpload([input]);
   const link = await openLink(env.host);
   try {
     for (let i = 0; i < CONFIG.verbReps; i++) {
@@ -414,6 +433,15 @@ async function verbCosts(env, workDir) {
       const out2 = join(dir, `out2-${i}`);
       await mkdir(out2, { recursive: true });
       mint.take.push((await timed(() => link.gateway.take(out2, { jobId: second }))).ms);
+      // A small job's verbs: putx (the inputs inline), jobx (inputs and run in one), takex (results inline).
+      const third = randomUUID();
+      mint.putx.push((await timed(() => link.gateway.put([input], { jobId: third, inline }))).ms);
+      await link.gateway.remove(third);
+      const fourth = randomUUID();
+      mint.jobx.push((await timed(() => link.gateway.run(fourth, [], () => undefined, () => undefined, undefined, { inline, inputs: inline.entries }))).ms);
+      const out3 = join(dir, `out3-${i}`);
+      await mkdir(out3, { recursive: true });
+      mint.takex.push((await timed(() => link.gateway.fetch(out3, { jobId: fourth, remove: true }))).ms);
       // An exec the gateway refuses at once (unknown verb): channel + login shell + gateway start.
       mint.refused_verb.push(
         (await timed(() => link.gateway.connection.exec('mint-gw nosuchverb').then((ch) => new Promise((r) => {
@@ -808,6 +836,8 @@ function judge() {
       const r1 = ratio(mint, b.mintFlow.median);
       const r2 = ratio(mint, b.cmCold.median);
       target({ id: 'B1', figure: `trivial job, in-process${where}`, value: fmtMs(mint), anchor: 'MInt flow, OpenSSH (4 connections)', anchorValue: fmtMs(b.mintFlow.median), ratio: r1, target: '<= 0.3x', verdict: verdict(r1 === undefined ? undefined : r1 <= 0.3) });
+      const rr = ratio(b.mintRsync?.median, b.mintFlow.median);
+      target({ id: 'B1', figure: `trivial job, in-process, every file by rsync (MINT_SSH_EXEC_INLINE=0)${where}`, value: fmtMs(b.mintRsync?.median), anchor: 'MInt flow, OpenSSH (4 connections)', anchorValue: fmtMs(b.mintFlow.median), ratio: rr, target: 'info', verdict: '-' });
       // Issue 16: what a MInt module pays, a fresh node per job (import, connect, job, exit).
       const fresh = b.mintFresh?.median;
       const rf = ratio(fresh, b.mintFlow.median);
