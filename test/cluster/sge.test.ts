@@ -13,7 +13,8 @@ import { runRemote, type JobEvent } from '../../src/index.js';
 import { CancelledError, GatewayError } from '../../src/errors.js';
 import { main } from '../../src/cli/mint-ssh-exec.js';
 import { runMain } from '../support/cli-io.js';
-import { freshDir, useSandbox } from '../support/fixture.js';
+import { freshDir } from '../support/fixture.js';
+import { useSiteSandbox } from '../support/site-account.js';
 import { sgeUnavailable, useSge } from '../support/sge.js';
 
 const why = sgeUnavailable();
@@ -29,7 +30,8 @@ esac
 
 describe.skipIf(why !== undefined)('a --scheduler sge gateway on a private Grid Engine cell', () => {
   const sge = useSge({ slots: 1 });
-  const sandbox = useSandbox({ program: '/bin/true' });
+  // MInt's key logs into an unprivileged account, as on a site: the scheduler runs its jobs as it.
+  const sandbox = useSiteSandbox({ program: '/bin/true' });
   beforeAll(async () => {
     const env = Object.entries(sge().env).map(([k, v]) => `${k}=${v}`);
     await sandbox().reinstall({ scheduler: 'sge', env, maxWalltimeMin: 30, grace: 3 });

@@ -9,7 +9,8 @@ import { chmod, mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { runRemote } from '../../src/index.js';
-import { freshDir, useSandbox } from '../support/fixture.js';
+import { freshDir } from '../support/fixture.js';
+import { useSiteSandbox } from '../support/site-account.js';
 import { slurmUnavailable, useSlurm } from '../support/slurm.js';
 
 const why = slurmUnavailable();
@@ -17,7 +18,8 @@ if (why) process.stdout.write(`[cluster tests] skipped: ${why}\n`);
 
 describe.skipIf(why !== undefined)('batched polling on a --scheduler slurm gateway', () => {
   const slurm = useSlurm({ cpus: 2 });
-  const sandbox = useSandbox({ program: '/bin/true' });
+  // MInt's key logs into an unprivileged account, as on a site: the scheduler runs its jobs as it.
+  const sandbox = useSiteSandbox({ program: '/bin/true' });
   let log = '';
   beforeAll(async () => {
     const dir = await freshDir();

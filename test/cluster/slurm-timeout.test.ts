@@ -9,7 +9,8 @@
 import { writeFile } from 'node:fs/promises';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { runRemote } from '../../src/index.js';
-import { freshDir, useSandbox } from '../support/fixture.js';
+import { freshDir } from '../support/fixture.js';
+import { useSiteSandbox } from '../support/site-account.js';
 import { slurmUnavailable, useSlurm } from '../support/slurm.js';
 
 const why = slurmUnavailable();
@@ -23,7 +24,8 @@ sleep 300
 
 describe.skipIf(why !== undefined)('a Slurm time limit', () => {
   const slurm = useSlurm({ cpus: 2 });
-  const sandbox = useSandbox({ program: '/bin/true' });
+  // MInt's key logs into an unprivileged account, as on a site: the scheduler runs its jobs as it.
+  const sandbox = useSiteSandbox({ program: '/bin/true' });
   beforeAll(async () => {
     await sandbox().reinstall({ scheduler: 'slurm', env: [`SLURM_CONF=${slurm().conf}`] });
     await writeFile(sandbox().program, PROGRAM);

@@ -28,8 +28,8 @@ export interface SlurmCluster {
   conf: string;
   node: string;
   ctldPort: number;
-  /** Runs a Slurm client command against this cluster (as root); stdout. */
-  run: (command: string, args: string[]) => string;
+  /** Runs a Slurm client command against this cluster (as root, or as the account `as` names); stdout. */
+  run: (command: string, args: string[], as?: { uid: number; gid: number }) => string;
   /** Stops every daemon and job, removes the dir; leaves no process behind. */
   stop: () => Promise<void>;
 }
@@ -68,7 +68,8 @@ export async function startSlurm(options: SlurmOptions = {}): Promise<SlurmClust
   let slurmdPort = await freePort();
   while (slurmdPort === ctldPort) slurmdPort = await freePort();
   const env = { ...process.env, SLURM_CONF: conf };
-  const run = (command: string, args: string[]): string => execFileSync(command, args, { env, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+  const run = (command: string, args: string[], as?: { uid: number; gid: number }): string =>
+    execFileSync(command, args, { env, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], ...(as ? { uid: as.uid, gid: as.gid, cwd: '/' } : {}) });
   const cluster: SlurmCluster = { dir, conf, node, ctldPort, run, stop: () => stopSlurm(dir, conf) };
   try {
     for (const sub of ['etc', 'munge', 'state', 'spool', 'log', 'run']) await mkdir(join(dir, sub));
