@@ -3,7 +3,9 @@
  * through the real sshd, the real gateway and rsync: the program runs as a Grid Engine job (its
  * JOB_ID is the one the result names), its exit status comes from the runner's exit file (qacct
  * lags the accounting flush), and cancel ends a running job (qdel: a KILL, no TERM) and a pending
- * one. The cell has one slot, so a second job waits. Skipped only where not root, with the reason
+ * one. The cell has one slot, so a second job waits. MInt's key logs into the unprivileged site
+ * account (test/support/site-account.ts): sge_execd runs the jobs with its uid, under the cell's
+ * default min_uid 1000. Skipped only where not root, with the reason
  * printed.
  */
 import { readFile, writeFile } from 'node:fs/promises';
@@ -14,7 +16,7 @@ import { CancelledError, GatewayError } from '../../src/errors.js';
 import { main } from '../../src/cli/mint-ssh-exec.js';
 import { runMain } from '../support/cli-io.js';
 import { freshDir } from '../support/fixture.js';
-import { useSiteSandbox } from '../support/site-account.js';
+import { siteAccount, useSiteSandbox } from '../support/site-account.js';
 import { sgeUnavailable, useSge } from '../support/sge.js';
 
 const why = sgeUnavailable();
@@ -22,7 +24,7 @@ if (why) process.stdout.write(`[cluster tests] skipped: ${why}\n`);
 
 const PROGRAM = `#!/bin/sh
 case $1 in
-  ok) echo "sge job \${JOB_ID:-none} in \${QUEUE:-none} with \${NSLOTS:-none} slot"; echo done > out.txt; exit 0 ;;
+  ok) echo "sge job \${JOB_ID:-none} in \${QUEUE:-none} with \${NSLOTS:-none} slot as \$(id -un) uid \$(id -u)"; echo done > out.txt; exit 0 ;;
   exit3) echo failing; exit 3 ;;
   sleep) trap 'echo got TERM; exit 7' TERM; echo started; sleep "$2" & wait ;;
 esac
@@ -46,7 +48,9 @@ describe.skipIf(why !== undefined)('a --scheduler sge gateway on a private Grid 
     const ms = performance.now() - t0;
     expect(r).toMatchObject({ state: 'exited', exitCode: 0, failed: false, cleanedUp: true });
     expect(r.scheduler?.id).toMatch(/^\d+$/);
-    expect(r.log).toBe(`sge job ${r.scheduler!.id} in all.q with 1 slot\n`);
+    // The program ran as the site's unprivileged account, not as root (sge_execd setuid to it).
+    expect(siteAccount().uid).not.toBe(0);
+    expect(r.log).toBe(`sge job ${r.scheduler!.id} in all.q with 1 slot as ${siteAccount().name} uid ${siteAccount().uid}\n`);
     expect(await readFile(join(out, 'out.txt'), 'utf8')).toBe('done\n');
     const types = events.map((e) => e.type);
     expect(types.indexOf('queued')).toBeGreaterThanOrEqual(0);
@@ -126,8 +130,21 @@ describe.skipIf(why !== undefined)('a --scheduler sge gateway on a private Grid 
       jobs: { queued: 0, running: 0 },
       maxima: { walltimeMin: 30 },
     });
-    const text = await runMain(main, ['probe', 'sandbox', '--config', config]);
-    expect(text.stdout).toContain('jobs go to sge (SGE 8.1.9); all.q 1/1 slots free; this account 0 queued, 0 running; a job at most 30 min');
+    // A job held in the queue counts for this account (the one the key logs into).
+    const held = sge().run('qsub', ['-h', '-terse', '-o', '/dev/null', '-j', 'y', '-b', 'y', '/bin/true'], siteAccount()).trim();
+    try {
+      await new Promise((r) => setTimeout(r, 2100));
+      const text = await runMain(main, ['probe', 'sandbox', '--config', config]);
+      expect(text.code, text.stderr).toBe(0);
+      expect(text.stdout).toContain('jobs go to sge (SGE 8.1.9); all.q 1/1 slots free; this account 1 queued, 0 running; a job at most 30 min');
+    } finally {
+      sge().run('qdel', [held]);
+    }
+  });
+
+  it('the cell keeps Grid Engine\'s default min_uid 1000: a job of root\'s is refused, so the jobs that ran above were the site account\'s', () => {
+    expect(() => sge().run('qsub', ['-h', '-terse', '-o', '/dev/null', '-j', 'y', '-b', 'y', '/bin/true'])).toThrow(/your user id 0 is lower than minimum user id 1000/);
+    expect(siteAccount().uid).toBeGreaterThanOrEqual(1000);
   });
 
   it('more than one CPU is refused (a parallel environment is the site\'s to name); walltime over the maximum is E_LIMIT', async () => {

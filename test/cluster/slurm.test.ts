@@ -1,10 +1,13 @@
 /**
  * A `--scheduler slurm` gateway against a real private Slurm (test/support/slurm.ts), through the
- * real sshd and the real gateway and rsync: the program runs as a Slurm job (its SLURM_JOB_ID is the
- * one the result names), exit status from the runner's exit file, cancel while pending and while
- * running, a connection cut while queued costs nothing (one submission), attach, resources over a
- * site maximum refused, and a job the scheduler has forgotten (MinJobAge) still read right.
- * Skipped only where not root or without the Slurm packages, with the reason printed.
+ * real sshd and the real gateway and rsync, with MInt's key logging into the unprivileged site
+ * account (test/support/site-account.ts), so slurmd runs the jobs with its uid: the program runs as
+ * a Slurm job (its SLURM_JOB_ID is the one the result names, its uid the account's), exit status from
+ * the runner's exit file, cancel while pending and while running, a connection cut while queued costs
+ * nothing (one submission), a cut while running loses nothing (the job runs on; whole log, exit
+ * status, outputs sha256-identical), a client KILLed while its job waits and attach later, resources
+ * over a site maximum refused, and a job the scheduler has forgotten (MinJobAge) still read right.
+ * Skipped only where not root, with the reason printed.
  */
 import { spawn } from 'node:child_process';
 import { existsSync, readFileSync, statSync } from 'node:fs';
