@@ -3,7 +3,8 @@
  * real sshd and the real gateway and rsync, with MInt's key logging into the unprivileged site
  * account (test/support/site-account.ts), so slurmd runs the jobs with its uid: the program runs as
  * a Slurm job (its SLURM_JOB_ID is the one the result names, its uid the account's), exit status from
- * the runner's exit file, cancel while pending and while running, a connection cut while queued costs
+ * the runner's exit file, cancel while pending and while running, an operator's scancel, a retried
+ * and a doubled start (one submission), a connection cut while queued costs
  * nothing (one submission), a cut while running loses nothing (the job runs on; whole log, exit
  * status, outputs sha256-identical), a client KILLed while its job waits and attach later, resources
  * over a site maximum refused, and a job the scheduler has forgotten (MinJobAge) still read right.
@@ -390,6 +391,45 @@ describe.skipIf(why !== undefined)('a --scheduler slurm gateway on a private Slu
     expect(here).toBe(there);
     expect(submissions() - before).toBe(1);
     expect(await first).toBeInstanceOf(CancelledError);
+  });
+
+  it('a retried start, and two starts at once from two connections, find the recorded Slurm id: one submission, one run', async () => {
+    const host = await resolveHost(sandbox().host);
+    const [one, two] = await Promise.all([connect(host), connect(host)]);
+    const jobId = crypto.randomUUID();
+    const before = submissions();
+    try {
+      const [a, b] = await Promise.all([new GatewayClient(one).start(jobId, ['ok']), new GatewayClient(two).start(jobId, ['ok'])]);
+      const id = a.scheduler?.id ?? '';
+      expect(id).toMatch(/^\d+$/);
+      expect(b.scheduler?.id).toBe(id);
+      // A start whose reply was lost is sent again: the same job, not a second one.
+      const again = await new GatewayClient(one).start(jobId, ['ok']);
+      expect(again.scheduler?.id).toBe(id);
+      const r = await attach({ host: sandbox().host, jobId, outputDir: await freshDir(), cleanup: 'always' });
+      expect(r).toMatchObject({ state: 'exited', exitCode: 0, log: okLog(id) });
+      expect(submissions() - before).toBe(1);
+    } finally {
+      one.close();
+      two.close();
+    }
+  });
+
+  it("an operator's scancel (no cancel marker): the runner records the program's 143, so the job is exited and failed, and result.scheduler says CANCELLED", async () => {
+    let schedId = '';
+    const r = await runRemote({
+      host: sandbox().host,
+      outputDir: await freshDir(),
+      args: ['sleep', '60'],
+      onEvent: (e) => {
+        if (e.type === 'queued') schedId = e.schedulerId;
+        // As root, as an operator would: not through the gateway, so no cancel marker.
+        if (e.type === 'log' && e.text.includes('started')) slurm().run('scancel', [schedId]);
+      },
+    });
+    // Not the client's cancel (no CancelledError), not lost: the program ended on Slurm's TERM.
+    expect(r).toMatchObject({ state: 'exited', exitCode: 143, failed: true, cancelled: false, log: 'started\n' });
+    expect(r.scheduler).toMatchObject({ id: schedId, state: 'CANCELLED' });
   });
 
   it('attach picks up a job the scheduler has since forgotten (MinJobAge): the exit file answers', async () => {
