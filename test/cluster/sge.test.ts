@@ -3,7 +3,7 @@
  * through the real sshd, the real gateway and rsync: the program runs as a Grid Engine job (its
  * JOB_ID is the one the result names), its exit status comes from the runner's exit file (qacct
  * lags the accounting flush), and cancel ends a running job (qdel: a KILL, no TERM) and a pending
- * one. The cell has one slot, so a second job waits. MInt's key logs into the unprivileged site
+ * one, and a connection cut while it runs loses nothing. The cell has one slot, so a second job waits. MInt's key logs into the unprivileged site
  * account (test/support/site-account.ts): sge_execd runs the jobs with its uid, under the cell's
  * default min_uid 1000. Skipped only where not root, with the reason
  * printed.
@@ -15,7 +15,8 @@ import { runRemote, type JobEvent } from '../../src/index.js';
 import { CancelledError, GatewayError } from '../../src/errors.js';
 import { main } from '../../src/cli/mint-ssh-exec.js';
 import { runMain } from '../support/cli-io.js';
-import { freshDir } from '../support/fixture.js';
+import { freshDir, sha256 } from '../support/fixture.js';
+import { startFaultProxy } from '../support/fault-proxy.js';
 import { siteAccount, useSiteSandbox } from '../support/site-account.js';
 import { sgeUnavailable, useSge } from '../support/sge.js';
 
@@ -26,6 +27,9 @@ const PROGRAM = `#!/bin/sh
 case $1 in
   ok) echo "sge job \${JOB_ID:-none} in \${QUEUE:-none} with \${NSLOTS:-none} slot as \$(id -un) uid \$(id -u)"; echo done > out.txt; exit 0 ;;
   exit3) echo failing; exit 3 ;;
+  # Twenty lines over about 4 s, then 3 MB of random bytes and their sha256 as the site saw them.
+  stream) i=1; while [ "$i" -le 20 ]; do echo "line $i"; i=$((i + 1)); sleep 0.2; done
+    head -c 3000000 /dev/urandom > out.bin; sha256sum out.bin > out.sha256; exit 4 ;;
   sleep) trap 'echo got TERM; exit 7' TERM; echo started; sleep "$2" & wait ;;
 esac
 `;
@@ -106,6 +110,39 @@ describe.skipIf(why !== undefined)('a --scheduler sge gateway on a private Grid 
     // qdel is a SIGKILL for the job's every process, the runner's too: no TERM trap ran, no exit file.
     expect((firstError as CancelledError).result).toMatchObject({ state: 'cancelled', exitCode: undefined, log: 'started\n' });
     expect(performance.now() - t).toBeLessThan(10_000);
+  });
+
+  it('a connection cut while the Grid Engine job runs: the job runs on, the client reconnects and gets the whole log, the exit status and the outputs, sha256-identical', async () => {
+    const proxy = await startFaultProxy({ target: { host: '127.0.0.1', port: sandbox().port } });
+    try {
+      let schedId = '';
+      let stateAtCut = '';
+      const out = await freshDir();
+      const r = await runRemote({
+        host: { ...sandbox().host, port: proxy.port, hostKeyFingerprint: sandbox().hostKeyFingerprint, retry: { retries: 5, minTimeoutMs: 100, maxTimeoutMs: 500 } },
+        outputDir: out,
+        args: ['stream'],
+        onEvent: (e) => {
+          if (e.type === 'queued') schedId = e.schedulerId;
+          if (e.type === 'log' && e.text.includes('line 2\n') && stateAtCut === '') {
+            expect(proxy.cutAll()).toBeGreaterThan(0);
+            // The client's connection is gone; the job is not (qstat's state column: r).
+            const line = sge().run('qstat', ['-u', '*']).split('\n').find((l) => l.trim().startsWith(`${schedId} `));
+            stateAtCut = line?.trim().split(/\s+/)[4] ?? 'absent';
+          }
+        },
+      });
+      expect(stateAtCut).toBe('r');
+      expect(r).toMatchObject({ state: 'exited', exitCode: 4, failed: true, log: Array.from({ length: 20 }, (_, i) => `line ${i + 1}\n`).join('') });
+      expect(r.scheduler?.id).toBe(schedId);
+      expect(r.connections).toBeGreaterThanOrEqual(2);
+      expect(proxy.stats().cuts).toBe(1);
+      const here = await sha256(join(out, 'out.bin'));
+      expect(here).toMatch(/^[0-9a-f]{64}$/);
+      expect(here).toBe((await readFile(join(out, 'out.sha256'), 'utf8')).split(' ')[0]);
+    } finally {
+      await proxy.close();
+    }
   });
 
   it('probe shows the scheduler\'s facts: Grid Engine\'s version, the queue\'s free/total slots, this account\'s queue, the maxima', async () => {
