@@ -3,10 +3,10 @@
  * through the real sshd, the real gateway and rsync: the program runs as a Grid Engine job (its
  * JOB_ID is the one the result names), its exit status comes from the runner's exit file (qacct
  * lags the accounting flush), and cancel ends a running job (qdel: a KILL, no TERM) and a pending
- * one, and a connection cut while it runs loses nothing. The cell has one slot, so a second job waits. MInt's key logs into the unprivileged site
- * account (test/support/site-account.ts): sge_execd runs the jobs with its uid, under the cell's
- * default min_uid 1000. Skipped only where not root, with the reason
- * printed.
+ * one, and a connection cut while it runs loses nothing. The cell has one slot, so a second job
+ * waits. MInt's key logs into the unprivileged site account (test/support/site-account.ts):
+ * sge_execd runs the jobs with its uid, under the cell's default min_uid 1000. Skipped only where
+ * not root, with the reason printed.
  */
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
