@@ -9,7 +9,8 @@
  * - SlurmdSpoolDir must stay 0755: slurmstepd execs SPOOL/jobN/slurm_script as the job's owner
  *   (0700 gave `execve(): Permission denied`, ExitCode=13:0);
  * - DIR, etc/ and munge/ are 0755 so that a submitting account can read slurm.conf and reach the
- *   munge socket, which Slurm finds only through AuthInfo=socket=;
+ *   munge socket, which Slurm finds only through AuthInfo=socket= (the cluster tests submit and run
+ *   as the unprivileged site account, test/support/site-account.ts, so this is exercised);
  * - CommunicationParameters=NoCtldInAddrAny,NoInAddrAny, or the daemons listen on 0.0.0.0;
  * - batch_sched_delay=0: the default scheduled each job on a 3 s tick (1.5-3 s per job, 0.7-1 s with it);
  * - job steps outlive slurmd: stop() cancels every job first, then sweeps DIR for leftovers.
