@@ -32,7 +32,7 @@ export async function initHub(data: string, names: readonly string[] = [], store
   await chmod(data, 0o700);
   if (existsSync(join(data, 'server.pem'))) throw new ConfigError(`${data} already holds a hub (server.pem); remove it first to start again`);
   // The store first: one that cannot be reached fails init before any certificate is made.
-  const db = await openStore(data, store);
+  const db = await openStore(data, store, false);
   try {
     return await makeHub(data, names, db);
   } finally {

@@ -2,7 +2,8 @@
 import { PostgresStore } from './store-postgres.js';
 import { SqliteStore, type HubStore, type StoreSpec } from './store.js';
 
-export async function openStore(data: string, spec: StoreSpec = { kind: 'sqlite' }): Promise<HubStore> {
+/** `events` false: a one-shot command that never waits, so it needs no events from other hubs. */
+export async function openStore(data: string, spec: StoreSpec = { kind: 'sqlite' }, events = true): Promise<HubStore> {
   if (spec.kind === 'sqlite') return new SqliteStore(data);
-  return PostgresStore.open(data, spec.url);
+  return PostgresStore.open(data, spec.url, events);
 }

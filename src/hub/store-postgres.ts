@@ -104,7 +104,8 @@ export class PostgresStore implements HubStore {
     this.pool.on('error', (error) => this.log(`PostgreSQL connection lost: ${this.scrub(error.message)}`));
   }
 
-  static async open(data: string, url: string): Promise<PostgresStore> {
+  /** `events` false: no listening connection (the CLI's one-shot commands, which wait for nothing). */
+  static async open(data: string, url: string, events = true): Promise<PostgresStore> {
     mkdirSync(join(data, 'jobs'), { recursive: true, mode: 0o700 });
     const store = new PostgresStore(url);
     try {
@@ -112,7 +113,7 @@ export class PostgresStore implements HubStore {
         await c.query('SELECT pg_advisory_xact_lock($1)', [SCHEMA_LOCK]);
         await c.query(SCHEMA);
       });
-      await store.listen();
+      if (events) await store.listen();
     } catch (error) {
       await store.close().catch(() => undefined);
       throw new ConfigError(`cannot use the PostgreSQL store ${redactUrl(url)}: ${store.scrub((error as Error).message)}`, {

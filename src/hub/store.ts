@@ -2,8 +2,8 @@
  * The hub's durable state, behind one async interface (`HubStore`) with two backends: SQLite
  * (the default, below: better-sqlite3 12; 13 crashes Node 20), WAL with synchronous FULL, so a
  * change the hub has answered for survives a crash of the process or the machine; and PostgreSQL
- * (store-postgres.ts), for several hub replicas behind one name. File
- * contents never go into the database: they stream to DATA/jobs/ID/{in,out}/N and the log to
+ * (store-postgres.ts), for several hub replicas behind one name. File contents never go into
+ * the database: they stream to DATA/jobs/ID/{in,out}/N and the log to
  * DATA/jobs/ID/log, each fsynced before the hub acknowledges it; the database holds their names,
  * sizes and SHA-256s. Tokens are stored as SHA-256 hashes only (a token is 256 random bits, so a
  * plain hash is as good as a slow one here), and printed once.

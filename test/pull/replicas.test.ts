@@ -52,24 +52,10 @@ describe.skipIf(noPostgres !== undefined)('pull mode: two hub replicas over one 
   it('a job submitted to replica 1 is claimed once, by an agent polling replica 2, and its results come back through replica 1', async () => {
     agent = await startAgent(dir, two, 'siteA', tokenA);
     expect(one.port).not.toBe(two.port);
-    const samples: number[] = [];
-    for (let i = 0; i < 3; i += 1) {
+    for (let i = 0; i < 2; i += 1) {
       const jobId = randomUUID();
       const out = join(dir, `r${i}`);
-      const t = performance.now();
-      let startedAt = 0;
-      const result = await runRemote({
-        host: one.host('siteA'),
-        jobId,
-        inputs: [input],
-        args: [String(i + 2)],
-        outputDir: out,
-        cleanup: 'never',
-        onEvent: (e) => {
-          if (e.type === 'started' && !startedAt) startedAt = performance.now();
-        },
-      });
-      samples.push(startedAt - t);
+      const result = await runRemote({ host: one.host('siteA'), jobId, inputs: [input], args: [String(i + 2)], outputDir: out, cleanup: 'never' });
       expect(result.exitCode).toBe(i + 2);
       expect(result.log).toContain(`program: args=${i + 2}`);
       expect(await sha256(join(out, 'output.dat'))).toBe(await sha256(input));
@@ -85,10 +71,26 @@ describe.skipIf(noPostgres !== undefined)('pull mode: two hub replicas over one 
         viaTwo.close();
       }
     }
-    // The agent's long-poll waits at replica 2 and the job is queued at replica 1: replica 1's
-    // pg_notify wakes it (the 5 s re-check alone would take up to 5 s).
+    // Submit-to-start (no inputs) while the agent's long-poll waits at replica 2 and the job is
+    // queued at replica 1: replica 1's pg_notify wakes it. Without the notification (a mutation
+    // check) the 5 s re-check made this 5-10 s; 2 s leaves room for a loaded machine.
+    const samples: number[] = [];
+    for (let i = 0; i < 3; i += 1) {
+      const t = performance.now();
+      let startedAt = 0;
+      const result = await runRemote({
+        host: one.host('siteA'),
+        args: ['0'],
+        outputDir: join(dir, `lat${i}`),
+        onEvent: (e) => {
+          if (e.type === 'started' && !startedAt) startedAt = performance.now();
+        },
+      });
+      expect(result.exitCode).toBe(0);
+      samples.push(startedAt - t);
+    }
     console.log(`submit-to-start across replicas (ms): ${samples.map((s) => s.toFixed(0)).join(', ')}`);
-    expect(Math.max(...samples)).toBeLessThan(1000);
+    expect(Math.max(...samples)).toBeLessThan(2000);
   }, 90_000);
 
   it('hands each job to exactly one of eight pollers racing on both replicas', async () => {

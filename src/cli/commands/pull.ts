@@ -54,7 +54,7 @@ export async function hubCommand(args: string[], io: Io, signal: AbortSignal): P
   }
   if (action === 'add-site' || action === 'revoke-site') {
     if (name === undefined || !SITE_NAME.test(name)) throw usageError(hubSpec, 'a site NAME of letters, digits and ._- is needed');
-    const store = await openStore(data, spec);
+    const store = await openStore(data, spec, false);
     try {
       if (action === 'add-site') {
         const token = await store.addPrincipal('site', name);
@@ -70,7 +70,7 @@ export async function hubCommand(args: string[], io: Io, signal: AbortSignal): P
     return ExitCode.OK;
   }
   if (action === 'sites') {
-    const store = await openStore(data, spec);
+    const store = await openStore(data, spec, false);
     try {
       const rows = await store.principals();
       if (values.json) printJson(io, rows);
