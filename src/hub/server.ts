@@ -53,6 +53,7 @@ export class Hub {
   readonly store: HubStore;
   private readonly server: https.Server;
   private readonly bus = new EventEmitter();
+  private readonly counts = new Map<string, number>();
   private readonly maxWaitMs: number;
   private readonly options: HubOptions;
 
@@ -60,7 +61,7 @@ export class Hub {
     this.options = options;
     this.store = options.store ?? new SqliteStore(options.data);
     // Other replicas' changes (PostgreSQL store) wake this hub's long-polls as its own do.
-    this.store.subscribe((event) => this.bus.emit(event));
+    this.store.subscribe((event) => this.fire(event));
     this.maxWaitMs = options.maxWaitMs ?? 60_000;
     this.bus.setMaxListeners(0);
     this.server = https.createServer({ cert: options.cert, key: options.key }, (req, res) => {
@@ -93,7 +94,7 @@ export class Hub {
 
   /** Wakes the long-polls waiting for `event`, here and on the store's other hub processes. */
   private emit(event: string): void {
-    this.bus.emit(event);
+    this.fire(event);
     this.store.publish(event).catch((error: unknown) => process.stderr.write(`mint-ssh-exec hub: cannot publish ${event}: ${(error as Error).message}\n`));
   }
 
@@ -227,11 +228,12 @@ export class Hub {
       const wait = this.waitMs(url);
       const deadline = Date.now() + wait;
       for (;;) {
+        const since = this.fired(`site:${site}`);
         const work = await this.store.takeWork(site);
         if (work.start.length + work.cancel.length > 0 || Date.now() >= deadline) {
           return send(res, 200, { jobs: await Promise.all([...work.start, ...work.cancel].map((r) => this.agentJob(r))) });
         }
-        if (!(await this.wake(`site:${site}`, deadline - Date.now(), req))) return;
+        if (!(await this.wake(`site:${site}`, deadline - Date.now(), req, since))) return;
       }
     }
     if (parts[0] !== 'jobs') throw new HttpError(404, 'E_NOTFOUND', 'no such endpoint');
@@ -439,14 +441,33 @@ export class Hub {
   private async waitFor(id: string, url: URL, done: (row: JobRow | undefined) => boolean): Promise<JobRow | undefined> {
     const deadline = Date.now() + this.waitMs(url);
     for (;;) {
+      const since = this.fired(`job:${id}`);
       const row = await this.store.job(id);
       if (done(row) || Date.now() >= deadline) return row;
-      if (!(await this.wake(`job:${id}`, deadline - Date.now()))) return await this.store.job(id);
+      if (!(await this.wake(`job:${id}`, deadline - Date.now(), undefined, since))) return await this.store.job(id);
     }
   }
 
-  /** Waits for `event` or `ms`; false when the client went away or the hub is closing. */
-  private wake(event: string, ms: number, req?: IncomingMessage): Promise<boolean> {
+  /** How many times `event` has fired here: read before a store read, then given to `wake`. */
+  private fired(event: string): number {
+    return this.counts.get(event) ?? 0;
+  }
+
+  private fire(event: string): void {
+    // Bounded: after a clear, a count reads as changed, which costs a waiter one extra read.
+    if (this.counts.size > 10_000) this.counts.clear();
+    this.counts.set(event, this.fired(event) + 1);
+    this.bus.emit(event);
+  }
+
+  /**
+   * Waits for `event` or `ms`; false when the client went away or the hub is closing. With `since`
+   * (`fired(event)` before the caller's store read) it returns at once if the event fired during
+   * that read: a read of PostgreSQL takes a round trip, in which a change and its event can land
+   * before the listener below is in place.
+   */
+  private wake(event: string, ms: number, req?: IncomingMessage, since?: number): Promise<boolean> {
+    if (since !== undefined && this.fired(event) !== since) return Promise.resolve(true);
     return new Promise((resolve) => {
       const finish = (value: boolean): void => {
         clearTimeout(timer);
