@@ -12,16 +12,16 @@
  */
 import { execa } from 'execa';
 import { spawn } from 'node:child_process';
-import { createWriteStream } from 'node:fs';
+import { createWriteStream, readFileSync } from 'node:fs';
 import { lstat, mkdir, readdir, readlink, rm, stat, chmod, utimes, open } from 'node:fs/promises';
 import { dirname, join, relative, resolve, sep } from 'node:path';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { GATEWAY_SCRIPT, AGENT_RSH } from '../assets/index.js';
+import { GATEWAY_SCRIPT, AGENT_RSH, PACKAGE_JSON } from '../assets/index.js';
 import { MintSshError } from '../errors.js';
-import { formatRequest, parseLogTrailer, parseRefusal, parseStatus, type JobStatus } from '../gateway/protocol.js';
+import { formatRequest, parseKeyValues, parseLogTrailer, parseRefusal, parseStatus, type JobStatus } from '../gateway/protocol.js';
 import { HubHttp, type HubTarget } from '../pull/http.js';
-import { API, badName, EMPTY_SHA256, hashFile, type AgentJob, type FileEntry } from '../pull/wire.js';
+import { API, badName, EMPTY_SHA256, hashFile, refusalLine, type AgentJob, type FileEntry } from '../pull/wire.js';
 import { RSYNC_CLIENT_OPTIONS } from '../transfer/rsync-args.js';
 
 export interface AgentOptions {
@@ -44,6 +44,8 @@ interface GatewayRun {
 }
 
 const BACKOFF_MAX_MS = 30_000;
+/** How often the agent tells the hub its gateway's facts again (free space, load, the scheduler's queues). */
+const INFO_EVERY_MS = 5 * 60_000;
 
 export class Agent {
   private readonly http: HubHttp;
@@ -51,6 +53,7 @@ export class Agent {
   private readonly active = new Map<string, Promise<void>>();
   private readonly log: (line: string) => void;
   private readonly signal: AbortSignal;
+  private infoAt = 0;
 
   constructor(options: AgentOptions) {
     this.options = options;
@@ -65,6 +68,7 @@ export class Agent {
     const resumed = await this.retry('resume', () => this.http.call<{ jobs: AgentJob[] }>('GET', `${API}/agent/jobs`));
     for (const job of resumed?.jobs ?? []) this.take(job);
     while (!this.signal.aborted) {
+      if (Date.now() - this.infoAt >= INFO_EVERY_MS) await this.reportInfo();
       const next = await this.retry('poll', () =>
         this.http.call<{ jobs: AgentJob[] }>('GET', `${API}/agent/next`, { query: { wait: this.options.pollMs ?? 25_000 }, signal: this.signal, idleMs: (this.options.pollMs ?? 25_000) + 30_000 }),
       );
@@ -72,6 +76,22 @@ export class Agent {
     }
     await Promise.allSettled(this.active.values());
     this.http.close();
+  }
+
+  /**
+   * Tells the hub this agent's version and its gateway's probe report, for `probe` on the MInt side.
+   * One try: a hub that misses it hears it again at the next round; jobs never wait for it.
+   */
+  private async reportInfo(): Promise<void> {
+    this.infoAt = Date.now();
+    try {
+      const probe = await this.gateway('probe');
+      if (probe.exitCode !== 0) throw new Error(`the gateway's probe failed: ${parseRefusal(probe.stderr)?.message ?? probe.stderr.trim()}`);
+      const fields = Object.fromEntries(parseKeyValues(probe.stdout.toString('utf8')));
+      await this.http.call('POST', `${API}/agent/info`, { json: { version: agentVersion(), fields }, signal: this.signal });
+    } catch (error) {
+      if (!this.signal.aborted) this.log(`could not tell the hub this site's facts (probe will not show them): ${error instanceof Error ? error.message : String(error)}`);
+    }
   }
 
   private take(job: AgentJob): void {
@@ -98,13 +118,13 @@ export class Agent {
       }
       const staged = await this.fetchInputs(job);
       if (staged.length > 0) await this.rsync('put', id, [...staged, 'mint:work/']);
-      const request = formatRequest({ args: job.args, ...(job.program !== undefined ? { program: job.program } : {}), ...(job.env ? { env: job.env } : {}) });
+      const request = formatRequest({ args: job.args, ...(job.program !== undefined ? { program: job.program } : {}), ...(job.env ? { env: job.env } : {}), ...(job.resources ? { resources: job.resources } : {}) });
       const started = await this.gateway('startx', id, request);
       if (started.exitCode !== 0) {
         const refusal = parseRefusal(started.stderr);
         this.log(`job ${id}: the gateway refused the start: ${refusal ? `${refusal.gatewayCode}: ${refusal.message}` : started.stderr.trim()}`);
         // The refusal goes into the job's log, where the submit side reads it.
-        await this.sendLog(id, job.logBytes, Buffer.from(`mint-ssh-exec agent: the site refused to start the job: ${refusal ? `${refusal.gatewayCode}: ${refusal.message}` : 'unknown'}\n`));
+        await this.sendLog(id, job.logBytes, Buffer.from(refusalLine(refusal?.gatewayCode ?? 'E_UNKNOWN', refusal?.message ?? (started.stderr.trim() || 'no reason given'))));
         await this.report(id, { state: 'lost' });
         await this.finishResults(id, []);
         await this.gateway('rm', id);
@@ -147,9 +167,12 @@ export class Agent {
   }
 
   /** One verb through the gateway (never a shell: the command is a validated gateway line). */
-  gateway(verb: 'status' | 'startx' | 'cancel' | 'rm', id: string, stdin?: string): Promise<GatewayRun> {
+  gateway(verb: 'status' | 'startx' | 'cancel' | 'rm', id: string, stdin?: string): Promise<GatewayRun>;
+  gateway(verb: 'probe'): Promise<GatewayRun>;
+  gateway(verb: 'status' | 'startx' | 'cancel' | 'rm' | 'probe', id?: string, stdin?: string): Promise<GatewayRun> {
     return new Promise((resolvePromise, reject) => {
-      const child = spawn('/bin/sh', this.gatewayArgv(), { env: { ...process.env, SSH_ORIGINAL_COMMAND: `mint-gw ${verb} ${id}` }, stdio: ['pipe', 'pipe', 'pipe'] });
+      const command = id === undefined ? `mint-gw ${verb}` : `mint-gw ${verb} ${id}`;
+      const child = spawn('/bin/sh', this.gatewayArgv(), { env: { ...process.env, SSH_ORIGINAL_COMMAND: command }, stdio: ['pipe', 'pipe', 'pipe'] });
       const out: Buffer[] = [];
       let err = '';
       child.stdout.on('data', (c: Buffer) => out.push(c));
@@ -304,6 +327,14 @@ export class Agent {
         await new Promise((r) => setTimeout(r, delay));
       }
     }
+  }
+}
+
+function agentVersion(): string {
+  try {
+    return (JSON.parse(readFileSync(PACKAGE_JSON, 'utf8')) as { version: string }).version;
+  } catch {
+    return 'unknown';
   }
 }
 

@@ -14,9 +14,9 @@ import { mkdir, open, rm, stat, truncate } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Transform, type TransformCallback } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { isJobId, checkProgramArgs, checkProgramRequest } from '../gateway/protocol.js';
+import { isJobId, checkProgramArgs, checkProgramRequest, checkResources } from '../gateway/protocol.js';
 import { MintSshError } from '../errors.js';
-import { API, checkManifest, hashFile, SITE_NAME, type AgentJob, type StartRequest } from '../pull/wire.js';
+import { API, checkAgentInfo, checkManifest, hashFile, SITE_NAME, type AgentJob, type AgentInfo, type SiteReport, type StartRequest } from '../pull/wire.js';
 import { FINAL, HubStore, hubJob, startRequest, type JobRow, type Kind } from './store.js';
 import type { JobState } from '../types.js';
 
@@ -53,6 +53,11 @@ export class Hub {
   private readonly bus = new EventEmitter();
   private readonly maxWaitMs: number;
   private readonly options: HubOptions;
+  /**
+   * What this hub process has seen of each site's agent, for `probe` (in memory: a restarted hub
+   * knows an agent again at its next poll, within the agent's backoff of at most 30 s).
+   */
+  private readonly agents = new Map<string, { lastSeenAt: number; polling: number; info?: AgentInfo; infoAt?: number }>();
 
   constructor(options: HubOptions) {
     this.options = options;
@@ -122,7 +127,14 @@ export class Hub {
     const method = req.method ?? 'GET';
     if (parts[0] === 'agent') {
       if (who.kind !== 'site') throw new HttpError(403, 'E_AUTH', 'agent endpoints take a site token');
+      const seen = this.agents.get(who.name) ?? { lastSeenAt: 0, polling: 0 };
+      seen.lastSeenAt = Date.now();
+      this.agents.set(who.name, seen);
       return this.agentRoute(who.name, method, parts.slice(1), url, req, res);
+    }
+    if (parts[0] === 'sites' && parts.length === 2 && method === 'GET') {
+      if (who.kind !== 'submitter') throw new HttpError(403, 'E_AUTH', 'site reports take a submit token, never a site token');
+      return send(res, 200, await this.siteReport(parts[1]!));
     }
     if (parts[0] === 'jobs') {
       if (who.kind !== 'submitter') throw new HttpError(403, 'E_AUTH', 'job endpoints take a submit token, never a site token');
@@ -213,13 +225,26 @@ export class Hub {
     if (parts[0] === 'next' && method === 'GET') {
       const wait = this.waitMs(url);
       const deadline = Date.now() + wait;
-      for (;;) {
-        const work = this.store.takeWork(site);
-        if (work.start.length + work.cancel.length > 0 || Date.now() >= deadline) {
-          return send(res, 200, { jobs: [...work.start, ...work.cancel].map((r) => this.agentJob(r)) });
+      const seen = this.agents.get(site)!;
+      seen.polling += 1;
+      try {
+        for (;;) {
+          const work = this.store.takeWork(site);
+          if (work.start.length + work.cancel.length > 0 || Date.now() >= deadline) {
+            return send(res, 200, { jobs: [...work.start, ...work.cancel].map((r) => this.agentJob(r)) });
+          }
+          if (!(await this.wake(`site:${site}`, deadline - Date.now(), req))) return;
         }
-        if (!(await this.wake(`site:${site}`, deadline - Date.now(), req))) return;
+      } finally {
+        seen.polling -= 1;
+        seen.lastSeenAt = Date.now();
       }
+    }
+    if (parts[0] === 'info' && method === 'POST') {
+      const seen = this.agents.get(site)!;
+      seen.info = checkAgentInfo(await readJson(req));
+      seen.infoAt = Date.now();
+      return send(res, 200, { ok: true });
     }
     if (parts[0] !== 'jobs') throw new HttpError(404, 'E_NOTFOUND', 'no such endpoint');
     const [, id, what, idx] = parts;
@@ -247,6 +272,24 @@ export class Hub {
     throw new HttpError(404, 'E_NOTFOUND', 'no such endpoint');
   }
 
+  /** What the hub knows of a site and its agent (for `probe`); an unknown or revoked site is a 404. */
+  private async siteReport(site: string): Promise<SiteReport> {
+    if (!SITE_NAME.test(site) || !(await this.store.siteExists(site))) throw new HttpError(404, 'E_NOSITE', `no site ${site} on this hub`);
+    const seen = this.agents.get(site);
+    const now = Date.now();
+    return {
+      site,
+      now,
+      agent: seen
+        ? {
+            lastSeenAt: seen.lastSeenAt,
+            polling: seen.polling > 0,
+            ...(seen.info ? { info: seen.info, infoAt: seen.infoAt! } : {}),
+          }
+        : undefined,
+    };
+  }
+
   private agentJob(row: JobRow): AgentJob {
     const request = startRequest(row);
     return {
@@ -254,6 +297,7 @@ export class Hub {
       args: request.args,
       ...(request.program !== undefined ? { program: request.program } : {}),
       ...(request.env ? { env: request.env } : {}),
+      ...(request.resources ? { resources: request.resources } : {}),
       inputs: this.store.files(row.id, 'in').map(({ idx: _idx, ...f }) => f),
       cancelRequested: row.cancel_requested === 1,
       state: row.state,
@@ -459,7 +503,11 @@ function checkStart(body: StartRequest): StartRequest {
   const request = { ...(typeof body.program === 'string' ? { program: body.program } : {}), ...(body.env && typeof body.env === 'object' ? { env: body.env } : {}) };
   checkProgramRequest(request);
   if (request.env && Object.values(request.env).some((v) => typeof v !== 'string')) throw new HttpError(400, 'E_USAGE', 'env values are strings');
-  return { args, ...request };
+  // Resources are only checked for form here: the site's gateway holds them to its maxima (E_LIMIT).
+  const resources = body.resources;
+  if (resources !== undefined && (typeof resources !== 'object' || resources === null || Array.isArray(resources))) throw new HttpError(400, 'E_USAGE', 'resources is an object');
+  checkResources(resources);
+  return { args, ...request, ...(resources && Object.keys(resources).length > 0 ? { resources } : {}) };
 }
 
 function send(res: ServerResponse, status: number, body: unknown): void {
