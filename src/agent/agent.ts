@@ -34,6 +34,8 @@ export interface AgentOptions {
   /** Longest long-poll asked of the hub. */
   pollMs?: number;
   log?: (line: string) => void;
+  /** Called once the hub has this agent's facts and the jobs it held are resumed, as it starts polling. */
+  onReady?: () => void;
   signal?: AbortSignal;
 }
 
@@ -67,6 +69,8 @@ export class Agent {
     await mkdir(this.options.spool, { recursive: true, mode: 0o700 });
     const resumed = await this.retry('resume', () => this.http.call<{ jobs: AgentJob[] }>('GET', `${API}/agent/jobs`));
     for (const job of resumed?.jobs ?? []) this.take(job);
+    await this.reportInfo();
+    this.options.onReady?.();
     while (!this.signal.aborted) {
       if (Date.now() - this.infoAt >= INFO_EVERY_MS) await this.reportInfo();
       const next = await this.retry('poll', () =>

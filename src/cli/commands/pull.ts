@@ -158,8 +158,9 @@ export async function agentCommand(args: string[], io: Io, signal: AbortSignal):
     spool: resolve(values.spool ?? `${resolve(values.root)}.mint-agent`),
     signal: controller.signal,
     log: (line) => io.stderr.write(`mint-ssh-exec agent: ${line}\n`),
+    // Said once the hub knows this site's facts (probe shows them) and the agent is polling.
+    onReady: () => io.stderr.write(`mint-ssh-exec agent: site ${values.site}, polling ${values.hub}\n`),
   });
-  io.stderr.write(`mint-ssh-exec agent: site ${values.site}, polling ${values.hub}\n`);
   await agent.run();
   return ExitCode.OK;
 }
