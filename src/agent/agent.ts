@@ -18,7 +18,7 @@ import { dirname, join, relative, resolve, sep } from 'node:path';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { GATEWAY_SCRIPT, AGENT_RSH, PACKAGE_JSON } from '../assets/index.js';
-import { MintSshError } from '../errors.js';
+import { ConfigError, MintSshError } from '../errors.js';
 import { formatRequest, parseKeyValues, parseLogTrailer, parseRefusal, parseStatus, type JobStatus } from '../gateway/protocol.js';
 import { HubHttp, type HubTarget } from '../pull/http.js';
 import { API, badName, EMPTY_SHA256, hashFile, refusalLine, type AgentJob, type FileEntry } from '../pull/wire.js';
@@ -66,10 +66,14 @@ export class Agent {
 
   /** Polls until the signal aborts; resumes the jobs the hub says this site holds first. */
   async run(): Promise<void> {
+    // A gateway that refuses its own options (no job root, a program that is not there) would fail
+    // every job it is handed: the agent says so and stops before it claims any (fail closed).
+    const first = await this.gatewayFacts();
+    if (first instanceof Error) throw new ConfigError(`the gateway refuses this agent's site options: ${first.message}`, { hint: 'fix the gateway options given to the agent (mint-gateway doctor checks the same ones)' });
     await mkdir(this.options.spool, { recursive: true, mode: 0o700 });
     const resumed = await this.retry('resume', () => this.http.call<{ jobs: AgentJob[] }>('GET', `${API}/agent/jobs`));
     for (const job of resumed?.jobs ?? []) this.take(job);
-    await this.reportInfo();
+    await this.reportInfo(first);
     this.options.onReady?.();
     while (!this.signal.aborted) {
       if (Date.now() - this.infoAt >= INFO_EVERY_MS) await this.reportInfo();
@@ -86,16 +90,25 @@ export class Agent {
    * Tells the hub this agent's version and its gateway's probe report, for `probe` on the MInt side.
    * One try: a hub that misses it hears it again at the next round; jobs never wait for it.
    */
-  private async reportInfo(): Promise<void> {
+  private async reportInfo(known?: Record<string, string> | Error): Promise<void> {
     this.infoAt = Date.now();
     try {
-      const probe = await this.gateway('probe');
-      if (probe.exitCode !== 0) throw new Error(`the gateway's probe failed: ${parseRefusal(probe.stderr)?.message ?? probe.stderr.trim()}`);
-      const fields = Object.fromEntries(parseKeyValues(probe.stdout.toString('utf8')));
+      const fields = known ?? (await this.gatewayFacts());
+      if (fields instanceof Error) throw fields;
       await this.http.call('POST', `${API}/agent/info`, { json: { version: agentVersion(), fields }, signal: this.signal });
     } catch (error) {
       if (!this.signal.aborted) this.log(`could not tell the hub this site's facts (probe will not show them): ${error instanceof Error ? error.message : String(error)}`);
     }
+  }
+
+  /** The gateway's probe report (`key=value` facts), or why it failed. */
+  private async gatewayFacts(): Promise<Record<string, string> | Error> {
+    const probe = await this.gateway('probe');
+    if (probe.exitCode !== 0) {
+      const refusal = parseRefusal(probe.stderr);
+      return new Error(refusal ? `${refusal.gatewayCode}: ${refusal.message}` : `its probe failed (exit ${probe.exitCode}): ${probe.stderr.trim().slice(-300)}`);
+    }
+    return Object.fromEntries(parseKeyValues(probe.stdout.toString('utf8')));
   }
 
   private take(job: AgentJob): void {
@@ -183,6 +196,9 @@ export class Agent {
       child.stderr.on('data', (c: Buffer) => (err += c.toString('utf8')));
       child.on('error', reject);
       child.on('close', (code) => resolvePromise({ stdout: Buffer.concat(out), stderr: err, exitCode: code ?? 255 }));
+      // A gateway that refuses before it reads its request closes the pipe: EPIPE here is no error
+      // of ours (its refusal is on stderr), and unhandled it killed the agent.
+      child.stdin.on('error', () => undefined);
       child.stdin.end(stdin ?? '');
     });
   }

@@ -177,6 +177,21 @@ describe('pull mode: probe, CLI, resources', () => {
     expect(ids).not.toContain(left); // attach cleaned up on success
   }, 120_000);
 
+  it("an agent whose gateway refuses its site options stops at start (exit 200, the gateway's reason) and takes no job", async () => {
+    const token = join(dir, 'agent-check.token');
+    await writeFile(token, `${randomBytes(32).toString('base64url')}\n`, { mode: 0o600 });
+    const r = await new Promise<{ code: number | null; stderr: string }>((resolve) => {
+      const child = spawn(process.execPath, [CLI, 'agent', '--hub', sandbox.hub, '--site', 'sandbox', '--token-file', token, '--ca', sandbox.ca, '--root', join(dir, 'no-such-root'), '--program', sandbox.program], { stdio: ['ignore', 'ignore', 'pipe'] });
+      let stderr = '';
+      child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+      child.on('close', (code) => resolve({ code, stderr }));
+    });
+    expect(r.code).toBe(200);
+    expect(r.stderr).toMatch(/the gateway refuses this agent's site options: E_CONFIG: job root .*no-such-root does not exist/);
+    // It never called the hub (its token is not even valid there): no "polling", no retry.
+    expect(r.stderr).not.toMatch(/polling|retrying/);
+  }, 30_000);
+
   it("a job's resources reach the site's gateway: refused where the site has no scheduler (E_USAGE), held to the site's maxima (E_LIMIT)", async () => {
     await expect(runRemote({ host: sandbox.host, args: ['0'], outputDir: join(dir, 'res1'), resources: { cpus: 1 } })).rejects.toMatchObject({
       constructor: GatewayError,
