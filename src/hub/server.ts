@@ -223,21 +223,15 @@ export class Hub {
 
   private async agentRoute(site: string, method: string, parts: string[], url: URL, req: IncomingMessage, res: ServerResponse): Promise<void> {
     if (parts[0] === 'next' && method === 'GET') {
+      this.countPoll(site, res);
       const wait = this.waitMs(url);
       const deadline = Date.now() + wait;
-      const seen = this.agents.get(site)!;
-      seen.polling += 1;
-      try {
-        for (;;) {
-          const work = this.store.takeWork(site);
-          if (work.start.length + work.cancel.length > 0 || Date.now() >= deadline) {
-            return send(res, 200, { jobs: [...work.start, ...work.cancel].map((r) => this.agentJob(r)) });
-          }
-          if (!(await this.wake(`site:${site}`, deadline - Date.now(), req))) return;
+      for (;;) {
+        const work = this.store.takeWork(site);
+        if (work.start.length + work.cancel.length > 0 || Date.now() >= deadline) {
+          return send(res, 200, { jobs: [...work.start, ...work.cancel].map((r) => this.agentJob(r)) });
         }
-      } finally {
-        seen.polling -= 1;
-        seen.lastSeenAt = Date.now();
+        if (!(await this.wake(`site:${site}`, deadline - Date.now(), req))) return;
       }
     }
     if (parts[0] === 'info' && method === 'POST') {
@@ -270,6 +264,16 @@ export class Hub {
     if (what === 'log' && method === 'POST') return this.appendLog(row, url, req, res);
     if (what === 'results') return this.filesRoute(row, 'out', method, idx, url, req, res, row.results_ready === 0);
     throw new HttpError(404, 'E_NOTFOUND', 'no such endpoint');
+  }
+
+  /** The site's agent has a long-poll open until this response is done (answered, or its connection gone). */
+  private countPoll(site: string, res: ServerResponse): void {
+    const seen = this.agents.get(site)!;
+    seen.polling += 1;
+    res.once('close', () => {
+      seen.polling -= 1;
+      seen.lastSeenAt = Date.now();
+    });
   }
 
   /** What the hub knows of a site and its agent (for `probe`); an unknown or revoked site is a 404. */
@@ -443,7 +447,9 @@ export class Hub {
   private async sendLog(row: JobRow, url: URL, res: ServerResponse): Promise<void> {
     const offset = Number(url.searchParams.get('offset') ?? '0');
     if (!Number.isSafeInteger(offset) || offset < 0) throw new HttpError(400, 'E_USAGE', 'bad offset');
-    const now = await this.waitFor(row.id, url, (r) => r === undefined || r.log_bytes > offset || FINAL.has(r.state));
+    // `state`: the one the client last saw; a change answers at once (its `started` event).
+    const known = url.searchParams.get('state');
+    const now = await this.waitFor(row.id, url, (r) => r === undefined || r.log_bytes > offset || FINAL.has(r.state) || (known !== null && r.state !== known));
     if (!now) throw new HttpError(404, 'E_NOJOB', `no job ${row.id}`);
     const length = Math.max(0, Math.min(now.log_bytes - offset, LOG_CHUNK));
     const headers = {

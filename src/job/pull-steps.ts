@@ -42,11 +42,15 @@ export function pullJobSteps(http: HubHttp, site: string): JobSteps {
   };
 
   /** Reads the log from `offset` until the job has ended and every byte is here; `onJob` hears each state. */
-  const follow = async (jobId: string, offset: number, onChunk: (chunk: Buffer) => void, signal: AbortSignal | undefined, onJob?: (job: HubJob) => void): Promise<Final> => {
+  const follow = async (jobId: string, offset: number, onChunk: (chunk: Buffer) => void, signal: AbortSignal | undefined, onJob?: (job: HubJob) => void, initial?: JobState): Promise<Final> => {
+    // The state last seen: the hub answers as soon as it changes (queued -> running is the `started`
+    // event), not only when log bytes arrive, so a program that prints nothing still starts on time.
+    let known: JobState | undefined = initial;
     for (;;) {
       signal?.throwIfAborted();
-      const response = await http.stream('GET', `${API}/jobs/${jobId}/log`, { query: { offset, wait: POLL_MS }, ...(signal ? { signal } : {}), idleMs: POLL_MS + 30_000 });
+      const response = await http.stream('GET', `${API}/jobs/${jobId}/log`, { query: { offset, wait: POLL_MS, state: known }, ...(signal ? { signal } : {}), idleMs: POLL_MS + 30_000 });
       const job = JSON.parse(String(response.headers['x-mint-job'] ?? '{}')) as HubJob;
+      known = job.state;
       const body = await new Promise<Buffer>((resolvePromise, reject) => {
         const chunks: Buffer[] = [];
         response.on('data', (c: Buffer) => chunks.push(c));
@@ -113,6 +117,7 @@ export function pullJobSteps(http: HubHttp, site: string): JobSteps {
         (job) => {
           if (job.state === 'running' || (FINAL.has(job.state) && job.startedAt !== undefined)) tell('running', job.pid);
         },
+        first.state,
       );
       const refusal = !told && end.state === 'lost' && head.startsWith(REFUSAL_LINE) ? parseRefusalLine(head) : undefined;
       // As over SSH, where the gateway refuses the start itself: the same GatewayError, code and all.

@@ -21,9 +21,9 @@ import { freshDir, sha256 } from '../support/fixture.js';
 const ROOT = join(import.meta.dirname, '..', '..');
 const CLI = join(ROOT, 'bin', 'mint-ssh-exec.mjs');
 
-/** The program: prints its args, sleeps $1 seconds, leaves a result. */
+/** The program: prints its args (unless $2 is quiet), sleeps $1 seconds, leaves a result. */
 const SLOW = `#!/bin/sh
-echo "start $*"
+[ "$2" = quiet ] || echo "start $*"
 sleep "\${1:-0}"
 echo done > out.txt
 echo end
@@ -160,6 +160,11 @@ describe('pull mode: probe, CLI, resources', () => {
     expect(attached.stdout).toContain('end');
     expect((await readFile(join(dir, left, 'out.txt'), 'utf8')).trim()).toBe('done');
 
+    // A running job is not removed under its program (as over SSH: exit 205, E_STATE).
+    const busy = await runMain(main, ['rm', 'sandbox', doomed, '--json', '--config', config]);
+    expect(busy.code).toBe(205);
+    expect(JSON.parse(busy.stdout)).toMatchObject({ error: { gatewayCode: 'E_STATE' } });
+
     const t = Date.now();
     const cancelled = await runMain(main, ['cancel', 'sandbox', doomed, '--json', '--config', config]);
     expect(cancelled.code, cancelled.stderr).toBe(0);
@@ -176,6 +181,25 @@ describe('pull mode: probe, CLI, resources', () => {
     expect(ids).not.toContain(doomed);
     expect(ids).not.toContain(left); // attach cleaned up on success
   }, 120_000);
+
+  it("the 'started' event comes when the program starts, not with its first output or its end", async () => {
+    let startedAt = 0;
+    let firstLogAt = 0;
+    const result = await runRemote({
+      host: sandbox.host,
+      args: ['4', 'quiet'],
+      outputDir: join(dir, 'quiet'),
+      onEvent: (e) => {
+        if (e.type === 'started' && !startedAt) startedAt = performance.now();
+        if (e.type === 'log' && !firstLogAt) firstLogAt = performance.now();
+      },
+    });
+    expect(result.exitCode).toBe(0);
+    expect(result.log).toBe('end\n');
+    // The program sleeps 4 s before its first byte: a start seen only with the log would come with it.
+    expect(startedAt).toBeGreaterThan(0);
+    expect(firstLogAt - startedAt).toBeGreaterThan(3000);
+  }, 60_000);
 
   it("an agent whose gateway refuses its site options stops at start (exit 200, the gateway's reason) and takes no job", async () => {
     const token = join(dir, 'agent-check.token');
