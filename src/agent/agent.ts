@@ -12,10 +12,11 @@
  */
 import { execa } from 'execa';
 import { spawn } from 'node:child_process';
-import { createWriteStream, readFileSync } from 'node:fs';
+import { createHash, type Hash } from 'node:crypto';
+import { createReadStream, createWriteStream, readFileSync } from 'node:fs';
 import { lstat, mkdir, readdir, readlink, rm, stat, chmod, utimes, open } from 'node:fs/promises';
 import { dirname, join, relative, resolve, sep } from 'node:path';
-import { Readable } from 'node:stream';
+import { Readable, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { GATEWAY_SCRIPT, AGENT_RSH, PACKAGE_JSON } from '../assets/index.js';
 import { ConfigError, MintSshError } from '../errors.js';
@@ -233,16 +234,28 @@ export class Agent {
       if (f.link !== undefined) continue; // inputs are sent with -L: links never arrive
       await this.retry(`input ${f.name}`, async () => {
         const held = await stat(path).then((s) => s.size, () => 0);
+        let digest: string;
         if (held < f.size) {
+          // Hashed as it arrives (after the held prefix, when resuming): one pass over the bytes
+          // instead of a second read of the whole file (256 MiB: 0.85 s here under load).
+          const hash = createHash('sha256');
+          await hashInto(hash, path, held);
           const response = await this.http.stream('GET', `${API}/agent/jobs/${job.jobId}/inputs/${idx}`, { headers: { range: `bytes=${held}-` } });
+          const tap = new Transform({
+            transform(chunk: Buffer, _encoding, done) {
+              hash.update(chunk);
+              done(null, chunk);
+            },
+          });
           const handle = await open(path, 'a', 0o600);
           try {
-            await pipeline(response, createWriteStream('', { fd: handle.fd, autoClose: false }));
+            await pipeline(response, tap, createWriteStream('', { fd: handle.fd, autoClose: false }));
           } finally {
             await handle.close();
           }
-        }
-        if ((await hashFile(path)) !== f.sha256) {
+          digest = hash.digest('hex');
+        } else digest = await hashFile(path);
+        if (digest !== f.sha256) {
           await rm(path, { force: true });
           throw new Error(`input ${f.name}: SHA-256 differs; fetching it again`);
         }
@@ -348,6 +361,17 @@ export class Agent {
       }
     }
   }
+}
+
+/** Feeds the first `length` bytes of the file at `path` into `hash`. */
+function hashInto(hash: Hash, path: string, length: number): Promise<void> {
+  return new Promise((resolvePromise, reject) => {
+    if (length === 0) return resolvePromise();
+    createReadStream(path, { start: 0, end: length - 1 })
+      .on('data', (chunk) => hash.update(chunk))
+      .on('error', reject)
+      .on('end', () => resolvePromise());
+  });
 }
 
 function agentVersion(): string {
