@@ -6,6 +6,7 @@
 import { spawn, execFileSync } from 'node:child_process';
 import { existsSync, readdirSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
+import net from 'node:net';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { main } from '../../src/cli/mint-ssh-exec.js';
@@ -84,7 +85,7 @@ describe('mint-ssh-exec sandbox --pull', () => {
     }
   }, 60_000);
 
-  it('--pull with --docker is a usage error; a --program that cannot be read is a sandbox error and leaves no files', async () => {
+  it('--pull with --docker is a usage error; a --program that cannot be read, or a hub port in use, is a sandbox error and leaves no files', async () => {
     const both = await runMain(main, ['sandbox', '--pull', '--docker']);
     expect(both.code).toBe(2);
     expect(both.stderr).toContain('--pull and --docker do not go together');
@@ -96,6 +97,19 @@ describe('mint-ssh-exec sandbox --pull', () => {
       expect(r.code).toBe(208);
       expect(r.stderr).toContain('no-such-program.sh');
       expect(readdirSync(parent)).toEqual([]);
+      // A hub port another process holds: the hub's own typed refusal, no files left.
+      const busy = net.createServer();
+      await new Promise<void>((done) => busy.listen(0, '127.0.0.1', () => done()));
+      const port = (busy.address() as net.AddressInfo).port;
+      try {
+        const taken = await runMain(main, ['sandbox', '--pull', '--port', String(port)], process.env);
+        expect(taken.code).toBe(208);
+        expect(taken.stderr).toContain(`the hub cannot listen on 127.0.0.1:${port}: EADDRINUSE`);
+        expect(taken.stderr).not.toContain('internal error');
+        expect(readdirSync(parent)).toEqual([]);
+      } finally {
+        busy.close();
+      }
     } finally {
       if (saved === undefined) delete process.env.TMPDIR;
       else process.env.TMPDIR = saved;

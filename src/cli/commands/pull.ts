@@ -84,7 +84,13 @@ export async function hubCommand(args: string[], io: Io, signal: AbortSignal): P
     }
   };
   const hub = new Hub({ data, host: m[1]!.replace(/^\[|\]$/g, ''), port: Number(m[2]), cert: read(values.cert ?? join(data, 'server.pem')), key: read(values.key ?? join(data, 'server.key')) });
-  const at = await hub.listen();
+  const at = await hub.listen().catch(async (error: NodeJS.ErrnoException) => {
+    await hub.close().catch(() => undefined);
+    // A port in use or not ours to take is the operator's to fix, not an internal error.
+    throw new ConfigError(`the hub cannot listen on ${values.listen ?? '127.0.0.1:8443'}: ${error.code ?? error.message}`, {
+      hint: error.code === 'EADDRINUSE' ? 'another process listens there: choose another --listen port, or stop it' : 'check --listen HOST:PORT (an address of this machine; ports below 1024 need privileges)',
+    });
+  });
   io.stderr.write(`mint-ssh-exec hub: listening on https://${at.host}:${at.port} (data ${data})\n`);
   await new Promise<void>((done) => {
     const stop = (): void => done();
