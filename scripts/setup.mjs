@@ -41,6 +41,9 @@ function systemPackages() {
   if (!onPath('ssh-keygen')) wanted.push('openssh-client');
   if (!onPath('rsync')) wanted.push('rsync');
   if (!onPath('setsid')) wanted.push('util-linux');
+  // Pull mode's `hub init` makes its CA and certificate with the openssl CLI (the demo's and the
+  // bench's pull sandbox, the pull tests); slim images lack it.
+  if (!onPath('openssl')) wanted.push('openssl');
   if (forTests && !onPath('shellcheck')) wanted.push('shellcheck');
   if (forTests && !onPath('dash')) wanted.push('dash');
   // test/gateway/verb-cost.test.ts counts the gateway's syscalls.

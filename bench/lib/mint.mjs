@@ -30,6 +30,7 @@ export async function load() {
     runRemote: index.runRemote,
     resolveHost: index.resolveHost,
     startSandbox: sandboxEntry.startSandbox,
+    startPullSandbox: sandboxEntry.startPullSandbox,
     connect: connectMod.connect,
     RshBridge: bridgeMod.RshBridge,
     GatewayClient: gatewayMod.GatewayClient,

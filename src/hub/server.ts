@@ -14,9 +14,9 @@ import { mkdir, open, rm, stat, truncate } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Transform, type TransformCallback } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { isJobId, checkProgramArgs, checkProgramRequest } from '../gateway/protocol.js';
+import { isJobId, checkProgramArgs, checkProgramRequest, checkResources } from '../gateway/protocol.js';
 import { MintSshError } from '../errors.js';
-import { API, checkManifest, hashFile, SITE_NAME, type AgentJob, type StartRequest } from '../pull/wire.js';
+import { API, checkAgentInfo, checkManifest, hashFile, SITE_NAME, type AgentJob, type AgentInfo, type SiteReport, type StartRequest } from '../pull/wire.js';
 import { FINAL, SqliteStore, hubJob, startRequest, type HubStore, type JobRow, type Kind } from './store.js';
 import type { JobState } from '../types.js';
 
@@ -56,6 +56,11 @@ export class Hub {
   private readonly counts = new Map<string, number>();
   private readonly maxWaitMs: number;
   private readonly options: HubOptions;
+  /**
+   * What this hub process has seen of each site's agent, for `probe` (in memory: a restarted hub
+   * knows an agent again at its next poll, within the agent's backoff of at most 30 s).
+   */
+  private readonly agents = new Map<string, { lastSeenAt: number; polling: number; info?: AgentInfo; infoAt?: number }>();
 
   constructor(options: HubOptions) {
     this.options = options;
@@ -133,7 +138,14 @@ export class Hub {
     const method = req.method ?? 'GET';
     if (parts[0] === 'agent') {
       if (who.kind !== 'site') throw new HttpError(403, 'E_AUTH', 'agent endpoints take a site token');
+      const seen = this.agents.get(who.name) ?? { lastSeenAt: 0, polling: 0 };
+      seen.lastSeenAt = Date.now();
+      this.agents.set(who.name, seen);
       return this.agentRoute(who.name, method, parts.slice(1), url, req, res);
+    }
+    if (parts[0] === 'sites' && parts.length === 2 && method === 'GET') {
+      if (who.kind !== 'submitter') throw new HttpError(403, 'E_AUTH', 'site reports take a submit token, never a site token');
+      return send(res, 200, await this.siteReport(parts[1]!));
     }
     if (parts[0] === 'jobs') {
       if (who.kind !== 'submitter') throw new HttpError(403, 'E_AUTH', 'job endpoints take a submit token, never a site token');
@@ -225,6 +237,7 @@ export class Hub {
 
   private async agentRoute(site: string, method: string, parts: string[], url: URL, req: IncomingMessage, res: ServerResponse): Promise<void> {
     if (parts[0] === 'next' && method === 'GET') {
+      this.countPoll(site, res);
       const wait = this.waitMs(url);
       const deadline = Date.now() + wait;
       for (;;) {
@@ -235,6 +248,12 @@ export class Hub {
         }
         if (!(await this.wake(`site:${site}`, deadline - Date.now(), req, since))) return;
       }
+    }
+    if (parts[0] === 'info' && method === 'POST') {
+      const seen = this.agents.get(site)!;
+      seen.info = checkAgentInfo(await readJson(req));
+      seen.infoAt = Date.now();
+      return send(res, 200, { ok: true });
     }
     if (parts[0] !== 'jobs') throw new HttpError(404, 'E_NOTFOUND', 'no such endpoint');
     const [, id, what, idx] = parts;
@@ -262,6 +281,34 @@ export class Hub {
     throw new HttpError(404, 'E_NOTFOUND', 'no such endpoint');
   }
 
+  /** The site's agent has a long-poll open until this response is done (answered, or its connection gone). */
+  private countPoll(site: string, res: ServerResponse): void {
+    const seen = this.agents.get(site)!;
+    seen.polling += 1;
+    res.once('close', () => {
+      seen.polling -= 1;
+      seen.lastSeenAt = Date.now();
+    });
+  }
+
+  /** What the hub knows of a site and its agent (for `probe`); an unknown or revoked site is a 404. */
+  private async siteReport(site: string): Promise<SiteReport> {
+    if (!SITE_NAME.test(site) || !(await this.store.siteExists(site))) throw new HttpError(404, 'E_NOSITE', `no site ${site} on this hub`);
+    const seen = this.agents.get(site);
+    const now = Date.now();
+    return {
+      site,
+      now,
+      agent: seen
+        ? {
+            lastSeenAt: seen.lastSeenAt,
+            polling: seen.polling > 0,
+            ...(seen.info ? { info: seen.info, infoAt: seen.infoAt! } : {}),
+          }
+        : undefined,
+    };
+  }
+
   private async agentJob(row: JobRow): Promise<AgentJob> {
     const request = startRequest(row);
     return {
@@ -269,6 +316,7 @@ export class Hub {
       args: request.args,
       ...(request.program !== undefined ? { program: request.program } : {}),
       ...(request.env ? { env: request.env } : {}),
+      ...(request.resources ? { resources: request.resources } : {}),
       inputs: (await this.store.files(row.id, 'in')).map(({ idx: _idx, ...f }) => f),
       cancelRequested: row.cancel_requested === 1,
       state: row.state,
@@ -414,7 +462,9 @@ export class Hub {
   private async sendLog(row: JobRow, url: URL, res: ServerResponse): Promise<void> {
     const offset = Number(url.searchParams.get('offset') ?? '0');
     if (!Number.isSafeInteger(offset) || offset < 0) throw new HttpError(400, 'E_USAGE', 'bad offset');
-    const now = await this.waitFor(row.id, url, (r) => r === undefined || r.log_bytes > offset || FINAL.has(r.state));
+    // `state`: the one the client last saw; a change answers at once (its `started` event).
+    const known = url.searchParams.get('state');
+    const now = await this.waitFor(row.id, url, (r) => r === undefined || r.log_bytes > offset || FINAL.has(r.state) || (known !== null && r.state !== known));
     if (!now) throw new HttpError(404, 'E_NOJOB', `no job ${row.id}`);
     const length = Math.max(0, Math.min(now.log_bytes - offset, LOG_CHUNK));
     const headers = {
@@ -494,7 +544,11 @@ function checkStart(body: StartRequest): StartRequest {
   const request = { ...(typeof body.program === 'string' ? { program: body.program } : {}), ...(body.env && typeof body.env === 'object' ? { env: body.env } : {}) };
   checkProgramRequest(request);
   if (request.env && Object.values(request.env).some((v) => typeof v !== 'string')) throw new HttpError(400, 'E_USAGE', 'env values are strings');
-  return { args, ...request };
+  // Resources are only checked for form here: the site's gateway holds them to its maxima (E_LIMIT).
+  const resources = body.resources;
+  if (resources !== undefined && (typeof resources !== 'object' || resources === null || Array.isArray(resources))) throw new HttpError(400, 'E_USAGE', 'resources is an object');
+  checkResources(resources);
+  return { args, ...request, ...(resources && Object.keys(resources).length > 0 ? { resources } : {}) };
 }
 
 function send(res: ServerResponse, status: number, body: unknown): void {

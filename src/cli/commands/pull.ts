@@ -94,9 +94,12 @@ export async function hubCommand(args: string[], io: Io, signal: AbortSignal): P
   const key = read(values.key ?? join(data, 'server.key'));
   const store = await openStore(data, spec);
   const hub = new Hub({ data, host: m[1]!.replace(/^\[|\]$/g, ''), port: Number(m[2]), cert, key, store });
-  const at = await hub.listen().catch(async (error: unknown) => {
-    await hub.close();
-    throw error;
+  const at = await hub.listen().catch(async (error: NodeJS.ErrnoException) => {
+    await hub.close().catch(() => undefined);
+    // A port in use or not ours to take is the operator's to fix, not an internal error.
+    throw new ConfigError(`the hub cannot listen on ${values.listen ?? '127.0.0.1:8443'}: ${error.code ?? error.message}`, {
+      hint: error.code === 'EADDRINUSE' ? 'another process listens there: choose another --listen port, or stop it' : 'check --listen HOST:PORT (an address of this machine; ports below 1024 need privileges)',
+    });
   });
   io.stderr.write(`mint-ssh-exec hub: listening on https://${at.host}:${at.port} (data ${data}, ${store.describe})\n`);
   await new Promise<void>((done) => {
@@ -171,8 +174,9 @@ export async function agentCommand(args: string[], io: Io, signal: AbortSignal):
     spool: resolve(values.spool ?? `${resolve(values.root)}.mint-agent`),
     signal: controller.signal,
     log: (line) => io.stderr.write(`mint-ssh-exec agent: ${line}\n`),
+    // Said once the hub knows this site's facts (probe shows them) and the agent is polling.
+    onReady: () => io.stderr.write(`mint-ssh-exec agent: site ${values.site}, polling ${values.hub}\n`),
   });
-  io.stderr.write(`mint-ssh-exec agent: site ${values.site}, polling ${values.hub}\n`);
   await agent.run();
   return ExitCode.OK;
 }
