@@ -1,6 +1,7 @@
 /** Site limits and the audit trail: --export, --max-jobs, --max-age-days, the audit log, probe. */
+import { randomUUID } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
-import { chmod, readFile, readdir, utimes, writeFile } from 'node:fs/promises';
+import { chmod, readFile, utimes, writeFile } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { runRemote } from '../../src/index.js';
@@ -36,9 +37,12 @@ describe('gateway limits', async () => {
   it('--max-jobs: a job over the limit is refused with E_LIMIT and not retried', async () => {
     await sandbox().reinstall({ maxJobs: 1 });
     const controller = new AbortController();
-    const first = runRemote({ host: sandbox().host, outputDir: await freshDir(), args: ['slow'], signal: controller.signal, cleanup: 'always' });
+    // Its own pid file, not any job's: an earlier test's job dir (cancelled, its pid file kept) let
+    // the next job in before this one held the slot, under load.
+    const firstId = randomUUID();
+    const first = runRemote({ host: sandbox().host, jobId: firstId, outputDir: await freshDir(), args: ['slow'], signal: controller.signal, cleanup: 'always' });
     first.catch(() => undefined);
-    await waitFor(async () => (await readdir(sandbox().root)).some((e) => existsSync(join(sandbox().root, e, 'pid'))));
+    await waitFor(async () => existsSync(join(sandbox().root, firstId, 'pid')));
     const events: string[] = [];
     const second = await runRemote({ host: sandbox().host, outputDir: await freshDir(), onEvent: (e) => events.push(e.type) }).catch((e: unknown) => e);
     expect(second).toMatchObject({ code: 'GATEWAY_REFUSED', gatewayCode: 'E_LIMIT' });
@@ -55,9 +59,12 @@ describe('gateway limits', async () => {
     // The first job holds the only slot until the waiter has said it waits: then it is cancelled,
     // which frees the slot. (A 3 s job used to end, under load, before the waiter ever asked.)
     const controller = new AbortController();
-    const first = runRemote({ host: sandbox().host, outputDir: await freshDir(), args: ['slow'], signal: controller.signal, cleanup: 'always' });
+    // Its own pid file, not any job's: an earlier test's job dir (cancelled, its pid file kept) let
+    // the next job in before this one held the slot, under load.
+    const firstId = randomUUID();
+    const first = runRemote({ host: sandbox().host, jobId: firstId, outputDir: await freshDir(), args: ['slow'], signal: controller.signal, cleanup: 'always' });
     first.catch(() => undefined);
-    await waitFor(async () => (await readdir(sandbox().root)).some((e) => existsSync(join(sandbox().root, e, 'pid'))));
+    await waitFor(async () => existsSync(join(sandbox().root, firstId, 'pid')));
     const refusedId = '0a0b0c0d-1111-4222-8333-444455556666';
     const refused = await runRemote({ host: sandbox().host, jobId: refusedId, inputs: [join(work, 'in.dat')], outputDir: await freshDir() }).catch((e: unknown) => e);
     expect(refused).toMatchObject({ code: 'GATEWAY_REFUSED', gatewayCode: 'E_LIMIT' });
