@@ -299,7 +299,8 @@ export class GatewayClient {
       },
       ...(options.signal ? { signal: options.signal } : {}),
     });
-    const first = await Promise.race([sentLine, ended.then(() => 'ended' as const, () => 'ended' as const)]);
+    // The stream's end and the `sent` line come on two pipes: both, or the channel's end.
+    const first = await Promise.race([Promise.all([sentLine, receiver.whole]).then(() => 'sent' as const), ended.then(() => 'ended' as const, () => 'ended' as const)]);
     let files: string[] = [];
     let served: ServedManifest | undefined;
     let differences: ManifestDifference[] = [];

@@ -111,8 +111,20 @@ export class InlineReceiver {
   private received = 0;
   private expected = 0;
   private error: string | undefined;
+  private settle: () => void = () => undefined;
+  /**
+   * Resolves once the whole stream is here (its list and every byte it announces) or it has gone
+   * wrong. sshd forwards a command's stdout and stderr from two pipes, so a line on stderr after the
+   * stream (takex's `sent`) may arrive before the stream's last bytes: wait for this too.
+   */
+  readonly whole = new Promise<void>((resolve) => (this.settle = resolve));
 
   feed = (chunk: Buffer): void => {
+    this.take(chunk);
+    if (this.error !== undefined || (this.entries !== undefined && this.received === this.expected)) this.settle();
+  };
+
+  private take(chunk: Buffer): void {
     if (this.error !== undefined) return;
     if (this.entries === undefined) {
       this.head = Buffer.concat([this.head, chunk]);
@@ -135,7 +147,7 @@ export class InlineReceiver {
     this.received += chunk.length;
     if (this.received > this.expected) this.error = `more bytes than the list announces (${this.received} > ${this.expected})`;
     else this.data.push(chunk);
-  };
+  }
 
   /** The files, written into `dir`; throws InlineStreamError when the stream was not whole and right. */
   async land(dir: string, onFile?: (path: string) => void): Promise<string[]> {
