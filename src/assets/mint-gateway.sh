@@ -1315,11 +1315,11 @@ mgw_verb_putx() {
   exit 0
 }
 
-# jobx JOB: a small job in one request, putx's upload and then what runx does (one exec and two
-# audit lines fewer than putx and runx, ~20 ms of a job that takes ~300). The upload is accepted
-# and audited as putx's; the start, with the inputs' manifest checked, as runx's (a second
-# `decision=accepted` line, with inputs=). A retry after a dropped connection sends jobx again
-# while the job has not started (the upload is remade whole) and follows the log once it has.
+# jobx JOB LENGTH: a small job in one request, putx's upload and then what runx does (one exec and
+# three audit lines fewer than putx and runx). It is accepted once, before the upload, with the
+# digest of the manifest its inputs must match (`decision=accepted inputs=D`); the start checks
+# them (mgw_check_inputs) as runx's does. A retry after a dropped connection sends jobx again while
+# the job has not started (the upload is remade whole) and follows the log once it has.
 mgw_verb_jobx() {
   mgw_putx_begin
   mgw_putx_receive
@@ -1355,7 +1355,9 @@ mgw_putx_begin() {
   fi
   mgw_unlock
   [ -z "$mgw_discarded" ] || mgw_empty_trash
-  mgw_audit_accepted accepted
+  # jobx: one acceptance for the upload and the start, with the digest its inputs must match
+  # (mgw_check_inputs refuses the start otherwise, and the outcome line says so).
+  if [ "$MGW_VERB" = jobx ]; then mgw_audit_accepted "accepted inputs=$MGW_REQUEST_MANIFEST"; else mgw_audit_accepted accepted; fi
 }
 
 # Spools the inline stream on stdin and lands it in the work dir, every check first (mgw_verb_putx).
@@ -2199,8 +2201,11 @@ mgw_start_job() {
   # From here on a refusal undoes started/ (mgw_unstart): the job is `created` again.
   mgw_check_uploads
   mgw_check_capacity
-  mgw_audit "decision=accepted${MGW_INPUTS:+ inputs=$MGW_INPUTS}" || mgw_unstart E_LIMIT 69 "the audit log under the job root cannot be written (disk full?); request refused"
-  mgw_accepted
+  # (jobx was accepted once, before its upload, with the inputs' digest it then checked.)
+  if [ "$MGW_VERB" != jobx ]; then
+    mgw_audit "decision=accepted${MGW_INPUTS:+ inputs=$MGW_INPUTS}" || mgw_unstart E_LIMIT 69 "the audit log under the job root cannot be written (disk full?); request refused"
+    mgw_accepted
+  fi
   mgw_request_digest
   mgw_write_atomic "$MGW_JOBDIR/request" "$mgw_digest" || mgw_unstart E_LIMIT 69 "cannot record the job's request (disk or inodes full?)"
   mgw_sweep_old

@@ -207,16 +207,16 @@ printf 'ok\\n' > result.txt
     const r = await runRemote({ host: sandbox().host, inputs: [join(src, 'in.txt')], outputDir: out });
     expect(await readFile(join(out, 'listing.txt'), 'utf8')).toBe('./in.txt\n');
     const lines = (await readAudit(sandbox().root)).filter((l) => l.raw.includes(` job=${r.jobId} `));
-    // The inputs came with the start (jobx): its upload's acceptance, then the start's with inputs=.
+    // The inputs came with the start (jobx): one acceptance, before the upload, with the digest the
+    // inputs must match.
     expect(lines.map((l) => `${l.verb} ${l.decision || l.outcome}`)).toEqual([
-      'jobx accepted',
       'jobx accepted',
       'program ok',
       'jobx ok',
       'takex accepted',
       'takex ok',
     ]);
-    expect(lines[1]!.raw).toMatch(/ decision=accepted inputs=[0-9a-f]{64}$/);
+    expect(lines[0]!.raw).toMatch(/ decision=accepted inputs=[0-9a-f]{64}$/);
     expect(lines.at(-1)!.raw).toMatch(/ outputs=[0-9a-f]{64}$/);
     expect(r.cleanedUp).toBe(true);
     expect(existsSync(join(sandbox().root, r.jobId))).toBe(false);
