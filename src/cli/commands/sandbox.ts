@@ -43,18 +43,36 @@ export async function sandboxCommand(args: string[], io: Io, signal: AbortSignal
     return pullSandbox(options, values['write-config'], io, signal);
   }
   const sandbox = values.docker ? await startDockerSandbox(options) : await startSandbox(options);
-  // --write-config: the profile appears there only once the host answers, and goes with it.
-  const profile = values['write-config'] ? resolve(values['write-config']) : join(sandbox.dir, 'hosts.yaml');
+  return serve(sandbox, 'the sandbox host', values['write-config'], io, signal, [
+    `sandbox host running on 127.0.0.1:${sandbox.port}${values.docker ? ' (in a Docker container)' : ''}`,
+    `  program:  ${sandbox.program} (run as the forced command's program, cwd = a fresh job dir)`,
+    `  job root: ${sandbox.root}`,
+    `  gateway:  ${sandbox.gatewayPath}`,
+    ...(sandbox.sshdPid() === undefined ? [] : [`  sshd:     pid ${sandbox.sshdPid()} (if it dies, this command stops, removes everything and exits ${ExitCode.SANDBOX})`]),
+  ]);
+}
+
+/** What `serve` needs of a sandbox, SSH or pull. */
+interface Served {
+  dir: string;
+  profileYaml(): string;
+  died: Promise<string>;
+  stop(): Promise<void>;
+}
+
+/**
+ * Writes the sandbox's profile (at --write-config only once the host answers, and removed with
+ * it), says how to use it, and keeps it until Ctrl-C, or until it dies under us: then it is a
+ * failure, said at once.
+ */
+async function serve(sandbox: Served, what: string, writeConfig: string | undefined, io: Io, signal: AbortSignal, header: string[]): Promise<number> {
+  const profile = writeConfig ? resolve(writeConfig) : join(sandbox.dir, 'hosts.yaml');
   try {
     await writeFile(`${profile}.tmp`, sandbox.profileYaml());
     await rename(`${profile}.tmp`, profile);
     io.stdout.write(
       [
-        `sandbox host running on 127.0.0.1:${sandbox.port}${values.docker ? ' (in a Docker container)' : ''}`,
-        `  program:  ${sandbox.program} (run as the forced command's program, cwd = a fresh job dir)`,
-        `  job root: ${sandbox.root}`,
-        `  gateway:  ${sandbox.gatewayPath}`,
-        ...(sandbox.sshdPid() === undefined ? [] : [`  sshd:     pid ${sandbox.sshdPid()} (if it dies, this command stops, removes everything and exits ${ExitCode.SANDBOX})`]),
+        ...header,
         '',
         'host profile (also written to the file below):',
         sandbox.profileYaml().replace(/^/gm, '  '),
@@ -66,13 +84,12 @@ export async function sandboxCommand(args: string[], io: Io, signal: AbortSignal
         '',
       ].join('\n'),
     );
-    // Until Ctrl-C, or until the host dies under us: then it is a failure, said at once.
     const death = await new Promise<string | undefined>((resolve) => {
       if (signal.aborted) resolve(undefined);
       signal.addEventListener('abort', () => resolve(undefined), { once: true });
       void sandbox.died.then(resolve);
     });
-    if (death !== undefined) throw new SandboxError(`the sandbox host stopped: ${death}; everything it made is removed`);
+    if (death !== undefined) throw new SandboxError(`${what} stopped: ${death}; everything it made is removed`);
     return ExitCode.OK;
   } finally {
     await rm(profile, { force: true });
@@ -84,39 +101,12 @@ export async function sandboxCommand(args: string[], io: Io, signal: AbortSignal
 /** `sandbox --pull`: a hub and an agent until Ctrl-C, or until one of them dies. */
 async function pullSandbox(options: { program?: string; port?: number }, writeConfig: string | undefined, io: Io, signal: AbortSignal): Promise<number> {
   const sandbox = await startPullSandbox(options);
-  const profile = writeConfig ? resolve(writeConfig) : join(sandbox.dir, 'hosts.yaml');
-  try {
-    await writeFile(`${profile}.tmp`, sandbox.profileYaml());
-    await rename(`${profile}.tmp`, profile);
-    io.stdout.write(
-      [
-        `pull sandbox running: hub ${sandbox.hub} (pid ${sandbox.hubPid()}), agent of site ${sandbox.site} (pid ${sandbox.agentPid()})`,
-        `  hub data: ${sandbox.data} (CA ${sandbox.ca}, submit token ${sandbox.submitTokenFile})`,
-        `  program:  ${sandbox.program} (run by the gateway as on a site, cwd = a fresh job dir)`,
-        `  job root: ${sandbox.root}`,
-        `  agent:    ${sandbox.agentCommand.join(' ')}`,
-        `  (if the hub or the agent dies, this command stops, removes everything and exits ${ExitCode.SANDBOX})`,
-        '',
-        'host profile (also written to the file below):',
-        sandbox.profileYaml().replace(/^/gm, '  '),
-        'try it from another terminal:',
-        `  npx mint-ssh-exec probe sandbox --config ${profile}`,
-        `  npx mint-ssh-exec run sandbox FILE... --config ${profile}`,
-        '',
-        'press Ctrl-C to stop it (everything it made is removed)',
-        '',
-      ].join('\n'),
-    );
-    const death = await new Promise<string | undefined>((resolve) => {
-      if (signal.aborted) resolve(undefined);
-      signal.addEventListener('abort', () => resolve(undefined), { once: true });
-      void sandbox.died.then(resolve);
-    });
-    if (death !== undefined) throw new SandboxError(`the pull sandbox stopped: ${death}; everything it made is removed`);
-    return ExitCode.OK;
-  } finally {
-    await rm(profile, { force: true });
-    await sandbox.stop();
-    io.stderr.write('sandbox stopped and removed\n');
-  }
+  return serve(sandbox, 'the pull sandbox', writeConfig, io, signal, [
+    `pull sandbox running: hub ${sandbox.hub} (pid ${sandbox.hubPid()}), agent of site ${sandbox.site} (pid ${sandbox.agentPid()})`,
+    `  hub data: ${sandbox.data} (CA ${sandbox.ca}, submit token ${sandbox.submitTokenFile})`,
+    `  program:  ${sandbox.program} (run by the gateway as on a site, cwd = a fresh job dir)`,
+    `  job root: ${sandbox.root}`,
+    `  agent:    ${sandbox.agentCommand.join(' ')}`,
+    `  (if the hub or the agent dies, this command stops, removes everything and exits ${ExitCode.SANDBOX})`,
+  ]);
 }
