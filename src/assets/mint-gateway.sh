@@ -30,6 +30,8 @@
 # 70 E_INTERNAL   a step that should not fail did
 # 71 E_INTEGRITY  the job's inputs are not the bytes the client sent (startx/runx `manifest`):
 #                 the program was not started
+# 72 E_SCOPE      the certificate that logged in is for another job (a per-job certificate,
+#                 mgw_check_scope): it may touch its own job only, and list no jobs
 # 78 E_CONFIG     the gateway's own options or the job root are unsafe or wrong (fix authorized_keys)
 
 MGW_PROTOCOL=2
@@ -109,8 +111,9 @@ main() {
   mgw_check_root
   mgw_read_command
   mgw_check_request
+  mgw_check_scope
   # From here on every value a verb reads is validated: MGW_VERB, MGW_JOB (and the paths made
-  # from it), MGW_CAPS, MGW_OFFSET, MGW_PROG_ARGS.
+  # from it), MGW_CAPS, MGW_OFFSET, MGW_PROG_ARGS; and a per-job certificate may touch MGW_JOB.
   case $MGW_VERB in
     probe) mgw_verb_probe ;;
     list) mgw_verb_list ;;
@@ -259,6 +262,7 @@ mgw_parse_options() {
   MGW_MAX_CPUS=0
   MGW_MAX_MEMORY_MB=0
   MGW_MAX_WALLTIME_MIN=0
+  MGW_ENFORCE_SCOPE=
   MGW_MODE=serve
   while [ $# -gt 0 ]; do
     case $1 in
@@ -280,6 +284,8 @@ mgw_parse_options() {
       # Obsolete (downloads are confined on any rsync >= 3.1.0, mgw_serve_download): still accepted
       # so that an authorized_keys line written for an older gateway keeps working.
       --allow-unconfined-rsync) shift ;;
+      # Refuse every request whose authentication sshd did not expose (mgw_check_scope).
+      --enforce-job-scope) MGW_ENFORCE_SCOPE=1; shift ;;
       --scheduler) [ $# -ge 2 ] || mgw_die E_CONFIG 78 "--scheduler needs slurm, sge, pbs or none"; MGW_SCHEDULER=$2; shift 2 ;;
       --scheduler-bin) [ $# -ge 2 ] || mgw_die E_CONFIG 78 "--scheduler-bin needs a directory"; MGW_SCHED_BIN=$2; shift 2 ;;
       --scheduler-args) [ $# -ge 2 ] || mgw_die E_CONFIG 78 "--scheduler-args needs a value"; MGW_SCHED_ARGS=$2; shift 2 ;;
@@ -829,6 +835,110 @@ mgw_check_prog_arg() {
     *[!A-Za-z0-9._,:=+@%-]*) mgw_die E_USAGE 64 "program argument holds a byte outside [A-Za-z0-9._,:=+@%-]" ;;
   esac
   [ ${#1} -le 255 ] || mgw_die E_USAGE 64 "program argument longer than 255 bytes"
+}
+
+# ---------------------------------------------------------------------------------------------------
+# Per-job certificates (issue 17): a certificate whose key id is `mint-ssh-exec job JOB ...` (what
+# runRemote's `certificate: per-job` signs, src/connection/cert-authority.ts) opens job JOB and no
+# other. sshd says which key or certificate logged in only with `ExposeAuthInfo yes`: then
+# $SSH_USER_AUTH names a file it wrote for this session, one line per method that succeeded, e.g.
+#   publickey ssh-ed25519-cert-v01@openssh.com AAAA...
+# The client cannot set or steer it: sshd sets SSH_USER_AUTH after the variables of the client's
+# env requests (a forged one is overwritten; the tests send one), PermitUserEnvironment no leaves
+# keys' environment= and ~/.ssh/environment out, and a name the client could set (AcceptEnv, with
+# ExposeAuthInfo off) must still be sshd's kind of file, which no upload can make. Without ExposeAuthInfo the variable is
+# absent and nothing is scoped, unless the site said --enforce-job-scope: then every request is
+# refused (fail closed: a per-job certificate must never pass as an unscoped key). `mint-gateway
+# doctor` says which of the two the site does. A scoped request may probe, and act on its job
+# (put, get, take, start, run, startx, runx, status, logs, cancel, rm); `list` (every job's id) and
+# any other job are refused with E_SCOPE, audited like every refusal. Sets MGW_SCOPE (the job, or
+# empty).
+
+mgw_check_scope() {
+  MGW_SCOPE=
+  mgw_auth=${SSH_USER_AUTH:-}
+  unset SSH_USER_AUTH
+  if [ -z "$mgw_auth" ]; then
+    [ -z "$MGW_ENFORCE_SCOPE" ] ||
+      mgw_die E_CONFIG 78 "--enforce-job-scope: sshd did not say which key logged in (set ExposeAuthInfo yes in sshd_config); request refused"
+    return 0
+  fi
+  # sshd's own file: mkstemp's /tmp/sshauth.XXXXXXXXXXXXXXX (fixed in OpenSSH's session.c since
+  # 7.6, the release that brought ExposeAuthInfo), made as this account, mode 600. A client whose
+  # sshd lets it set the variable (AcceptEnv, with ExposeAuthInfo off) can name only files it cannot
+  # make there: an upload lands under the job root, never in /tmp.
+  case $mgw_auth in
+    /tmp/sshauth.[A-Za-z0-9][A-Za-z0-9][A-Za-z0-9][A-Za-z0-9][A-Za-z0-9][A-Za-z0-9][A-Za-z0-9][A-Za-z0-9][A-Za-z0-9][A-Za-z0-9][A-Za-z0-9][A-Za-z0-9][A-Za-z0-9][A-Za-z0-9][A-Za-z0-9]) ;;
+    *) mgw_die E_CONFIG 78 "SSH_USER_AUTH does not name a file sshd made (/tmp/sshauth.*)" ;;
+  esac
+  mgw_need stat
+  { [ -f "$mgw_auth" ] && [ ! -L "$mgw_auth" ] && [ -O "$mgw_auth" ] && [ -r "$mgw_auth" ] &&
+    [ "$("$mgw_found" -c '%a' -- "$mgw_auth" 2>/dev/null)" = 600 ]; } ||
+    mgw_die E_CONFIG 78 "SSH_USER_AUTH does not name a file sshd made (this account's, mode 600)"
+  mgw_need head
+  # The x keeps $(...) from dropping trailing newlines before the size is measured.
+  mgw_authinfo=$("$mgw_found" -c 65537 -- "$mgw_auth" && printf x) ||
+    mgw_die E_CONFIG 78 "cannot read the authentication sshd exposed (SSH_USER_AUTH)"
+  mgw_authinfo=${mgw_authinfo%x}
+  [ ${#mgw_authinfo} -le 65536 ] || mgw_die E_CONFIG 78 "the authentication sshd exposed is larger than 64 KiB"
+  mgw_ifs=$IFS
+  IFS=$MGW_NL
+  for mgw_l in $mgw_authinfo; do
+    IFS=$mgw_ifs
+    # One `METHOD [DETAILS]` line per method that succeeded (publickey, password, ...).
+    case $mgw_l in
+      'publickey '*-cert-v0[0-9]@openssh.com' '*) mgw_cert_scope "${mgw_l#publickey }" ;;
+      [a-z]* | '') ;;
+      *) mgw_die E_CONFIG 78 "SSH_USER_AUTH holds a line that is not sshd's" ;;
+    esac
+    case ${mgw_l%% *} in
+      *[!a-z0-9-]*) mgw_die E_CONFIG 78 "SSH_USER_AUTH holds a line that is not sshd's" ;;
+    esac
+    IFS=$MGW_NL
+  done
+  IFS=$mgw_ifs
+  [ -n "$MGW_SCOPE" ] || return 0
+  case $MGW_VERB in
+    probe) ;;
+    list) mgw_die E_SCOPE 72 "the certificate that logged in is for job $MGW_SCOPE only: it may not list jobs" ;;
+    *)
+      [ "$MGW_JOB" = "$MGW_SCOPE" ] ||
+        mgw_die E_SCOPE 72 "the certificate that logged in is for job $MGW_SCOPE only, not job $MGW_JOB" ;;
+  esac
+}
+
+# mgw_cert_scope "TYPE BASE64": the job a certificate's key id names (`mint-ssh-exec job JOB` and
+# optionally a space and more), read by ssh-keygen -L (its `Key ID: "..."` line). A certificate
+# whose key id cannot be read, or that names a malformed job, or a second certificate naming
+# another job, refuses the request: sshd accepted it, so a per-job certificate it may be.
+mgw_cert_scope() {
+  case $1 in
+    *[!A-Za-z0-9@.+/=\ -]*) mgw_die E_CONFIG 78 "the certificate sshd exposed holds a byte outside base64" ;;
+  esac
+  mgw_which ssh-keygen ||
+    mgw_die E_CONFIG 78 "ssh-keygen (openssh-client) is needed to read the certificate that logged in; install it"
+  mgw_keyid=$(printf '%s\n' "$1" | "$mgw_found" -L -f - 2>/dev/null) ||
+    mgw_die E_CONFIG 78 "ssh-keygen -L could not read the certificate that logged in"
+  case $mgw_keyid in
+    *"$MGW_NL"*'Key ID: "'*) ;;
+    *) mgw_die E_CONFIG 78 "ssh-keygen -L gave no key id for the certificate that logged in" ;;
+  esac
+  mgw_keyid=${mgw_keyid#*'Key ID: "'}
+  case $mgw_keyid in
+    'mint-ssh-exec job '*) ;;
+    *) return 0 ;;
+  esac
+  mgw_keyid=${mgw_keyid#mint-ssh-exec job }
+  mgw_kjob=${mgw_keyid%%[ \"]*}
+  mgw_is_job_name "$mgw_kjob" ||
+    mgw_die E_SCOPE 72 "the certificate that logged in names a job, but not as a lowercase UUID"
+  case ${mgw_keyid#"$mgw_kjob"} in
+    ' '* | '"'*) ;;
+    *) mgw_die E_SCOPE 72 "the certificate that logged in names a job, but not as a lowercase UUID" ;;
+  esac
+  { [ -z "$MGW_SCOPE" ] || [ "$MGW_SCOPE" = "$mgw_kjob" ]; } ||
+    mgw_die E_SCOPE 72 "two certificates logged in, for two jobs"
+  MGW_SCOPE=$mgw_kjob
 }
 
 # ---------------------------------------------------------------------------------------------------

@@ -141,7 +141,7 @@ describe('the sh-only installer', () => {
     const compare = (expectCode: number): void => {
       const ours = spawnSync('dash', [INSTALLER, 'doctor', '--program', program], { env: { HOME: home, PATH: '/usr/bin:/bin' }, encoding: 'utf8' });
       const theirs = spawnSync(process.execPath, [join(ROOT, 'bin', 'mint-gateway.mjs'), 'doctor', '--program', program], { env: { ...process.env, HOME: home }, encoding: 'utf8' });
-      expect(verdicts(ours.stdout)).toHaveLength(13);
+      expect(verdicts(ours.stdout)).toHaveLength(14);
       expect(verdicts(ours.stdout)).toEqual(verdicts(theirs.stdout));
       expect([ours.status, theirs.status]).toEqual([expectCode, expectCode]);
     };
