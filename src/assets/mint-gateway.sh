@@ -1792,6 +1792,10 @@ mgw_manifest() {
     [ -z "$mgw_odd" ] || mgw_mssl=
   fi
   mgw_need awk
+  if [ -n "$mgw_mssl" ]; then
+    mgw_manifest_plain "$1"
+    return
+  fi
   # shellcheck disable=SC2016
   (cd -P -- "$1" && { "$mgw_mfind" . -type f -printf 'S%s %P\0' && mgw_manifest_sums; } |
     "$mgw_mod" -An -v -tx1 | "$mgw_found" '
@@ -1817,6 +1821,28 @@ mgw_manifest() {
       }
     }
     END { for (name in sizes) if (name in sums) print name " " sizes[name] " " sums[name] }' | "$mgw_msort")
+}
+
+# mgw_manifest's lines for a tree whose names hold no newline, carriage return or backslash (only
+# then is mgw_mssl set): find's and openssl's lines are newline-ended and unescaped, so awk takes
+# each name as it is and hexes the name alone. The od route above turns every byte of every hash,
+# size and name into a token for awk: on B3's 5,000 files of 4 KiB that took more CPU than the
+# hashing (0.20 s of awk and od against 0.06 s of find and openssl, measured here).
+mgw_manifest_plain() {
+  # shellcheck disable=SC2016
+  (cd -P -- "$1" && { "$mgw_mfind" . -type f -printf 'S%s %P\n' && "$mgw_mfind" . -type f -exec "$mgw_mssl" dgst -sha256 -r '{}' + 2>/dev/null; } |
+    "$mgw_found" '
+    BEGIN { for (i = 1; i < 256; i++) hex[sprintf("%c", i)] = sprintf("%02x", i) }
+    /^S[0-9]+ / { sp = index($0, " "); sizes[substr($0, sp + 1)] = substr($0, 2, sp - 2); next }
+    # `HASH *./PATH`
+    length($0) > 68 && substr($0, 65, 4) == " *./" { sums[substr($0, 69)] = substr($0, 1, 64) }
+    END {
+      for (name in sizes) if (name in sums) {
+        h = ""
+        for (j = 1; j <= length(name); j++) h = h hex[substr(name, j, 1)]
+        print h " " sizes[name] " " sums[name]
+      }
+    }' | "$mgw_msort")
 }
 
 # The `HASH  ./PATH` (or `HASH *./PATH`) records of every regular file under the current directory,

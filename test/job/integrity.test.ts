@@ -61,6 +61,16 @@ describe('verified bytes: inputs checked before the start, outputs after the dow
     expect(record.audit.headAtTake).toBe(sha(`${take.raw}\n`));
   });
 
+  it('names without a newline, CR or backslash take the gateway\'s openssl route (mgw_manifest_plain): spaces, a tab, Japanese, a leading dash, * and a control byte agree with the client', async () => {
+    const src = await freshDir();
+    const names = ['a b.txt', 'tab\there', '試料 データ.csv', '-dash', '*star', '.hidden', 'ctl\u0001x', 'big.bin'];
+    for (const name of names) await writeFile(join(src, name), name === 'big.bin' ? Buffer.alloc(3_000_000, 7) : name);
+    const r = await runRemote({ host: sandbox().host, inputs: [src], args: ['plain'], outputDir: await freshDir() });
+    expect(r.exitCode).toBe(0);
+    const start = (await readAudit(sandbox().root)).find((l) => l.raw.includes(` job=${r.jobId} `) && l.verb === 'runx' && l.decision === 'accepted');
+    expect(start?.raw).toMatch(/ inputs=[0-9a-f]{64}/);
+  });
+
   it('an input changed, one removed and one added on the site between upload and start: the start is refused, the program never runs, each file named', async () => {
     const out = await freshDir();
     let jobId = '';
