@@ -62,6 +62,8 @@ main() {
   MGW_REQ=$$
   mgw_putting=
   mgw_fifo=
+  mgw_hashing=
+  mgw_sentinel=
   mgw_staged=
   # Set only by mgw_read_request, after its checks: never from the environment.
   unset MGW_REQUEST MGW_REQUEST_PROGRAM
@@ -169,6 +171,8 @@ mgw_at_exit() {
   mgw_exit_rc=$1
   [ -z "$mgw_putting" ] || "$MGW_RM" -f -- "$mgw_putting"
   [ -z "$mgw_fifo" ] || "$MGW_RM" -f -- "$mgw_fifo"
+  [ -z "$mgw_sentinel" ] || kill "$mgw_sentinel" 2>/dev/null
+  [ -z "$mgw_hashing" ] || "$MGW_RM" -rf -- "$mgw_hashing"
   [ -z "$mgw_staged" ] || mgw_remove_job "$mgw_staged"
   [ -z "$mgw_mffile" ] || "$MGW_RM" -f -- "$mgw_mffile"
   if [ -n "$MGW_ACCEPTED" ]; then
@@ -1264,9 +1268,12 @@ mgw_verb_put() {
   # what was below them from both; found by review) and rm can remove it.
   set -- --server "$MGW_RSYNC_FLAGS" --log-format=X --partial --chmod=Du+rwx,Fu+rw "$MGW_RSYNC_SAFETY" "$MGW_RSYNC_TIMEOUT"
   [ -z "$MGW_RSYNC_CONFINE" ] || set -- "$@" "$MGW_RSYNC_CONFINE"
+  mgw_follow_start
   if ! mgw_put_limited; then
     "$MGW_RSYNC" "$@" . "$MGW_WORK/"
-    exit
+    mgw_rc=$?
+    mgw_follow_finish
+    exit "$mgw_rc"
   fi
   mgw_need setsid
   mgw_setsid=$mgw_found
@@ -1327,7 +1334,122 @@ mgw_verb_put() {
     mgw_empty_trash
     mgw_die E_LIMIT 69 "$mgw_over; the upload was stopped and job $MGW_JOB removed"
   fi
+  mgw_follow_finish
   exit "$mgw_rc"
+}
+
+# Hashing while the upload runs (issue 17: the start's check of the inputs cost a second read of
+# every byte, +1 s per GiB after a 1 GiB upload). rsync's receiver writes each file whole into a
+# temp file `.NAME.XXXXXX` beside it, sequentially, and renames it when done. A follower looks for
+# such temp files of 4 MiB or more every 0.25 s and hashes each from byte 0 as it grows (tail -f,
+# by descriptor, so the rename does not matter) until the upload ends. After it, a follow becomes
+# JOB/hashes.put line `INODE SIZE CTIME SHA256 PATH` only if the file now at PATH is the inode that
+# was followed, holds exactly the bytes hashed, and last changed over 0.05 s before it was looked at
+# (a later change then has a later ctime, even on a kernel whose timestamps move by the tick). The
+# start's check (mgw_manifest_plain) takes a hash from there only for a file whose inode, size and
+# ctime are still those: any write, truncate, rename or replacement since changes one of them.
+# What it gives up: a file rewritten in place by a process of this account *while* rsync received
+# it is not seen; such a process can as well rewrite it after the check, so nothing is lost. Names
+# outside [A-Za-z0-9._/-] are not followed (they are hashed at the start, as before).
+
+mgw_follow_start() {
+  "$MGW_RM" -f -- "$MGW_JOBDIR/hashes.put"
+  mgw_which openssl || return 0
+  mgw_which tail || return 0
+  mgw_which tee || return 0
+  mgw_which find || return 0
+  mgw_hashing=$MGW_JOBDIR/hashing.$$
+  "$MGW_MKDIR" -m 700 -- "$mgw_hashing" 2>/dev/null || { mgw_hashing=; return 0; }
+  # The followers' tails end when this dies: killed after rsync (mgw_follow_finish), or within a
+  # second of the gateway's own end.
+  mgw_need sleep
+  (while kill -0 $$ 2>/dev/null; do "$mgw_found" 1; done) </dev/null >/dev/null 2>&1 &
+  mgw_sentinel=$!
+  mgw_follow "$mgw_sentinel" </dev/null >/dev/null 2>&1 &
+  mgw_follower=$!
+}
+
+mgw_follow_finish() {
+  [ -n "$mgw_sentinel" ] || return 0
+  kill "$mgw_sentinel" 2>/dev/null
+  mgw_sentinel=
+  wait "$mgw_follower" 2>/dev/null
+  if [ -f "$mgw_hashing/hashes" ]; then
+    "$MGW_MV" -f -- "$mgw_hashing/hashes" "$MGW_JOBDIR/hashes.put" 2>/dev/null || :
+  fi
+  "$MGW_RM" -rf -- "$mgw_hashing"
+  mgw_hashing=
+}
+
+# mgw_follow SENTINEL (in the background): follows the upload's big temp files until SENTINEL
+# dies, then writes $mgw_hashing/hashes.
+mgw_follow() {
+  mgw_which openssl
+  mgw_fssl=$mgw_found
+  mgw_which tail
+  mgw_ftail=$mgw_found
+  mgw_which tee
+  mgw_ftee=$mgw_found
+  mgw_which find
+  mgw_ffind=$mgw_found
+  mgw_need sleep
+  mgw_fsleep=$mgw_found
+  mgw_need wc
+  mgw_fwc=$mgw_found
+  mgw_need mkfifo
+  mgw_fmkfifo=$mgw_found
+  mgw_fn=0
+  mgw_followed=' '
+  set -f
+  while kill -0 "$1" 2>/dev/null; do
+    # Split on whitespace with globbing off: a name holding any, or any byte outside the set
+    # below, is skipped (its parts are checked like names, and at worst follow a file whose
+    # own check at the end then decides).
+    for mgw_t in $(cd -P -- "$MGW_WORK" && "$mgw_ffind" . -type f -name '.*.??????' -size +4M 2>/dev/null); do
+      case $mgw_t in
+        ./*) ;;
+        *) continue ;;
+      esac
+      case $mgw_t in *[!A-Za-z0-9._/-]* | */../* | */./*/*) continue ;; esac
+      case $mgw_followed in *" $mgw_t "*) continue ;; esac
+      mgw_followed="$mgw_followed$mgw_t "
+      mgw_ino=$("$mgw_ffind" "$MGW_WORK/$mgw_t" -maxdepth 0 -type f -printf '%i' 2>/dev/null) || continue
+      [ -n "$mgw_ino" ] || continue
+      mgw_fn=$((mgw_fn + 1))
+      printf '%s %s\n' "$mgw_ino" "$mgw_t" >"$mgw_hashing/follow.$mgw_fn"
+      "$mgw_fmkfifo" -m 600 -- "$mgw_hashing/count.$mgw_fn.fifo" || continue
+      "$mgw_fwc" -c <"$mgw_hashing/count.$mgw_fn.fifo" >"$mgw_hashing/count.$mgw_fn" &
+      "$mgw_ftail" -c +1 -f -s 0.05 --pid="$1" -- "$MGW_WORK/$mgw_t" 2>/dev/null |
+        "$mgw_ftee" -- "$mgw_hashing/count.$mgw_fn.fifo" | "$mgw_fssl" dgst -sha256 -r >"$mgw_hashing/sum.$mgw_fn" 2>/dev/null &
+    done
+    "$mgw_fsleep" 0.25
+  done
+  wait
+  [ "$mgw_fn" -gt 0 ] || return 0
+  # A change within the tick of the look would leave ctime as it was: look once the last write is
+  # 0.05 s old.
+  "$mgw_fsleep" 0.05
+  mgw_need date
+  mgw_now=$("$mgw_found" +%s.%N)
+  mgw_need awk
+  mgw_fawk=$mgw_found
+  mgw_i=0
+  while [ "$mgw_i" -lt "$mgw_fn" ]; do
+    mgw_i=$((mgw_i + 1))
+    read -r mgw_ino mgw_t <"$mgw_hashing/follow.$mgw_i" || continue
+    read -r mgw_count <"$mgw_hashing/count.$mgw_i" 2>/dev/null || continue
+    read -r mgw_sum mgw_rest <"$mgw_hashing/sum.$mgw_i" 2>/dev/null || continue
+    # .NAME.XXXXXX -> NAME, in the same directory.
+    mgw_base=${mgw_t##*/}
+    mgw_final=${mgw_t%/*}/${mgw_base#.}
+    mgw_final=${mgw_final%.??????}
+    mgw_st=$("$mgw_ffind" "$MGW_WORK/$mgw_final" -maxdepth 0 -type f -printf '%i %s %C@' 2>/dev/null) || continue
+    # shellcheck disable=SC2016
+    printf '%s %s %s %s %s\n' "$mgw_st" "$mgw_sum" "$mgw_final" "$mgw_ino" "$mgw_count" |
+      "$mgw_fawk" -v now="$mgw_now" '
+        $1 == $6 && $2 == $7 && length($4) == 64 && $4 !~ /[^0-9a-f]/ && $3 + 0.05 < now + 0 { print $1, $2, $3, $4, $5 }' \
+      >>"$mgw_hashing/hashes"
+  done
 }
 
 # Under the lock: the job dir and its work dir, made if missing (mgw_created says so), never a
@@ -1793,7 +1915,7 @@ mgw_manifest() {
   fi
   mgw_need awk
   if [ -n "$mgw_mssl" ]; then
-    mgw_manifest_plain "$1"
+    mgw_manifest_plain "$1" "${2:-}"
     return
   fi
   # shellcheck disable=SC2016
@@ -1823,14 +1945,38 @@ mgw_manifest() {
     END { for (name in sizes) if (name in sums) print name " " sizes[name] " " sums[name] }' | "$mgw_msort")
 }
 
-# mgw_manifest's lines for a tree whose names hold no newline, carriage return or backslash (only
+# mgw_manifest_plain DIR [HASHES]: mgw_manifest's lines for a tree whose names hold no newline, carriage return or backslash (only
 # then is mgw_mssl set): find's and openssl's lines are newline-ended and unescaped, so awk takes
 # each name as it is and hexes the name alone. The od route above turns every byte of every hash,
 # size and name into a token for awk: on B3's 5,000 files of 4 KiB that took more CPU than the
 # hashing (0.20 s of awk and od against 0.06 s of find and openssl, measured here).
 mgw_manifest_plain() {
+  mgw_mdir=$1
+  mgw_mcache=${2:-}
+  mgw_hits=
+  # HASHES (the upload's, mgw_follow): a file whose inode, size and ctime are still the ones its
+  # line names is not read again; every other file is. "$@" becomes find's `! -path` for each.
+  set --
+  if [ -n "$mgw_mcache" ] && [ -f "$mgw_mcache" ] && [ ! -L "$mgw_mcache" ]; then
+    while read -r mgw_hi mgw_hs mgw_hc mgw_hsum mgw_hp; do
+      case $mgw_hp in
+        ./*) ;;
+        *) continue ;;
+      esac
+      case $mgw_hp in *[!A-Za-z0-9._/-]*) continue ;; esac
+      case $mgw_hsum in *[!0-9a-f]*) continue ;; esac
+      [ ${#mgw_hsum} -eq 64 ] || continue
+      mgw_hst=$(cd -P -- "$mgw_mdir" && "$mgw_mfind" "$mgw_hp" -maxdepth 0 -type f -printf '%i %s %C@' 2>/dev/null) || continue
+      [ "$mgw_hst" = "$mgw_hi $mgw_hs $mgw_hc" ] || continue
+      mgw_hits="$mgw_hits$mgw_hsum *$mgw_hp$MGW_NL"
+      set -- "$@" ! -path "$mgw_hp"
+    done <"$mgw_mcache"
+  fi
   # shellcheck disable=SC2016
-  (cd -P -- "$1" && { "$mgw_mfind" . -type f -printf 'S%s %P\n' && "$mgw_mfind" . -type f -exec "$mgw_mssl" dgst -sha256 -r '{}' + 2>/dev/null; } |
+  (cd -P -- "$mgw_mdir" && {
+    "$mgw_mfind" . -type f -printf 'S%s %P\n' && printf '%s' "$mgw_hits" &&
+      "$mgw_mfind" . -type f "$@" -exec "$mgw_mssl" dgst -sha256 -r '{}' + 2>/dev/null
+  } |
     "$mgw_found" '
     BEGIN { for (i = 1; i < 256; i++) hex[sprintf("%c", i)] = sprintf("%02x", i) }
     /^S[0-9]+ / { sp = index($0, " "); sizes[substr($0, sp + 1)] = substr($0, 2, sp - 2); next }
@@ -1886,7 +2032,7 @@ mgw_check_inputs() {
   mgw_mf=/dev/null
   if [ -d "$MGW_WORK" ] && [ ! -L "$MGW_WORK" ]; then
     mgw_mf=$MGW_JOBDIR/manifest.in
-    mgw_manifest "$MGW_WORK" >"$mgw_mf" || mgw_die E_INTERNAL 70 "could not hash the inputs of job $MGW_JOB"
+    mgw_manifest "$MGW_WORK" "$MGW_JOBDIR/hashes.put" >"$mgw_mf" || mgw_die E_INTERNAL 70 "could not hash the inputs of job $MGW_JOB"
   fi
   # No upload (no work dir yet: start makes it): the empty manifest.
   mgw_digest_file "$mgw_mf" || mgw_die E_INTERNAL 70 "could not hash the inputs of job $MGW_JOB"
