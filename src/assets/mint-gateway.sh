@@ -30,7 +30,7 @@
 # 70 E_INTERNAL   a step that should not fail did
 # 71 E_INTEGRITY  the job's inputs are not the bytes the client sent (startx/runx `manifest`):
 #                 the program was not started
-# 72 E_SCOPE      the certificate that logged in is for another job (a per-job certificate,
+# 73 E_SCOPE      the certificate that logged in is for another job (a per-job certificate,
 #                 mgw_check_scope): it may touch its own job only, and list no jobs
 # 78 E_CONFIG     the gateway's own options or the job root are unsafe or wrong (fix authorized_keys)
 
@@ -904,10 +904,10 @@ mgw_check_scope() {
   [ -n "$MGW_SCOPE" ] || return 0
   case $MGW_VERB in
     probe) ;;
-    list) mgw_die E_SCOPE 72 "the certificate that logged in is for job $MGW_SCOPE only: it may not list jobs" ;;
+    list) mgw_die E_SCOPE 73 "the certificate that logged in is for job $MGW_SCOPE only: it may not list jobs" ;;
     *)
       [ "$MGW_JOB" = "$MGW_SCOPE" ] ||
-        mgw_die E_SCOPE 72 "the certificate that logged in is for job $MGW_SCOPE only, not job $MGW_JOB" ;;
+        mgw_die E_SCOPE 73 "the certificate that logged in is for job $MGW_SCOPE only, not job $MGW_JOB" ;;
   esac
 }
 
@@ -935,13 +935,13 @@ mgw_cert_scope() {
   mgw_keyid=${mgw_keyid#mint-ssh-exec job }
   mgw_kjob=${mgw_keyid%%[ \"]*}
   mgw_is_job_name "$mgw_kjob" ||
-    mgw_die E_SCOPE 72 "the certificate that logged in names a job, but not as a lowercase UUID"
+    mgw_die E_SCOPE 73 "the certificate that logged in names a job, but not as a lowercase UUID"
   case ${mgw_keyid#"$mgw_kjob"} in
     ' '* | '"'*) ;;
-    *) mgw_die E_SCOPE 72 "the certificate that logged in names a job, but not as a lowercase UUID" ;;
+    *) mgw_die E_SCOPE 73 "the certificate that logged in names a job, but not as a lowercase UUID" ;;
   esac
   { [ -z "$MGW_SCOPE" ] || [ "$MGW_SCOPE" = "$mgw_kjob" ]; } ||
-    mgw_die E_SCOPE 72 "two certificates logged in, for two jobs"
+    mgw_die E_SCOPE 73 "two certificates logged in, for two jobs"
   MGW_SCOPE=$mgw_kjob
 }
 

@@ -132,7 +132,7 @@ describe('a per-job certificate is scoped to its job (issue 17, part 2)', () => 
     } finally {
       session.close();
     }
-    const error = refusalError('status', 72, refusalLine('E_SCOPE', `the certificate that logged in is for job ${a} only, not job ${b}`));
+    const error = refusalError('status', 73, refusalLine('E_SCOPE', `the certificate that logged in is for job ${a} only, not job ${b}`));
     expect(error).toBeInstanceOf(GatewayError);
     expect(error).toMatchObject({ gatewayCode: 'E_SCOPE', hint: expect.stringContaining('per-job certificate') });
   });

@@ -23,7 +23,7 @@ export const EXIT = {
   E_STATE: 68,
   E_LIMIT: 69,
   E_INTERNAL: 70,
-  E_SCOPE: 72,
+  E_SCOPE: 73,
   E_CONFIG: 78,
 } as const;
 export type ErrorName = keyof typeof EXIT;
