@@ -13,7 +13,7 @@
 //   (`job` and `baseline job`, and their upload halves)
 // Usage: node bench/manifest.mjs [--reps N] [--only B2,B3] [--baseline-gateway FILE]  (needs a built dist/)
 import { randomBytes, randomUUID } from 'node:crypto';
-import { copyFile, mkdir, mkdtemp, open, rm, writeFile } from 'node:fs/promises';
+import { chmod, copyFile, mkdir, mkdtemp, open, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import { join } from 'node:path';
 import { load, openLink } from './lib/mint.mjs';
@@ -36,7 +36,10 @@ await writeFile(program, "#!/bin/sh\nprintf 'done\\n' > result.txt\n", { mode: 0
 const sandbox = await m.startSandbox({ program });
 // The same sandbox again with the baseline's gateway script in place of this build's.
 const baseline = baselineGateway ? await m.startSandbox({ program }) : undefined;
-if (baseline) await copyFile(baselineGateway, baseline.gatewayPath);
+if (baseline) {
+  await copyFile(baselineGateway, baseline.gatewayPath);
+  await chmod(baseline.gatewayPath, 0o755);
+}
 
 async function inputsB2() {
   const file = join(work, 'big.bin');

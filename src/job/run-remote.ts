@@ -19,6 +19,7 @@ import type { ProgramRequest } from '../gateway/client.js';
 import { checkInputs, type TransferProgress } from '../transfer/rsync.js';
 import type { ServedManifest, TransferResult } from '../gateway/client.js';
 import { describeDifference, manifestDigest, manifestOfInputs } from '../transfer/manifest.js';
+import { inlineUpload } from '../transfer/inline.js';
 import { parseCertificate } from '../connection/certificate.js';
 import type { Final, OnSched } from './steps.js';
 import type { ManifestEntry, RemoteResult, Resources, SchedulerInfo } from '../types.js';
@@ -112,15 +113,18 @@ export async function runRemote(options: RunRemoteOptions): Promise<RemoteResult
   await checkOutputDir(job.outputDir, { host: job.session.host.name, jobId });
 
   let step: Step = 'upload';
-  // The inputs' manifest, hashed in a worker while rsync sends them (transfer/manifest.ts); the
-  // start sends its digest. A rejection is read where it is awaited, not as an unhandled one.
-  const hashing = manifestOfInputs(inputs);
+  // Small inputs go as one inline stream (transfer/inline.ts), whose manifest comes from the very
+  // bytes it carries; others are hashed in a worker while rsync sends them (transfer/manifest.ts).
+  // The start sends the digest. A rejection is read where it is awaited, not as an unhandled one.
+  const inline = inputs.length > 0 && inlineAllowed() ? inlineUpload(inputs) : undefined;
+  const hashing = inline ? Promise.resolve(inline.entries) : manifestOfInputs(inputs);
   hashing.catch(() => undefined);
   try {
     if (inputs.length > 0) {
       const up = await jobStep(job, 'upload', (link) =>
         link.steps.putInputs(jobId, inputs, {
           signal: job.signal,
+          ...(inline ? { inline } : {}),
           onProgress: (p) => job.emit({ type: 'uploading', bytes: p.bytes, percent: p.percent, rate: p.rate, bytesPerSecond: p.bytesPerSecond }),
         }),
       );
@@ -167,6 +171,14 @@ export async function runRemote(options: RunRemoteOptions): Promise<RemoteResult
   } finally {
     job.dispose();
   }
+}
+
+/**
+ * Whether small jobs may use inline streams (putx/takex, transfer/inline.ts); MINT_SSH_EXEC_INLINE=0
+ * sends everything through rsync, as before them (to compare, or to rule them out).
+ */
+export function inlineAllowed(env: NodeJS.ProcessEnv = process.env): boolean {
+  return env.MINT_SSH_EXEC_INLINE !== '0';
 }
 
 /** Picks up a job started earlier (by this process or one that died): wait, download, clean up. */
@@ -649,7 +661,7 @@ async function fetchResults(job: Job, link: Link, removeJob: boolean, onFile: (f
     onFile,
   };
   const outputDir = resolve(job.outputDir);
-  return link.steps.fetchResults(job.jobId, outputDir, { ...options, remove: removeJob });
+  return link.steps.fetchResults(job.jobId, outputDir, { ...options, remove: removeJob, inlineResults: inlineAllowed() });
 }
 
 /** For `.catch`: the gateway's refusal with this code means "nothing there"; anything else throws. */

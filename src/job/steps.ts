@@ -57,7 +57,7 @@ export function sshJobSteps(gateway: GatewayClient): JobSteps {
     followLog: (jobId, offset, onChunk, signal, onSched) => gateway.logs(jobId, offset, onChunk, signal, onSched),
     status: (jobId) => gateway.status(jobId),
     cancel: (jobId, onDelivered) => gateway.cancel(jobId, onDelivered),
-    fetchResults: (jobId, outputDir, { remove, ...options }) => (remove ? gateway.take(outputDir, { ...options, jobId }) : gateway.get(outputDir, { ...options, jobId })),
+    fetchResults: (jobId, outputDir, options) => gateway.fetch(outputDir, { ...options, jobId }),
     remove: (jobId) => gateway.remove(jobId),
     list: () => gateway.list(),
   };

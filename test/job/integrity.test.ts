@@ -9,7 +9,7 @@ import { closeSync, existsSync, openSync, readFileSync, rmSync, statSync, utimes
 import { chmod, mkdir, readFile, writeFile } from 'node:fs/promises';
 import { createHash, randomBytes, randomUUID } from 'node:crypto';
 import { join } from 'node:path';
-import { describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { IntegrityError, listJobs, runRemote, type JobEvent } from '../../src/index.js';
 import { manifestDigest } from '../../src/transfer/manifest.js';
 import { freshDir, sha256, useSandbox } from '../support/fixture.js';
@@ -17,7 +17,18 @@ import { readAudit } from '../support/hostile-helpers.js';
 
 const sha = (text: string | Buffer): string => createHash('sha256').update(text).digest('hex');
 
-describe('verified bytes: inputs checked before the start, outputs after the download', { timeout: 120_000 }, async () => {
+// Both ways of moving a job's files: small ones as inline streams (putx/takex), and rsync
+// (MINT_SSH_EXEC_INLINE=0, as every job larger than an inline stream goes).
+describe.each(['inline', 'rsync'] as const)('verified bytes (%s): inputs checked before the start, outputs after the download', { timeout: 120_000 }, async (mode) => {
+  const saved = process.env.MINT_SSH_EXEC_INLINE;
+  beforeAll(() => {
+    process.env.MINT_SSH_EXEC_INLINE = mode === 'inline' ? '1' : '0';
+  });
+  afterAll(() => {
+    if (saved === undefined) delete process.env.MINT_SSH_EXEC_INLINE;
+    else process.env.MINT_SSH_EXEC_INLINE = saved;
+  });
+  const take = mode === 'inline' ? 'takex' : 'take';
   const dir = await freshDir();
   const program = join(dir, 'p.sh');
   await writeFile(program, "#!/bin/sh\nprintf 'result of %s\\n' \"$1\" > result.txt\nmkdir -p out && printf 'deep\\n' > out/d.txt\n");
@@ -56,9 +67,9 @@ describe('verified bytes: inputs checked before the start, outputs after the dow
     // before serving).
     const lines = (await readAudit(sandbox().root)).filter((l) => l.raw.includes(` job=${r.jobId} `));
     expect(lines.find((l) => l.verb === 'runx' && l.decision === 'accepted')?.raw).toContain(` inputs=${record.inputs.sha256}`);
-    const take = lines.find((l) => l.verb === 'take' && l.decision === 'accepted')!;
-    expect(lines.find((l) => l.verb === 'take' && l.outcome === 'ok')?.raw).toContain(` outputs=${record.outputs.sha256}`);
-    expect(record.audit.headAtTake).toBe(sha(`${take.raw}\n`));
+    const taken = lines.find((l) => l.verb === take && l.decision === 'accepted')!;
+    expect(lines.find((l) => l.verb === take && l.outcome === 'ok')?.raw).toContain(` outputs=${record.outputs.sha256}`);
+    expect(record.audit.headAtTake).toBe(sha(`${taken.raw}\n`));
   });
 
   it('names without a newline, CR or backslash take the gateway\'s openssl route (mgw_manifest_plain): spaces, a tab, Japanese, a leading dash, * and a control byte agree with the client', async () => {
@@ -71,7 +82,7 @@ describe('verified bytes: inputs checked before the start, outputs after the dow
     expect(start?.raw).toMatch(/ inputs=[0-9a-f]{64}/);
   });
 
-  it('a big input is hashed while it uploads (JOB/hashes.put), and the start still catches a byte flipped after the upload with its size and mtime kept', async () => {
+  if (mode === 'rsync') it('a big input is hashed while it uploads (JOB/hashes.put), and the start still catches a byte flipped after the upload with its size and mtime kept', async () => {
     const src = await freshDir();
     const big = join(src, 'big.bin');
     writeFileSync(big, randomBytes(128 * 1024 * 1024));
@@ -129,7 +140,7 @@ describe('verified bytes: inputs checked before the start, outputs after the dow
       writeFileSync(join(work, 'planted.sh'), 'echo pwned\n');
     };
     const inputs = await makeInputs();
-    jobId = '4f0e0d0c-0b0a-4908-8706-0504030201aa';
+    jobId = mode === 'inline' ? '4f0e0d0c-0b0a-4908-8706-0504030201aa' : '4f0e0d0c-0b0a-4908-8706-0504030201ab';
     const error = await runRemote({ host: sandbox().host, inputs, outputDir: out, jobId, onEvent }).catch((e: unknown) => e);
     expect(error).toBeInstanceOf(IntegrityError);
     const integrity = error as IntegrityError;
@@ -138,7 +149,7 @@ describe('verified bytes: inputs checked before the start, outputs after the dow
     expect(integrity.differences.map((d) => `${d.problem} ${d.path}`).sort()).toEqual(['changed a.dat', 'extra planted.sh', 'missing tree/empty']);
     expect(integrity.message).toMatch(/"a\.dat" \(6 bytes sha256 .* on the site, 6 bytes sha256 .* as sent\)/);
     // Refused before acceptance: one audit line, and no program line; the job never started.
-    const lines = (await readAudit(sandbox().root)).filter((l) => l.raw.includes(` job=${jobId} `) && l.verb !== 'put');
+    const lines = (await readAudit(sandbox().root)).filter((l) => l.raw.includes(` job=${jobId} `) && l.verb !== 'put' && l.verb !== 'putx');
     expect(lines.map((l) => `${l.verb} ${l.decision}`)).toEqual(['runx refused:E_INTEGRITY']);
     expect(existsSync(join(sandbox().root, jobId, 'started'))).toBe(false);
     expect(existsSync(join(sandbox().root, jobId, 'remote_program_exec.log'))).toBe(false);
@@ -178,7 +189,9 @@ exit $rc
     }
   };
 
-  it('an output corrupted after it landed: fetched once more, then right', async () => {
+  // The client's own rsync corrupts what it lands; an inline stream is hashed from the disk after
+  // landing the same way (transfer/inline.ts hashLanded), unit-tested in test/transfer/inline.test.ts.
+  if (mode === 'rsync') it('an output corrupted after it landed: fetched once more, then right', async () => {
     const out = await freshDir();
     const rsync = await corruptingRsync(true);
     const events: JobEvent[] = [];
@@ -194,7 +207,7 @@ exit $rc
     expect((await listJobs(sandbox().host)).map((j) => j.jobId)).not.toContain(r.jobId);
   });
 
-  it('an output corrupted on every fetch: IntegrityError naming the file, and the job stays on the site', async () => {
+  if (mode === 'rsync') it('an output corrupted on every fetch: IntegrityError naming the file, and the job stays on the site', async () => {
     const out = await freshDir();
     const rsync = await corruptingRsync(false);
     const error = await withPath(rsync.path, () => runRemote({ host: sandbox().host, args: ['three'], outputDir: out })).catch((e: unknown) => e);
