@@ -1366,8 +1366,9 @@ mgw_verb_put() {
 # Hashing while the upload runs (issue 17: the start's check of the inputs cost a second read of
 # every byte, +1 s per GiB after a 1 GiB upload). rsync's receiver writes each file whole into a
 # temp file `.NAME.XXXXXX` beside it, sequentially, and renames it when done. A follower looks for
-# such temp files of 4 MiB or more every 0.25 s and hashes each from byte 0 as it grows (tail -f,
-# by descriptor, so the rename does not matter) until the upload ends. After it, a follow becomes
+# such temp files of 4 MiB or more (every 0.25 s, backing off to 2 s while it finds none) and
+# hashes each from byte 0 as it grows (tail -f, by descriptor, so the rename does not matter) until
+# the upload ends. After it, a follow becomes
 # JOB/hashes.put line `INODE SIZE CTIME SHA256 PATH` only if the file now at PATH is the inode that
 # was followed, holds exactly the bytes hashed, and last changed over 0.05 s before it was looked at
 # (a later change then has a later ctime, even on a kernel whose timestamps move by the tick). The
@@ -1398,6 +1399,7 @@ mgw_follow_finish() {
   [ -n "$mgw_sentinel" ] || return 0
   kill "$mgw_sentinel" 2>/dev/null
   mgw_sentinel=
+  kill -USR1 "$mgw_follower" 2>/dev/null
   wait "$mgw_follower" 2>/dev/null
   if [ -f "$mgw_hashing/hashes" ]; then
     "$MGW_MV" -f -- "$mgw_hashing/hashes" "$MGW_JOBDIR/hashes.put" 2>/dev/null || :
@@ -1425,8 +1427,19 @@ mgw_follow() {
   mgw_fmkfifo=$mgw_found
   mgw_fn=0
   mgw_followed=' '
+  # Each look stats every file of the tree: after the first second of looks that find nothing to
+  # follow, each comes twice as late as the last, up to 2 s (a big file's temp file lives for seconds, and the follow reads
+  # it from byte 0, from the page cache, faster than it arrives).
+  mgw_fwait=0.25
+  mgw_fempty=0
+  # USR1 (mgw_follow_finish): the upload is over; a trapped signal ends the builtin wait at once,
+  # so the put does not sit out the rest of a sleep.
+  mgw_fstop=
+  trap 'mgw_fstop=1' USR1
+  mgw_fsp=
   set -f
-  while kill -0 "$1" 2>/dev/null; do
+  while [ -z "$mgw_fstop" ] && kill -0 "$1" 2>/dev/null; do
+    mgw_fnew=$mgw_fn
     # Split on whitespace with globbing off: a name holding any, or any byte outside the set
     # below, is skipped (its parts are checked like names, and at worst follow a file whose
     # own check at the end then decides).
@@ -1435,7 +1448,7 @@ mgw_follow() {
         ./*) ;;
         *) continue ;;
       esac
-      case $mgw_t in *[!A-Za-z0-9._/-]* | */../* | */./*/*) continue ;; esac
+      case $mgw_t in *[!A-Za-z0-9._/-]* | */../* | */./*) continue ;; esac
       case $mgw_followed in *" $mgw_t "*) continue ;; esac
       mgw_followed="$mgw_followed$mgw_t "
       mgw_ino=$("$mgw_ffind" "$MGW_WORK/$mgw_t" -maxdepth 0 -type f -printf '%i' 2>/dev/null) || continue
@@ -1447,8 +1460,18 @@ mgw_follow() {
       "$mgw_ftail" -c +1 -f -s 0.05 --pid="$1" -- "$MGW_WORK/$mgw_t" 2>/dev/null |
         "$mgw_ftee" -- "$mgw_hashing/count.$mgw_fn.fifo" | "$mgw_fssl" dgst -sha256 -r >"$mgw_hashing/sum.$mgw_fn" 2>/dev/null &
     done
-    "$mgw_fsleep" 0.25
+    if [ "$mgw_fn" != "$mgw_fnew" ]; then
+      mgw_fwait=0.25
+      mgw_fempty=0
+    else
+      mgw_fempty=$((mgw_fempty + 1))
+      [ "$mgw_fempty" -le 4 ] || case $mgw_fwait in 0.25) mgw_fwait=0.5 ;; 0.5) mgw_fwait=1 ;; *) mgw_fwait=2 ;; esac
+    fi
+    "$mgw_fsleep" "$mgw_fwait" &
+    mgw_fsp=$!
+    wait "$mgw_fsp"
   done
+  [ -z "$mgw_fsp" ] || kill "$mgw_fsp" 2>/dev/null
   wait
   [ "$mgw_fn" -gt 0 ] || return 0
   # A change within the tick of the look would leave ctime as it was: look once the last write is
