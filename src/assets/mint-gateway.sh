@@ -1368,10 +1368,12 @@ mgw_verb_put() {
 # temp file `.NAME.XXXXXX` beside it, sequentially, and renames it when done. A follower looks for
 # such temp files of 4 MiB or more (every 0.25 s, backing off to 2 s while it finds none) and
 # hashes each from byte 0 as it grows (tail -f, by descriptor, so the rename does not matter) until
-# the upload ends. After it, a follow becomes
-# JOB/hashes.put line `INODE SIZE CTIME SHA256 PATH` only if the file now at PATH is the inode that
-# was followed, holds exactly the bytes hashed, and last changed over 0.05 s before it was looked at
-# (a later change then has a later ctime, even on a kernel whose timestamps move by the tick). The
+# the upload ends. After it, a follow becomes a JOB/hashes.put line `INODE SIZE CTIME SHA256 PATH`
+# only if the file now at PATH is the inode that was followed, never shrank while followed (tail
+# says so on stderr, and starts over: then the stream is not the file; rsync only appends), and
+# last changed over 0.05 s before it was looked at (a later change then has a later ctime, even on
+# a kernel whose timestamps move by the tick). One read, no copy beside openssl's pipe: on a
+# machine whose cores the upload keeps busy, the hash competes with it for CPU all the same. The
 # start's check (mgw_manifest_plain) takes a hash from there only for a file whose inode, size and
 # ctime are still those: any write, truncate, rename or replacement since changes one of them.
 # What it gives up: a file rewritten in place by a process of this account *while* rsync received
@@ -1382,7 +1384,6 @@ mgw_follow_start() {
   "$MGW_RM" -f -- "$MGW_JOBDIR/hashes.put"
   mgw_which openssl || return 0
   mgw_which tail || return 0
-  mgw_which tee || return 0
   mgw_which find || return 0
   mgw_hashing=$MGW_JOBDIR/hashing.$$
   "$MGW_MKDIR" -m 700 -- "$mgw_hashing" 2>/dev/null || { mgw_hashing=; return 0; }
@@ -1415,16 +1416,10 @@ mgw_follow() {
   mgw_fssl=$mgw_found
   mgw_which tail
   mgw_ftail=$mgw_found
-  mgw_which tee
-  mgw_ftee=$mgw_found
   mgw_which find
   mgw_ffind=$mgw_found
   mgw_need sleep
   mgw_fsleep=$mgw_found
-  mgw_need wc
-  mgw_fwc=$mgw_found
-  mgw_need mkfifo
-  mgw_fmkfifo=$mgw_found
   mgw_fn=0
   mgw_followed=' '
   # Each look stats every file of the tree: after the first second of looks that find nothing to
@@ -1455,10 +1450,10 @@ mgw_follow() {
       [ -n "$mgw_ino" ] || continue
       mgw_fn=$((mgw_fn + 1))
       printf '%s %s\n' "$mgw_ino" "$mgw_t" >"$mgw_hashing/follow.$mgw_fn"
-      "$mgw_fmkfifo" -m 600 -- "$mgw_hashing/count.$mgw_fn.fifo" || continue
-      "$mgw_fwc" -c <"$mgw_hashing/count.$mgw_fn.fifo" >"$mgw_hashing/count.$mgw_fn" &
-      "$mgw_ftail" -c +1 -f -s 0.05 --pid="$1" -- "$MGW_WORK/$mgw_t" 2>/dev/null |
-        "$mgw_ftee" -- "$mgw_hashing/count.$mgw_fn.fifo" | "$mgw_fssl" dgst -sha256 -r >"$mgw_hashing/sum.$mgw_fn" 2>/dev/null &
+      # tail says on stderr when the file shrank (it then starts over, and the stream is no longer
+      # the file): any word from it voids the follow.
+      "$mgw_ftail" -c +1 -f -s 0.05 --pid="$1" -- "$MGW_WORK/$mgw_t" 2>"$mgw_hashing/tail.$mgw_fn" |
+        "$mgw_fssl" dgst -sha256 -r >"$mgw_hashing/sum.$mgw_fn" 2>/dev/null &
     done
     if [ "$mgw_fn" != "$mgw_fnew" ]; then
       mgw_fwait=0.25
@@ -1485,7 +1480,7 @@ mgw_follow() {
   while [ "$mgw_i" -lt "$mgw_fn" ]; do
     mgw_i=$((mgw_i + 1))
     read -r mgw_ino mgw_t <"$mgw_hashing/follow.$mgw_i" || continue
-    read -r mgw_count <"$mgw_hashing/count.$mgw_i" 2>/dev/null || continue
+    [ ! -s "$mgw_hashing/tail.$mgw_i" ] || continue
     read -r mgw_sum mgw_rest <"$mgw_hashing/sum.$mgw_i" 2>/dev/null || continue
     # .NAME.XXXXXX -> NAME, in the same directory.
     mgw_base=${mgw_t##*/}
@@ -1493,9 +1488,9 @@ mgw_follow() {
     mgw_final=${mgw_final%.??????}
     mgw_st=$("$mgw_ffind" "$MGW_WORK/$mgw_final" -maxdepth 0 -type f -printf '%i %s %C@' 2>/dev/null) || continue
     # shellcheck disable=SC2016
-    printf '%s %s %s %s %s\n' "$mgw_st" "$mgw_sum" "$mgw_final" "$mgw_ino" "$mgw_count" |
+    printf '%s %s %s %s\n' "$mgw_st" "$mgw_sum" "$mgw_final" "$mgw_ino" |
       "$mgw_fawk" -v now="$mgw_now" '
-        $1 == $6 && $2 == $7 && length($4) == 64 && $4 !~ /[^0-9a-f]/ && $3 + 0.05 < now + 0 { print $1, $2, $3, $4, $5 }' \
+        $1 == $6 && length($4) == 64 && $4 !~ /[^0-9a-f]/ && $3 + 0.05 < now + 0 { print $1, $2, $3, $4, $5 }' \
       >>"$mgw_hashing/hashes"
   done
 }
