@@ -13,7 +13,7 @@ import type { JobState, Resources, SchedulerInfo } from '../types.js';
  */
 export const PROTOCOL_VERSION = 2;
 
-export type Verb = 'probe' | 'list' | 'put' | 'putx' | 'get' | 'take' | 'takex' | 'start' | 'run' | 'startx' | 'runx' | 'status' | 'logs' | 'cancel' | 'rm';
+export type Verb = 'probe' | 'list' | 'put' | 'putx' | 'get' | 'take' | 'takex' | 'start' | 'run' | 'startx' | 'runx' | 'jobx' | 'status' | 'logs' | 'cancel' | 'rm';
 
 const JOB_ID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 const CAPS = /^[0-9]*\.[A-Za-z]*$/;
@@ -113,6 +113,8 @@ export type GatewayCommand =
   | { verb: 'get' | 'take'; job: string }
   /** A small job's files as one inline stream (transfer/inline.ts): putx reads it on stdin, takex writes it on stdout. */
   | { verb: 'putx' | 'takex'; job: string }
+  /** putx and runx in one request: the request (`length` bytes), then the inputs on stdin. */
+  | { verb: 'jobx'; job: string; length: number }
   | { verb: 'start' | 'run'; job: string; args?: readonly string[] }
   | { verb: 'startx' | 'runx'; job: string }
   | { verb: 'status' | 'cancel' | 'rm'; job: string }
@@ -131,6 +133,10 @@ export function formatCommand(command: GatewayCommand): string {
       break;
     case 'list':
       if (command.long) words.push('long');
+      break;
+    case 'jobx':
+      if (!Number.isSafeInteger(command.length) || command.length < 0 || command.length > 1024 * 1024) throw new TypeError('bad jobx request length');
+      words.push(String(command.length));
       break;
     case 'logs':
       if (!Number.isSafeInteger(command.offset) || command.offset < 0) throw new TypeError('bad log offset');

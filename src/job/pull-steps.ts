@@ -15,7 +15,7 @@ import { GatewayError, TransferError } from '../errors.js';
 import type { JobListing, JobState, JobStatus } from '../gateway/protocol.js';
 import type { ProgramRequest, TransferResult } from '../gateway/client.js';
 import { readAll, type HubHttp } from '../pull/http.js';
-import { API, badName, hashFile, type FileEntry, type HubJob } from '../pull/wire.js';
+import { API, badName, hashFile, parseRefusalLine, REFUSAL_LINE, type FileEntry, type HubJob } from '../pull/wire.js';
 import type { Final, JobSteps, OnSched, TransferRun } from './steps.js';
 
 const FINAL: ReadonlySet<JobState> = new Set(['exited', 'cancelled', 'lost']);
@@ -27,23 +27,30 @@ export function pullJobSteps(http: HubHttp, site: string): JobSteps {
   const create = (jobId: string): Promise<HubJob> => http.call<HubJob>('POST', `${API}/jobs/${jobId}`, { json: { site } });
 
   const start = async (jobId: string, args: readonly string[], request?: ProgramRequest): Promise<JobStatus> => {
-    if (request?.resources && Object.keys(request.resources).length > 0) {
-      throw new GatewayError('GATEWAY_REFUSED', 'resources for a batch scheduler are not carried by pull mode yet', { host, jobId, gatewayCode: 'E_USAGE' });
-    }
     const existing = await http.call<HubJob>('GET', `${API}/jobs/${jobId}`).catch(() => undefined);
     if (!existing) await create(jobId);
     const job = await http.call<HubJob>('POST', `${API}/jobs/${jobId}/start`, {
-      json: { args: [...args], ...(request?.program !== undefined ? { program: request.program } : {}), ...(request?.env ? { env: request.env } : {}) },
+      json: {
+        args: [...args],
+        ...(request?.program !== undefined ? { program: request.program } : {}),
+        ...(request?.env ? { env: request.env } : {}),
+        // Carried to the site's gateway, which holds them to its maxima (E_LIMIT) as over SSH.
+        ...(request?.resources && Object.keys(request.resources).length > 0 ? { resources: request.resources } : {}),
+      },
     });
     return statusOf(job);
   };
 
   /** Reads the log from `offset` until the job has ended and every byte is here; `onJob` hears each state. */
-  const follow = async (jobId: string, offset: number, onChunk: (chunk: Buffer) => void, signal: AbortSignal | undefined, onJob?: (job: HubJob) => void): Promise<Final> => {
+  const follow = async (jobId: string, offset: number, onChunk: (chunk: Buffer) => void, signal: AbortSignal | undefined, onJob?: (job: HubJob) => void, initial?: JobState): Promise<Final> => {
+    // The state last seen: the hub answers as soon as it changes (queued -> running is the `started`
+    // event), not only when log bytes arrive, so a program that prints nothing still starts on time.
+    let known: JobState | undefined = initial;
     for (;;) {
       signal?.throwIfAborted();
-      const response = await http.stream('GET', `${API}/jobs/${jobId}/log`, { query: { offset, wait: POLL_MS }, ...(signal ? { signal } : {}), idleMs: POLL_MS + 30_000 });
+      const response = await http.stream('GET', `${API}/jobs/${jobId}/log`, { query: { offset, wait: POLL_MS, state: known }, ...(signal ? { signal } : {}), idleMs: POLL_MS + 30_000 });
       const job = JSON.parse(String(response.headers['x-mint-job'] ?? '{}')) as HubJob;
+      known = job.state;
       const body = await new Promise<Buffer>((resolvePromise, reject) => {
         const chunks: Buffer[] = [];
         response.on('data', (c: Buffer) => chunks.push(c));
@@ -61,6 +68,8 @@ export function pullJobSteps(http: HubHttp, site: string): JobSteps {
   };
 
   return {
+    // The hub takes a job's inputs by themselves, before its start.
+    inputsWithStart: false,
     async putInputs(jobId, inputs, options: TransferRun): Promise<TransferResult> {
       const t = performance.now();
       await create(jobId);
@@ -97,9 +106,24 @@ export function pullJobSteps(http: HubHttp, site: string): JobSteps {
         onStarted({ state, pid });
       };
       if (first.state === 'running') tell('running', first.pid);
-      const end = await follow(jobId, 0, onChunk, signal, (job) => {
-        if (job.state === 'running' || (FINAL.has(job.state) && job.startedAt !== undefined)) tell('running', job.pid);
-      });
+      // The log's first bytes: a job the site refused to start says why there (REFUSAL_LINE).
+      let head = '';
+      const end = await follow(
+        jobId,
+        0,
+        (chunk) => {
+          if (head.length < 4096) head += chunk.toString('utf8', 0, Math.min(chunk.length, 4096));
+          onChunk(chunk);
+        },
+        signal,
+        (job) => {
+          if (job.state === 'running' || (FINAL.has(job.state) && job.startedAt !== undefined)) tell('running', job.pid);
+        },
+        first.state,
+      );
+      const refusal = !told && end.state === 'lost' && head.startsWith(REFUSAL_LINE) ? parseRefusalLine(head) : undefined;
+      // As over SSH, where the gateway refuses the start itself: the same GatewayError, code and all.
+      if (refusal) throw new GatewayError('GATEWAY_REFUSED', `gateway refused 'startx': ${refusal.gatewayCode}: ${refusal.message}`, { host, jobId, gatewayCode: refusal.gatewayCode });
       return end;
     },
 

@@ -33,6 +33,8 @@ const hex = (path: string): string => Buffer.from(path, 'utf8').toString('hex');
 
 /** An upload as one inline stream, with the manifest of what it holds. */
 export interface InlineUpload {
+  /** The inputs it was made of (absolute paths), for rsync where the gateway has no inline verbs. */
+  inputs: readonly string[];
   body: Buffer;
   /** The manifest of the files, from the very bytes in `body`. */
   entries: ManifestEntry[];
@@ -79,7 +81,10 @@ export function inlineUpload(inputs: readonly string[]): InlineUpload | undefine
   }
   if (lines.length - 1 > INLINE_ENTRIES || Buffer.byteLength(lines.join('\n')) > 8 * 1024 * 1024) return undefined;
   lines.push('data', '');
-  return { body: Buffer.concat([Buffer.from(lines.join('\n')), ...contents]), entries: sortManifest(entries), files, bytes };
+  const body = Buffer.concat([Buffer.from(lines.join('\n')), ...contents]);
+  // The gateway spools at most INLINE_MAX bytes of stream, its list included.
+  if (body.length > INLINE_MAX) return undefined;
+  return { inputs: [...inputs], body, entries: sortManifest(entries), files, bytes };
 }
 
 interface Entry {

@@ -80,7 +80,7 @@ describe('a per-job certificate is scoped to its job (issue 17, part 2)', () => 
       // Its own job: past the scope (no such job yet).
       expect((await session.run(`mint-gw status ${a}`)).exitCode).toBe(EXIT.E_NOJOB);
       const before = (await readAudit(sandbox().root)).length;
-      const attempts = [`status ${b}`, `logs ${b} 0`, `take ${b}`, `get ${b}`, `cancel ${b}`, `rm ${b}`, `put ${b} ${CAPS}`, `start ${b} x`, `run ${b} x`, `startx ${b}`, `runx ${b}`, `putx ${b}`, `takex ${b}`];
+      const attempts = [`status ${b}`, `logs ${b} 0`, `take ${b}`, `get ${b}`, `cancel ${b}`, `rm ${b}`, `put ${b} ${CAPS}`, `start ${b} x`, `run ${b} x`, `startx ${b}`, `runx ${b}`, `putx ${b}`, `takex ${b}`, `jobx ${b} 100`];
       for (const attempt of attempts) {
         const r = await session.run(`mint-gw ${attempt}`);
         expect(r.exitCode, attempt).toBe(EXIT.E_SCOPE);
