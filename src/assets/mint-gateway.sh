@@ -916,8 +916,8 @@ mgw_check_prog_arg() {
 # absent and nothing is scoped, unless the site said --enforce-job-scope: then every request is
 # refused (fail closed: a per-job certificate must never pass as an unscoped key). `mint-gateway
 # doctor` says which of the two the site does. A scoped request may probe, and act on its job
-# (put, get, take, start, run, startx, runx, status, logs, cancel, rm); `list` (every job's id) and
-# any other job are refused with E_SCOPE, audited like every refusal. Sets MGW_SCOPE (the job, or
+# (every verb that names one); `list` (every job's id) and any other job are refused with E_SCOPE,
+# audited like every refusal. Sets MGW_SCOPE (the job, or
 # empty).
 
 mgw_check_scope() {
