@@ -7,15 +7,20 @@
 //                   thread), timed until both are done
 //   start           startx on the uploaded job without a manifest line (the program is trivial)
 //   start+check     startx with the manifest line: the gateway hashes the work dir first
-// Usage: node bench/manifest.mjs [--reps N] [--only B2,B3]  (needs a built dist/)
+//   with --baseline-gateway FILE, also a whole verified job (upload+hash, then start+check) on a
+//   second sandbox whose gateway is FILE (e.g. `git show REV:src/assets/mint-gateway.sh`),
+//   interleaved with the same on this build's gateway: what a gateway change costs or saves
+//   (`job` and `baseline job`, and their upload halves)
+// Usage: node bench/manifest.mjs [--reps N] [--only B2,B3] [--baseline-gateway FILE]  (needs a built dist/)
 import { randomBytes, randomUUID } from 'node:crypto';
-import { mkdir, mkdtemp, open, rm, writeFile } from 'node:fs/promises';
+import { chmod, copyFile, mkdir, mkdtemp, open, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import { join } from 'node:path';
 import { load, openLink } from './lib/mint.mjs';
 
 const args = process.argv.slice(2);
 const reps = Number(args[args.indexOf('--reps') + 1] || 5) || 5;
+const baselineGateway = args.includes('--baseline-gateway') ? args[args.indexOf('--baseline-gateway') + 1] : undefined;
 const only = new Set((args.includes('--only') ? args[args.indexOf('--only') + 1] : 'B2,B3').split(','));
 const median = (xs) => {
   const s = [...xs].sort((a, b) => a - b);
@@ -29,6 +34,12 @@ const work = await mkdtemp(join(os.tmpdir(), 'mint-manifest-bench-'));
 const program = join(work, 'p.sh');
 await writeFile(program, "#!/bin/sh\nprintf 'done\\n' > result.txt\n", { mode: 0o755 });
 const sandbox = await m.startSandbox({ program });
+// The same sandbox again with the baseline's gateway script in place of this build's.
+const baseline = baselineGateway ? await m.startSandbox({ program }) : undefined;
+if (baseline) {
+  await copyFile(baselineGateway, baseline.gatewayPath);
+  await chmod(baseline.gatewayPath, 0o755);
+}
 
 async function inputsB2() {
   const file = join(work, 'big.bin');
@@ -51,11 +62,11 @@ async function inputsB3() {
   return [dir];
 }
 
-async function upload(inputs, hash) {
+async function upload(inputs, hash, on = sandbox) {
   const jobId = randomUUID();
   const t0 = performance.now();
   const hashing = hash ? manifestOfInputs(inputs) : Promise.resolve(undefined);
-  const link = await openLink(sandbox.host);
+  const link = await openLink(on.host);
   try {
     await link.gateway.put(inputs, { jobId });
     const entries = await hashing;
@@ -65,8 +76,8 @@ async function upload(inputs, hash) {
   }
 }
 
-async function start(jobId, entries) {
-  const link = await openLink(sandbox.host);
+async function start(jobId, entries, on = sandbox) {
+  const link = await openLink(on.host);
   try {
     const t0 = performance.now();
     // startx both times (an argument with a space needs it), so the only difference is the manifest line.
@@ -83,7 +94,15 @@ try {
     if (!only.has(row)) continue;
     log(`${row}: making the input`);
     const inputs = row === 'B2' ? await inputsB2() : await inputsB3();
-    const s = { upload: [], 'upload+hash': [], start: [], 'start+check': [] };
+    const s = { upload: [], 'upload+hash': [], start: [], 'start+check': [], ...(baseline ? { job: [], 'baseline job': [], 'job upload': [], 'baseline job upload': [] } : {}) };
+    // A whole verified job on one sandbox: upload with the client's hash, then the checked start.
+    const job = async (on, name) => {
+      const u = await upload(inputs, true, on);
+      const st = await start(u.jobId, u.entries, on);
+      s[name].push(u.ms + st);
+      s[`${name} upload`].push(u.ms);
+      await rm(join(on.root, u.jobId), { recursive: true, force: true, maxRetries: 10, retryDelay: 100 });
+    };
     // One unrecorded round: page cache, first-tree effects (bench/README.md, B3).
     for (const hash of [false, true]) {
       const u = await upload(inputs, hash);
@@ -96,6 +115,9 @@ try {
         s[hash ? 'start+check' : 'start'].push(await start(u.jobId, u.entries));
         await rm(join(sandbox.root, u.jobId), { recursive: true, force: true, maxRetries: 10, retryDelay: 100 });
       }
+      if (baseline) {
+        for (const which of i % 2 ? ['baseline job', 'job'] : ['job', 'baseline job']) await job(which === 'job' ? sandbox : baseline, which);
+      }
       log(`${row} rep ${i + 1}/${reps}: ${Object.entries(s).map(([k, v]) => `${k} ${v.at(-1).toFixed(0)} ms`).join(', ')}`);
     }
     const med = Object.fromEntries(Object.entries(s).map(([k, v]) => [k, median(v)]));
@@ -105,6 +127,7 @@ try {
       uploadOverheadPct: ((med['upload+hash'] / med.upload - 1) * 100).toFixed(1),
       checkMs: med['start+check'] - med.start,
       jobOverheadPct: (((med['upload+hash'] + med['start+check']) / (med.upload + med.start) - 1) * 100).toFixed(1),
+      ...(baseline ? { jobVsBaselinePct: ((med.job / med['baseline job'] - 1) * 100).toFixed(1), uploadVsBaselinePct: ((med['job upload'] / med['baseline job upload'] - 1) * 100).toFixed(1) } : {}),
     };
     log(`${row}: ${JSON.stringify(out[row].medians)} upload +${out[row].uploadOverheadPct}%, check +${out[row].checkMs.toFixed(0)} ms, upload+start +${out[row].jobOverheadPct}%`);
     await rm(inputs[0], { recursive: true, force: true });
@@ -112,5 +135,6 @@ try {
   process.stdout.write(`${JSON.stringify(out, null, 2)}\n`);
 } finally {
   await sandbox.stop();
+  await baseline?.stop();
   await rm(work, { recursive: true, force: true });
 }

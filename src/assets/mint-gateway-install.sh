@@ -15,7 +15,8 @@
 #     [--rsync PATH] [--allow-unconfined-rsync]
 #     [--scheduler slurm|sge|pbs|none] [--scheduler-args 'OPTIONS'] [--scheduler-bin DIR] [--max-cpus N] [--max-memory-mb N]
 #     [--max-walltime-min N]
-#     [--from PATTERNS] [--expiry-time TIME] [--cert-authority [--principals NAMES]] [--print]
+#     [--from PATTERNS] [--expiry-time TIME] [--cert-authority [--principals NAMES]] [--enforce-job-scope]
+#     [--print]
 #
 #   sh mint-gateway-install.sh doctor [--root DIR] [--program PATH] [--gateway-path PATH] [--dest FILE]
 #   sh mint-gateway-install.sh verify-audit [--root DIR] [--head HASH]...
@@ -85,6 +86,7 @@ parse_options() {
     case $1 in
       --print) print=1; shift; continue ;;
       --cert-authority) cert=1; shift; continue ;;
+      --enforce-job-scope) enforce_scope=1; shift; continue ;;
       # Obsolete (downloads are confined on any rsync >= 3.1.0): accepted, not written.
       --allow-unconfined-rsync) shift; continue ;;
       --*) [ $# -ge 2 ] || usage "$1 needs a value" ;;
@@ -226,6 +228,7 @@ gateway_command() {
   cmd="$cmd${env_words:-}"
   [ -z "${allow_env:-}" ] || cmd="$cmd --allow-env $allow_env"
   [ -z "${rsync_path:-}" ] || cmd="$cmd --rsync $rsync_path"
+  [ -z "${enforce_scope:-}" ] || cmd="$cmd --enforce-job-scope"
   if [ "${scheduler:-none}" != none ]; then
     cmd="$cmd --scheduler $scheduler"
   fi
@@ -452,6 +455,7 @@ doctor() {
   fi
 
   doctor_sshd
+  doctor_scope
   doctor_shell
   mode_check authorized-keys-mode "$dest" "chmod 600"
   mode_check ssh-dir-mode "$home/.ssh" "chmod 700"
@@ -498,10 +502,11 @@ doctor_sshd() {
   sshd=
   for d in /usr/sbin /usr/bin /sbin /bin; do [ -x "$d/sshd" ] && { sshd=$d/sshd; break; }; done
   fix="run \`sudo sshd -T | grep -Ei '^(permituserenvironment|acceptenv) '\` and check that PermitUserEnvironment is no and AcceptEnv matches none of LD_PRELOAD LD_LIBRARY_PATH LD_AUDIT BASH_ENV ENV PATH IFS SHELLOPTS PS4 BASH_FUNC_*; or run doctor as root"
+  settings=
   if [ -z "$sshd" ]; then say skipped sshd-config "could not read sshd's settings: sshd not found" "$fix"; return; fi
-  settings=$("$sshd" -T 2>/dev/null) || { say skipped sshd-config "could not read sshd's settings: \`$sshd -T\` failed; it usually needs root" "$fix"; return; }
+  settings=$("$sshd" -T 2>/dev/null) || { settings=; say skipped sshd-config "could not read sshd's settings: \`$sshd -T\` failed; it usually needs root" "$fix"; return; }
   permit=$(printf '%s\n' "$settings" | sed -n 's/^permituserenvironment //p')
-  [ -n "$permit" ] || { say skipped sshd-config "could not read sshd's settings: \`$sshd -T\` printed no permituserenvironment line" "$fix"; return; }
+  [ -n "$permit" ] || { settings=; say skipped sshd-config "could not read sshd's settings: \`$sshd -T\` printed no permituserenvironment line" "$fix"; return; }
   accept=$(printf '%s\n' "$settings" | sed -n 's/^acceptenv //p' | tr '\n' ' ')
   problems=
   [ "$permit" = no ] || problems="PermitUserEnvironment is on (environment= in keys could set LD_PRELOAD)"
@@ -517,6 +522,34 @@ doctor_sshd() {
     say error sshd-config "$problems" "set PermitUserEnvironment no and narrow AcceptEnv in sshd_config"
   else
     say ok sshd-config "PermitUserEnvironment no; AcceptEnv ${accept% }"
+  fi
+}
+
+# Whether a per-job certificate opens its own job only (as doctor.ts's jobScope): sshd must expose
+# the certificate that logged in (ExposeAuthInfo yes), kept by the line's --enforce-job-scope.
+doctor_scope() {
+  ca_lines=$(printf '%s\n' "$our_lines" | grep '^cert-authority,')
+  if [ -z "$ca_lines" ]; then
+    say ok job-scope "no cert-authority line: no per-job certificates to scope"
+    return
+  fi
+  enforced=1
+  printf '%s\n' "$ca_lines" | grep -Evq ' --enforce-job-scope[ "]' && enforced=
+  expose=$(printf '%s\n' "$settings" | sed -n 's/^exposeauthinfo //p')
+  how="set ExposeAuthInfo yes in sshd_config (and reload sshd), and reinstall with --enforce-job-scope"
+  if [ -z "$expose" ]; then
+    say skipped job-scope "could not read sshd's ExposeAuthInfo${enforced:+ (the line says --enforce-job-scope: without it every request is refused)}" \
+      "run \`sudo sshd -T | grep -i '^exposeauthinfo '\`: per-job certificates are scoped to their job only with yes"
+  elif [ "$expose" != yes ]; then
+    if [ -n "$enforced" ]; then
+      say error job-scope "the line says --enforce-job-scope but sshd has ExposeAuthInfo no: every request is refused" "$how"
+    else
+      say warn job-scope "not enforced: sshd has ExposeAuthInfo no, so a per-job certificate can open any job" "$how"
+    fi
+  elif [ -n "$enforced" ]; then
+    say ok job-scope "enforced: a per-job certificate opens its own job only (ExposeAuthInfo yes, --enforce-job-scope)"
+  else
+    say warn job-scope "enforced while sshd has ExposeAuthInfo yes; without --enforce-job-scope on the line, turning it off would lift the scope silently" "reinstall with --enforce-job-scope"
   fi
 }
 

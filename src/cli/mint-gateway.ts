@@ -57,6 +57,10 @@ export const installSpec = defineCommand({
     'expiry-time': { type: 'string', value: 'TIME', description: "sshd's expiry-time=: YYYYMMDD[HHMM[SS]][Z], when the key stops working" },
     'cert-authority': { type: 'boolean', description: "trust OpenSSH user certificates signed by this key (MInt's CA) instead of the key" },
     principals: { type: 'string', value: 'NAMES', description: 'with --cert-authority: the certificate principals accepted' },
+    'enforce-job-scope': {
+      type: 'boolean',
+      description: "refuse every request unless sshd exposes the key that logged in (ExposeAuthInfo yes), so a per-job certificate opens its job only",
+    },
     export: { type: 'string', value: 'GLOBS', description: 'rsync include patterns (comma-separated): only matching files leave a job' },
     'max-jobs': { type: 'string', value: 'N', description: 'at most N jobs running at once' },
     'min-free-mb': { type: 'string', value: 'N', description: 'keep N MB free under the job root (uploads stop, starts are refused)' },
@@ -185,6 +189,7 @@ export async function main(argv: string[] = process.argv.slice(2), io: Io = proc
             ...(maxCpus !== undefined ? { maxCpus } : {}),
             ...(maxMemoryMb !== undefined ? { maxMemoryMb } : {}),
             ...(maxWalltimeMin !== undefined ? { maxWalltimeMin } : {}),
+            ...(values['enforce-job-scope'] ? { enforceJobScope: true } : {}),
           },
           restrictions: {
             ...(values.from ? { from: values.from } : {}),

@@ -366,6 +366,7 @@ export function refusalError(verb: Verb, exitCode: number | undefined, stderr: s
       gatewayCode: refusal.gatewayCode,
       ...(exitCode === undefined ? {} : { exitCode }),
       ...(refusal.gatewayCode === 'E_CONFIG' ? { hint: 'the gateway\'s options in authorized_keys need fixing on the external computer; run `mint-gateway doctor` there' } : {}),
+      ...(refusal.gatewayCode === 'E_SCOPE' ? { hint: 'a per-job certificate opens only the job its key id names; runRemote, attach, cancel and rm sign one for their job' } : {}),
     });
   }
   const tail = stderr.trim().split('\n').slice(-3).join(' | ');

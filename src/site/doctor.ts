@@ -84,7 +84,9 @@ export async function doctor(options: DoctorOptions): Promise<DoctorCheck[]> {
           : finding('authorized-key', 'error', 'a mint-gateway line lacks restrict or points at another gateway path', 'rerun `mint-gateway install` to rewrite it'),
   );
 
-  add(await sshdSettings(options.sshd ?? 'sshd', 'error' in account ? undefined : account.username));
+  const sshd = await sshdSettings(options.sshd ?? 'sshd', 'error' in account ? undefined : account.username);
+  add(sshd.check);
+  add(jobScope(ourLines, sshd.settings));
   // sshd runs requests through /bin/sh when the passwd entry names no shell.
   const shell = options.shell ?? ('error' in account ? undefined : account.shell || '/bin/sh');
   add(shell
@@ -114,15 +116,17 @@ function globMatch(pattern: string, name: string): boolean {
   return wildcardMatch(name, pattern, false);
 }
 
-async function sshdSettings(sshd: string, user: string | undefined): Promise<DoctorCheck> {
+/** `sshd-config`, and sshd's effective settings (`sshd -T`) when they could be read. */
+async function sshdSettings(sshd: string, user: string | undefined): Promise<{ check: DoctorCheck; settings?: string }> {
   const PATH = '/usr/sbin:/usr/bin:/sbin:/bin';
-  const yourself = (why: string): DoctorCheck =>
-    finding(
+  const yourself = (why: string): { check: DoctorCheck } => ({
+    check: finding(
       'sshd-config',
       'skipped',
       `could not read sshd's settings: ${why}`,
       `run \`sudo sshd -T -C user=${user ?? '$(id -un)'},host=localhost,addr=127.0.0.1 | grep -Ei '^(permituserenvironment|acceptenv) '\` and check that PermitUserEnvironment is no and AcceptEnv matches none of ${DANGEROUS_ENV.map((n) => n.replace(/x%%$/, '*')).join(' ')}; or run doctor as root (--sshd PATH if sshd is elsewhere)`,
-    );
+    ),
+  });
   let text: string;
   try {
     text = (await run(sshd, ['-T'], { env: { PATH }, timeout: 15_000 })).stdout;
@@ -143,9 +147,40 @@ async function sshdSettings(sshd: string, user: string | undefined): Promise<Doc
   const accept = get('acceptenv').join(' ').trim();
   const risky = accept.split(/\s+/).filter((pattern) => pattern && DANGEROUS_ENV.some((name) => globMatch(pattern, name)));
   if (risky.length) problems.push(`AcceptEnv ${risky.join(' ')} lets clients set variables that run code before the gateway (${DANGEROUS_ENV.filter((n) => risky.some((p) => globMatch(p, n))).join(', ')})`);
-  return problems.length
+  const check = problems.length
     ? finding('sshd-config', 'error', problems.join('; '), 'set PermitUserEnvironment no and narrow AcceptEnv in sshd_config')
     : finding('sshd-config', 'ok', `PermitUserEnvironment no; AcceptEnv ${accept || '(none)'}`);
+  return { check, settings: text };
+}
+
+/**
+ * Whether a per-job certificate opens its own job only (issue 17; the gateway's mgw_check_scope):
+ * that needs sshd to expose the certificate that logged in (ExposeAuthInfo yes), and is kept even
+ * when sshd_config changes only by the line's --enforce-job-scope (the gateway then refuses
+ * everything rather than run unscoped). Only cert-authority lines can take certificates.
+ */
+function jobScope(ourLines: string[], settings: string | undefined): DoctorCheck {
+  const caLines = ourLines.filter((l) => /^cert-authority,/.test(l));
+  if (caLines.length === 0) return finding('job-scope', 'ok', 'no cert-authority line: no per-job certificates to scope');
+  const enforced = caLines.every((l) => / --enforce-job-scope[ "]/.test(l));
+  const expose = settings?.split('\n').find((l) => l.startsWith('exposeauthinfo '))?.slice('exposeauthinfo '.length);
+  const how = 'set ExposeAuthInfo yes in sshd_config (and reload sshd), and reinstall with --enforce-job-scope';
+  if (expose === undefined) {
+    return finding(
+      'job-scope',
+      'skipped',
+      `could not read sshd's ExposeAuthInfo${enforced ? ' (the line says --enforce-job-scope: without it every request is refused)' : ''}`,
+      "run `sudo sshd -T | grep -i '^exposeauthinfo '`: per-job certificates are scoped to their job only with yes",
+    );
+  }
+  if (expose !== 'yes') {
+    return enforced
+      ? finding('job-scope', 'error', 'the line says --enforce-job-scope but sshd has ExposeAuthInfo no: every request is refused', how)
+      : finding('job-scope', 'warn', 'not enforced: sshd has ExposeAuthInfo no, so a per-job certificate can open any job', how);
+  }
+  return enforced
+    ? finding('job-scope', 'ok', 'enforced: a per-job certificate opens its own job only (ExposeAuthInfo yes, --enforce-job-scope)')
+    : finding('job-scope', 'warn', 'enforced while sshd has ExposeAuthInfo yes; without --enforce-job-scope on the line, turning it off would lift the scope silently', 'reinstall with --enforce-job-scope');
 }
 
 /** sshd runs the forced command through the login shell; a shell that prints breaks the protocol. */

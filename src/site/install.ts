@@ -70,6 +70,12 @@ export interface GatewayOptions {
   maxCpus?: number;
   maxMemoryMb?: number;
   maxWalltimeMin?: number;
+  /**
+   * Refuse every request for which sshd did not say which key or certificate logged in (its
+   * `ExposeAuthInfo yes`), so that a per-job certificate can never pass unscoped: with it exposed,
+   * a certificate whose key id is `mint-ssh-exec job JOB ...` opens job JOB only (E_SCOPE otherwise).
+   */
+  enforceJobScope?: boolean;
 }
 
 /** The schedulers the gateway can submit to. */
@@ -192,6 +198,7 @@ export function gatewayCommand(gatewayPath: string, options: GatewayOptions): st
     words.push('--allow-env', options.allowEnv.join(','));
   }
   if (options.rsync !== undefined) words.push('--rsync', options.rsync);
+  if (options.enforceJobScope) words.push('--enforce-job-scope');
   const scheduler: string = options.scheduler ?? 'none';
   if (scheduler !== 'none' && scheduler !== 'slurm' && scheduler !== 'sge' && scheduler !== 'pbs') {
     throw new ConfigError(`--scheduler must be slurm, sge, pbs or none, got ${JSON.stringify(scheduler)}`);

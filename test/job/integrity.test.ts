@@ -5,9 +5,9 @@
  * sends the start); for outputs, after the local rsync wrote a file and before the check, by an
  * `rsync` on PATH that runs the real one and then flips a byte in what it wrote.
  */
-import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { closeSync, existsSync, openSync, readFileSync, rmSync, statSync, utimesSync, writeFileSync, writeSync } from 'node:fs';
 import { chmod, mkdir, readFile, writeFile } from 'node:fs/promises';
-import { createHash } from 'node:crypto';
+import { createHash, randomBytes, randomUUID } from 'node:crypto';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { IntegrityError, listJobs, runRemote, type JobEvent } from '../../src/index.js';
@@ -72,6 +72,62 @@ describe.each(['inline', 'rsync'] as const)('verified bytes (%s): inputs checked
     const taken = lines.find((l) => l.verb === take && l.decision === 'accepted')!;
     expect(lines.find((l) => l.verb === take && l.outcome === 'ok')?.raw).toContain(` outputs=${record.outputs.sha256}`);
     expect(record.audit.headAtTake).toBe(sha(`${taken.raw}\n`));
+  });
+
+  it('names without a newline, CR or backslash take the gateway\'s openssl route (mgw_manifest_plain): spaces, a tab, Japanese, a leading dash, * and a control byte agree with the client', async () => {
+    const src = await freshDir();
+    const names = ['a b.txt', 'tab\there', '試料 データ.csv', '-dash', '*star', '.hidden', 'ctl\u0001x', 'big.bin'];
+    for (const name of names) await writeFile(join(src, name), name === 'big.bin' ? Buffer.alloc(3_000_000, 7) : name);
+    const r = await runRemote({ host: sandbox().host, inputs: [src], args: ['plain'], outputDir: await freshDir() });
+    expect(r.exitCode).toBe(0);
+    const start = (await readAudit(sandbox().root)).find((l) => l.raw.includes(` job=${r.jobId} `) && l.verb === 'runx' && l.decision === 'accepted');
+    expect(start?.raw).toMatch(/ inputs=[0-9a-f]{64}/);
+  });
+
+  if (mode === 'rsync') it('a big input is hashed while it uploads (JOB/hashes.put), and the start still catches a byte flipped after the upload with its size and mtime kept', async () => {
+    const src = await freshDir();
+    const big = join(src, 'big.bin');
+    writeFileSync(big, randomBytes(128 * 1024 * 1024));
+    const bigSha = await sha256(big);
+    let jobId = '';
+    let followed = '';
+    const seen = (e: JobEvent): void => {
+      if (e.type === 'uploaded') followed = readFileSync(join(sandbox().root, jobId, 'hashes.put'), 'utf8');
+    };
+    jobId = randomUUID();
+    const ok = await runRemote({ host: sandbox().host, inputs: [big], outputDir: await freshDir(), jobId, onEvent: seen });
+    expect(ok.exitCode).toBe(0);
+    // INODE SIZE CTIME SHA256 PATH: the one big file, with the bytes the client has.
+    expect(followed).toMatch(new RegExp(`^\\d+ ${128 * 1024 * 1024} \\d+\\.\\d+ ${bigSha} \\./big\\.bin\\n$`));
+
+    let second = '';
+    const flip = (e: JobEvent): void => {
+      if (e.type !== 'uploaded') return;
+      const file = join(sandbox().root, second, second, 'big.bin');
+      expect(readFileSync(join(sandbox().root, second, 'hashes.put'), 'utf8')).toContain(bigSha);
+      const { mtime } = statSync(file);
+      const fd = openSync(file, 'r+');
+      writeSync(fd, Buffer.from([0x5a ^ readFileSync(file).subarray(1000, 1001)[0]!]), 0, 1, 1000);
+      closeSync(fd);
+      utimesSync(file, mtime, mtime);
+    };
+    second = randomUUID();
+    const error = await runRemote({ host: sandbox().host, inputs: [big], outputDir: await freshDir(), jobId: second, onEvent: flip }).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(IntegrityError);
+    expect((error as IntegrityError).differences.map((d) => `${d.problem} ${d.path}`)).toEqual(['changed big.bin']);
+
+    // The start does take the upload's hash for an unchanged file (it does not read it again): a
+    // hash edited in JOB/hashes.put (the gateway's own file, beside the work dir) is what it sees.
+    let third = '';
+    const edit = (e: JobEvent): void => {
+      if (e.type !== 'uploaded') return;
+      const file = join(sandbox().root, third, 'hashes.put');
+      writeFileSync(file, readFileSync(file, 'utf8').replace(bigSha, '0'.repeat(64)));
+    };
+    third = randomUUID();
+    const edited = await runRemote({ host: sandbox().host, inputs: [big], outputDir: await freshDir(), jobId: third, onEvent: edit }).catch((e: unknown) => e);
+    expect(edited).toBeInstanceOf(IntegrityError);
+    expect((edited as IntegrityError).differences).toEqual([expect.objectContaining({ problem: 'changed', path: 'big.bin', actual: expect.objectContaining({ sha256: '0'.repeat(64) }) })]);
   });
 
   // With inline streams a small job's inputs come with its start (jobx): no moment between the two

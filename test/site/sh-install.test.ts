@@ -128,6 +128,24 @@ describe('the sh-only installer', () => {
     expect(await readFile(join(home, '.ssh', 'authorized_keys'), 'utf8')).toMatch(/^restrict,command="/);
   });
 
+  it('--enforce-job-scope: the same line as mint-gateway install, and both doctors give job-scope the same verdict', async () => {
+    const { home, program } = await siteHome();
+    const args = ['--key', join(home, 'mint.pub'), '--program', program, '--cert-authority', '--enforce-job-scope'];
+    const ours = sh(home, [...args, '--print']);
+    expect(ours.code, ours.stderr).toBe(0);
+    expect(ours.stdout).toMatch(/^cert-authority,restrict,command="\S+ --root \S+ --program \S+ --enforce-job-scope" ssh-ed25519 /);
+    const theirs = spawnSync(process.execPath, [join(ROOT, 'bin', 'mint-gateway.mjs'), 'install', ...args, '--print'], { env: { ...process.env, HOME: home }, encoding: 'utf8' });
+    expect(theirs.stdout).toBe(ours.stdout);
+    expect(sh(home, args).code).toBe(0);
+    const scope = (text: string): string | undefined => /^\s+\[\s*([A-Za-z]+)\s*\]\s+job-scope\s+(.*)$/m.exec(text)?.slice(1).join(' ');
+    const shDoctor = spawnSync('dash', [INSTALLER, 'doctor', '--program', program], { env: { HOME: home, PATH: '/usr/bin:/bin' }, encoding: 'utf8' });
+    const nodeDoctor = spawnSync(process.execPath, [join(ROOT, 'bin', 'mint-gateway.mjs'), 'doctor', '--program', program], { env: { ...process.env, HOME: home }, encoding: 'utf8' });
+    // This machine's sshd (ExposeAuthInfo no unless set) as root, or SKIPPED where sshd -T cannot be read: the same either way.
+    expect(scope(shDoctor.stdout)).toMatch(/^(FAIL the line says --enforce-job-scope but sshd has ExposeAuthInfo no|ok enforced|SKIPPED could not read)/);
+    expect(scope(shDoctor.stdout)).toBe(scope(nodeDoctor.stdout));
+    expect(shDoctor.status).toBe(nodeDoctor.status);
+  });
+
   it('doctor: the same checks and verdicts as mint-gateway doctor, healthy and broken', async () => {
     const { home, program } = await siteHome();
     expect(sh(home, ['--key', join(home, 'mint.pub'), '--program', program]).code).toBe(0);
@@ -141,7 +159,7 @@ describe('the sh-only installer', () => {
     const compare = (expectCode: number): void => {
       const ours = spawnSync('dash', [INSTALLER, 'doctor', '--program', program], { env: { HOME: home, PATH: '/usr/bin:/bin' }, encoding: 'utf8' });
       const theirs = spawnSync(process.execPath, [join(ROOT, 'bin', 'mint-gateway.mjs'), 'doctor', '--program', program], { env: { ...process.env, HOME: home }, encoding: 'utf8' });
-      expect(verdicts(ours.stdout)).toHaveLength(13);
+      expect(verdicts(ours.stdout)).toHaveLength(14);
       expect(verdicts(ours.stdout)).toEqual(verdicts(theirs.stdout));
       expect([ours.status, theirs.status]).toEqual([expectCode, expectCode]);
     };

@@ -10,6 +10,7 @@ import { lstat, readFile, readdir, readlink, writeFile, chmod } from 'node:fs/pr
 import { join } from 'node:path';
 import type { ClientChannel } from 'ssh2';
 import { resolveHost } from '../../src/config/resolve-host.js';
+import type { ResolvedHost } from '../../src/config/resolved-host.js';
 import { connect, type Connection } from '../../src/connection/connect.js';
 import { collect, type ExecResult } from '../../src/connection/exec.js';
 import type { Sandbox } from '../../src/sandbox/sandbox.js';
@@ -22,6 +23,7 @@ export const EXIT = {
   E_STATE: 68,
   E_LIMIT: 69,
   E_INTERNAL: 70,
+  E_SCOPE: 73,
   E_CONFIG: 78,
 } as const;
 export type ErrorName = keyof typeof EXIT;
@@ -44,8 +46,8 @@ export interface GatewaySession {
 }
 
 /** One ssh2 connection to the sandbox with a small channel limit (sshd allows MaxSessions 10). */
-export async function openGateway(sandbox: Sandbox, limit = 4): Promise<GatewaySession> {
-  const connection = await connect(await resolveHost(sandbox.host));
+export async function openGateway(sandbox: Sandbox, limit = 4, host?: ResolvedHost): Promise<GatewaySession> {
+  const connection = await connect(host ?? (await resolveHost(sandbox.host)));
   let active = 0;
   const waiting: Array<() => void> = [];
   const slot = async <T>(work: () => Promise<T>): Promise<T> => {
