@@ -9,10 +9,9 @@
 import https from 'node:https';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { EventEmitter } from 'node:events';
-import { createReadStream, createWriteStream } from 'node:fs';
-import { mkdir, open, rm, stat, truncate } from 'node:fs/promises';
+import { createReadStream } from 'node:fs';
+import { mkdir, open, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import { Transform, type TransformCallback } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { isJobId, checkProgramArgs, checkProgramRequest } from '../gateway/protocol.js';
 import { MintSshError } from '../errors.js';
@@ -29,6 +28,8 @@ export interface HubOptions {
   key: string;
   /** Longest long-poll a client may ask for (ms). */
   maxWaitMs?: number;
+  /** Connections held at once (default 4096); more are dropped. */
+  maxConnections?: number;
 }
 
 class HttpError extends Error {
@@ -53,19 +54,36 @@ export class Hub {
   private readonly bus = new EventEmitter();
   private readonly maxWaitMs: number;
   private readonly options: HubOptions;
+  /** Files and logs being written now: a second writer of the same one is refused (E_BUSY), never interleaved. */
+  private readonly writing = new Set<string>();
 
   constructor(options: HubOptions) {
     this.options = options;
     this.store = new HubStore(options.data);
     this.maxWaitMs = options.maxWaitMs ?? 60_000;
     this.bus.setMaxListeners(0);
-    this.server = https.createServer({ cert: options.cert, key: options.key }, (req, res) => {
-      this.handle(req, res).catch((error: unknown) => this.fail(res, error));
-    });
-    // A client that opens a connection and sends nothing is let go (slowloris).
-    this.server.headersTimeout = 20_000;
+    this.server = https.createServer(
+      {
+        cert: options.cert,
+        key: options.key,
+        // Slow clients (slowloris): a TLS handshake not done in 10 s (Node's default is 120 s: 20
+        // silent TCP connections stayed 30 s and more in hub-hostile.test.ts), and request headers
+        // not complete 10 s after the request began, end the connection; checked every second.
+        handshakeTimeout: 10_000,
+        connectionsCheckingInterval: 1_000,
+      },
+      (req, res) => {
+        this.handle(req, res).catch((error: unknown) => this.fail(res, error));
+      },
+    );
+    this.server.headersTimeout = 10_000;
+    // A body may take as long as its bytes keep coming (a 1 GiB input over a slow link)...
     this.server.requestTimeout = 0;
+    // ...but a connection silent for longer than the longest long-poll plus a minute is let go.
+    this.server.timeout = this.maxWaitMs + 60_000;
     this.server.keepAliveTimeout = 65_000;
+    // Bounded file descriptors: past this many connections new ones are dropped at once.
+    this.server.maxConnections = options.maxConnections ?? 4096;
   }
 
   async listen(): Promise<{ host: string; port: number }> {
@@ -96,13 +114,16 @@ export class Hub {
     } else if (error instanceof MintSshError && error.code === 'INPUT_INVALID') {
       status = 400;
       body = { code: 'E_USAGE', message: error.message };
-    } else {
+    } else if (!(res.headersSent && (error as NodeJS.ErrnoException).code === 'ERR_STREAM_PREMATURE_CLOSE')) {
+      // (A client that went away during a download is no fault of the hub's.)
       process.stderr.write(`mint-ssh-exec hub: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`);
     }
     if (res.headersSent) {
       res.destroy();
       return;
     }
+    // A request whose body was not read to its end: close after the answer, read no more of it.
+    if (!res.req.complete) res.setHeader('connection', 'close');
     send(res, status, { error: body });
   }
 
@@ -307,36 +328,55 @@ export class Hub {
     return Promise.all(this.store.files(id, kind).map((f) => stat(this.filePath(id, kind, f.idx)).then((s) => s.size, () => 0)));
   }
 
-  /** The bytes of file `idx` from `offset` (which must be what the hub holds): appended, fsynced, never past the declared size. */
+  /**
+   * The bytes of file `idx` from `offset` (which must be what the hub holds): appended, fsynced,
+   * never past the declared size. One writer per file at a time: two PUTs of the same chunk at once
+   * (a replay racing the original) both saw the same offset and both appended, so the file held the
+   * chunk twice (hub-hostile.test.ts).
+   */
   private async receiveFile(row: JobRow, kind: Kind, idxText: string, url: URL, req: IncomingMessage, res: ServerResponse): Promise<void> {
     const entry = this.store.files(row.id, kind).find((f) => String(f.idx) === idxText);
     if (!entry || entry.link !== undefined) throw new HttpError(404, 'E_NOFILE', `no file ${idxText}`);
     const path = this.filePath(row.id, kind, entry.idx);
-    const held = await stat(path).then((s) => s.size, () => 0);
-    const offset = Number(url.searchParams.get('offset'));
-    if (!Number.isSafeInteger(offset) || offset !== held) throw new HttpError(409, 'E_OFFSET', `the hub holds ${held} bytes of this file`, { size: held });
-    const room = entry.size - held;
-    const handle = await open(path, 'a', 0o600);
-    let got = 0;
-    const limit = new Transform({
-      transform(chunk: Buffer, _enc, done: TransformCallback) {
-        got += chunk.length;
-        if (got > room) done(new HttpError(413, 'E_TOOBIG', `more bytes than the file's declared ${entry.size}`));
-        else done(null, chunk);
-      },
+    const size = await this.exclusive(path, async () => {
+      const held = await stat(path).then((s) => s.size, () => 0);
+      const offset = Number(url.searchParams.get('offset'));
+      if (!Number.isSafeInteger(offset) || offset !== held) throw new HttpError(409, 'E_OFFSET', `the hub holds ${held} bytes of this file`, { size: held });
+      const room = entry.size - held;
+      const handle = await open(path, 'a', 0o600);
+      let n = 0;
+      try {
+        for await (const chunk of req as AsyncIterable<Buffer>) {
+          if (n + chunk.length > room) throw new HttpError(413, 'E_TOOBIG', `more bytes than the file's declared ${entry.size}`);
+          await handle.write(chunk);
+          n += chunk.length;
+        }
+        await handle.datasync();
+        return held + n;
+      } catch (error) {
+        // Whatever arrived whole stays (the sender resumes from it), but never past the declared size.
+        await handle.datasync().catch(() => undefined);
+        if (error instanceof HttpError) {
+          await handle.truncate(held).catch(() => undefined);
+          throw error;
+        }
+        throw new HttpError(400, 'E_TRUNCATED', 'the upload ended early', { size: held + n });
+      } finally {
+        await handle.close();
+      }
     });
+    send(res, 200, { size });
+  }
+
+  /** Runs `fn` as the only writer of `key` in this hub; another writer meanwhile is refused (409 E_BUSY). */
+  private async exclusive<T>(key: string, fn: () => Promise<T>): Promise<T> {
+    if (this.writing.has(key)) throw new HttpError(409, 'E_BUSY', 'another request is writing this file now');
+    this.writing.add(key);
     try {
-      await pipeline(req, limit, createWriteStream('', { fd: handle.fd, autoClose: false }));
-      await handle.datasync();
-    } catch (error) {
-      // Whatever arrived whole stays (the sender resumes from it), but never past the declared size.
-      await handle.datasync().catch(() => undefined);
-      if (error instanceof HttpError) await truncate(path, held).catch(() => undefined);
-      throw error instanceof HttpError ? error : new HttpError(400, 'E_TRUNCATED', 'the upload ended early', { size: held + got });
+      return await fn();
     } finally {
-      await handle.close();
+      this.writing.delete(key);
     }
-    send(res, 200, { size: held + got });
   }
 
   private async verifyFiles(id: string, kind: Kind): Promise<void> {
@@ -373,14 +413,18 @@ export class Hub {
 
   private async appendLog(row: JobRow, url: URL, req: IncomingMessage, res: ServerResponse): Promise<void> {
     const offset = Number(url.searchParams.get('offset'));
-    const held = row.log_bytes;
-    if (!Number.isSafeInteger(offset) || offset < 0 || offset > held) throw new HttpError(409, 'E_OFFSET', `the hub holds ${held} log bytes`, { size: held });
+    if (!Number.isSafeInteger(offset) || offset < 0 || offset > row.log_bytes) throw new HttpError(409, 'E_OFFSET', `the hub holds ${row.log_bytes} log bytes`, { size: row.log_bytes });
     const body = await readBody(req, 16 * 1024 * 1024);
-    // A resend after a lost answer overlaps what is held: only the new bytes count.
-    const fresh = body.subarray(held - offset);
-    if (fresh.length > 0) {
+    const path = join(this.jobDir(row.id), 'log');
+    const total = await this.exclusive(path, async () => {
+      // Where the log stands now, not when the request came in: another post may have landed while
+      // this body arrived (two posts of one chunk at once left its bytes past log_bytes on disk).
+      const held = this.store.job(row.id)?.log_bytes ?? row.log_bytes;
+      if (offset > held) throw new HttpError(409, 'E_OFFSET', `the hub holds ${held} log bytes`, { size: held });
+      // A resend after a lost answer overlaps what is held: only the new bytes count.
+      const fresh = body.subarray(held - offset);
+      if (fresh.length === 0) return held;
       await mkdir(this.jobDir(row.id), { recursive: true, mode: 0o700 });
-      const path = join(this.jobDir(row.id), 'log');
       const handle = await open(path, 'a', 0o600);
       try {
         // A crash between the write and the row's update leaves bytes past log_bytes: cut them.
@@ -392,8 +436,9 @@ export class Hub {
       }
       this.store.update(row.id, { log_bytes: held + fresh.length });
       this.bus.emit(`job:${row.id}`);
-    }
-    send(res, 200, { logBytes: held + fresh.length });
+      return held + fresh.length;
+    });
+    send(res, 200, { logBytes: total });
   }
 
   private async sendLog(row: JobRow, url: URL, res: ServerResponse): Promise<void> {
@@ -475,8 +520,11 @@ function readBody(req: IncomingMessage, max: number): Promise<Buffer> {
     req.on('data', (chunk: Buffer) => {
       size += chunk.length;
       if (size > max) {
+        // Not req.destroy(): that took the socket and the 413 with it. fail() answers with
+        // `connection: close`, which ends the connection once the answer is out.
         reject(new HttpError(413, 'E_TOOBIG', `a request body is at most ${max} bytes`));
-        req.destroy();
+        req.removeAllListeners('data');
+        req.resume();
         return;
       }
       chunks.push(chunk);

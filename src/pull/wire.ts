@@ -17,7 +17,7 @@ export const API = '/v1';
 
 /** One file of a job's inputs or results. */
 export interface FileEntry {
-  /** Relative path with `/` separators: no empty, `.` or `..` component, no NUL, at most 4096 bytes. */
+  /** Relative path with `/` separators: no empty, `.` or `..` component, no NUL or line break, components of at most 255 bytes, at most 4096 bytes. */
   name: string;
   size: number;
   sha256: string;
@@ -75,6 +75,8 @@ export function badName(name: unknown): string | undefined {
   if (/[\0\n\r]/.test(name)) return 'holds NUL or a line break';
   if (name.startsWith('/')) return 'absolute';
   if (name.split('/').some((part) => part === '' || part === '.' || part === '..')) return 'has an empty, . or .. component';
+  // No file system takes a longer component (NAME_MAX): the agent's write would fail after the claim.
+  if (name.split('/').some((part) => Buffer.byteLength(part) > 255)) return 'has a component longer than 255 bytes';
   return undefined;
 }
 
@@ -82,7 +84,7 @@ export function badName(name: unknown): string | undefined {
 export function checkManifest(value: unknown): FileEntry[] {
   if (!Array.isArray(value) || value.length > MAX_FILES) throw new InputError(`a manifest is a list of at most ${MAX_FILES} files`);
   const seen = new Set<string>();
-  return value.map((raw: unknown, i) => {
+  const files = value.map((raw: unknown, i): FileEntry => {
     const f = raw as Partial<FileEntry> | null;
     const why = badName(f?.name);
     if (!f || why) throw new InputError(`file ${i}: name ${why}`);
@@ -93,11 +95,18 @@ export function checkManifest(value: unknown): FileEntry[] {
     if (f.link !== undefined && (typeof f.link !== 'string' || f.link.length === 0 || f.link.length > 4096 || f.link.includes('\0') || f.size !== 0)) {
       throw new InputError(`file ${i}: bad link`);
     }
-    // a/b and a/b/c: one of them would have to be a directory and a file at once.
     if (seen.has(f.name!)) throw new InputError(`file ${i}: ${JSON.stringify(f.name)} twice`);
     seen.add(f.name!);
     return { name: f.name!, size: f.size!, sha256: f.sha256, mode: f.mode!, mtimeMs: f.mtimeMs, ...(f.link !== undefined ? { link: f.link } : {}) };
   });
+  // a/b and a/b/c: one of them would have to be a directory and a file at once (the agent's mkdir
+  // of a/b then failed on the file a/b, and the job hung claimed; hub-hostile.test.ts).
+  for (const name of seen) {
+    for (let cut = name.indexOf('/'); cut > 0; cut = name.indexOf('/', cut + 1)) {
+      if (seen.has(name.slice(0, cut))) throw new InputError(`${JSON.stringify(name.slice(0, cut))} is a file and the directory of ${JSON.stringify(name)}`);
+    }
+  }
+  return files;
 }
 
 export const EMPTY_SHA256 = createHash('sha256').digest('hex');
