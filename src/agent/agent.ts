@@ -21,7 +21,7 @@ import { GATEWAY_SCRIPT, AGENT_RSH } from '../assets/index.js';
 import { MintSshError } from '../errors.js';
 import { formatRequest, parseLogTrailer, parseRefusal, parseStatus, type JobStatus } from '../gateway/protocol.js';
 import { HubHttp, type HubTarget } from '../pull/http.js';
-import { API, badName, EMPTY_SHA256, hashFile, type AgentJob, type FileEntry } from '../pull/wire.js';
+import { API, badName, EMPTY_SHA256, hashFile, refusalLine, type AgentJob, type FileEntry } from '../pull/wire.js';
 import { RSYNC_CLIENT_OPTIONS } from '../transfer/rsync-args.js';
 
 export interface AgentOptions {
@@ -97,18 +97,21 @@ export class Agent {
         return;
       }
       const staged = await this.fetchInputs(job);
-      if (staged.length > 0) await this.rsync('put', id, [...staged, 'mint:work/']);
+      if (staged.length > 0) {
+        try {
+          await this.rsync('put', id, [...staged, 'mint:work/']);
+        } catch (error) {
+          // Inputs over the site's limits (E_LIMIT): refused as the SSH method's upload is, never
+          // retried for ever (the job hung claimed on the hub; conformance-pull.test.ts).
+          if (error instanceof Refused) return this.refused(job, 'put', error.gatewayCode, error.message);
+          throw error;
+        }
+      }
       const request = formatRequest({ args: job.args, ...(job.program !== undefined ? { program: job.program } : {}), ...(job.env ? { env: job.env } : {}) });
       const started = await this.gateway('startx', id, request);
       if (started.exitCode !== 0) {
         const refusal = parseRefusal(started.stderr);
-        this.log(`job ${id}: the gateway refused the start: ${refusal ? `${refusal.gatewayCode}: ${refusal.message}` : started.stderr.trim()}`);
-        // The refusal goes into the job's log, where the submit side reads it.
-        await this.sendLog(id, job.logBytes, Buffer.from(`mint-ssh-exec agent: the site refused to start the job: ${refusal ? `${refusal.gatewayCode}: ${refusal.message}` : 'unknown'}\n`));
-        await this.report(id, { state: 'lost' });
-        await this.finishResults(id, []);
-        await this.gateway('rm', id);
-        return;
+        return this.refused(job, 'startx', refusal?.gatewayCode ?? 'E_INTERNAL', refusal?.message ?? (started.stderr.trim() || `exit ${started.exitCode}`));
       }
       status = parseStatus(started.stdout.toString('utf8'));
       this.log(`job ${id}: started (pid ${status.pid ?? '-'})`);
@@ -126,6 +129,17 @@ export class Agent {
     await this.gateway('rm', id);
     await rm(join(this.options.spool, id), { recursive: true, force: true });
     this.log(`job ${id}: results delivered`);
+  }
+
+  /** The gateway refused the job before its program ran: the refusal is its log, it is `lost`, nothing of it stays here. */
+  private async refused(job: AgentJob, verb: 'put' | 'startx', gatewayCode: string, message: string): Promise<void> {
+    const id = job.jobId;
+    this.log(`job ${id}: the gateway refused '${verb}': ${gatewayCode}: ${message}`);
+    await this.sendLog(id, job.logBytes, Buffer.from(refusalLine(verb, gatewayCode, message)));
+    await this.report(id, { state: 'lost' });
+    await this.finishResults(id, []);
+    await this.gateway('rm', id);
+    await rm(join(this.options.spool, id), { recursive: true, force: true });
   }
 
   private async status(id: string): Promise<JobStatus | undefined> {
@@ -169,7 +183,8 @@ export class Agent {
     });
     if (result.exitCode !== 0) {
       const refusal = parseRefusal(String(result.stderr));
-      throw new Error(`${verb} of job ${id} failed (rsync ${result.exitCode}): ${refusal ? `${refusal.gatewayCode}: ${refusal.message}` : String(result.stderr).trim().split('\n').slice(-2).join(' | ')}`);
+      if (refusal) throw new Refused(refusal.gatewayCode, refusal.message);
+      throw new Error(`${verb} of job ${id} failed (rsync ${result.exitCode}): ${String(result.stderr).trim().split('\n').slice(-2).join(' | ')}`);
     }
   }
 
@@ -304,6 +319,16 @@ export class Agent {
         await new Promise((r) => setTimeout(r, delay));
       }
     }
+  }
+}
+
+/** The gateway's refusal of a transfer (`mint-gw: error: E_X: ...`). */
+class Refused extends Error {
+  constructor(
+    readonly gatewayCode: string,
+    message: string,
+  ) {
+    super(message);
   }
 }
 

@@ -11,11 +11,11 @@ import { basename, dirname, join, resolve, sep } from 'node:path';
 import type { IncomingMessage } from 'node:http';
 import { pipeline } from 'node:stream/promises';
 import { Transform } from 'node:stream';
-import { GatewayError, TransferError } from '../errors.js';
+import { GatewayError, MintSshError, TransferError } from '../errors.js';
 import type { JobListing, JobState, JobStatus } from '../gateway/protocol.js';
 import type { ProgramRequest, TransferResult } from '../gateway/client.js';
 import { readAll, type HubHttp } from '../pull/http.js';
-import { API, badName, hashFile, type FileEntry, type HubJob } from '../pull/wire.js';
+import { API, badName, hashFile, parseRefusalLine, type FileEntry, type HubJob } from '../pull/wire.js';
 import type { Final, JobSteps, OnSched, TransferRun } from './steps.js';
 
 const FINAL: ReadonlySet<JobState> = new Set(['exited', 'cancelled', 'lost']);
@@ -40,6 +40,8 @@ export function pullJobSteps(http: HubHttp, site: string): JobSteps {
 
   /** Reads the log from `offset` until the job has ended and every byte is here; `onJob` hears each state. */
   const follow = async (jobId: string, offset: number, onChunk: (chunk: Buffer) => void, signal: AbortSignal | undefined, onJob?: (job: HubJob) => void): Promise<Final> => {
+    // The log's head, where the agent writes a refusal (pull/wire.ts refusalLine); bounded.
+    let head = '';
     for (;;) {
       signal?.throwIfAborted();
       const response = await http.stream('GET', `${API}/jobs/${jobId}/log`, { query: { offset, wait: POLL_MS }, ...(signal ? { signal } : {}), idleMs: POLL_MS + 30_000 });
@@ -53,10 +55,18 @@ export function pullJobSteps(http: HubHttp, site: string): JobSteps {
       });
       onJob?.(job);
       if (body.length > 0) {
+        if (offset < 64 * 1024) head += body.subarray(0, 64 * 1024 - offset).toString('utf8');
         onChunk(body);
         offset += body.length;
       }
-      if (FINAL.has(job.state) && offset >= job.logBytes) return { state: job.state, exitCode: job.exitCode };
+      if (FINAL.has(job.state) && offset >= job.logBytes) {
+        // Refused by the site before the program ran: the same error as the SSH method's.
+        const refusal = job.state === 'lost' && job.startedAt === undefined ? parseRefusalLine(head) : undefined;
+        if (refusal) {
+          throw new GatewayError('GATEWAY_REFUSED', `gateway refused '${refusal.verb}': ${refusal.gatewayCode}: ${refusal.message}`, { host, jobId, gatewayCode: refusal.gatewayCode });
+        }
+        return { state: job.state, exitCode: job.exitCode };
+      }
     }
   };
 
@@ -79,8 +89,13 @@ export function pullJobSteps(http: HubHttp, site: string): JobSteps {
             cb(null, chunk);
           },
         });
-        const body = handle.createReadStream({ start: held, autoClose: true }).pipe(count);
-        await http.call('PUT', `${API}/jobs/${jobId}/inputs/${idx}`, { query: { offset: held }, body, ...(options.signal ? { signal: options.signal } : {}), idleMs: 120_000 });
+        const source = handle.createReadStream({ start: held, autoClose: true });
+        try {
+          await http.call('PUT', `${API}/jobs/${jobId}/inputs/${idx}`, { query: { offset: held }, body: source.pipe(count), ...(options.signal ? { signal: options.signal } : {}), idleMs: 120_000 });
+        } finally {
+          // Also when the PUT failed (a cut link): the file was left open to the garbage collector.
+          source.destroy();
+        }
         options.onFile?.(f.name);
       }
       return { files: files.map((f) => f.name), skipped: [], durationMs: performance.now() - t, removed: false };
@@ -152,6 +167,10 @@ export function pullJobSteps(http: HubHttp, site: string): JobSteps {
             const handle = await open(part, 'a', 0o600);
             try {
               await pipeline(response, createWriteStream('', { fd: handle.fd, autoClose: false }));
+            } catch (error) {
+              // A link cut mid-file ('aborted', ECONNRESET): what arrived stays, the retry resumes from it.
+              if (error instanceof MintSshError) throw error;
+              throw new TransferError(`result ${f.name}: the download broke off (${(error as Error).message})`, { host, jobId, cause: error }, true);
             } finally {
               await handle.close();
             }

@@ -125,3 +125,19 @@ export function hashFile(path: string, length?: number): Promise<string> {
       .on('end', () => resolve(hash.digest('hex')));
   });
 }
+
+/**
+ * A job the site's gateway refused before its program ran (its inputs over a limit at `put`, the
+ * site full at `startx`...): the agent reports it `lost` with this one line as the job's whole log,
+ * and the submit side turns it back into the GatewayError (with its gatewayCode) that the SSH
+ * method throws for the same refusal. The line is the agent's alone: the program never ran, so
+ * nothing else wrote to the log (the submit side reads it only for a job never reported running).
+ */
+export function refusalLine(verb: 'put' | 'startx', gatewayCode: string, message: string): string {
+  return `mint-ssh-exec agent: the site refused '${verb}': ${gatewayCode}: ${message.replace(/[\r\n]+/g, ' ')}\n`;
+}
+
+export function parseRefusalLine(log: string): { verb: string; gatewayCode: string; message: string } | undefined {
+  const m = /^mint-ssh-exec agent: the site refused '(put|startx)': (E_[A-Z]+): (.*)$/m.exec(log);
+  return m ? { verb: m[1]!, gatewayCode: m[2]!, message: m[3]! } : undefined;
+}

@@ -1,0 +1,432 @@
+/**
+ * The job-level conformance suite (issue 18): the same cases, through the public API only
+ * (runRemote, attach, listJobs, cancelJob, removeJob), against the SSH method (a real sshd and the
+ * gateway, startSandbox) and the pull method (a real hub process and a real agent process running
+ * the same gateway script). conformance-ssh.test.ts and conformance-pull.test.ts each run it for one
+ * mode, so the two run side by side and each stays well under a minute.
+ *
+ * Both sites have the same program, the same export allow-list and the same per-job size limit; a
+ * TCP proxy between the client and the site (sshd, or the hub) cuts the client's link on command.
+ * Every outcome is compared with what it must be byte for byte (the expected output tree is computed
+ * here, not taken from either mode), so the two modes are held to one answer, not to each other's.
+ */
+import { spawn } from 'node:child_process';
+import { createHash, randomUUID } from 'node:crypto';
+import { existsSync, readFileSync } from 'node:fs';
+import { chmod, mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { join, relative, resolve } from 'node:path';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { attach, cancelJob, CancelledError, GatewayError, listJobs, removeJob, runRemote, type JobEvent, type RemoteResult } from '../../src/index.js';
+import type { InlineHost } from '../../src/config/resolve-host.js';
+import { startSandbox, type Sandbox } from '../../src/sandbox/sandbox.js';
+import { startFaultProxy, type FaultProxy } from '../support/fault-proxy.js';
+import { freshDir, sha256 } from '../support/fixture.js';
+import { startAgent, startHub, type HubSetup, type Proc } from '../support/pull.js';
+
+export type Mode = 'ssh' | 'pull';
+
+const RETRY = { retries: 30, minTimeoutMs: 100, maxTimeoutMs: 1000, maxRetryTimeMs: 90_000 };
+/** Results that may leave the site; secret.key, which every run writes, may not. */
+const EXPORT = '*.txt,*.bin,*.log';
+const MAX_JOB_MB = 6;
+const INPUT_SIZE = 4 * 1024 * 1024;
+const SEQ = 600_000;
+
+/** A deterministic input (so the expected outputs are known here): SHA-256 in counter mode. */
+function inputBytes(): Buffer {
+  const blocks: Buffer[] = [];
+  for (let i = 0; blocks.length * 32 < INPUT_SIZE; i += 1) blocks.push(createHash('sha256').update(`conformance ${i}`).digest());
+  return Buffer.concat(blocks).subarray(0, INPUT_SIZE);
+}
+
+const hex = (data: string | Buffer): string => createHash('sha256').update(data).digest('hex');
+const numbers = Array.from({ length: SEQ }, (_, i) => `${i + 1}\n`).join('');
+
+/**
+ * The site's program. STATE (outside the job) counts its runs and keeps its pid and its child's.
+ *   exit N        writes result.txt, exits N
+ *   upload        hashes upload.bin into input-hashes.txt
+ *   hold N        prints N lines 50 ms apart, then waits (30 s at most) for STATE/release-JOB
+ *   download      writes numbers.txt (seq 1 600000, 3.9 MB)
+ *   spin          a child `sleep 60` in its process group, waited for
+ * Every run also writes secret.key, which the export allow-list must keep on the site.
+ */
+function programText(state: string): string {
+  return `#!/bin/sh
+set -u
+STATE=${state}
+echo x >> "$STATE/runs-$MINT_JOB_ID"
+echo $$ > "$STATE/pid-$MINT_JOB_ID"
+echo "do not export" > secret.key
+case $1 in
+  exit) echo "exit $2"; echo done > result.txt; exit "$2" ;;
+  upload) sha256sum upload.bin > input-hashes.txt; echo hashed ;;
+  hold)
+    i=1
+    while [ $i -le "$2" ]; do echo "line $i"; sleep 0.05; i=$((i + 1)); done
+    n=0
+    while [ ! -e "$STATE/release-$MINT_JOB_ID" ]; do
+      sleep 0.05; n=$((n + 1))
+      if [ $n -ge 600 ]; then echo "never released"; exit 3; fi
+    done
+    echo released; echo done > result.txt ;;
+  download) seq 1 ${SEQ} > numbers.txt; echo "wrote numbers" ;;
+  spin) sleep 60 & echo $! > "$STATE/child-$MINT_JOB_ID"; echo spinning; wait ;;
+esac
+exit 0
+`;
+}
+
+interface Site {
+  /** The site as the client reaches it: through the proxy. */
+  host: () => InlineHost;
+  /** The gateway's job root on the site (where a job's dir lives while it is there). */
+  root: string;
+  /** The link from the client to the site (sshd or the hub); replaced by a fresh one per cut. */
+  proxy: FaultProxy;
+  target: number;
+  stop: () => Promise<void>;
+  hub?: HubSetup;
+  agent?: Proc;
+  startAgent?: () => Promise<Proc>;
+}
+
+async function hashTree(dir: string): Promise<Record<string, string>> {
+  const out: Record<string, string> = {};
+  const walk = async (d: string): Promise<void> => {
+    for (const entry of await readdir(d, { withFileTypes: true })) {
+      if (d === dir && entry.name === '.mint-job.json') continue;
+      const path = join(d, entry.name);
+      if (entry.isDirectory()) {
+        out[`${relative(dir, path)}/`] = 'dir';
+        await walk(path);
+      } else out[relative(dir, path)] = await sha256(path);
+    }
+  };
+  await walk(dir);
+  return Object.fromEntries(Object.entries(out).sort(([a], [b]) => a.localeCompare(b)));
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+async function until(what: string, check: () => boolean | Promise<boolean>, ms = 20_000): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+export function conformance(mode: Mode): void {
+  describe(`job conformance: ${mode} mode`, () => {
+    let work: string;
+    let state: string;
+    let input: string;
+    let site: Site;
+    const scratch: string[] = [];
+    const out = async (): Promise<string> => {
+      const dir = await freshDir();
+      scratch.push(dir);
+      return join(dir, 'out');
+    };
+
+    beforeAll(async () => {
+      work = await freshDir();
+      state = join(work, 'state');
+      await mkdir(state);
+      input = join(work, 'upload.bin');
+      await writeFile(input, inputBytes());
+      const program = join(work, 'program.sh');
+      await writeFile(program, programText(state));
+      await chmod(program, 0o755);
+      if (mode === 'ssh') {
+        const sandbox: Sandbox = await startSandbox({ program, gateway: { export: EXPORT, maxJobMb: MAX_JOB_MB } });
+        const proxy = await startFaultProxy({ target: { host: '127.0.0.1', port: sandbox.port } });
+        site = {
+          root: sandbox.root,
+          proxy,
+          target: sandbox.port,
+          host: () => ({ ...sandbox.host, port: site.proxy.port, hostKeyFingerprint: sandbox.hostKeyFingerprint, retry: RETRY }),
+          stop: () => sandbox.stop(),
+        };
+      } else {
+        const hub = await startHub(work);
+        const token = hub.siteToken('conf');
+        const extra = ['--export', EXPORT, '--max-job-mb', String(MAX_JOB_MB)];
+        const first = await startAgent(work, hub, 'conf', token, extra, programText(state));
+        const proxy = await startFaultProxy({ target: { host: '127.0.0.1', port: hub.port } });
+        site = {
+          root: first.root,
+          proxy,
+          target: hub.port,
+          hub,
+          agent: first,
+          startAgent: async () => (site.agent = await startAgent(work, hub, 'conf', token, extra, programText(state))),
+          host: () => ({ ...hub.host('conf'), hub: `https://127.0.0.1:${site.proxy.port}`, retry: RETRY }),
+          stop: async () => {
+            await site.agent?.stop();
+            await hub.proc.stop();
+          },
+        };
+      }
+    }, 120_000);
+
+    afterAll(async () => {
+      await site?.proxy.close();
+      await site?.stop();
+      if (work) await rm(work, { recursive: true, force: true });
+    });
+
+    afterEach(async () => {
+      for (const dir of scratch.splice(0)) await rm(dir, { recursive: true, force: true });
+    });
+
+    /** A fresh proxy (a trigger left armed cannot leak into the next test). */
+    async function freshProxy(): Promise<void> {
+      await site.proxy.close();
+      site.proxy = await startFaultProxy({ target: { host: '127.0.0.1', port: site.target } });
+    }
+
+    interface Run {
+      result: RemoteResult;
+      events: JobEvent[];
+      dir: string;
+      jobId: string;
+    }
+
+    /** Runs the job to its end through a fresh proxy. */
+    async function run(args: string[], inputs: string[], onEvent?: (e: JobEvent, jobId: string) => void, jobId = randomUUID(), signal?: AbortSignal, arm?: () => void): Promise<Run> {
+      await freshProxy();
+      arm?.();
+      const dir = await out();
+      const events: JobEvent[] = [];
+      const result = await runRemote({ host: site.host(), jobId, inputs, args, outputDir: dir, ...(signal ? { signal } : {}), onEvent: (e) => (events.push(e), onEvent?.(e, jobId)) });
+      return { result, events, dir, jobId };
+    }
+
+    const runs = (jobId: string): string => {
+      try {
+        return readFileSync(join(state, `runs-${jobId}`), 'utf8');
+      } catch {
+        return '';
+      }
+    };
+
+    /** Gone from the site: its dir under the root (the agent removes it once the hub has acknowledged the results). */
+    const leftSite = (jobId: string): Promise<void> => until(`job ${jobId} to leave the site`, () => !existsSync(join(site.root, jobId)), 10_000);
+
+    const expectedTrees = {
+      exit: (log: string) => ({ 'remote_program_exec.log': hex(log), 'result.txt': hex('done\n') }),
+      upload: () => {
+        const data = inputBytes();
+        return { 'input-hashes.txt': hex(`${hex(data)}  upload.bin\n`), 'remote_program_exec.log': hex('hashed\n'), 'upload.bin': hex(data) };
+      },
+      download: () => ({ 'numbers.txt': hex(numbers), 'remote_program_exec.log': hex('wrote numbers\n') }),
+      hold: (n: number) => ({ 'remote_program_exec.log': hex(holdLog(n)), 'result.txt': hex('done\n') }),
+    };
+    const holdLog = (n: number): string => `${Array.from({ length: n }, (_, i) => `line ${i + 1}\n`).join('')}released\n`;
+
+    it('success and failure: the exit status comes back, the export allow-list holds, a failed job stays until removed', async () => {
+      const ok = await run(['exit', '0'], []);
+      expect(ok.result).toMatchObject({ exitCode: 0, state: 'exited', failed: false, cleanedUp: true, log: 'exit 0\n' });
+      expect(await hashTree(ok.dir)).toEqual(expectedTrees.exit('exit 0\n'));
+      expect(runs(ok.jobId)).toBe('x\n');
+      await leftSite(ok.jobId);
+
+      const bad = await run(['exit', '7'], []);
+      expect(bad.result).toMatchObject({ exitCode: 7, state: 'exited', failed: true, cleanedUp: false, log: 'exit 7\n' });
+      // secret.key was written on the site and never left it.
+      expect(await hashTree(bad.dir)).toEqual(expectedTrees.exit('exit 7\n'));
+      expect(existsSync(join(bad.dir, 'secret.key'))).toBe(false);
+      const listed = await listJobs(site.host());
+      expect(listed.find((j) => j.jobId === bad.jobId)).toMatchObject({ state: 'exited', exitCode: 7 });
+      expect(listed.find((j) => j.jobId === ok.jobId)).toBeUndefined();
+      expect(await removeJob(site.host(), bad.jobId)).toMatchObject({ state: 'exited', exitCode: 7 });
+      expect((await listJobs(site.host())).find((j) => j.jobId === bad.jobId)).toBeUndefined();
+      await leftSite(bad.jobId);
+    });
+
+    /** The program's pid and its child's, once both are written. */
+    async function pids(jobId: string): Promise<number[]> {
+      await until('the program and its child', () => existsSync(join(state, `child-${jobId}`)) && existsSync(join(state, `pid-${jobId}`)));
+      return ['pid', 'child'].map((k) => Number(readFileSync(join(state, `${k}-${jobId}`), 'utf8').trim()));
+    }
+
+    it('cancel through the signal: CancelledError with the log, the whole process group ends, the program ran once', async () => {
+      const controller = new AbortController();
+      const jobId = randomUUID();
+      const error = await run(['spin'], [], (e) => {
+        if (e.type === 'log' && e.text.includes('spinning')) controller.abort();
+      }, jobId, controller.signal).then(
+        () => undefined,
+        (e: unknown) => e,
+      );
+      expect(error).toBeInstanceOf(CancelledError);
+      expect((error as CancelledError).result).toMatchObject({ state: 'cancelled', jobId });
+      expect((error as CancelledError).result!.log).toContain('spinning');
+      const [pid, child] = await pids(jobId);
+      await until('the program and its child to end', () => !alive(pid!) && !alive(child!), 15_000);
+      expect(runs(jobId)).toBe('x\n');
+    });
+
+    it('cancel from elsewhere (cancelJob): the running job ends cancelled, the whole process group ends', async () => {
+      const jobId = randomUUID();
+      let asked: Promise<unknown> | undefined;
+      const done = await run(['spin'], [], (e) => {
+        if (!asked && e.type === 'log' && e.text.includes('spinning')) asked = cancelJob(site.host(), jobId);
+      }, jobId).then(
+        (r) => r.result,
+        (e: unknown) => e,
+      );
+      expect(await asked).toMatchObject({ jobId, state: 'cancelled' });
+      expect(done).toMatchObject({ state: 'cancelled', failed: true });
+      const [pid, child] = await pids(jobId);
+      await until('the program and its child to end', () => !alive(pid!) && !alive(child!), 15_000);
+      expect(runs(jobId)).toBe('x\n');
+    });
+
+    async function expectIntact(r: Run, tree: Record<string, string>, log: string): Promise<void> {
+      const retries = r.events.filter((e) => e.type === 'retrying').map((e) => (e.type === 'retrying' ? `${e.step}: ${e.error.message.split('\n')[0]}` : ''));
+      const where = `job ${r.jobId} (connections ${r.result.connections}; retries: ${retries.join(' / ') || 'none'})`;
+      expect(r.result, where).toMatchObject({ exitCode: 0, state: 'exited', failed: false, cleanedUp: true });
+      expect(r.result.log, where).toBe(log);
+      expect(await hashTree(r.dir), where).toEqual(tree);
+      expect(runs(r.jobId), `${where}: runs`).toBe('x\n');
+      await leftSite(r.jobId);
+    }
+
+    for (const share of [0.3, 0.7]) {
+      it(`a cut after ${share * 100}% of the upload: resumes, runs once, outputs sha256-identical`, async () => {
+        // Armed before the job begins: the count includes the handshakes (a few KB), the rest is the input's.
+        const r = await run(['upload'], [input], undefined, randomUUID(), undefined, () => site.proxy.cutAfterUpstreamBytes(Math.round(INPUT_SIZE * share)));
+        expect(site.proxy.stats().cuts).toBeGreaterThan(0);
+        expect(r.result.connections).toBeGreaterThan(1);
+        await expectIntact(r, expectedTrees.upload(), 'hashed\n');
+      });
+    }
+
+    it('a cut while the program runs: the log resumes at its offset, nothing lost or doubled, runs once', async () => {
+      let cut = false;
+      let text = '';
+      const r = await run(['hold', '10'], [], (e, jobId) => {
+        if (e.type === 'log') text += e.text;
+        if (!cut && text.includes('line 5\n')) {
+          cut = true;
+          site.proxy.cutAll();
+          void writeFile(join(state, `release-${jobId}`), '');
+        }
+      });
+      expect(cut).toBe(true);
+      expect(r.result.connections).toBeGreaterThan(1);
+      await expectIntact(r, expectedTrees.hold(10), holdLog(10));
+    });
+
+    for (const share of [0.3, 0.7]) {
+      it(`a cut after ${share * 100}% of the download: resumes, outputs sha256-identical`, async () => {
+        const r = await run(['download'], [], (e) => {
+          if (e.type === 'exited') site.proxy.cutAfterDownstreamBytes(Math.round(numbers.length * share));
+        });
+        expect(site.proxy.stats().cuts).toBeGreaterThan(0);
+        expect(r.result.connections).toBeGreaterThan(1);
+        await expectIntact(r, expectedTrees.download(), 'wrote numbers\n');
+      });
+    }
+
+    it('the MInt side crashes mid-job (its process killed); a new process attaches by job id and gets the whole result', async () => {
+      await freshProxy();
+      const jobId = randomUUID();
+      const first = await out();
+      const script = join(work, `client-${jobId}.mjs`);
+      const bundle = resolve(import.meta.dirname, '..', '..', 'dist', 'bundle', 'index.mjs');
+      await writeFile(
+        script,
+        `import { runRemote } from ${JSON.stringify(bundle)};
+await runRemote({ host: JSON.parse(process.env.HOST), jobId: process.env.JOB, args: ['hold', '5'], outputDir: process.env.OUT,
+  onEvent: (e) => { if (e.type === 'log' && e.text.includes('line 3')) process.stdout.write('seen\\n'); } });
+process.stdout.write('finished\\n');
+`,
+      );
+      const child = spawn(process.execPath, [script], { env: { ...process.env, HOST: JSON.stringify(site.host()), JOB: jobId, OUT: first }, stdio: ['ignore', 'pipe', 'pipe'] });
+      let said = '';
+      child.stdout.on('data', (c: Buffer) => (said += c.toString()));
+      child.stderr.on('data', (c: Buffer) => (said += c.toString()));
+      await until('the client to see the program run', () => said.includes('seen') || child.exitCode !== null, 30_000);
+      expect(said).toContain('seen');
+      child.kill('SIGKILL');
+      await new Promise((r) => child.once('exit', r));
+      await writeFile(join(state, `release-${jobId}`), '');
+      const dir = await out();
+      const result = await attach({ host: site.host(), jobId, outputDir: dir });
+      expect(said).not.toContain('finished');
+      expect(result).toMatchObject({ jobId, exitCode: 0, state: 'exited', cleanedUp: true });
+      expect(result.log).toBe(holdLog(5));
+      expect(await hashTree(dir)).toEqual(expectedTrees.hold(5));
+      expect(runs(jobId)).toBe('x\n');
+      await leftSite(jobId);
+    });
+
+    if (mode === 'pull') {
+      it('the hub restarts mid-job: nothing lost, the program runs once', async () => {
+        let stopped: Promise<void> | undefined;
+        let text = '';
+        const r = await run(['hold', '8'], [input], (e, jobId) => {
+          if (e.type === 'log') text += e.text;
+          if (!stopped && text.includes('line 4\n')) {
+            stopped = (async () => {
+              await site.hub!.proc.stop();
+              await new Promise((res) => setTimeout(res, 2000));
+              await site.hub!.restart();
+              await writeFile(join(state, `release-${jobId}`), '');
+            })();
+          }
+        });
+        await stopped;
+        expect(r.result.connections).toBeGreaterThan(1);
+        await expectIntact(r, { ...expectedTrees.hold(8), 'upload.bin': hex(inputBytes()) }, holdLog(8));
+      });
+
+      it('the agent is killed mid-job and a new one started: it resumes the job, never runs it twice, loses no output', async () => {
+        let killed: Promise<void> | undefined;
+        let text = '';
+        const r = await run(['hold', '8'], [input], (e, jobId) => {
+          if (e.type === 'log') text += e.text;
+          if (!killed && text.includes('line 4\n')) {
+            killed = (async () => {
+              const agent = site.agent!;
+              agent.child.kill('SIGKILL');
+              await agent.stop();
+              // The program goes on meanwhile: its lines pile up on the site, unsent.
+              await new Promise((res) => setTimeout(res, 1000));
+              await site.startAgent!();
+              await writeFile(join(state, `release-${jobId}`), '');
+            })();
+          }
+        });
+        await killed;
+        await expectIntact(r, { ...expectedTrees.hold(8), 'upload.bin': hex(inputBytes()) }, holdLog(8));
+      });
+    }
+
+    it('limits: an input over the site\'s per-job size is refused (GatewayError E_LIMIT), the program never runs, nothing stays', async () => {
+      const big = join(work, 'big.bin');
+      await writeFile(big, Buffer.alloc((MAX_JOB_MB + 2) * 1024 * 1024, 1));
+      const jobId = randomUUID();
+      const error = await run(['exit', '0'], [big], undefined, jobId).then(
+        () => undefined,
+        (e: unknown) => e,
+      );
+      expect(error).toBeInstanceOf(GatewayError);
+      expect(error).toMatchObject({ gatewayCode: 'E_LIMIT' });
+      expect(runs(jobId)).toBe('');
+      await leftSite(jobId);
+      expect((await listJobs(site.host())).find((j) => j.jobId === jobId)).toBeUndefined();
+    });
+  });
+}
