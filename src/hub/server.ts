@@ -54,8 +54,8 @@ export class Hub {
   private readonly bus = new EventEmitter();
   private readonly maxWaitMs: number;
   private readonly options: HubOptions;
-  /** Files and logs being written now: a second writer of the same one is refused (E_BUSY), never interleaved. */
-  private readonly writing = new Set<string>();
+  /** Files and logs being written now, by whom: two writers of one never interleave (exclusive()). */
+  private readonly writing = new Map<string, { req: IncomingMessage | undefined; done: Promise<unknown> }>();
 
   constructor(options: HubOptions) {
     this.options = options;
@@ -332,13 +332,14 @@ export class Hub {
    * The bytes of file `idx` from `offset` (which must be what the hub holds): appended, fsynced,
    * never past the declared size. One writer per file at a time: two PUTs of the same chunk at once
    * (a replay racing the original) both saw the same offset and both appended, so the file held the
-   * chunk twice (hub-hostile.test.ts).
+   * chunk twice (hub-hostile.test.ts). The newer one wins: a sender retrying after a cut link must
+   * not wait for the hub to notice that the old request's connection is dead.
    */
   private async receiveFile(row: JobRow, kind: Kind, idxText: string, url: URL, req: IncomingMessage, res: ServerResponse): Promise<void> {
     const entry = this.store.files(row.id, kind).find((f) => String(f.idx) === idxText);
     if (!entry || entry.link !== undefined) throw new HttpError(404, 'E_NOFILE', `no file ${idxText}`);
     const path = this.filePath(row.id, kind, entry.idx);
-    const size = await this.exclusive(path, async () => {
+    const size = await this.exclusive(path, req, async () => {
       const held = await stat(path).then((s) => s.size, () => 0);
       const offset = Number(url.searchParams.get('offset'));
       if (!Number.isSafeInteger(offset) || offset !== held) throw new HttpError(409, 'E_OFFSET', `the hub holds ${held} bytes of this file`, { size: held });
@@ -368,14 +369,22 @@ export class Hub {
     send(res, 200, { size });
   }
 
-  /** Runs `fn` as the only writer of `key` in this hub; another writer meanwhile is refused (409 E_BUSY). */
-  private async exclusive<T>(key: string, fn: () => Promise<T>): Promise<T> {
-    if (this.writing.has(key)) throw new HttpError(409, 'E_BUSY', 'another request is writing this file now');
-    this.writing.add(key);
+  /**
+   * Runs `fn` as the only writer of `key` in this hub, after the one before it. With `preempt`, the
+   * one before is cut off first (its request destroyed: what it wrote whole stays, and `fn` then
+   * finds the offset moved); without, it is waited for.
+   */
+  private async exclusive<T>(key: string, preempt: IncomingMessage | undefined, fn: () => Promise<T>): Promise<T> {
+    for (let held = this.writing.get(key); held; held = this.writing.get(key)) {
+      if (preempt) held.req?.destroy();
+      await held.done.catch(() => undefined);
+    }
+    const done = fn();
+    this.writing.set(key, { req: preempt, done });
     try {
-      return await fn();
+      return await done;
     } finally {
-      this.writing.delete(key);
+      if (this.writing.get(key)?.done === done) this.writing.delete(key);
     }
   }
 
@@ -416,7 +425,7 @@ export class Hub {
     if (!Number.isSafeInteger(offset) || offset < 0 || offset > row.log_bytes) throw new HttpError(409, 'E_OFFSET', `the hub holds ${row.log_bytes} log bytes`, { size: row.log_bytes });
     const body = await readBody(req, 16 * 1024 * 1024);
     const path = join(this.jobDir(row.id), 'log');
-    const total = await this.exclusive(path, async () => {
+    const total = await this.exclusive(path, undefined, async () => {
       // Where the log stands now, not when the request came in: another post may have landed while
       // this body arrived (two posts of one chunk at once left its bytes past log_bytes on disk).
       const held = this.store.job(row.id)?.log_bytes ?? row.log_bytes;

@@ -29,6 +29,8 @@ const RETRY = { retries: 30, minTimeoutMs: 100, maxTimeoutMs: 1000, maxRetryTime
 /** Results that may leave the site; secret.key, which every run writes, may not. */
 const EXPORT = '*.txt,*.bin,*.log';
 const MAX_JOB_MB = 6;
+/** Programs at once on each site: a third concurrent job is refused at its start. */
+const MAX_JOBS = 2;
 const INPUT_SIZE = 4 * 1024 * 1024;
 const SEQ = 600_000;
 
@@ -49,6 +51,7 @@ const numbers = Array.from({ length: SEQ }, (_, i) => `${i + 1}\n`).join('');
  *   hold N        prints N lines 50 ms apart, then waits (30 s at most) for STATE/release-JOB
  *   download      writes numbers.txt (seq 1 600000, 3.9 MB)
  *   spin          a child `sleep 60` in its process group, waited for
+ *   bigout MB     MB random bytes in big.bin, their sha256sum line in big-sha.txt
  * Every run also writes secret.key, which the export allow-list must keep on the site.
  */
 function programText(state: string): string {
@@ -72,6 +75,7 @@ case $1 in
     echo released; echo done > result.txt ;;
   download) seq 1 ${SEQ} > numbers.txt; echo "wrote numbers" ;;
   spin) sleep 60 & echo $! > "$STATE/child-$MINT_JOB_ID"; echo spinning; wait ;;
+  bigout) head -c $(($2 * 1048576)) /dev/urandom > big.bin; sha256sum big.bin > big-sha.txt; echo "wrote big" ;;
 esac
 exit 0
 `;
@@ -147,7 +151,7 @@ export function conformance(mode: Mode): void {
       await writeFile(program, programText(state));
       await chmod(program, 0o755);
       if (mode === 'ssh') {
-        const sandbox: Sandbox = await startSandbox({ program, gateway: { export: EXPORT, maxJobMb: MAX_JOB_MB } });
+        const sandbox: Sandbox = await startSandbox({ program, gateway: { export: EXPORT, maxJobMb: MAX_JOB_MB, maxJobs: MAX_JOBS } });
         const proxy = await startFaultProxy({ target: { host: '127.0.0.1', port: sandbox.port } });
         site = {
           root: sandbox.root,
@@ -159,7 +163,7 @@ export function conformance(mode: Mode): void {
       } else {
         const hub = await startHub(work);
         const token = hub.siteToken('conf');
-        const extra = ['--export', EXPORT, '--max-job-mb', String(MAX_JOB_MB)];
+        const extra = ['--export', EXPORT, '--max-job-mb', String(MAX_JOB_MB), '--max-jobs', String(MAX_JOBS)];
         const first = await startAgent(work, hub, 'conf', token, extra, programText(state));
         const proxy = await startFaultProxy({ target: { host: '127.0.0.1', port: hub.port } });
         site = {
@@ -392,6 +396,30 @@ process.stdout.write('finished\\n');
         await expectIntact(r, { ...expectedTrees.hold(8), 'upload.bin': hex(inputBytes()) }, holdLog(8));
       });
 
+      it('the agent is killed as the program ends (while it fetches and sends the results): a new agent delivers them whole, once', async () => {
+        let killed: Promise<void> | undefined;
+        const old = site.agent!;
+        const r = await run(['bigout', '48'], [], (e) => {
+          if (!killed && e.type === 'exited') {
+            killed = (async () => {
+              old.child.kill('SIGKILL');
+              await old.stop();
+              await site.startAgent!();
+            })();
+          }
+        });
+        await killed;
+        // The kill came after the program's end and before the old agent had delivered the results.
+        expect(old.stderr()).toContain(`job ${r.jobId}: exited 0`);
+        expect(old.stderr()).not.toContain(`job ${r.jobId}: results delivered`);
+        expect(site.agent!.stderr()).toContain(`job ${r.jobId}: results delivered`);
+        expect(r.result).toMatchObject({ exitCode: 0, state: 'exited', cleanedUp: true, log: 'wrote big\n' });
+        const line = await readFile(join(r.dir, 'big-sha.txt'), 'utf8');
+        expect(line).toBe(`${await sha256(join(r.dir, 'big.bin'))}  big.bin\n`);
+        expect(runs(r.jobId)).toBe('x\n');
+        await leftSite(r.jobId);
+      });
+
       it('the agent is killed mid-job and a new one started: it resumes the job, never runs it twice, loses no output', async () => {
         let killed: Promise<void> | undefined;
         let text = '';
@@ -413,6 +441,25 @@ process.stdout.write('finished\\n');
         await expectIntact(r, { ...expectedTrees.hold(8), 'upload.bin': hex(inputBytes()) }, holdLog(8));
       });
     }
+
+    it(`limits: the site full (--max-jobs ${MAX_JOBS}): one more job is refused at its start (GatewayError E_LIMIT), never runs, nothing stays; the others finish`, async () => {
+      await freshProxy();
+      const ids = Array.from({ length: MAX_JOBS }, () => randomUUID());
+      const holding = ids.map(async (jobId) => runRemote({ host: site.host(), jobId, args: ['hold', '1'], outputDir: await out() }));
+      await until('the site to be full', () => ids.every((id) => runs(id) !== ''));
+      const extra = randomUUID();
+      const error = await runRemote({ host: site.host(), jobId: extra, args: ['exit', '0'], outputDir: await out() }).then(
+        () => undefined,
+        (e: unknown) => e,
+      );
+      for (const id of ids) await writeFile(join(state, `release-${id}`), '');
+      expect(error).toBeInstanceOf(GatewayError);
+      expect(error).toMatchObject({ gatewayCode: 'E_LIMIT', jobId: extra });
+      expect(runs(extra)).toBe('');
+      for (const result of await Promise.all(holding)) expect(result).toMatchObject({ exitCode: 0, state: 'exited', log: holdLog(1) });
+      await leftSite(extra);
+      expect((await listJobs(site.host())).map((j) => j.jobId)).not.toContain(extra);
+    });
 
     it('limits: an input over the site\'s per-job size is refused (GatewayError E_LIMIT), the program never runs, nothing stays', async () => {
       const big = join(work, 'big.bin');
