@@ -21,7 +21,7 @@ import { GATEWAY_SCRIPT, AGENT_RSH } from '../assets/index.js';
 import { MintSshError } from '../errors.js';
 import { formatRequest, parseLogTrailer, parseRefusal, parseStatus, type JobStatus } from '../gateway/protocol.js';
 import { HubHttp, type HubTarget } from '../pull/http.js';
-import { API, badName, EMPTY_SHA256, hashFile, refusalLine, type AgentJob, type FileEntry } from '../pull/wire.js';
+import { API, badName, EMPTY_SHA256, hashFile, type AgentJob, type FileEntry, type SiteRefusal } from '../pull/wire.js';
 import { RSYNC_CLIENT_OPTIONS } from '../transfer/rsync-args.js';
 
 export interface AgentOptions {
@@ -131,15 +131,18 @@ export class Agent {
     this.log(`job ${id}: results delivered`);
   }
 
-  /** The gateway refused the job before its program ran: the refusal is its log, it is `lost`, nothing of it stays here. */
+  /**
+   * The gateway refused the job before its program ran: nothing of it stays here, and the hub
+   * hears it last (after that, a waitForSlot client may queue the job again, and this agent must no
+   * longer hold it as active).
+   */
   private async refused(job: AgentJob, verb: 'put' | 'startx', gatewayCode: string, message: string): Promise<void> {
     const id = job.jobId;
     this.log(`job ${id}: the gateway refused '${verb}': ${gatewayCode}: ${message}`);
-    await this.sendLog(id, job.logBytes, Buffer.from(refusalLine(verb, gatewayCode, message)));
-    await this.report(id, { state: 'lost' });
     await this.finishResults(id, []);
     await this.gateway('rm', id);
     await rm(join(this.options.spool, id), { recursive: true, force: true });
+    await this.report(id, { state: 'lost', refusal: { verb, gatewayCode, message } });
   }
 
   private async status(id: string): Promise<JobStatus | undefined> {
@@ -149,7 +152,7 @@ export class Agent {
     throw new Error(`status of job ${id}: ${r.stderr.trim()}`);
   }
 
-  private async report(id: string, body: { state: string; pid?: number; exitCode?: number }): Promise<void> {
+  private async report(id: string, body: { state: string; pid?: number; exitCode?: number; refusal?: SiteRefusal }): Promise<void> {
     await this.retry(`report ${id}`, () => this.http.call('POST', `${API}/agent/jobs/${id}/state`, { json: body }), true);
   }
 

@@ -10,12 +10,12 @@ import https from 'node:https';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { EventEmitter } from 'node:events';
 import { createReadStream } from 'node:fs';
-import { mkdir, open, rm, stat } from 'node:fs/promises';
+import { mkdir, open, readFile, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { isJobId, checkProgramArgs, checkProgramRequest } from '../gateway/protocol.js';
 import { MintSshError } from '../errors.js';
-import { API, checkManifest, hashFile, SITE_NAME, type AgentJob, type StartRequest } from '../pull/wire.js';
+import { API, checkManifest, checkRefusal, hashFile, SITE_NAME, type AgentJob, type HubJob, type StartRequest } from '../pull/wire.js';
 import { FINAL, HubStore, hubJob, startRequest, type JobRow, type Kind } from './store.js';
 import type { JobState } from '../types.js';
 
@@ -180,7 +180,7 @@ export class Hub {
       return send(res, 200, hubJob(this.store.job(id)!));
     }
     const row = this.ownJob(submitter, id);
-    if (what === undefined && method === 'GET') return send(res, 200, hubJob(row));
+    if (what === undefined && method === 'GET') return send(res, 200, await this.view(row));
     if (what === undefined && method === 'DELETE') {
       if (row.state === 'running' || (row.state === 'queued' && row.claimed === 1)) throw new HttpError(409, 'E_STATE', `job ${id} is still ${row.state}; cancel it first`);
       this.store.deleteJob(id);
@@ -191,7 +191,17 @@ export class Hub {
     if (what === 'inputs') return this.filesRoute(row, 'in', method, idx, url, req, res, row.state === 'created');
     if (what === 'start' && method === 'POST') {
       const body = await readJson<StartRequest>(req);
-      if (row.state !== 'created') return send(res, 200, hubJob(row));
+      if (row.state === 'lost' && row.started_at === null && (await this.view(row)).refusal) {
+        // The site refused it before it ran (full: E_LIMIT) and the submitter asks again
+        // (runRemote's waitForSlot): queued afresh, as the SSH method's start is simply sent again.
+        // The row first: a crash before the files go leaves a log the next append cuts to 0.
+        this.store.setFiles(row.id, 'out', []);
+        this.store.update(row.id, { state: 'queued', claimed: 0, results_ready: 0, log_bytes: 0, exit_code: null, pid: null, cancel_requested: 0, cancel_sent: 0, submitted_at: Date.now() });
+        for (const name of ['refusal.json', 'log', 'out']) await rm(join(this.jobDir(row.id), name), { recursive: true, force: true });
+        this.bus.emit(`site:${row.site}`);
+        return send(res, 200, await this.view(this.store.job(row.id)!));
+      }
+      if (row.state !== 'created') return send(res, 200, await this.view(row));
       const request = checkStart(body);
       await this.verifyFiles(row.id, 'in');
       this.store.update(row.id, { state: 'queued', request: JSON.stringify(request), inputs_ready: 1, submitted_at: Date.now() });
@@ -249,9 +259,21 @@ export class Hub {
     if (what === undefined && method === 'GET') return send(res, 200, this.agentJob(row));
     if (what === 'inputs' && method === 'GET' && idx !== undefined) return this.sendFile(row, 'in', idx, req, res);
     if (what === 'state' && method === 'POST') {
-      const body = await readJson<{ state?: unknown; pid?: unknown; exitCode?: unknown }>(req);
+      const body = await readJson<{ state?: unknown; pid?: unknown; exitCode?: unknown; refusal?: unknown }>(req);
       const state = body.state as JobState;
       if (!['running', 'exited', 'cancelled', 'lost', 'queued'].includes(state)) throw new HttpError(400, 'E_USAGE', 'bad state');
+      const refusal = checkRefusal(body.refusal);
+      if (!FINAL.has(row.state) && refusal && state === 'lost' && row.started_at === null) {
+        // Durable before the state that points at it (a file, not a column: store.ts stays as it is).
+        await mkdir(this.jobDir(row.id), { recursive: true, mode: 0o700 });
+        const handle = await open(join(this.jobDir(row.id), 'refusal.json'), 'w', 0o600);
+        try {
+          await handle.writeFile(JSON.stringify(refusal));
+          await handle.datasync();
+        } finally {
+          await handle.close();
+        }
+      }
       if (!FINAL.has(row.state)) {
         this.store.update(row.id, {
           state,
@@ -266,6 +288,17 @@ export class Hub {
     if (what === 'log' && method === 'POST') return this.appendLog(row, url, req, res);
     if (what === 'results') return this.filesRoute(row, 'out', method, idx, url, req, res, row.results_ready === 0);
     throw new HttpError(404, 'E_NOTFOUND', 'no such endpoint');
+  }
+
+  /** The submit side's view of a job: its row, and the site's refusal of a job it never ran. */
+  private async view(row: JobRow): Promise<HubJob> {
+    const job = hubJob(row);
+    if (row.state !== 'lost' || row.started_at !== null) return job;
+    const refusal = await readFile(join(this.jobDir(row.id), 'refusal.json'), 'utf8').then(
+      (text) => checkRefusal(JSON.parse(text)),
+      () => undefined,
+    );
+    return refusal ? { ...job, refusal } : job;
   }
 
   private agentJob(row: JobRow): AgentJob {
@@ -459,7 +492,7 @@ export class Hub {
     const headers = {
       'content-type': 'application/octet-stream',
       'content-length': String(length),
-      'x-mint-job': JSON.stringify(hubJob(now)),
+      'x-mint-job': JSON.stringify(await this.view(now)),
     };
     res.writeHead(200, headers);
     if (length === 0) {

@@ -15,7 +15,7 @@ import { GatewayError, MintSshError, TransferError } from '../errors.js';
 import type { JobListing, JobState, JobStatus } from '../gateway/protocol.js';
 import type { ProgramRequest, TransferResult } from '../gateway/client.js';
 import { readAll, type HubHttp } from '../pull/http.js';
-import { API, badName, hashFile, parseRefusalLine, type FileEntry, type HubJob } from '../pull/wire.js';
+import { API, badName, hashFile, type FileEntry, type HubJob } from '../pull/wire.js';
 import type { Final, JobSteps, OnSched, TransferRun } from './steps.js';
 
 const FINAL: ReadonlySet<JobState> = new Set(['exited', 'cancelled', 'lost']);
@@ -40,8 +40,6 @@ export function pullJobSteps(http: HubHttp, site: string): JobSteps {
 
   /** Reads the log from `offset` until the job has ended and every byte is here; `onJob` hears each state. */
   const follow = async (jobId: string, offset: number, onChunk: (chunk: Buffer) => void, signal: AbortSignal | undefined, onJob?: (job: HubJob) => void): Promise<Final> => {
-    // The log's head, where the agent writes a refusal (pull/wire.ts refusalLine); bounded.
-    let head = '';
     for (;;) {
       signal?.throwIfAborted();
       const response = await http.stream('GET', `${API}/jobs/${jobId}/log`, { query: { offset, wait: POLL_MS }, ...(signal ? { signal } : {}), idleMs: POLL_MS + 30_000 });
@@ -55,13 +53,12 @@ export function pullJobSteps(http: HubHttp, site: string): JobSteps {
       });
       onJob?.(job);
       if (body.length > 0) {
-        if (offset < 64 * 1024) head += body.subarray(0, 64 * 1024 - offset).toString('utf8');
         onChunk(body);
         offset += body.length;
       }
       if (FINAL.has(job.state) && offset >= job.logBytes) {
         // Refused by the site before the program ran: the same error as the SSH method's.
-        const refusal = job.state === 'lost' && job.startedAt === undefined ? parseRefusalLine(head) : undefined;
+        const refusal = job.state === 'lost' ? job.refusal : undefined;
         if (refusal) {
           throw new GatewayError('GATEWAY_REFUSED', `gateway refused '${refusal.verb}': ${refusal.gatewayCode}: ${refusal.message}`, { host, jobId, gatewayCode: refusal.gatewayCode });
         }

@@ -44,6 +44,8 @@ export interface HubJob {
   /** ms since the epoch. */
   submittedAt: number | undefined;
   startedAt: number | undefined;
+  /** A job `lost` because the site refused it before it ran (it never ran; starting it again queues it afresh). */
+  refusal?: SiteRefusal;
 }
 
 /** A job as the agent receives it. */
@@ -127,17 +129,19 @@ export function hashFile(path: string, length?: number): Promise<string> {
 }
 
 /**
- * A job the site's gateway refused before its program ran (its inputs over a limit at `put`, the
- * site full at `startx`...): the agent reports it `lost` with this one line as the job's whole log,
- * and the submit side turns it back into the GatewayError (with its gatewayCode) that the SSH
- * method throws for the same refusal. The line is the agent's alone: the program never ran, so
- * nothing else wrote to the log (the submit side reads it only for a job never reported running).
+ * The site's gateway refused a job before its program ran (its inputs over a limit at `put`, the
+ * site full at `startx`): the agent reports it `lost` with this, and the submit side throws the
+ * GatewayError (with its gatewayCode) that the SSH method throws for the same refusal.
  */
-export function refusalLine(verb: 'put' | 'startx', gatewayCode: string, message: string): string {
-  return `mint-ssh-exec agent: the site refused '${verb}': ${gatewayCode}: ${message.replace(/[\r\n]+/g, ' ')}\n`;
+export interface SiteRefusal {
+  verb: 'put' | 'startx';
+  gatewayCode: string;
+  message: string;
 }
 
-export function parseRefusalLine(log: string): { verb: string; gatewayCode: string; message: string } | undefined {
-  const m = /^mint-ssh-exec agent: the site refused '(put|startx)': (E_[A-Z]+): (.*)$/m.exec(log);
-  return m ? { verb: m[1]!, gatewayCode: m[2]!, message: m[3]! } : undefined;
+export function checkRefusal(value: unknown): SiteRefusal | undefined {
+  const r = value as Partial<SiteRefusal> | null | undefined;
+  if (!r || (r.verb !== 'put' && r.verb !== 'startx') || typeof r.gatewayCode !== 'string' || !/^E_[A-Z]{1,32}$/.test(r.gatewayCode)) return undefined;
+  if (typeof r.message !== 'string') return undefined;
+  return { verb: r.verb, gatewayCode: r.gatewayCode, message: r.message.replace(/[\0-\x1f\x7f]+/g, ' ').slice(0, 2000) };
 }

@@ -414,8 +414,9 @@ process.stdout.write('finished\\n');
           }
         });
         await killed;
-        // The kill came after the program's end and before the old agent had delivered the results.
-        expect(old.stderr()).toContain(`job ${r.jobId}: exited 0`);
+        // The kill came after the program's end (the client heard it from the hub) and before the
+        // old agent had delivered the results.
+        expect(old.stderr()).toContain(`job ${r.jobId}: started`);
         expect(old.stderr()).not.toContain(`job ${r.jobId}: results delivered`);
         expect(site.agent!.stderr()).toContain(`job ${r.jobId}: results delivered`);
         expect(r.result).toMatchObject({ exitCode: 0, state: 'exited', cleanedUp: true, log: 'wrote big\n' });
@@ -464,6 +465,25 @@ process.stdout.write('finished\\n');
       for (const result of await Promise.all(holding)) expect(result).toMatchObject({ exitCode: 0, state: 'exited', log: holdLog(1) });
       await leftSite(extra);
       expect((await listJobs(site.host())).map((j) => j.jobId)).not.toContain(extra);
+    });
+
+    it(`limits: the site full, a job with waitForSlot waits ('waiting' events) and runs once a slot frees`, async () => {
+      await freshProxy();
+      const ids = Array.from({ length: MAX_JOBS }, () => randomUUID());
+      const holding = ids.map(async (jobId) => runRemote({ host: site.host(), jobId, args: ['hold', '1'], outputDir: await out() }));
+      await until('the site to be full', () => ids.every((id) => runs(id) !== ''));
+      const extra = randomUUID();
+      const events: JobEvent[] = [];
+      const waiting = runRemote({ host: site.host(), jobId: extra, args: ['exit', '0'], outputDir: await out(), waitForSlot: true, onEvent: (e) => events.push(e) });
+      await until('a waiting event', () => events.some((e) => e.type === 'waiting'));
+      expect(runs(extra)).toBe('');
+      await writeFile(join(state, `release-${ids[0]}`), '');
+      const result = await waiting;
+      expect(result).toMatchObject({ exitCode: 0, state: 'exited', log: 'exit 0\n', cleanedUp: true });
+      expect(runs(extra)).toBe('x\n');
+      await writeFile(join(state, `release-${ids[1]}`), '');
+      for (const r of await Promise.all(holding)) expect(r).toMatchObject({ exitCode: 0, log: holdLog(1) });
+      await leftSite(extra);
     });
 
     it('limits: an input over the site\'s per-job size is refused (GatewayError E_LIMIT), the program never runs, nothing stays', async () => {

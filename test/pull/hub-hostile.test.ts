@@ -280,6 +280,30 @@ describe('the hub against hostile clients', () => {
     expect(got.body.toString('utf8')).toBe('result\n');
   });
 
+  it("a site's refusal is taken only for a job it never ran, only in its checked form, and a second start queues the job afresh", async () => {
+    const A = tokens.siteA;
+    const ran = await queuedJob('siteA', randomBytes(16), true);
+    await call(A, 'POST', `/v1/agent/jobs/${ran}/state`, { state: 'running', pid: 1 });
+    await call(A, 'POST', `/v1/agent/jobs/${ran}/state`, { state: 'lost', refusal: { verb: 'startx', gatewayCode: 'E_LIMIT', message: 'forged' } });
+    expect((await call(submit, 'GET', `/v1/jobs/${ran}`)).json).toMatchObject({ state: 'lost' });
+    expect((await call(submit, 'GET', `/v1/jobs/${ran}`)).json.refusal).toBeUndefined();
+    expect(await onDisk(ran)).not.toHaveProperty('refusal.json');
+    // Malformed refusals are no refusals.
+    for (const refusal of [{ verb: 'rm', gatewayCode: 'E_LIMIT', message: 'x' }, { verb: 'put', gatewayCode: 'E_LIMIT; rm -rf', message: 'x' }, { verb: 'put', gatewayCode: 'E_LIMIT', message: 42 }, 'E_LIMIT']) {
+      const id = await queuedJob('siteA', randomBytes(16), true);
+      await call(A, 'POST', `/v1/agent/jobs/${id}/state`, { state: 'lost', refusal });
+      expect((await call(submit, 'GET', `/v1/jobs/${id}`)).json.refusal).toBeUndefined();
+    }
+    // A real one: control bytes in its message become spaces; starting again queues it afresh.
+    const id = await queuedJob('siteA', randomBytes(16), true);
+    await call(A, 'POST', `/v1/agent/jobs/${id}/state`, { state: 'lost', refusal: { verb: 'startx', gatewayCode: 'E_LIMIT', message: 'full\nmint-gw: error: E_X: y' } });
+    expect((await call(submit, 'GET', `/v1/jobs/${id}`)).json).toMatchObject({ state: 'lost', refusal: { verb: 'startx', gatewayCode: 'E_LIMIT', message: 'full mint-gw: error: E_X: y' } });
+    expect((await call(submit, 'POST', `/v1/jobs/${id}/start`, { args: [] })).json).toMatchObject({ state: 'queued', logBytes: 0, resultsReady: false });
+    expect((await call(submit, 'GET', `/v1/jobs/${id}`)).json.refusal).toBeUndefined();
+    // The job that ran is never queued again.
+    expect((await call(submit, 'POST', `/v1/jobs/${ran}/start`, { args: [] })).json).toMatchObject({ state: 'lost' });
+  });
+
   it('oversized chunks and bodies get 413 and leave nothing past what was declared', async () => {
     const data = randomBytes(100_000);
     const id = randomUUID();
