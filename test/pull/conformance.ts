@@ -2,8 +2,8 @@
  * The job-level conformance suite (issue 18): the same cases, through the public API only
  * (runRemote, attach, listJobs, cancelJob, removeJob), against the SSH method (a real sshd and the
  * gateway, startSandbox) and the pull method (a real hub process and a real agent process running
- * the same gateway script). conformance-ssh.test.ts and conformance-pull.test.ts each run it for one
- * mode, so the two run side by side and each stays well under a minute.
+ * the same gateway script). conformance-{ssh,pull}.test.ts (jobs), conformance-{ssh,pull}-cuts.test.ts
+ * (cut links) and conformance-pull-restarts.test.ts each run one part for one mode, side by side.
  *
  * Both sites have the same program, the same export allow-list and the same per-job size limit; a
  * TCP proxy between the client and the site (sshd, or the hub) cuts the client's link on command.
@@ -98,6 +98,8 @@ interface Site {
   hub?: HubSetup;
   agent?: Proc;
   startAgent?: () => Promise<Proc>;
+  /** Pull: the agent's own link to the hub. */
+  agentProxy?: FaultProxy;
 }
 
 async function hashTree(dir: string): Promise<Record<string, string>> {
@@ -134,14 +136,20 @@ async function until(what: string, check: () => boolean | Promise<boolean>, ms =
 }
 
 /**
- * `shared`: the cases both methods must pass alike; `restarts`: the pull method's own (the hub and
- * the agent restarted mid-job), in a file of their own so that each file stays under a minute.
+ * The suite in three parts, each run by its own file so that each stays under a minute here:
+ * `jobs` and `cuts`, which both methods must pass alike, and `restarts`, the pull method's own (the
+ * hub and the agent restarted, the agent's link cut, mid-job).
  */
-export function conformance(mode: Mode, cases: 'shared' | 'restarts' = 'shared'): void {
-  describe(`job conformance: ${mode} mode${cases === 'restarts' ? ', restarts' : ''}`, () => {
-    // Cases of the other part are not registered at all (never shown as skipped).
+export type Part = 'jobs' | 'cuts' | 'restarts';
+
+export function conformance(mode: Mode, part: Part): void {
+  describe(`job conformance: ${mode} mode, ${part}`, () => {
+    // Cases of another part are not registered at all (never shown as skipped).
     const shared = (name: string, fn: () => Promise<void>): void => {
-      if (cases === 'shared') it(name, fn);
+      if (part === 'jobs') it(name, fn);
+    };
+    const cutCase = (name: string, fn: () => Promise<void>): void => {
+      if (part === 'cuts') it(name, fn);
     };
     let work: string;
     let state: string;
@@ -177,15 +185,19 @@ export function conformance(mode: Mode, cases: 'shared' | 'restarts' = 'shared')
         const hub = await startHub(work);
         const token = hub.siteToken('conf');
         const extra = ['--export', EXPORT, '--max-job-mb', String(MAX_JOB_MB), '--max-jobs', String(MAX_JOBS)];
-        const first = await startAgent(work, hub, 'conf', token, extra, programText(state));
+        // The agent reaches the hub through a proxy of its own, which the restart cases cut.
+        const agentProxy = await startFaultProxy({ target: { host: '127.0.0.1', port: hub.port }, lifetimeMs: 30 * 60_000 });
+        const viaProxy: HubSetup = { ...hub, url: `https://127.0.0.1:${agentProxy.port}` };
+        const first = await startAgent(work, viaProxy, 'conf', token, extra, programText(state));
         const proxy = await startFaultProxy({ target: { host: '127.0.0.1', port: hub.port } });
         site = {
           root: first.root,
           proxy,
+          agentProxy,
           target: hub.port,
           hub,
           agent: first,
-          startAgent: async () => (site.agent = await startAgent(work, hub, 'conf', token, extra, programText(state))),
+          startAgent: async () => (site.agent = await startAgent(work, viaProxy, 'conf', token, extra, programText(state))),
           host: () => ({ ...hub.host('conf'), hub: `https://127.0.0.1:${site.proxy.port}`, retry: RETRY }),
           stop: async () => {
             await site.agent?.stop();
@@ -198,6 +210,7 @@ export function conformance(mode: Mode, cases: 'shared' | 'restarts' = 'shared')
     afterAll(async () => {
       await site?.proxy.close();
       await site?.stop();
+      await site?.agentProxy?.close();
       if (work) await rm(work, { recursive: true, force: true });
     });
 
@@ -320,7 +333,7 @@ export function conformance(mode: Mode, cases: 'shared' | 'restarts' = 'shared')
     }
 
     for (const share of [0.3, 0.7]) {
-      shared(`a cut after ${share * 100}% of the upload: resumes, runs once, outputs sha256-identical`, async () => {
+      cutCase(`a cut after ${share * 100}% of the upload: resumes, runs once, outputs sha256-identical`, async () => {
         // Armed before the job begins: the count includes the handshakes (a few KB), the rest is the input's.
         const r = await run(['upload'], [input], undefined, randomUUID(), undefined, () => site.proxy.cutAfterUpstreamBytes(Math.round(INPUT_SIZE * share)));
         expect(site.proxy.stats().cuts).toBeGreaterThan(0);
@@ -329,7 +342,7 @@ export function conformance(mode: Mode, cases: 'shared' | 'restarts' = 'shared')
       });
     }
 
-    shared('a cut while the program runs: the log resumes at its offset, nothing lost or doubled, runs once', async () => {
+    cutCase('a cut while the program runs: the log resumes at its offset, nothing lost or doubled, runs once', async () => {
       let cut = false;
       let text = '';
       const r = await run(['hold', '10'], [], (e, jobId) => {
@@ -346,7 +359,7 @@ export function conformance(mode: Mode, cases: 'shared' | 'restarts' = 'shared')
     });
 
     for (const share of [0.3, 0.7]) {
-      shared(`a cut after ${share * 100}% of the download: resumes, outputs sha256-identical`, async () => {
+      cutCase(`a cut after ${share * 100}% of the download: resumes, outputs sha256-identical`, async () => {
         const r = await run(['download'], [], (e) => {
           if (e.type === 'exited') site.proxy.cutAfterDownstreamBytes(Math.round(numbers.length * share));
         });
@@ -389,7 +402,7 @@ process.stdout.write('finished\\n');
       await leftSite(jobId);
     });
 
-    if (mode === 'pull' && cases === 'restarts') {
+    if (mode === 'pull' && part === 'restarts') {
       it('the hub restarts mid-job: nothing lost, the program runs once', async () => {
         let stopped: Promise<void> | undefined;
         let text = '';
@@ -432,6 +445,37 @@ process.stdout.write('finished\\n');
         expect(line).toBe(`${await sha256(join(r.dir, 'big.bin'))}  big.bin\n`);
         expect(runs(r.jobId)).toBe('x\n');
         await leftSite(r.jobId);
+      });
+
+      it("the agent's own link to the hub is cut while it sends the log and again while it sends the results: it resumes both, nothing lost or doubled", async () => {
+        const agentProxy = site.agentProxy!;
+        const cutsBefore = agentProxy.stats().cuts;
+        let text = '';
+        let cutLog = false;
+        let armed = false;
+        const r = await run(['hold', '8'], [], (e, jobId) => {
+          if (e.type === 'log') text += e.text;
+          if (!cutLog && text.includes('line 3\n')) {
+            cutLog = true;
+            agentProxy.cutAll();
+            void writeFile(join(state, `release-${jobId}`), '');
+          }
+        });
+        expect(r.result.log).toBe(holdLog(8));
+        expect(agentProxy.stats().cuts).toBeGreaterThan(cutsBefore);
+        await expectIntact(r, expectedTrees.hold(8), holdLog(8));
+        // The results: 48 MiB up from the agent, cut after 20 MiB of them.
+        const big = await run(['bigout', '48'], [], (e) => {
+          if (!armed && e.type === 'exited') {
+            armed = true;
+            agentProxy.cutAfterUpstreamBytes(20 * 1024 * 1024);
+          }
+        });
+        expect(agentProxy.stats().cuts).toBeGreaterThan(cutsBefore + 1);
+        expect(big.result).toMatchObject({ exitCode: 0, state: 'exited', cleanedUp: true, log: 'wrote big\n' });
+        expect(await readFile(join(big.dir, 'big-sha.txt'), 'utf8')).toBe(`${await sha256(join(big.dir, 'big.bin'))}  big.bin\n`);
+        expect(runs(big.jobId)).toBe('x\n');
+        await leftSite(big.jobId);
       });
 
       it('the agent is killed mid-job and a new one started: it resumes the job, never runs it twice, loses no output', async () => {
