@@ -137,8 +137,8 @@ async function until(what: string, check: () => boolean | Promise<boolean>, ms =
 
 /**
  * The suite in three parts, each run by its own file so that each stays under a minute here:
- * `jobs` and `cuts`, which both methods must pass alike, and `restarts`, the pull method's own (the
- * hub and the agent restarted, the agent's link cut, mid-job).
+ * `jobs` and `cuts`, which both methods must pass alike (plus, for pull, the agent's own link cut),
+ * and `restarts`, the pull method's own (the hub and the agent restarted mid-job).
  */
 export type Part = 'jobs' | 'cuts' | 'restarts';
 
@@ -402,6 +402,39 @@ process.stdout.write('finished\\n');
       await leftSite(jobId);
     });
 
+    if (mode === 'pull' && part === 'cuts') {
+      it("the agent's own link to the hub is cut while it sends the log and again while it sends the results: it resumes both, nothing lost or doubled", async () => {
+        const agentProxy = site.agentProxy!;
+        const cutsBefore = agentProxy.stats().cuts;
+        let text = '';
+        let cutLog = false;
+        let armed = false;
+        const r = await run(['hold', '8'], [], (e, jobId) => {
+          if (e.type === 'log') text += e.text;
+          if (!cutLog && text.includes('line 3\n')) {
+            cutLog = true;
+            agentProxy.cutAll();
+            void writeFile(join(state, `release-${jobId}`), '');
+          }
+        });
+        expect(r.result.log).toBe(holdLog(8));
+        expect(agentProxy.stats().cuts).toBeGreaterThan(cutsBefore);
+        await expectIntact(r, expectedTrees.hold(8), holdLog(8));
+        // The results: 48 MiB up from the agent, cut after 20 MiB of them.
+        const big = await run(['bigout', '48'], [], (e) => {
+          if (!armed && e.type === 'exited') {
+            armed = true;
+            agentProxy.cutAfterUpstreamBytes(20 * 1024 * 1024);
+          }
+        });
+        expect(agentProxy.stats().cuts).toBeGreaterThan(cutsBefore + 1);
+        expect(big.result).toMatchObject({ exitCode: 0, state: 'exited', cleanedUp: true, log: 'wrote big\n' });
+        expect(await readFile(join(big.dir, 'big-sha.txt'), 'utf8')).toBe(`${await sha256(join(big.dir, 'big.bin'))}  big.bin\n`);
+        expect(runs(big.jobId)).toBe('x\n');
+        await leftSite(big.jobId);
+      });
+    }
+
     if (mode === 'pull' && part === 'restarts') {
       it('the hub restarts mid-job: nothing lost, the program runs once', async () => {
         let stopped: Promise<void> | undefined;
@@ -445,37 +478,6 @@ process.stdout.write('finished\\n');
         expect(line).toBe(`${await sha256(join(r.dir, 'big.bin'))}  big.bin\n`);
         expect(runs(r.jobId)).toBe('x\n');
         await leftSite(r.jobId);
-      });
-
-      it("the agent's own link to the hub is cut while it sends the log and again while it sends the results: it resumes both, nothing lost or doubled", async () => {
-        const agentProxy = site.agentProxy!;
-        const cutsBefore = agentProxy.stats().cuts;
-        let text = '';
-        let cutLog = false;
-        let armed = false;
-        const r = await run(['hold', '8'], [], (e, jobId) => {
-          if (e.type === 'log') text += e.text;
-          if (!cutLog && text.includes('line 3\n')) {
-            cutLog = true;
-            agentProxy.cutAll();
-            void writeFile(join(state, `release-${jobId}`), '');
-          }
-        });
-        expect(r.result.log).toBe(holdLog(8));
-        expect(agentProxy.stats().cuts).toBeGreaterThan(cutsBefore);
-        await expectIntact(r, expectedTrees.hold(8), holdLog(8));
-        // The results: 48 MiB up from the agent, cut after 20 MiB of them.
-        const big = await run(['bigout', '48'], [], (e) => {
-          if (!armed && e.type === 'exited') {
-            armed = true;
-            agentProxy.cutAfterUpstreamBytes(20 * 1024 * 1024);
-          }
-        });
-        expect(agentProxy.stats().cuts).toBeGreaterThan(cutsBefore + 1);
-        expect(big.result).toMatchObject({ exitCode: 0, state: 'exited', cleanedUp: true, log: 'wrote big\n' });
-        expect(await readFile(join(big.dir, 'big-sha.txt'), 'utf8')).toBe(`${await sha256(join(big.dir, 'big.bin'))}  big.bin\n`);
-        expect(runs(big.jobId)).toBe('x\n');
-        await leftSite(big.jobId);
       });
 
       it('the agent is killed mid-job and a new one started: it resumes the job, never runs it twice, loses no output', async () => {
