@@ -133,13 +133,13 @@ export class Agent {
 
   /**
    * The gateway refused the job before its program ran: nothing of it stays here, and the hub
-   * hears it last (after that, a waitForSlot client may queue the job again, and this agent must no
-   * longer hold it as active).
+   * hears it last (its answer settles the job, results and all; after that a waitForSlot client may
+   * queue it again, and this agent must no longer hold it as active). An agent that dies before
+   * telling leaves the job claimed and unsettled: the next one resumes it and tries again.
    */
   private async refused(job: AgentJob, verb: 'put' | 'startx', gatewayCode: string, message: string): Promise<void> {
     const id = job.jobId;
     this.log(`job ${id}: the gateway refused '${verb}': ${gatewayCode}: ${message}`);
-    await this.finishResults(id, []);
     await this.gateway('rm', id);
     await rm(join(this.options.spool, id), { recursive: true, force: true });
     await this.report(id, { state: 'lost', refusal: { verb, gatewayCode, message } });

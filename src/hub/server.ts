@@ -262,13 +262,13 @@ export class Hub {
       const body = await readJson<{ state?: unknown; pid?: unknown; exitCode?: unknown; refusal?: unknown }>(req);
       const state = body.state as JobState;
       if (!['running', 'exited', 'cancelled', 'lost', 'queued'].includes(state)) throw new HttpError(400, 'E_USAGE', 'bad state');
-      const refusal = checkRefusal(body.refusal);
-      if (!FINAL.has(row.state) && refusal && state === 'lost' && row.started_at === null) {
+      const refused = state === 'lost' && row.started_at === null ? checkRefusal(body.refusal) : undefined;
+      if (!FINAL.has(row.state) && refused) {
         // Durable before the state that points at it (a file, not a column: store.ts stays as it is).
         await mkdir(this.jobDir(row.id), { recursive: true, mode: 0o700 });
         const handle = await open(join(this.jobDir(row.id), 'refusal.json'), 'w', 0o600);
         try {
-          await handle.writeFile(JSON.stringify(refusal));
+          await handle.writeFile(JSON.stringify(refused));
           await handle.datasync();
         } finally {
           await handle.close();
@@ -280,6 +280,9 @@ export class Hub {
           ...(typeof body.pid === 'number' ? { pid: body.pid } : {}),
           ...(typeof body.exitCode === 'number' ? { exit_code: body.exitCode } : {}),
           ...(state === 'running' && row.started_at === null ? { started_at: Date.now() } : {}),
+          // A refused job has no results: the state and "nothing to deliver" in one row change, so an
+          // agent that dies before saying it leaves a job a new agent resumes (and tries again).
+          ...(refused ? { results_ready: 1 } : {}),
         });
         this.bus.emit(`job:${row.id}`);
       }
