@@ -30,11 +30,16 @@
 # 70 E_INTERNAL   a step that should not fail did
 # 71 E_INTEGRITY  the job's inputs are not the bytes the client sent (startx/runx `manifest`):
 #                 the program was not started
+# 72 E_INLINE     takex: the results are not small and plain enough for an inline stream (a symlink,
+#                 a special file, or over the size); nothing was sent: take them with take
 # 78 E_CONFIG     the gateway's own options or the job root are unsafe or wrong (fix authorized_keys)
 
 MGW_PROTOCOL=2
-MGW_VERSION=0.3.1
-MGW_VERBS='probe list put get take start run startx runx status logs cancel rm'
+MGW_VERSION=0.4.0
+MGW_VERBS='probe list put putx get take takex start run startx runx jobx status logs cancel rm'
+# putx and takex (mgw_verb_putx): a small job's files in a stream of our own, without rsync.
+MGW_INLINE_MAX=1048576
+MGW_INLINE_ENTRIES=1000
 MGW_MAX_COMMAND=4096
 MGW_MAX_ARGS=64
 MGW_NL='
@@ -60,6 +65,7 @@ main() {
   MGW_REQ=$$
   mgw_putting=
   mgw_fifo=
+  mgw_spool=
   mgw_staged=
   # Set only by mgw_read_request, after its checks: never from the environment.
   unset MGW_REQUEST MGW_REQUEST_PROGRAM
@@ -115,9 +121,11 @@ main() {
     probe) mgw_verb_probe ;;
     list) mgw_verb_list ;;
     put) mgw_verb_put ;;
-    get | take) mgw_verb_get ;;
+    putx) mgw_verb_putx ;;
+    get | take | takex) mgw_verb_get ;;
     start | startx) mgw_verb_start ;;
     run | runx) mgw_verb_run ;;
+    jobx) mgw_verb_jobx ;;
     status) mgw_verb_status ;;
     logs) mgw_verb_logs ;;
     cancel) mgw_verb_cancel ;;
@@ -166,6 +174,7 @@ mgw_at_exit() {
   mgw_exit_rc=$1
   [ -z "$mgw_putting" ] || "$MGW_RM" -f -- "$mgw_putting"
   [ -z "$mgw_fifo" ] || "$MGW_RM" -f -- "$mgw_fifo"
+  [ -z "$mgw_spool" ] || "$MGW_RM" -f -- "$mgw_spool"
   [ -z "$mgw_staged" ] || mgw_remove_job "$mgw_staged"
   [ -z "$mgw_mffile" ] || "$MGW_RM" -f -- "$mgw_mffile"
   if [ -n "$MGW_ACCEPTED" ]; then
@@ -531,15 +540,18 @@ mgw_accepted() {
 #   mint-gw probe
 #   mint-gw list   [long]            one line per job: JOB STATE [exit=N]; long adds kb=N age=S
 #   mint-gw put    JOB CAPS          rsync upload into the job's work dir
+#   mint-gw putx   JOB               a small upload as one inline stream on stdin (mgw_verb_putx)
 #   mint-gw start  JOB [ARG...]      run the program detached (idempotent)
 #   mint-gw run    JOB [ARG...]      start, then follow the log from byte 0 (one round trip less)
 #   mint-gw startx JOB               start, the request on stdin (see mgw_read_request)
 #   mint-gw runx   JOB               run, the request on stdin
+#   mint-gw jobx   JOB               putx and runx in one request: the request, then the inputs (mgw_verb_jobx)
 #   mint-gw status JOB
 #   mint-gw logs   JOB OFFSET        log bytes from OFFSET, following until the job ends
 #   mint-gw get    JOB [CAPS]        rsync download of the job's work dir (rsync's daemon mode;
 #                                    CAPS, from the form before it, is checked and unused)
 #   mint-gw take   JOB [CAPS]        get; then, if the client answers `remove`, remove the job
+#   mint-gw takex  JOB               take, the files as one inline stream on stdout (small results)
 #   mint-gw cancel JOB
 #   mint-gw rm     JOB
 # JOB is a lowercase UUID; CAPS is rsync's capability string (the part after -e in its server
@@ -593,6 +605,9 @@ mgw_check_request() {
       mgw_expect_args 2 2 "JOB CAPS"
       mgw_check_job "$1"
       mgw_check_caps "$2" ;;
+    putx | takex)
+      mgw_expect_args 1 1 "JOB (the files come on stdin, or go on stdout, as an inline stream)"
+      mgw_check_job "$1" ;;
     get | take)
       # rsync's daemon mode: the client's capability letters travel inside rsync's own protocol.
       # A CAPS token (the form before daemon mode) is still checked, then unused.
@@ -603,6 +618,10 @@ mgw_check_request() {
       mgw_expect_args 1 1 "JOB (the program, its arguments and variables come on stdin)"
       mgw_check_job "$1"
       mgw_read_request ;;
+    jobx)
+      mgw_expect_args 1 1 "JOB (the request and the inputs come on stdin)"
+      mgw_check_job "$1"
+      mgw_read_job_request ;;
     start | run)
       mgw_expect_args 1 $((MGW_MAX_ARGS + 1)) "JOB [ARG...] (at most $MGW_MAX_ARGS arguments)"
       mgw_check_job "$1"
@@ -647,6 +666,40 @@ mgw_read_request() {
   case $MGW_REQUEST in
     *"$(printf '\001')") mgw_die E_USAGE 64 "the request on stdin did not end within $MGW_CLIENT_TIMEOUT s (or ended with a control byte)" ;;
   esac
+  mgw_check_request_lines
+}
+
+# jobx: the stream on stdin begins with `mint-job 1 NNNNNNN` and a newline (19 bytes: the request's
+# length in 7 decimal digits), then the request as runx reads it (mgw_read_request), then the
+# job's inputs as an inline stream (mgw_verb_putx). Only the first two are read here, each exactly
+# (GNU head -c reads no byte past its count), within --client-timeout seconds; the inputs stay on
+# stdin for the verb. The request must carry the inputs' manifest.
+mgw_read_job_request() {
+  mgw_need head
+  mgw_head=$mgw_found
+  mgw_need tr
+  mgw_tr=$mgw_found
+  mgw_need timeout
+  mgw_first=$({ "$mgw_found" "$MGW_CLIENT_TIMEOUT" "$mgw_head" -c 19 || printf '\001'; } | "$mgw_tr" '\000' '\001'; printf x)
+  case $mgw_first in
+    "mint-job 1 "[0-9][0-9][0-9][0-9][0-9][0-9][0-9]"$MGW_NL"x) ;;
+    *) mgw_die E_USAGE 64 "a jobx stream begins with the line 'mint-job 1 NNNNNNN' (the request's length in 7 digits)" ;;
+  esac
+  mgw_reqlen=${mgw_first#mint-job 1 }
+  mgw_reqlen=$((1${mgw_reqlen%"$MGW_NL"x} - 10000000))
+  [ "$mgw_reqlen" -le 1048576 ] || mgw_die E_USAGE 64 "the request on stdin is larger than 1 MiB"
+  MGW_REQUEST=$({ "$mgw_found" "$MGW_CLIENT_TIMEOUT" "$mgw_head" -c "$mgw_reqlen" || printf '\001'; } | "$mgw_tr" '\000' '\001'; printf x)
+  MGW_REQUEST=${MGW_REQUEST%x}
+  case $MGW_REQUEST in
+    *"$(printf '\001')"*) mgw_die E_USAGE 64 "the request on stdin did not come whole within $MGW_CLIENT_TIMEOUT s (or held a control byte)" ;;
+  esac
+  [ ${#MGW_REQUEST} -eq "$mgw_reqlen" ] || mgw_die E_USAGE 64 "the request on stdin is shorter than its stated $mgw_reqlen bytes"
+  mgw_check_request_lines
+  [ -n "$MGW_REQUEST_MANIFEST" ] || mgw_die E_USAGE 64 "a jobx request carries the manifest of its inputs"
+}
+
+# The request's lines (MGW_REQUEST), checked and decoded: see mgw_read_request.
+mgw_check_request_lines() {
   MGW_REQUEST_PROGRAM=
   MGW_REQUEST_MANIFEST=
   mgw_nargs=0
@@ -680,22 +733,9 @@ mgw_read_request() {
     IFS=$MGW_NL
   done
   IFS=$mgw_ifs
-  # Every line is now `KIND HEX` with checked hex. One awk turns each value into printf's octal
-  # escapes in linear time (the shell's own string slicing is quadratic: bash took minutes for 64
-  # arguments of 4 KiB) and marks a value that holds a NUL.
+  # Every line is now `KIND HEX` with checked hex: decoded in one awk (mgw_hex_escapes).
   mgw_need awk
-  # shellcheck disable=SC2016
-  MGW_REQUEST=$(printf '%s\n' "$MGW_REQUEST" | "$mgw_found" '
-    BEGIN { digits = "0123456789abcdef" }
-    NF == 2 {
-      out = ""; nul = 0
-      for (i = 1; i < length($2); i += 2) {
-        n = (index(digits, substr($2, i, 1)) - 1) * 16 + index(digits, substr($2, i + 1, 1)) - 1
-        if (n == 0) nul = 1
-        out = out sprintf("\\%03o", n)
-      }
-      print $1 " " (nul ? "NUL" : out)
-    }') || mgw_die E_INTERNAL 70 "could not decode the request"
+  MGW_REQUEST=$(printf '%s\n' "$MGW_REQUEST" | mgw_hex_escapes) || mgw_die E_INTERNAL 70 "could not decode the request"
   IFS=$MGW_NL
   for mgw_l in $MGW_REQUEST; do
     IFS=$mgw_ifs
@@ -741,6 +781,27 @@ mgw_read_request() {
   IFS=$mgw_ifs
   [ -z "$MGW_REQUEST_PROGRAM" ] || mgw_choose_program "$MGW_REQUEST_PROGRAM"
   mgw_sched_check_resources
+}
+
+# Lines on stdin whose last field is checked lowercase hex (whole bytes) come out with that field
+# as printf's octal escapes for its bytes (mgw_decode), or as NUL when it holds a NUL byte. One awk
+# for all of them, in linear time: the shell's own string slicing is quadratic (bash took minutes
+# for 64 arguments of 4 KiB).
+mgw_hex_escapes() {
+  mgw_need awk
+  # shellcheck disable=SC2016
+  "$mgw_found" '
+    BEGIN { digits = "0123456789abcdef" }
+    NF >= 2 {
+      out = ""; nul = 0
+      for (i = 1; i < length($NF); i += 2) {
+        n = (index(digits, substr($NF, i, 1)) - 1) * 16 + index(digits, substr($NF, i + 1, 1)) - 1
+        if (n == 0) nul = 1
+        out = out sprintf("\\%03o", n)
+      }
+      $NF = nul ? "NUL" : out
+      print
+    }'
 }
 
 # Sets mgw_decoded to the bytes FORMAT's octal escapes stand for (one printf; the x keeps $(...)
@@ -1145,6 +1206,10 @@ mgw_verb_put() {
   mgw_putting=$MGW_JOBDIR/putting.$$
   # (mgw_at_exit removes it, on a signal too.)
   mgw_write_atomic "$mgw_putting" "$$ $mgw_pstart" || mgw_die E_LIMIT 69 "cannot record the upload (disk or inodes full?)"
+  # An inline upload remakes the work dir and writes paths it checked against a tree only it
+  # touches (mgw_verb_putx): never beside another upload.
+  mgw_live_upload putx
+  [ -z "$mgw_live" ] || mgw_die E_STATE 68 "an upload into job $MGW_JOB is running (gateway pid $mgw_live); try again when it has ended"
   mgw_unlock
   MGW_SERVE=$MGW_WORK
   mgw_rsync_template
@@ -1218,6 +1283,238 @@ mgw_verb_put() {
     mgw_die E_LIMIT 69 "$mgw_over; the upload was stopped and job $MGW_JOB removed"
   fi
   exit "$mgw_rc"
+}
+
+# ---------------------------------------------------------------------------------------------------
+# Small jobs without rsync (issue 16). rsync's fixed cost, a local rsync with its shim and a second
+# exec, was most of a small job's time: ~90 ms of a 1 KiB upload and ~50 ms of a download, where
+# the job's own exec round trip is ~12 ms (perf-findings.md, section 3). putx and takex carry a
+# job's files in one stream of our own, the "inline" stream:
+#   mint-inline 1
+#   d HEXPATH                       a directory
+#   f SIZE X HEXPATH                a regular file of SIZE bytes; X is 1 for an executable, else 0
+#   data
+#   the files' bytes, one after the other, in the order of their f lines
+# HEXPATH is the path's bytes in lowercase hex, as in manifests. takex sends the modes and times
+# the program left: `d 0 MODE MTIME HEXPATH`, `f SIZE MODE MTIME HEXPATH` (find's %m and %T@).
+
+# putx JOB: all of the job's inputs, as one inline stream on stdin of at most MGW_INLINE_MAX bytes
+# (larger inputs go by put), replacing whatever an earlier attempt left. The stream is spooled and
+# checked whole (every line, every path, the sizes against its length and the site's limits)
+# before a byte lands in the work dir. No path can lead out of it: each is relative without an
+# empty, `.` or `..` part, the work dir is made new, and no other upload into the job may run
+# meanwhile (mgw_live_upload), so nothing but this request creates anything in it, and no symlink
+# is ever there to go through; files are made with noclobber (O_EXCL), directories by mkdir.
+# What arrives is as rsync -rtLE with put's --chmod makes it (mode u+rw, u+x for an executable,
+# modes otherwise from the umask), except the times: files get the time of their arrival.
+mgw_verb_putx() {
+  mgw_putx_begin
+  mgw_putx_receive
+  printf 'mint-gw: put: job=%s entries=%s bytes=%s\n' "$MGW_JOB" "$mgw_n" "$mgw_sum" >&2
+  exit 0
+}
+
+# jobx JOB: a small job in one request, putx's upload and then what runx does (one exec and two
+# audit lines fewer than putx and runx, ~20 ms of a job that takes ~300). The upload is accepted
+# and audited as putx's; the start, with the inputs' manifest checked, as runx's (a second
+# `decision=accepted` line, with inputs=). A retry after a dropped connection sends jobx again
+# while the job has not started (the upload is remade whole) and follows the log once it has.
+mgw_verb_jobx() {
+  mgw_putx_begin
+  mgw_putx_receive
+  # The upload is over: start's own look for uploads (mgw_check_uploads) must not find this one.
+  "$MGW_RM" -f -- "$mgw_putting"
+  mgw_putting=
+  mgw_verb_run
+}
+
+# putx's set-up, under the lock: a job not started, no other upload into it, this one's marker,
+# and a fresh work dir; then the request is accepted.
+mgw_putx_begin() {
+  if [ -d "$MGW_JOBDIR/started" ]; then
+    mgw_die E_STATE 68 "job $MGW_JOB has started; its inputs can no longer change"
+  fi
+  mgw_check_free
+  mgw_lock
+  mgw_make_job_dirs
+  if [ -d "$MGW_JOBDIR/started" ]; then
+    mgw_die E_STATE 68 "job $MGW_JOB has started; its inputs can no longer change"
+  fi
+  mgw_live_upload
+  [ -z "$mgw_live" ] || mgw_die E_STATE 68 "an upload into job $MGW_JOB is running (gateway pid $mgw_live); try again when it has ended"
+  mgw_proc_start $$
+  mgw_putting=$MGW_JOBDIR/putx.$$
+  mgw_write_atomic "$mgw_putting" "$$ $mgw_pstart" || mgw_die E_LIMIT 69 "cannot record the upload (disk or inodes full?)"
+  mgw_discarded=
+  if [ -z "$mgw_created" ]; then
+    mgw_discard "$MGW_WORK" || mgw_die E_INTERNAL 70 "cannot clear the inputs of an earlier upload into job $MGW_JOB"
+    mgw_discarded=1
+    "$MGW_MKDIR" -m 700 -- "$MGW_WORK" || mgw_die E_LIMIT 69 "cannot create work dir (disk or inodes full?)"
+  fi
+  mgw_unlock
+  [ -z "$mgw_discarded" ] || mgw_empty_trash
+  mgw_audit_accepted accepted
+}
+
+# Spools the inline stream on stdin and lands it in the work dir, every check first (mgw_verb_putx).
+# Sets mgw_n and mgw_sum.
+mgw_putx_receive() {
+  mgw_need head
+  mgw_head=$mgw_found
+  mgw_need timeout
+  mgw_spool=$MGW_JOBDIR/spool.$$
+  # (A client silent for --client-timeout seconds leaves a short spool, which the checks refuse.)
+  "$mgw_found" "$MGW_CLIENT_TIMEOUT" "$mgw_head" -c $((MGW_INLINE_MAX + 1)) >"$mgw_spool" ||
+    mgw_die E_LIMIT 69 "cannot spool the upload of job $MGW_JOB (disk full?)"
+  mgw_need wc
+  mgw_got=$("$mgw_found" -c <"$mgw_spool")
+  mgw_got=${mgw_got##*[!0-9]}
+  [ "$mgw_got" -le "$MGW_INLINE_MAX" ] || mgw_die E_USAGE 64 "an inline upload holds at most $MGW_INLINE_MAX bytes (larger inputs go by put)"
+  exec 4<"$mgw_spool"
+  mgw_inline_list
+  [ $((mgw_hdr + mgw_sum)) -eq "$mgw_got" ] ||
+    mgw_die E_USAGE 64 "the inline upload is $mgw_got bytes where its list says $((mgw_hdr + mgw_sum)) (cut short, or more than it lists)"
+  mgw_inline_room
+  # Every path decoded (one awk) and checked before anything is made.
+  mgw_need awk
+  mgw_list=$(printf '%s' "$mgw_list" | mgw_hex_escapes) || mgw_die E_INTERNAL 70 "could not decode the upload's list"
+  mgw_ifs=$IFS
+  IFS=$MGW_NL
+  for mgw_l in $mgw_list; do
+    IFS=$mgw_ifs
+    mgw_inline_path "${mgw_l##* }"
+    IFS=$MGW_NL
+  done
+  set -C
+  for mgw_l in $mgw_list; do
+    IFS=$mgw_ifs
+    mgw_inline_path "${mgw_l##* }"
+    mgw_dest=$MGW_WORK/$mgw_decoded
+    if [ -e "$mgw_dest" ] || [ -L "$mgw_dest" ]; then
+      # (Only a directory made on the way to an earlier file may come again, as a `d` line.)
+      if [ "${mgw_l%% *}" != d ] || [ ! -d "$mgw_dest" ] || [ -L "$mgw_dest" ]; then
+        mgw_die E_USAGE 64 "the inline upload names one path twice"
+      fi
+    fi
+    case $mgw_l in
+      'd '*)
+        [ -d "$mgw_dest" ] || "$MGW_MKDIR" -p -- "$mgw_dest" 2>/dev/null ||
+          mgw_die E_USAGE 64 "cannot make a directory of the upload (a file on its path?)" ;;
+      'f '*)
+        mgw_f=${mgw_l#f }
+        [ -d "${mgw_dest%/*}" ] || "$MGW_MKDIR" -p -- "${mgw_dest%/*}" 2>/dev/null ||
+          mgw_die E_USAGE 64 "cannot make a directory of the upload (a file on its path?)"
+        { "$mgw_head" -c "${mgw_f%% *}" <&4 >"$mgw_dest"; } 2>/dev/null ||
+          mgw_die E_LIMIT 69 "cannot write the inputs of job $MGW_JOB (disk or inodes full?)"
+        mgw_f=${mgw_f#* }
+        if [ "${mgw_f%% *}" = 1 ]; then
+          "$MGW_CHMOD" u+x -- "$mgw_dest" || mgw_die E_INTERNAL 70 "cannot mark an input executable"
+        fi ;;
+    esac
+    IFS=$MGW_NL
+  done
+  IFS=$mgw_ifs
+  set +C
+  exec 4<&-
+  "$MGW_RM" -f -- "$mgw_spool"
+  mgw_spool=
+}
+
+# Reads the inline stream's list from fd 4, up to and with its `data` line, checking every line:
+# sets mgw_list (the entry lines), mgw_n (their number), mgw_sum (the files' bytes) and mgw_hdr
+# (the list's own bytes).
+mgw_inline_list() {
+  IFS= read -r mgw_l <&4 || mgw_l=
+  [ "$mgw_l" = 'mint-inline 1' ] || mgw_die E_USAGE 64 "an inline upload begins with the line 'mint-inline 1'"
+  mgw_hdr=14
+  mgw_list=
+  mgw_n=0
+  mgw_sum=0
+  while :; do
+    IFS= read -r mgw_l <&4 || mgw_die E_USAGE 64 "an inline upload's list ends with the line 'data'"
+    mgw_hdr=$((mgw_hdr + ${#mgw_l} + 1))
+    [ "$mgw_l" != data ] || break
+    mgw_n=$((mgw_n + 1))
+    [ "$mgw_n" -le "$MGW_INLINE_ENTRIES" ] || mgw_die E_USAGE 64 "an inline upload lists at most $MGW_INLINE_ENTRIES entries"
+    case $mgw_l in
+      'd '*) mgw_hex=${mgw_l#d } ;;
+      'f '[0-9]*' '[01]' '*)
+        mgw_f=${mgw_l#f }
+        mgw_size=${mgw_f%% *}
+        case $mgw_size in 0 | [1-9] | [1-9][0-9] | [1-9][0-9][0-9] | [1-9][0-9][0-9][0-9] | [1-9][0-9][0-9][0-9][0-9] | [1-9][0-9][0-9][0-9][0-9][0-9] | [1-9][0-9][0-9][0-9][0-9][0-9][0-9]) ;;
+          *) mgw_die E_USAGE 64 "an inline file's size is a decimal number under $MGW_INLINE_MAX" ;;
+        esac
+        mgw_sum=$((mgw_sum + mgw_size))
+        mgw_hex=${mgw_f#* }
+        mgw_hex=${mgw_hex#* } ;;
+      *) mgw_die E_USAGE 64 "an inline upload's lines are 'd HEXPATH', 'f SIZE X HEXPATH' and 'data'" ;;
+    esac
+    case $mgw_hex in
+      '' | *[!0-9a-f]*) mgw_die E_USAGE 64 "an inline path is its bytes in lowercase hex" ;;
+    esac
+    if [ $((${#mgw_hex} % 2)) -ne 0 ] || [ ${#mgw_hex} -gt 8192 ]; then
+      mgw_die E_USAGE 64 "an inline path is 1-4096 whole bytes of hex"
+    fi
+    mgw_list=$mgw_list$mgw_l$MGW_NL
+  done
+}
+
+# The inline upload against the site's limits, before anything is written: its bytes and entries
+# (each at least an inode, a file at most a block more than its bytes) within the job caps, and
+# the floors still held once they are in.
+mgw_inline_room() {
+  mgw_need_kb=$(((mgw_sum + 1023) / 1024 + mgw_n * 4))
+  if [ "$MGW_MAX_JOB_MB" -gt 0 ] && [ "$mgw_sum" -gt $((MGW_MAX_JOB_MB * 1048576)) ]; then
+    mgw_inline_over "job $MGW_JOB would pass the site's cap of $MGW_MAX_JOB_MB MB per job"
+  fi
+  if [ "$MGW_MAX_JOB_FILES" -gt 0 ] && [ "$mgw_n" -gt "$MGW_MAX_JOB_FILES" ]; then
+    mgw_inline_over "job $MGW_JOB would pass the site's cap of $MGW_MAX_JOB_FILES files per job"
+  fi
+  if [ "$MGW_MIN_FREE_MB" -gt 0 ] && mgw_free_kb && [ "$MGW_FREE_KB" != unknown ] &&
+    [ $((MGW_FREE_KB - mgw_need_kb)) -lt $((MGW_MIN_FREE_MB * 1024)) ]; then
+    mgw_inline_over "free space under the job root would fall below the site's floor of $MGW_MIN_FREE_MB MB"
+  fi
+  if [ "$MGW_MIN_FREE_INODES" -gt 0 ] && mgw_free_inodes && [ "$MGW_FREE_INODES" != unknown ] &&
+    [ $((MGW_FREE_INODES - mgw_n)) -lt "$MGW_MIN_FREE_INODES" ]; then
+    mgw_inline_over "free inodes under the job root would fall below the site's floor of $MGW_MIN_FREE_INODES"
+  fi
+}
+
+# A limit refuses the inline upload as it refuses put: the job, still created, goes.
+mgw_inline_over() {
+  exec 4<&-
+  mgw_lock
+  mgw_job_state
+  [ "$MGW_STATE" != created ] || mgw_discard "$MGW_JOBDIR"
+  mgw_unlock
+  mgw_empty_trash
+  mgw_die E_LIMIT 69 "$1; the upload was refused and job $MGW_JOB removed"
+}
+
+# mgw_inline_path ESCAPES: mgw_decoded is the path; refused unless relative, without NUL and without
+# an empty, `.` or `..` part.
+mgw_inline_path() {
+  [ "$1" != NUL ] || mgw_die E_USAGE 64 "an inline path may not hold a NUL byte"
+  mgw_decode "$1"
+  case /$mgw_decoded/ in
+    //* | */./* | */../* | *//*) mgw_die E_USAGE 64 "an inline path is relative, without empty, '.' or '..' parts" ;;
+  esac
+}
+
+# Sets mgw_live to the pid of a live upload into the job other than this request's (put's
+# putting.PID or putx's putx.PID markers; mgw_check_uploads), or empty. With `putx`, only putx's.
+mgw_live_upload() {
+  mgw_live=
+  set +f
+  if [ "${1:-}" = putx ]; then set -- "$MGW_JOBDIR"/putx.*; else set -- "$MGW_JOBDIR"/putting.* "$MGW_JOBDIR"/putx.*; fi
+  set -f
+  for mgw_m in "$@"; do
+    [ -f "$mgw_m" ] || continue
+    case $mgw_m in *.tmp | */putting.$$ | */putx.$$) continue ;; esac
+    if mgw_read_file "$mgw_m" && mgw_alive "${mgw_value%% *}" "${mgw_value#* }"; then
+      mgw_live=${mgw_value%% *}
+    fi
+  done
 }
 
 # Under the lock: the job dir and its work dir, made if missing (mgw_created says so), never a
@@ -1445,6 +1742,7 @@ mgw_verb_get() {
   fi
   mgw_stage_download
   mgw_unlock
+  [ "$MGW_VERB" != takex ] || mgw_inline_fits
   # What is served, hashed by us before rsync sends a byte: the program can change these bytes only
   # by changing the files, which the client then finds (src/transfer/manifest.ts).
   mgw_proc_start $$
@@ -1457,9 +1755,9 @@ mgw_verb_get() {
   MGW_OUTCOME_NOTE=" outputs=$mgw_fdigest"
   mgw_audit_head=$(printf '%s\n' "$mgw_audit_last" | "$mgw_asum") && mgw_audit_head=${mgw_audit_head%% *}
   mgw_report_manifest "$mgw_mffile" "$mgw_fdigest"
-  mgw_serve_download
+  if [ "$MGW_VERB" = takex ]; then mgw_serve_inline; else mgw_serve_download; fi
   mgw_rc=$?
-  [ "$MGW_VERB" = take ] || exit "$mgw_rc"
+  [ "$MGW_VERB" != get ] || exit "$mgw_rc"
   printf 'mint-gw: sent: job=%s rsync=%s\n' "$MGW_JOB" "$mgw_rc" >&2
   [ "$mgw_rc" -eq 0 ] || exit "$mgw_rc"
   # rsync's sender can exit 0 while the receiver skipped a file it could not write, so only the
@@ -1517,6 +1815,8 @@ mgw_stage_download() {
     mgw_die E_LIMIT 69 "could not prepare the files of job $MGW_JOB for download (disk or inodes full?)"
   # Every staged symlink is munged; a plain one means the tree changed under the staging rsync
   # (the lock and the runner's end make that the program's doing only through a bug: refuse).
+  # (takex serves no symlink at all: mgw_inline_fits refuses every one.)
+  [ "$MGW_VERB" != takex ] || return 0
   mgw_need find
   mgw_plain=$("$mgw_found" "$MGW_SERVE" -type l ! -lname '/rsyncd-munged/*' 2>/dev/null) || mgw_plain=unreadable
   [ -z "$mgw_plain" ] || mgw_die E_STATE 68 "the files of job $MGW_JOB changed while they were staged for download; try again"
@@ -1630,6 +1930,57 @@ MGW_RSYNCD_CONF
 }
 
 
+# takex: the staging tree goes inline (mgw_verb_putx) only when it holds nothing but regular files
+# and directories, at most MGW_INLINE_MAX bytes of them; otherwise the refusal, before the manifest
+# is hashed or a byte sent, tells the client to take it with take.
+mgw_inline_fits() {
+  mgw_need find
+  mgw_find=$mgw_found
+  mgw_need awk
+  # One walk: `bytes` of the regular files, or `odd` at the first entry of another kind.
+  # shellcheck disable=SC2016
+  mgw_bytes=$("$mgw_find" "$MGW_SERVE" -mindepth 1 -printf '%y %s\n' 2>/dev/null |
+    "$mgw_found" '$1 != "f" && $1 != "d" { print "odd"; exit } $1 == "f" { n += $2 } END { print n + 0 }')
+  case $mgw_bytes in
+    odd*) mgw_die E_INLINE 72 "the results of job $MGW_JOB hold a symlink or a special file: take them with take" ;;
+    '' | *[!0-9]*) mgw_die E_INTERNAL 70 "could not size the results of job $MGW_JOB" ;;
+  esac
+  [ "$mgw_bytes" -le "$MGW_INLINE_MAX" ] || mgw_die E_INLINE 72 "the results of job $MGW_JOB are over $MGW_INLINE_MAX bytes: take them with take"
+}
+
+# The staging tree as an inline stream on stdout (mgw_verb_putx): its list from one find (records
+# NUL-ended, names never through the shell, turned into hex by od and awk as mgw_manifest does),
+# then every file's bytes from a second find over the same tree, which nothing else writes
+# (it is this request's: mgw_stage_download), in the same order. The client checks what lands
+# against the manifest sent before.
+mgw_serve_inline() {
+  mgw_need cat
+  mgw_cat=$mgw_found
+  mgw_need od
+  mgw_od=$mgw_found
+  mgw_need awk
+  printf 'mint-inline 1\n'
+  # shellcheck disable=SC2016
+  (cd -P -- "$MGW_SERVE" && "$mgw_find" . -mindepth 1 \( -type f -o -type d \) -printf '%y %s %m %T@ %P\0') |
+    "$mgw_od" -An -v -tx1 | "$mgw_found" '
+    BEGIN { for (i = 32; i < 127; i++) chr[sprintf("%02x", i)] = sprintf("%c", i) }
+    {
+      for (i = 1; i <= NF; i++) {
+        if ($i != "00") { rec[n++] = $i; continue }
+        # TYPE SIZE MODE MTIME PATH: four ASCII fields, then the path bytes
+        head = ""; f = 0
+        for (j = 0; j < n && f < 4; j++) { if (rec[j] == "20") f++; if (f < 4) head = head chr[rec[j]] }
+        name = ""
+        for (; j < n; j++) name = name rec[j]
+        split(head, h, " ")
+        print h[1] " " (h[1] == "d" ? 0 : h[2]) " " h[3] " " h[4] " " name
+        n = 0
+      }
+    }' || return 70
+  printf 'data\n'
+  (cd -P -- "$MGW_SERVE" && "$mgw_find" . -mindepth 1 -type f -exec "$mgw_cat" -- '{}' +) || return 70
+}
+
 # The answer is every byte the client writes after the `sent` line, up to its end of input, and
 # it must be exactly `remove` and a newline: compared as hex, since a shell's read would silently
 # drop a NUL byte. rsync's server leaves stdin non-blocking; on Linux, opening /dev/stdin
@@ -1676,7 +2027,8 @@ mgw_manifest() {
   # lines are `HASH *NAME`, newline-ended and unescaped but for a name with a newline, so it is used
   # only when no name holds a newline, a carriage return or a backslash (sha256sum -z otherwise).
   mgw_mssl=
-  if mgw_which openssl; then
+  # (An inline download is at most MGW_INLINE_MAX bytes: sha256sum is quick enough, and spares a walk.)
+  if [ "$MGW_VERB" != takex ] && mgw_which openssl; then
     mgw_mssl=$mgw_found
     mgw_odd=$(cd -P -- "$1" && "$mgw_mfind" . -type f \( -name '*\\*' -o -name "*$MGW_NL*" -o -name "*$(printf '\r')*" \) -print -quit) || mgw_odd=x
     [ -z "$mgw_odd" ] || mgw_mssl=
@@ -1893,7 +2245,7 @@ mgw_unstart() {
 # last look at started/, so an upload that began after this look is refused by put instead.
 mgw_check_uploads() {
   set +f
-  for mgw_m in "$MGW_JOBDIR"/putting.*; do
+  for mgw_m in "$MGW_JOBDIR"/putting.* "$MGW_JOBDIR"/putx.*; do
     set -f
     [ -f "$mgw_m" ] || continue
     case $mgw_m in *.tmp) continue ;; esac

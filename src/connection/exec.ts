@@ -23,7 +23,7 @@ export interface ExecOptions {
   signal?: AbortSignal;
   maxBuffer?: number;
   /** Written to the command's stdin, which then ends (startx/runx read their request there). */
-  stdin?: string;
+  stdin?: string | Buffer;
   /** Called once the server has opened the channel: the command was delivered and runs there. */
   onOpen?: () => void;
 }

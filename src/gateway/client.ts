@@ -4,7 +4,7 @@
  * handshake (the `sent` line, our answer, the `removed` line) lives in take() alone.
  */
 import type { Connection } from '../connection/connect.js';
-import { execCollect, type ExecOptions, type ExecResult } from '../connection/exec.js';
+import { collect, execCollect, type ExecOptions, type ExecResult } from '../connection/exec.js';
 import { lstat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { CancelledError, GatewayError, IntegrityError, TransferError, type ErrorContext, type Step } from '../errors.js';
@@ -13,6 +13,7 @@ import type { RshBridge } from '../transfer/rsh-bridge.js';
 import { DOWNLOAD_MODULE } from '../transfer/rsync-args.js';
 import type { Resources, SchedulerInfo } from '../types.js';
 import { runRsync, type TransferProgress } from '../transfer/rsync.js';
+import { hashLanded, InlineReceiver, InlineStreamError, type InlineUpload } from '../transfer/inline.js';
 import {
   checkCompatible,
   formatCommand,
@@ -46,6 +47,13 @@ export interface TransferOptions {
   /** Each file rsync wrote, as it is written (also for an attempt that fails later). */
   onFile?: (path: string) => void;
   rsyncPath?: string;
+  /**
+   * put: the inputs as one inline stream (transfer/inline.ts), sent with `putx` instead of rsync
+   * where the gateway has it.
+   */
+  inline?: InlineUpload;
+  /** get/take: try the results as one inline stream (`takex`) first; default true. */
+  inlineResults?: boolean;
 }
 
 export interface TransferResult {
@@ -85,6 +93,11 @@ export interface ProgramRequest {
    * the program starts and refuses a difference (IntegrityError, side 'inputs').
    */
   inputs?: readonly ManifestEntry[];
+  /**
+   * run only: the inputs themselves, as one inline stream, sent in the same request (`jobx`: the
+   * upload and the start in one exec); `inputs` must be their manifest.
+   */
+  inline?: InlineUpload;
 }
 
 function needsRequest(args: readonly string[], request: ProgramRequest): boolean {
@@ -98,7 +111,7 @@ function needsRequest(args: readonly string[], request: ProgramRequest): boolean
 }
 
 function requestBody(args: readonly string[], request: ProgramRequest): string {
-  const { inputs, ...rest } = request;
+  const { inputs, inline: _inline, ...rest } = request;
   return formatRequest({ ...rest, args, ...(inputs ? { manifest: manifestDigest(inputs) } : {}) });
 }
 
@@ -195,9 +208,14 @@ function inputsError(sent: readonly ManifestEntry[], reader: ManifestReader, ref
   );
 }
 
+/** How long a putx waits, in all, for an earlier attempt's upload (a dropped connection's gateway) to end. */
+const PUTX_BUSY_MS = 3000;
+
 export class GatewayClient {
   readonly connection: Connection;
   private readonly bridge: RshBridge | undefined;
+  /** The gateway answered putx/takex as an unknown verb (one before inline streams): rsync only. */
+  private noInline = false;
 
   /** `bridge` (the connection's rsync bridge) is needed for put, get and take only. */
   constructor(connection: Connection, bridge?: RshBridge) {
@@ -205,10 +223,126 @@ export class GatewayClient {
     this.bridge = bridge;
   }
 
-  /** Uploads local files and directories (absolute paths) into the job's work dir. */
-  put(inputs: readonly string[], options: TransferOptions): Promise<TransferResult> {
+  /**
+   * Uploads local files and directories (absolute paths) into the job's work dir: as one inline
+   * stream (`putx`) when `options.inline` holds them and the gateway has it, else with rsync.
+   */
+  async put(inputs: readonly string[], options: TransferOptions): Promise<TransferResult> {
+    if (options.inline && !this.noInline) {
+      const sent = await this.putInline(options.inline, options);
+      if (sent) return sent;
+    }
     // Absolute local paths: a relative name with a colon (a:b.dat) would otherwise read as host:path.
     return this.transfer('put', [...inputs, 'mint:work/'], options);
+  }
+
+  /**
+   * Downloads the job's results into `outputDir`, with `remove` the job's removal once they are
+   * here whole (take): inline (`takex`) when they are small and plain, else with rsync.
+   */
+  async fetch(outputDir: string, options: TransferOptions & { remove: boolean }): Promise<TransferResult> {
+    if (options.inlineResults !== false && !this.noInline) {
+      const got = await this.takeInline(outputDir, options);
+      if (got) return got;
+    }
+    return options.remove ? this.take(outputDir, options) : this.get(outputDir, options);
+  }
+
+  /** putx; undefined when the gateway has no putx (rsync then). */
+  private async putInline(upload: InlineUpload, options: TransferOptions): Promise<TransferResult | undefined> {
+    const started = performance.now();
+    const context = { host: this.connection.host.name, jobId: options.jobId, step: 'upload' as const };
+    for (let waited = 0; ; waited += 100) {
+      const result = await execCollect(this.connection, formatCommand({ verb: 'putx', job: options.jobId }), {
+        stdin: upload.body,
+        ...(options.signal ? { signal: options.signal } : {}),
+      });
+      if (result.exitCode === 0) {
+        for (const file of upload.files) options.onFile?.(file);
+        options.onProgress?.({ direction: 'put', bytes: upload.body.length, percent: 100, rate: '', bytesPerSecond: undefined });
+        return { files: upload.files, skipped: [], durationMs: performance.now() - started, removed: false };
+      }
+      const error = refusalError('putx', result.exitCode, result.stderr, context, result.signal);
+      if (error.gatewayCode === 'E_USAGE' && /unknown verb/.test(error.message)) {
+        this.noInline = true;
+        return undefined;
+      }
+      // The gateway of an attempt whose connection dropped may still be reading its stream: it ends
+      // within moments of finding the channel gone.
+      if (error.gatewayCode === 'E_STATE' && /an upload into job .* is running/.test(error.message) && waited < PUTX_BUSY_MS) {
+        await new Promise((resolve) => setTimeout(resolve, 100));
+        continue;
+      }
+      throw await this.explained(error, context);
+    }
+  }
+
+  /**
+   * takex: the results inline, checked against the gateway's manifest before `remove` is
+   * answered. undefined when they cannot come inline (E_INLINE: a symlink among them, or too big;
+   * a gateway without takex; a stream that did not arrive whole and right): the job is then still
+   * there, for rsync.
+   */
+  private async takeInline(outputDir: string, options: TransferOptions & { remove: boolean }): Promise<TransferResult | undefined> {
+    const started = performance.now();
+    const context = { host: this.connection.host.name, jobId: options.jobId, step: 'download' as const };
+    const reader = new ManifestReader();
+    const receiver = new InlineReceiver();
+    const channel = await this.connection.exec(formatCommand({ verb: 'takex', job: options.jobId }));
+    let sent: () => void = () => undefined;
+    const sentLine = new Promise<'sent'>((resolve) => (sent = () => resolve('sent')));
+    const ended = collect(this.connection, channel, {
+      onStdout: receiver.feed,
+      onStderrLine: (line) => {
+        if (reader.take(line)) return;
+        if (parseSentLine(line) !== undefined) sent();
+      },
+      ...(options.signal ? { signal: options.signal } : {}),
+    });
+    const first = await Promise.race([sentLine, ended.then(() => 'ended' as const, () => 'ended' as const)]);
+    let files: string[] = [];
+    let served: ServedManifest | undefined;
+    let differences: ManifestDifference[] = [];
+    let usable = first === 'sent';
+    if (usable) {
+      try {
+        served = reader.result(context);
+        files = await receiver.land(outputDir, options.onFile);
+        if (served) {
+          const known = new Set(served.entries.map((e) => e.path));
+          differences = compareManifests(served.entries, await hashLanded(outputDir, [...new Set([...files, ...known])]));
+        }
+      } catch (error) {
+        if (!(error instanceof InlineStreamError || error instanceof GatewayError)) {
+          channel.end();
+          await ended.catch(() => undefined);
+          throw error;
+        }
+        usable = false;
+      }
+    }
+    // Only results that are here whole and right may go from the site.
+    channel.end(usable && options.remove && served !== undefined && differences.length === 0 ? 'remove\n' : undefined);
+    const result = await ended;
+    if (!usable || result.exitCode !== 0) {
+      if (result.exitCode === 0 || result.exitCode === undefined) return undefined;
+      const error = refusalError('takex', result.exitCode, result.stderr, context, result.signal);
+      if (error.gatewayCode === 'E_INLINE') return undefined;
+      if (error.gatewayCode === 'E_USAGE' && /unknown verb/.test(error.message)) {
+        this.noInline = true;
+        return undefined;
+      }
+      throw await this.explained(error, context);
+    }
+    const bytes = (served?.entries ?? []).reduce((n, e) => n + e.bytes, 0);
+    options.onProgress?.({ direction: 'get', bytes, percent: 100, rate: '', bytesPerSecond: undefined });
+    return {
+      files,
+      skipped: [],
+      durationMs: performance.now() - started,
+      removed: options.remove && tookAndRemoved(result.stderr, options.jobId),
+      ...(served ? { served, differences } : {}),
+    };
   }
 
   /** Downloads what the gateway exports from the job's work dir into `outputDir`. */
@@ -405,16 +539,28 @@ export class GatewayClient {
     };
     signal?.addEventListener('abort', onAbort, { once: true });
     try {
+      let inline = this.noInline ? undefined : request.inline;
+      if (request.inline && !inline) await this.put(request.inline.inputs, { jobId: job, ...(signal ? { signal } : {}) });
       const extended = needsRequest(args, request);
-      const result = await this.callFull(
+      const options = { onStdout: onChunk, onStderrLine, signal: stop.signal };
+      let result: ExecResult | undefined;
+      if (inline) {
+        // jobx: `mint-job 1 NNNNNNN`, the request, the inputs (mgw_read_job_request).
+        const body = Buffer.from(requestBody(args, request));
+        const head = Buffer.from(`mint-job 1 ${String(body.length).padStart(7, '0')}\n`);
+        result = await this.callFull({ verb: 'jobx', job }, 'start', { ...options, stdin: Buffer.concat([head, body, inline.body]) }, request.inputs).catch(async (error: unknown) => {
+          // A gateway from before jobx: the inputs by themselves (putx or rsync), then runx.
+          if (!(error instanceof GatewayError && error.gatewayCode === 'E_USAGE' && /unknown verb 'jobx'/.test(error.message))) throw error;
+          inline = undefined;
+          this.noInline = true;
+          await this.put(request.inline!.inputs, { jobId: job, ...(signal ? { signal } : {}) });
+          return undefined;
+        });
+      }
+      result ??= await this.callFull(
         extended ? { verb: 'runx', job } : { verb: 'run', job, args },
         'start',
-        {
-          onStdout: onChunk,
-          onStderrLine,
-          signal: stop.signal,
-          ...(extended ? { stdin: requestBody(args, request) } : {}),
-        },
+        { ...options, ...(extended ? { stdin: requestBody(args, request) } : {}) },
         request.inputs,
       );
       const trailer = parseLogTrailer(result.stderr);

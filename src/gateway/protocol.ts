@@ -13,7 +13,7 @@ import type { JobState, Resources, SchedulerInfo } from '../types.js';
  */
 export const PROTOCOL_VERSION = 2;
 
-export type Verb = 'probe' | 'list' | 'put' | 'get' | 'take' | 'start' | 'run' | 'startx' | 'runx' | 'status' | 'logs' | 'cancel' | 'rm';
+export type Verb = 'probe' | 'list' | 'put' | 'putx' | 'get' | 'take' | 'takex' | 'start' | 'run' | 'startx' | 'runx' | 'jobx' | 'status' | 'logs' | 'cancel' | 'rm';
 
 const JOB_ID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 const CAPS = /^[0-9]*\.[A-Za-z]*$/;
@@ -111,6 +111,10 @@ export type GatewayCommand =
   | { verb: 'list'; long?: boolean }
   | { verb: 'put'; job: string; caps: string }
   | { verb: 'get' | 'take'; job: string }
+  /** A small job's files as one inline stream (transfer/inline.ts): putx reads it on stdin, takex writes it on stdout. */
+  | { verb: 'putx' | 'takex'; job: string }
+  /** putx and runx in one request: `mint-job 1 NNNNNNN`, the request, then the inputs on stdin. */
+  | { verb: 'jobx'; job: string }
   | { verb: 'start' | 'run'; job: string; args?: readonly string[] }
   | { verb: 'startx' | 'runx'; job: string }
   | { verb: 'status' | 'cancel' | 'rm'; job: string }

@@ -68,6 +68,8 @@ export function pullJobSteps(http: HubHttp, site: string): JobSteps {
   };
 
   return {
+    // The hub takes a job's inputs by themselves, before its start.
+    inputsWithStart: false,
     async putInputs(jobId, inputs, options: TransferRun): Promise<TransferResult> {
       const t = performance.now();
       await create(jobId);

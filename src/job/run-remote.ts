@@ -19,6 +19,7 @@ import type { ProgramRequest } from '../gateway/client.js';
 import { checkInputs, type TransferProgress } from '../transfer/rsync.js';
 import type { ServedManifest, TransferResult } from '../gateway/client.js';
 import { describeDifference, manifestDigest, manifestOfInputs } from '../transfer/manifest.js';
+import { inlineUpload } from '../transfer/inline.js';
 import { parseCertificate } from '../connection/certificate.js';
 import type { Final, OnSched } from './steps.js';
 import type { ManifestEntry, RemoteResult, Resources, SchedulerInfo } from '../types.js';
@@ -112,20 +113,32 @@ export async function runRemote(options: RunRemoteOptions): Promise<RemoteResult
   await checkOutputDir(job.outputDir, { host: job.session.host.name, jobId });
 
   let step: Step = 'upload';
-  // The inputs' manifest, hashed in a worker while rsync sends them (transfer/manifest.ts); the
-  // start sends its digest. A rejection is read where it is awaited, not as an unhandled one.
-  const hashing = manifestOfInputs(inputs);
+  // Small inputs may travel with the start (jobx, where the transport has it): then the upload
+  // step sends nothing, and `uploaded` comes with the start's report.
+  let withStart = false;
+  // Small inputs go as one inline stream (transfer/inline.ts), whose manifest comes from the very
+  // bytes it carries; others are hashed in a worker while rsync sends them (transfer/manifest.ts).
+  // The start sends the digest. A rejection is read where it is awaited, not as an unhandled one.
+  const inline = inputs.length > 0 && inlineAllowed() ? inlineUpload(inputs) : undefined;
+  const hashing = inline ? Promise.resolve(inline.entries) : manifestOfInputs(inputs);
   hashing.catch(() => undefined);
   try {
     if (inputs.length > 0) {
-      const up = await jobStep(job, 'upload', (link) =>
-        link.steps.putInputs(jobId, inputs, {
+      const up = await jobStep(job, 'upload', async (link) => {
+        if (inline && link.steps.inputsWithStart) {
+          withStart = true;
+          return undefined;
+        }
+        return link.steps.putInputs(jobId, inputs, {
           signal: job.signal,
+          ...(inline ? { inline } : {}),
           onProgress: (p) => job.emit({ type: 'uploading', bytes: p.bytes, percent: p.percent, rate: p.rate, bytesPerSecond: p.bytesPerSecond }),
-        }),
-      );
-      job.timings.uploadMs = up.durationMs;
-      job.emit({ type: 'uploaded', files: up.files.length, ms: up.durationMs });
+        });
+      });
+      if (up) {
+        job.timings.uploadMs = up.durationMs;
+        job.emit({ type: 'uploaded', files: up.files.length, ms: up.durationMs });
+      }
     } else {
       await jobStep(job, 'connect', async () => undefined);
     }
@@ -141,11 +154,13 @@ export async function runRemote(options: RunRemoteOptions): Promise<RemoteResult
     const request: ProgramRequest = {
       // Without inputs there is nothing to verify, and the start stays `run` (no request on stdin).
       ...(inputs.length > 0 ? { inputs: job.inputs } : {}),
+      ...(withStart && inline ? { inline } : {}),
       ...(options.program !== undefined ? { program: options.program } : {}),
       ...(options.env ? { env: options.env } : {}),
       ...(options.resources && Object.keys(options.resources).length > 0 ? { resources: options.resources } : {}),
     };
-    return await finish(job, started, startAndFollow(job, options.args ?? [], request, options.waitForSlot ?? false));
+    const uploaded = withStart && inline ? { files: inline.files.length, since: performance.now() } : undefined;
+    return await finish(job, started, startAndFollow(job, options.args ?? [], request, options.waitForSlot ?? false, uploaded));
   } catch (error) {
     if (error instanceof CancelledError && step === 'upload' && job.cleanup !== 'never' && job.session.reached) {
       // Nothing ran: the uploaded inputs are all there is to clear, unless told to keep things. (A
@@ -167,6 +182,14 @@ export async function runRemote(options: RunRemoteOptions): Promise<RemoteResult
   } finally {
     job.dispose();
   }
+}
+
+/**
+ * Whether small jobs may use inline streams (putx/takex, transfer/inline.ts); MINT_SSH_EXEC_INLINE=0
+ * sends everything through rsync, as before them (to compare, or to rule them out).
+ */
+export function inlineAllowed(env: NodeJS.ProcessEnv = process.env): boolean {
+  return env.MINT_SSH_EXEC_INLINE !== '0';
 }
 
 /** Picks up a job started earlier (by this process or one that died): wait, download, clean up. */
@@ -338,10 +361,15 @@ type Follow = (link: Link, offset: number, onChunk: (chunk: Buffer) => void, sig
  * sent again only if `status` proves it never took effect; otherwise `logs` resumes at the byte
  * offset held, so the program runs once and no log byte is lost or repeated.
  */
-function startAndFollow(job: Job, args: readonly string[], request: ProgramRequest, waitForSlot: boolean): Follow {
+function startAndFollow(job: Job, args: readonly string[], request: ProgramRequest, waitForSlot: boolean, uploaded?: { files: number; since: number }): Follow {
   let sent = false;
   // A job a scheduler holds is reported `queued` here; `started` comes when the scheduler runs it.
   const onStarted = (report: { state: JobState; pid: number | undefined }): void => {
+    // Inputs sent with the start (jobx) have landed, and were checked, when the start is reported.
+    if (uploaded) {
+      job.emit({ type: 'uploaded', files: uploaded.files, ms: performance.now() - uploaded.since });
+      uploaded = undefined;
+    }
     if (report.state === 'queued' || job.started) return;
     job.started = true;
     job.emit({ type: 'started', jobId: job.jobId, pid: report.pid });
@@ -357,8 +385,9 @@ function startAndFollow(job: Job, args: readonly string[], request: ProgramReque
         return await link.steps.startAndFollow(job.jobId, args, onStarted, onChunk, signal, request, job.onSched);
       } catch (error) {
         if (!(waitForSlot && error instanceof GatewayError && error.gatewayCode === 'E_LIMIT')) throw error;
-        // Resources over a site maximum never fit, however long one waits (mgw_sched_within).
-        if (/over the site maximum/.test(error.message)) throw error;
+        // Resources over a site maximum never fit, however long one waits (mgw_sched_within), nor
+        // do inputs over a per-job cap (an upload sent with the start, jobx).
+        if (/over the site maximum|the upload was refused/.test(error.message)) throw error;
         job.emit({ type: 'waiting', reason: error.message, delayMs: wait });
         await sleep(wait, job.signal);
         job.signal?.throwIfAborted();
@@ -649,7 +678,7 @@ async function fetchResults(job: Job, link: Link, removeJob: boolean, onFile: (f
     onFile,
   };
   const outputDir = resolve(job.outputDir);
-  return link.steps.fetchResults(job.jobId, outputDir, { ...options, remove: removeJob });
+  return link.steps.fetchResults(job.jobId, outputDir, { ...options, remove: removeJob, inlineResults: inlineAllowed() });
 }
 
 /** For `.catch`: the gateway's refusal with this code means "nothing there"; anything else throws. */

@@ -25,6 +25,11 @@ export type OnSched = (sched: SchedulerInfo) => void;
 export type TransferRun = Omit<TransferOptions, 'jobId'>;
 
 export interface JobSteps {
+  /**
+   * Whether startAndFollow can carry small inputs itself (`request.inline`: the SSH gateway's
+   * jobx), sparing the upload its own round trip; otherwise they go by putInputs first.
+   */
+  readonly inputsWithStart: boolean;
   putInputs(jobId: string, inputs: readonly string[], options: TransferRun): Promise<TransferResult>;
   start(jobId: string, args: readonly string[], request?: ProgramRequest): Promise<JobStatus>;
   /** start, then followLog from byte 0: one round trip where the transport allows it. */
@@ -51,13 +56,14 @@ export interface JobSteps {
 /** The steps over the SSH gateway: put/run/take, and start/logs/status/cancel/rm/list. */
 export function sshJobSteps(gateway: GatewayClient): JobSteps {
   return {
+    inputsWithStart: true,
     putInputs: (jobId, inputs, options) => gateway.put(inputs, { ...options, jobId }),
     start: (jobId, args, request) => gateway.start(jobId, args, request),
     startAndFollow: (jobId, args, onStarted, onChunk, signal, request, onSched) => gateway.run(jobId, args, onStarted, onChunk, signal, request, onSched),
     followLog: (jobId, offset, onChunk, signal, onSched) => gateway.logs(jobId, offset, onChunk, signal, onSched),
     status: (jobId) => gateway.status(jobId),
     cancel: (jobId, onDelivered) => gateway.cancel(jobId, onDelivered),
-    fetchResults: (jobId, outputDir, { remove, ...options }) => (remove ? gateway.take(outputDir, { ...options, jobId }) : gateway.get(outputDir, { ...options, jobId })),
+    fetchResults: (jobId, outputDir, options) => gateway.fetch(outputDir, { ...options, jobId }),
     remove: (jobId) => gateway.remove(jobId),
     list: () => gateway.list(),
   };

@@ -50,7 +50,7 @@ esac
     const r = await runRemote({ host: sandbox().host, outputDir: await freshDir() });
     expect(r.exitCode).toBe(0);
     const lines = await ofJob(r.jobId);
-    expect(story(lines)).toEqual(['run decision=accepted', 'program outcome=ok exit=0', 'run outcome=ok exit=0', 'take decision=accepted', 'take outcome=ok exit=0']);
+    expect(story(lines)).toEqual(['run decision=accepted', 'program outcome=ok exit=0', 'run outcome=ok exit=0', 'takex decision=accepted', 'takex outcome=ok exit=0']);
     expect(new Set(lines.slice(0, 3).map((l) => l.req)).size).toBe(1);
     expect(lines[3]?.req).toBe(lines[4]?.req);
     expect(lines[3]?.req).not.toBe(lines[0]?.req);
@@ -97,9 +97,10 @@ esac
       'run decision=accepted',
       'program outcome=failed exit=3',
       'run outcome=ok exit=0',
-      // A failed job is fetched and kept (get, not take).
-      'get decision=accepted',
-      'get outcome=ok exit=0',
+      // A failed job is fetched and kept: takex (a small job's results come inline) served it, and
+      // the client did not answer `remove`.
+      'takex decision=accepted',
+      'takex outcome=ok exit=0',
     ]);
   });
 

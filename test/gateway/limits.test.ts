@@ -102,10 +102,11 @@ describe('gateway limits', async () => {
       'run decision=accepted',
       'program outcome=ok exit=0',
       'run outcome=ok exit=0',
-      'take decision=accepted',
-      // outputs=: the digest of the manifest the take served (nothing: the hash of no line), on its
+      // takex: a small job's results come as an inline stream (test/gateway/inline.test.ts).
+      'takex decision=accepted',
+      // outputs=: the digest of the manifest the takex served (nothing: the hash of no line), on its
       // outcome line (the acceptance comes before the staging it records).
-      'take outcome=ok exit=0 outputs=e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855',
+      'takex outcome=ok exit=0 outputs=e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855',
     ]);
     for (const line of mine) expect(line).toMatch(/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ prev=[0-9a-f]{64} key=mint-sandbox from=127\.0\.0\.1 req=\d+\.\d+ verb=\S+ job=\S+ \S+( exit=\d+( outputs=[0-9a-f]{64})?)?$/);
     const req = (l: string | undefined): string | undefined => / req=(\S+) /.exec(l ?? '')?.[1];

@@ -9,7 +9,7 @@ import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { chmod, mkdir, readFile, writeFile } from 'node:fs/promises';
 import { createHash } from 'node:crypto';
 import { join } from 'node:path';
-import { describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { IntegrityError, listJobs, runRemote, type JobEvent } from '../../src/index.js';
 import { manifestDigest } from '../../src/transfer/manifest.js';
 import { freshDir, sha256, useSandbox } from '../support/fixture.js';
@@ -17,7 +17,18 @@ import { readAudit } from '../support/hostile-helpers.js';
 
 const sha = (text: string | Buffer): string => createHash('sha256').update(text).digest('hex');
 
-describe('verified bytes: inputs checked before the start, outputs after the download', { timeout: 120_000 }, async () => {
+// Both ways of moving a job's files: small ones as inline streams (putx/takex), and rsync
+// (MINT_SSH_EXEC_INLINE=0, as every job larger than an inline stream goes).
+describe.each(['inline', 'rsync'] as const)('verified bytes (%s): inputs checked before the start, outputs after the download', { timeout: 120_000 }, async (mode) => {
+  const saved = process.env.MINT_SSH_EXEC_INLINE;
+  beforeAll(() => {
+    process.env.MINT_SSH_EXEC_INLINE = mode === 'inline' ? '1' : '0';
+  });
+  afterAll(() => {
+    if (saved === undefined) delete process.env.MINT_SSH_EXEC_INLINE;
+    else process.env.MINT_SSH_EXEC_INLINE = saved;
+  });
+  const take = mode === 'inline' ? 'takex' : 'take';
   const dir = await freshDir();
   const program = join(dir, 'p.sh');
   await writeFile(program, "#!/bin/sh\nprintf 'result of %s\\n' \"$1\" > result.txt\nmkdir -p out && printf 'deep\\n' > out/d.txt\n");
@@ -55,13 +66,18 @@ describe('verified bytes: inputs checked before the start, outputs after the dow
     // and the head the client kept is the hash of the take's accepted line (the last it wrote
     // before serving).
     const lines = (await readAudit(sandbox().root)).filter((l) => l.raw.includes(` job=${r.jobId} `));
-    expect(lines.find((l) => l.verb === 'runx' && l.decision === 'accepted')?.raw).toContain(` inputs=${record.inputs.sha256}`);
-    const take = lines.find((l) => l.verb === 'take' && l.decision === 'accepted')!;
-    expect(lines.find((l) => l.verb === 'take' && l.outcome === 'ok')?.raw).toContain(` outputs=${record.outputs.sha256}`);
-    expect(record.audit.headAtTake).toBe(sha(`${take.raw}\n`));
+    // (A small job's inputs travel with its start, jobx: its start's acceptance carries inputs=.)
+    const start = mode === 'inline' ? 'jobx' : 'runx';
+    expect(lines.find((l) => l.verb === start && l.decision === 'accepted' && l.raw.includes(' inputs='))?.raw).toContain(` inputs=${record.inputs.sha256}`);
+    const taken = lines.find((l) => l.verb === take && l.decision === 'accepted')!;
+    expect(lines.find((l) => l.verb === take && l.outcome === 'ok')?.raw).toContain(` outputs=${record.outputs.sha256}`);
+    expect(record.audit.headAtTake).toBe(sha(`${taken.raw}\n`));
   });
 
-  it('an input changed, one removed and one added on the site between upload and start: the start is refused, the program never runs, each file named', async () => {
+  // With inline streams a small job's inputs come with its start (jobx): no moment between the two
+  // where the client waits. The gateway's check is the same code (mgw_check_inputs), and a jobx
+  // whose inputs differ from its manifest is refused in test/gateway/inline.test.ts.
+  if (mode === 'rsync') it('an input changed, one removed and one added on the site between upload and start: the start is refused, the program never runs, each file named', async () => {
     const out = await freshDir();
     let jobId = '';
     const onEvent = (e: JobEvent): void => {
@@ -122,7 +138,9 @@ exit $rc
     }
   };
 
-  it('an output corrupted after it landed: fetched once more, then right', async () => {
+  // The client's own rsync corrupts what it lands; an inline stream is hashed from the disk after
+  // landing the same way (transfer/inline.ts hashLanded), unit-tested in test/transfer/inline.test.ts.
+  if (mode === 'rsync') it('an output corrupted after it landed: fetched once more, then right', async () => {
     const out = await freshDir();
     const rsync = await corruptingRsync(true);
     const events: JobEvent[] = [];
@@ -138,7 +156,7 @@ exit $rc
     expect((await listJobs(sandbox().host)).map((j) => j.jobId)).not.toContain(r.jobId);
   });
 
-  it('an output corrupted on every fetch: IntegrityError naming the file, and the job stays on the site', async () => {
+  if (mode === 'rsync') it('an output corrupted on every fetch: IntegrityError naming the file, and the job stays on the site', async () => {
     const out = await freshDir();
     const rsync = await corruptingRsync(false);
     const error = await withPath(rsync.path, () => runRemote({ host: sandbox().host, args: ['three'], outputDir: out })).catch((e: unknown) => e);
