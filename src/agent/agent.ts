@@ -44,11 +44,13 @@ interface GatewayRun {
 }
 
 const BACKOFF_MAX_MS = 30_000;
+/** A job whose work failed here is taken up again after this long. */
+const RESUME_MS = 10_000;
 
 export class Agent {
   private readonly http: HubHttp;
   private readonly options: AgentOptions;
-  private readonly active = new Map<string, Promise<void>>();
+  private readonly active = new Map<string, Promise<unknown>>();
   private readonly log: (line: string) => void;
   private readonly signal: AbortSignal;
 
@@ -79,16 +81,39 @@ export class Agent {
       if (job.cancelRequested) void this.gateway('cancel', job.jobId).then(() => this.log(`job ${job.jobId}: cancelled`));
       return;
     }
-    const work = this.runJob(job)
-      .catch((error: unknown) => this.log(`job ${job.jobId}: ${error instanceof Error ? error.message : String(error)}`))
-      .finally(() => this.active.delete(job.jobId));
-    this.active.set(job.jobId, work);
+    const id = job.jobId;
+    const work = this.runJob(job).then(
+      () => false,
+      (error: unknown) => {
+        this.log(`job ${id}: ${error instanceof Error ? error.message : String(error)}; trying it again in ${RESUME_MS / 1000} s`);
+        return true;
+      },
+    );
+    this.active.set(id, work);
+    void work.then(async (failed) => {
+      this.active.delete(id);
+      if (!failed) return;
+      // Never given up while the hub holds the job (it waited for ever, its client too): tried again
+      // from where it stands, as a restarted agent would; a job the hub no longer has ends here.
+      await new Promise((r) => setTimeout(r, RESUME_MS).unref());
+      if (this.signal.aborted || this.active.has(id)) return;
+      const fresh = await this.http.call<AgentJob>('GET', `${API}/agent/jobs/${id}`).catch(() => undefined);
+      if (fresh && !this.active.has(id)) this.take(fresh);
+    });
   }
 
   /** One job, from wherever it stands (a restarted agent, or hub, picks it up where it was). */
   private async runJob(job: AgentJob): Promise<void> {
     const id = job.jobId;
     let status = await this.status(id);
+    if (!status && job.state !== 'queued') {
+      // The hub saw it start, and the site has no such job (its dir removed, a sweep): it is lost,
+      // and never started a second time.
+      this.log(`job ${id}: the hub says ${job.state}, the site has no such job: reported lost`);
+      await this.report(id, { state: 'lost' });
+      await this.finishResults(id, []);
+      return;
+    }
     if (!status || status.state === 'created') {
       if (job.cancelRequested) {
         await this.report(id, { state: 'cancelled' });

@@ -480,6 +480,30 @@ process.stdout.write('finished\\n');
         await leftSite(r.jobId);
       });
 
+      it('the site loses a started job while the agent is down (its dir removed): the new agent reports it lost and never runs it again', async () => {
+        let done: Promise<void> | undefined;
+        let text = '';
+        const r = await run(['hold', '8'], [], (e, jobId) => {
+          if (e.type === 'log') text += e.text;
+          if (!done && text.includes('line 3\n')) {
+            done = (async () => {
+              site.agent!.child.kill('SIGKILL');
+              await site.agent!.stop();
+              await writeFile(join(state, `release-${jobId}`), '');
+              const pid = Number(readFileSync(join(state, `pid-${jobId}`), 'utf8'));
+              await until('the program to end', () => !alive(pid));
+              await rm(join(site.root, jobId), { recursive: true, force: true });
+              await site.startAgent!();
+            })();
+          }
+        });
+        await done;
+        expect(r.result).toMatchObject({ state: 'lost', failed: true });
+        expect(r.result.log).toContain('line 3\n');
+        expect(runs(r.jobId)).toBe('x\n');
+        expect(site.agent!.stderr()).toContain(`job ${r.jobId}: the hub says running, the site has no such job: reported lost`);
+      });
+
       it('the agent is killed mid-job and a new one started: it resumes the job, never runs it twice, loses no output', async () => {
         let killed: Promise<void> | undefined;
         let text = '';
