@@ -16,7 +16,7 @@ import { abortAll, killByMarker, liveChildren, onCleanup, run, runCleanups, slee
 import { fmtBytes, fmtMs, mbPerS, median, ratio, round, summary, table } from './lib/stats.mjs';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
-const ALL = ['B1', 'B2', 'B3', 'B4'];
+const ALL = ['B1', 'B2', 'B3', 'B4', 'B5'];
 
 // ------------------------------------------------------------------------------------------------
 // Options
@@ -47,11 +47,12 @@ function parseOptions(argv) {
 
 function usage(problem) {
   const text = [
-    'usage: node bench/run.mjs [--quick] [--only B1,B2,B3,B4] [--plain-shell-user] [--out FILE]',
+    'usage: node bench/run.mjs [--quick] [--only B1,B2,B3,B4,B5] [--plain-shell-user] [--out FILE]',
     '  --quick             smaller sizes and fewer repetitions (a smoke run, ~1-2 min)',
     '  --only LIST         run only these benchmarks',
     '  --plain-shell-user  also run B1 against a throwaway account whose shell is /bin/sh (root + useradd)',
     '  --out FILE          JSON output (default bench/results/latest.json, or latest-quick.json with --quick)',
+    'environment: MINT_BENCH_PULL_BYTES=N[K|M|G]  the size of B5\'s big input (default 1G, 64M with --quick)',
   ].join('\n');
   if (problem) {
     process.stderr.write(`bench: ${problem}\n${text}\n`);
@@ -67,6 +68,17 @@ const CONFIG = opts.quick
   ? { b1Reps: 3, verbReps: 3, b2Bytes: 64 * 1024 ** 2, b2Reps: 2, b3Files: 500, b3Reps: 2, b4Jobs: 16, b4Reps: 1, budgetMs: 5 * 60_000 }
   : { b1Reps: 7, verbReps: 7, b2Bytes: 1024 ** 3, b2Reps: 5, b3Files: 5000, b3Reps: 5, b4Jobs: 64, b4Reps: 3, budgetMs: 8 * 60_000 };
 const B3_FILE_BYTES = 4096;
+// B5's big input: 1 GiB as the issue asks, smaller for a quick look (MINT_BENCH_PULL_BYTES=256M).
+CONFIG.b5Reps = opts.quick ? 2 : 3;
+CONFIG.b5LatencyReps = opts.quick ? 3 : 7;
+CONFIG.b5Bytes = pullBytes(process.env.MINT_BENCH_PULL_BYTES) ?? (opts.quick ? 64 * 1024 ** 2 : 1024 ** 3);
+
+function pullBytes(text) {
+  if (text === undefined || text === '') return undefined;
+  const m = /^(\d+)([KMG]?)i?B?$/i.exec(text.trim());
+  if (!m || Number(m[1]) === 0) usage(`MINT_BENCH_PULL_BYTES takes a size such as 256M or 1G, not ${JSON.stringify(text)}`);
+  return Number(m[1]) * 1024 ** ' KMG'.indexOf((m[2] || ' ').toUpperCase());
+}
 const MIN_FREE_FOR_FULL_B2 = 5 * 1024 ** 3;
 
 // ------------------------------------------------------------------------------------------------
@@ -267,6 +279,23 @@ async function b1(env, workDir) {
       await tidy(out);
       return { ms, steps: { ...r.timings }, connections: r.connections };
     },
+    mintRsync: async () => {
+      // The same, every file by rsync (MINT_SSH_EXEC_INLINE=0), as before inline streams: what
+      // jobx and takex save (info).
+      const { out } = await fresh('mintrsync');
+      process.env.MINT_SSH_EXEC_INLINE = '0';
+      try {
+        const s = performance.now();
+        const r = await runRemote({ host: env.host, inputs: [input], outputDir: out, cleanup: 'always', timeoutMs: 120_000 });
+        const ms = performance.now() - s;
+        if (r.exitCode !== 0 || !r.files.includes('result.txt')) throw new Error(`runRemote (rsync): exit ${r.exitCode}, files ${r.files}`);
+        await verify(out, 'runRemote (rsync)');
+        await tidy(out);
+        return { ms, steps: { ...r.timings } };
+      } finally {
+        delete process.env.MINT_SSH_EXEC_INLINE;
+      }
+    },
     mintFresh: async () => {
       // What a MInt module pays: a fresh node per job, the package imported by name (the bundle).
       const { out } = await fresh('mintfresh');
@@ -387,7 +416,9 @@ async function verbCosts(env, workDir) {
   await mkdir(dir, { recursive: true });
   const input = join(dir, 'input.dat');
   await writeRandomFile(input, 1024);
-  const mint = { probe: [], put: [], start: [], status: [], logs: [], get: [], rm: [], run: [], take: [], refused_verb: [] };
+  const mint = { probe: [], put: [], start: [], status: [], logs: [], get: [], rm: [], run: [], take: [], putx: [], jobx: [], takex: [], refused_verb: [] };
+  const { inlineUpload } = await load();
+  const inline = inlineUpload([input]);
   const link = await openLink(env.host);
   try {
     for (let i = 0; i < CONFIG.verbReps; i++) {
@@ -414,6 +445,15 @@ async function verbCosts(env, workDir) {
       const out2 = join(dir, `out2-${i}`);
       await mkdir(out2, { recursive: true });
       mint.take.push((await timed(() => link.gateway.take(out2, { jobId: second }))).ms);
+      // A small job's verbs: putx (the inputs inline), jobx (inputs and run in one), takex (results inline).
+      const third = randomUUID();
+      mint.putx.push((await timed(() => link.gateway.put([input], { jobId: third, inline }))).ms);
+      await link.gateway.remove(third);
+      const fourth = randomUUID();
+      mint.jobx.push((await timed(() => link.gateway.run(fourth, [], () => undefined, () => undefined, undefined, { inline, inputs: inline.entries }))).ms);
+      const out3 = join(dir, `out3-${i}`);
+      await mkdir(out3, { recursive: true });
+      mint.takex.push((await timed(() => link.gateway.fetch(out3, { jobId: fourth, remove: true }))).ms);
       // An exec the gateway refuses at once (unknown verb): channel + login shell + gateway start.
       mint.refused_verb.push(
         (await timed(() => link.gateway.connection.exec('mint-gw nosuchverb').then((ch) => new Promise((r) => {
@@ -793,6 +833,97 @@ async function b4(env, workDir) {
 }
 
 // ------------------------------------------------------------------------------------------------
+// B5: pull mode (issue 18) against SSH mode, in the same run: submit-to-start, and a big input
+
+/** B5's program: the total size of what the job dir holds, so each run checks that its input arrived whole. */
+const SIZE_PROGRAM = "#!/bin/sh\n# B5's program: the bytes of the inputs it was given, one result file.\ncat -- *.bin 2>/dev/null | wc -c | tr -d ' ' > result.txt\n";
+
+async function b5(workDir) {
+  const { startSandbox, startPullSandbox, runRemote } = await load();
+  const dir = join(workDir, 'b5');
+  await mkdir(dir, { recursive: true });
+  const program = join(dir, 'size-program.sh');
+  await writeFile(program, SIZE_PROGRAM, { mode: 0o755 });
+  // Both sites let only result.txt leave (--export): the input is not downloaded back, in either mode.
+  const ssh = await startSandbox({ program, gateway: { export: 'result.txt' } });
+  onCleanup('B5 SSH sandbox', () => ssh.stop());
+  const pull = await startPullSandbox({ program, agentArgs: ['--export', 'result.txt'] });
+  onCleanup('B5 pull sandbox', () => pull.stop());
+  const hosts = { ssh: ssh.host, pull: pull.host };
+  const small = join(dir, 'small.bin');
+  await writeRandomFile(small, 1024);
+  const big = join(dir, 'big.bin');
+  const bytes = CONFIG.b5Bytes;
+  const out = { bytes, hub: pull.hub };
+  let n = 0;
+  const job = async (mode, input, size) => {
+    const outputDir = join(dir, `out-${mode}-${++n}`);
+    let startedAt;
+    const s = performance.now();
+    const r = await runRemote({
+      host: hosts[mode],
+      inputs: [input],
+      outputDir,
+      cleanup: 'always',
+      timeoutMs: 1_800_000,
+      onEvent: (e) => {
+        if (e.type === 'started' && startedAt === undefined) startedAt = performance.now();
+      },
+    });
+    const ms = performance.now() - s;
+    const said = (await readFile(join(outputDir, 'result.txt'), 'utf8').catch(() => '')).trim();
+    await rm(outputDir, { recursive: true, force: true });
+    if (r.exitCode !== 0 || said !== String(size)) throw new Error(`${mode}: exit ${r.exitCode}, the program saw ${said || 'nothing'} bytes, expected ${size}`);
+    if (startedAt === undefined) throw new Error(`${mode}: no 'started' event`);
+    return { ms, startMs: startedAt - s, steps: { ...r.timings } };
+  };
+  const modes = ['ssh', 'pull'];
+  // One unrecorded job each: the hub's and the agent's first job (TLS session, SQLite pages, the code cache).
+  for (const mode of modes) await job(mode, small, 1024);
+  const latency = { ssh: [], pull: [] };
+  await reps('B5 latency', CONFIG.b5LatencyReps, async (i) => {
+    for (let k = 0; k < modes.length; k++) {
+      const mode = modes[(i + k) % modes.length];
+      latency[mode].push(await job(mode, small, 1024));
+    }
+    log(`B5 latency rep ${i + 1}/${CONFIG.b5LatencyReps}: ${modes.map((m) => `${m} start ${fmtMs(latency[m].at(-1).startMs)} job ${fmtMs(latency[m].at(-1).ms)}`).join(', ')}`);
+  });
+  log(`B5: writing a ${fmtBytes(bytes)} random input`);
+  onCleanup('B5 input file', () => rm(big, { force: true }));
+  await writeRandomFile(big, bytes);
+  await syncDisk();
+  await run('cat', [big], { timeoutMs: 300_000, maxOutput: 0 });
+  const large = { ssh: [], pull: [] };
+  try {
+    await reps('B5 big input', CONFIG.b5Reps, async (i) => {
+      for (let k = 0; k < modes.length; k++) {
+        const mode = modes[(i + k) % modes.length];
+        large[mode].push(await job(mode, big, bytes));
+        await syncDisk();
+      }
+      log(`B5 big rep ${i + 1}/${CONFIG.b5Reps}: ${modes.map((m) => `${m} start ${fmtMs(large[m].at(-1).startMs)} job ${fmtMs(large[m].at(-1).ms)}`).join(', ')}`);
+    });
+  } finally {
+    await rm(big, { force: true });
+  }
+  const steps = (samples) => Object.fromEntries(Object.keys(samples[0]?.steps ?? {}).map((k) => [k, median(samples.map((x) => x.steps[k]))]));
+  for (const mode of modes) {
+    out[mode] = {
+      start: summary(latency[mode].map((x) => x.startMs)),
+      job: summary(latency[mode].map((x) => x.ms)),
+      jobSteps: steps(latency[mode]),
+      bigStart: summary(large[mode].map((x) => x.startMs)),
+      bigJob: summary(large[mode].map((x) => x.ms)),
+      bigSteps: steps(large[mode]),
+    };
+    out[mode].bigStart.mbPerS = mbPerS(bytes, out[mode].bigStart.median);
+  }
+  await pull.stop();
+  await ssh.stop();
+  return out;
+}
+
+// ------------------------------------------------------------------------------------------------
 // Targets and the table
 
 function verdict(ok) {
@@ -808,6 +939,8 @@ function judge() {
       const r1 = ratio(mint, b.mintFlow.median);
       const r2 = ratio(mint, b.cmCold.median);
       target({ id: 'B1', figure: `trivial job, in-process${where}`, value: fmtMs(mint), anchor: 'MInt flow, OpenSSH (4 connections)', anchorValue: fmtMs(b.mintFlow.median), ratio: r1, target: '<= 0.3x', verdict: verdict(r1 === undefined ? undefined : r1 <= 0.3) });
+      const rr = ratio(b.mintRsync?.median, b.mintFlow.median);
+      target({ id: 'B1', figure: `trivial job, in-process, every file by rsync (MINT_SSH_EXEC_INLINE=0)${where}`, value: fmtMs(b.mintRsync?.median), anchor: 'MInt flow, OpenSSH (4 connections)', anchorValue: fmtMs(b.mintFlow.median), ratio: rr, target: 'info', verdict: '-' });
       // Issue 16: what a MInt module pays, a fresh node per job (import, connect, job, exit).
       const fresh = b.mintFresh?.median;
       const rf = ratio(fresh, b.mintFlow.median);
@@ -854,6 +987,18 @@ function judge() {
   }
 }
 
+function judgePull() {
+  const B5 = results.B5;
+  if (!B5?.pull?.start?.median) return;
+  const p = B5.pull;
+  const s = B5.ssh;
+  target({ id: 'B5', figure: 'pull: submit-to-start, 1 KiB job (runRemote to started)', value: fmtMs(p.start.median), anchor: 'SSH mode, same job', anchorValue: fmtMs(s.start.median), ratio: ratio(p.start.median, s.start.median), target: '< 1 s', verdict: verdict(p.start.median < 1000) });
+  target({ id: 'B5', figure: 'pull: submit-to-start, 1 KiB job', value: fmtMs(p.start.median), anchor: "MInt's WebAPI pull (30 s polls, 10 s sleeps; reference)", anchorValue: '~80 s', ratio: ratio(p.start.median, 80_000), target: 'info', verdict: '-' });
+  target({ id: 'B5', figure: 'pull: trivial job end to end (results back, removed)', value: fmtMs(p.job.median), anchor: 'SSH mode, same job', anchorValue: fmtMs(s.job.median), ratio: ratio(p.job.median, s.job.median), target: 'info', verdict: '-' });
+  const size = fmtBytes(B5.bytes);
+  target({ id: 'B5', figure: `pull: ${size} input, submit to start (through the hub)`, value: `${fmtMs(p.bigStart.median)} (${p.bigStart.mbPerS} MB/s)`, anchor: 'SSH mode, same input', anchorValue: `${fmtMs(s.bigStart.median)} (${s.bigStart.mbPerS} MB/s)`, ratio: ratio(p.bigStart.median, s.bigStart.median), target: 'info', verdict: '-' });
+}
+
 function printTables() {
   const rows = results.targets.map((t) => [t.id, t.figure, t.value, t.anchor, t.anchorValue, t.ratio === undefined ? '-' : `${t.ratio.toFixed(2)}x`, t.target, t.verdict]);
   const lines = [];
@@ -884,6 +1029,14 @@ function printTables() {
   if (results.B3?.localCp?.n) {
     detail.push(['B3', 'same tree, local cp -r (filesystem alone)', `median ${fmtMs(results.B3.localCp.median)} (min ${fmtMs(results.B3.localCp.min)}, max ${fmtMs(results.B3.localCp.max)})`]);
     detail.push(['B3', 'upload samples: mint / rsync', `${results.B3.mint.upload.samples.map(fmtMs).join(' ')} / ${results.B3.rsync.upload.samples.map(fmtMs).join(' ')}`]);
+  }
+  if (results.B5?.pull?.bigSteps) {
+    const f = (o) => Object.entries(o ?? {}).filter(([k]) => k !== 'totalMs').map(([k, v]) => `${k.replace(/Ms$/, '')} ${Math.round(v)}`).join(', ');
+    for (const mode of ['pull', 'ssh']) {
+      detail.push(['B5', `${mode}: 1 KiB job steps (median ms)`, f(results.B5[mode].jobSteps)]);
+      detail.push(['B5', `${mode}: ${fmtBytes(results.B5.bytes)} job steps (median ms)`, `${f(results.B5[mode].bigSteps)}; whole job ${fmtMs(results.B5[mode].bigJob.median)}`]);
+    }
+    detail.push(['B5', 'submit-to-start samples: pull / ssh (ms)', `${results.B5.pull.start.samples.map((x) => Math.round(x)).join(' ')} / ${results.B5.ssh.start.samples.map((x) => Math.round(x)).join(' ')}`]);
   }
   if (results.B4?.mint) {
     const m = results.B4.mint;
@@ -979,6 +1132,12 @@ async function main() {
       results.B4 = await b4(env, workDir);
     });
   }
+  if (opts.only.has('B5')) {
+    await attempt('B5', async () => {
+      log(`B5: pull mode against SSH mode (${CONFIG.b5LatencyReps} trivial jobs each, ${CONFIG.b5Reps} x ${fmtBytes(CONFIG.b5Bytes)} input)`);
+      results.B5 = await b5(workDir);
+    });
+  }
 }
 
 let exiting = false;
@@ -1024,6 +1183,7 @@ results.machine.loadavgEnd = os.loadavg().map((x) => round(x, 2));
 results.finishedAt = new Date().toISOString();
 results.durationMs = round(performance.now() - t0, 0);
 judge();
+judgePull();
 const outFile = opts.out ?? join(HERE, 'results', opts.quick ? 'latest-quick.json' : 'latest.json');
 results.outFile = outFile;
 await mkdir(dirname(outFile), { recursive: true });

@@ -2,7 +2,7 @@
 // Set-up shared by `npm test`, `npm run demo` and `npm run bench`: installs what a fresh machine
 // lacks, so the README's commands work verbatim. Node built-ins only: it runs before `npm ci`.
 import { spawnSync } from 'node:child_process';
-import { existsSync, readFileSync, statSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -30,12 +30,20 @@ function onPath(name) {
   return spawnSync('sh', ['-c', `command -v ${name}`], { stdio: 'ignore' }).status === 0;
 }
 
+function postgresBinaries() {
+  const base = '/usr/lib/postgresql';
+  return have(base) && readdirSync(base).some((v) => have(join(base, v, 'bin', 'initdb')) && have(join(base, v, 'bin', 'postgres')));
+}
+
 function systemPackages() {
   const wanted = [];
   if (!['/usr/sbin/sshd', '/usr/local/sbin/sshd', '/sbin/sshd'].some(have)) wanted.push('openssh-server');
   if (!onPath('ssh-keygen')) wanted.push('openssh-client');
   if (!onPath('rsync')) wanted.push('rsync');
   if (!onPath('setsid')) wanted.push('util-linux');
+  // Pull mode's `hub init` makes its CA and certificate with the openssl CLI (the demo's and the
+  // bench's pull sandbox, the pull tests); slim images lack it.
+  if (!onPath('openssl')) wanted.push('openssl');
   if (forTests && !onPath('shellcheck')) wanted.push('shellcheck');
   if (forTests && !onPath('dash')) wanted.push('dash');
   // test/gateway/verb-cost.test.ts counts the gateway's syscalls.
@@ -52,6 +60,11 @@ function systemPackages() {
   if (forTests && !have('/usr/sbin/sge_qmaster')) wanted.push('gridengine-master');
   if (forTests && !have('/usr/sbin/sge_execd')) wanted.push('gridengine-exec');
   if (forTests && !have('/usr/bin/qsub')) wanted.push('gridengine-client');
+  // test/pull/ runs the hub on a private PostgreSQL server (initdb + postgres in a temp dir, as the
+  // package's `postgres` user, on a free port); the binaries are in /usr/lib/postgresql/VERSION/bin.
+  // The package also creates (and, where policy-rc.d allows, starts) Debian's own cluster on 5432,
+  // which the tests do not use.
+  if (forTests && !postgresBinaries()) wanted.push('postgresql');
   if (wanted.length === 0) return;
   const isRoot = process.getuid?.() === 0;
   if (!isRoot || !onPath('apt-get')) {

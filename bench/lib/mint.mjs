@@ -10,7 +10,7 @@ import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 
 const DIST = fileURLToPath(new URL('../../dist/', import.meta.url));
-const INTERNALS = ['connection/connect.js', 'transfer/rsh-bridge.js', 'gateway/client.js', 'sandbox/sandbox.js'];
+const INTERNALS = ['connection/connect.js', 'transfer/rsh-bridge.js', 'gateway/client.js', 'sandbox/sandbox.js', 'transfer/inline.js'];
 
 export function distReady() {
   return ['bundle/index.mjs', 'bundle/sandbox.mjs', 'bundle/mint.cjs', ...INTERNALS].every((f) => existsSync(DIST + f));
@@ -20,7 +20,7 @@ let modules;
 export async function load() {
   if (modules) return modules;
   const internal = (f) => import(new URL(`../../dist/${f}`, import.meta.url).href);
-  const [index, sandboxEntry, siteEntry, connectMod, bridgeMod, gatewayMod, sandboxMod] = await Promise.all([
+  const [index, sandboxEntry, siteEntry, connectMod, bridgeMod, gatewayMod, sandboxMod, inlineMod] = await Promise.all([
     import('mint-ssh-exec'),
     import('mint-ssh-exec/sandbox'),
     import('mint-ssh-exec/site'),
@@ -30,12 +30,14 @@ export async function load() {
     runRemote: index.runRemote,
     resolveHost: index.resolveHost,
     startSandbox: sandboxEntry.startSandbox,
+    startPullSandbox: sandboxEntry.startPullSandbox,
     connect: connectMod.connect,
     RshBridge: bridgeMod.RshBridge,
     GatewayClient: gatewayMod.GatewayClient,
     installGateway: siteEntry.installGateway,
     readBanner: sandboxMod.readBanner,
     sshdConfig: sandboxMod.sshdConfig,
+    inlineUpload: inlineMod.inlineUpload,
   };
   return modules;
 }

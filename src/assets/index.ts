@@ -19,3 +19,7 @@ export const NODE_SHIM = fromRoot('src/assets/rsh-shim.mjs');
 export const SAMPLE_PROGRAM = fromRoot('examples/execute_remote-side_program_ssh.sh');
 /** rsync's remote shell for the pull-mode agent: runs the gateway here as sshd would (src/agent/agent.ts). */
 export const AGENT_RSH = fromRoot('src/assets/agent-rsh.mjs');
+/** The `mint-ssh-exec` CLI: the pull sandbox starts its hub and agent as the real commands. */
+export const CLI_BIN = fromRoot('bin/mint-ssh-exec.mjs');
+/** The package's package.json (its version, which the pull-mode agent reports to its hub). */
+export const PACKAGE_JSON = fromRoot('package.json');

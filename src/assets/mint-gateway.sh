@@ -669,12 +669,17 @@ mgw_read_request() {
   mgw_check_request_lines
 }
 
-# jobx: the stream on stdin begins with `mint-job 1 NNNNNNN` and a newline (19 bytes: the request's
+# jobx: the gateway greets with `mint-job 1` and a newline on stdout; then the stream on stdin
+# begins with `mint-job 1 NNNNNNN` and a newline (19 bytes: the request's
 # length in 7 decimal digits), then the request as runx reads it (mgw_read_request), then the
 # job's inputs as an inline stream (mgw_verb_putx). Only the first two are read here, each exactly
 # (GNU head -c reads no byte past its count), within --client-timeout seconds; the inputs stay on
 # stdin for the verb. The request must carry the inputs' manifest.
 mgw_read_job_request() {
+  # The greeting comes first on stdout, and the client sends nothing until it has read it there as
+  # the stream's first bytes: a login shell that prints (a banner, a `stty` error) is found before
+  # any input lands or any program runs, as rsync's own greeting finds it for put.
+  printf 'mint-job 1\n'
   mgw_need head
   mgw_head=$mgw_found
   mgw_need tr
@@ -1322,6 +1327,7 @@ mgw_verb_putx() {
 mgw_verb_jobx() {
   mgw_putx_begin
   mgw_putx_receive
+  printf 'mint-gw: put: job=%s entries=%s bytes=%s\n' "$MGW_JOB" "$mgw_n" "$mgw_sum" >&2
   # The upload is over: start's own look for uploads (mgw_check_uploads) must not find this one.
   "$MGW_RM" -f -- "$mgw_putting"
   mgw_putting=

@@ -445,16 +445,25 @@ export class GatewayClient {
     return (await this.callFull(command, step)).stdout.toString('utf8');
   }
 
-  private async callFull(command: GatewayCommand, step: Step, options: ExecOptions = {}, inputs?: readonly ManifestEntry[]): Promise<ExecResult> {
+  private async callFull(command: GatewayCommand, step: Step, options: ExecOptions = {}, inputs?: readonly ManifestEntry[], greeting?: string): Promise<ExecResult> {
     const jobId = 'job' in command ? command.job : undefined;
-    const context = { host: this.connection.host.name, step, ...(jobId ? { jobId } : {}) };
+    let context: ErrorContext = { host: this.connection.host.name, step, ...(jobId ? { jobId } : {}) };
     // A start refused for its inputs (E_INTEGRITY) prints the site's manifest: kept whole here.
     const reader = inputs ? new ManifestReader() : undefined;
     const onStderrLine = options.onStderrLine;
-    const result = await execCollect(this.connection, formatCommand(command), {
+    const withReader = {
       ...options,
       ...(reader ? { onStderrLine: (line: string) => reader.take(line) || onStderrLine?.(line) } : {}),
-    });
+    };
+    let result: ExecResult;
+    if (greeting === undefined) {
+      result = await execCollect(this.connection, formatCommand(command), withReader);
+    } else {
+      const greeted = await this.greeted(command, greeting, withReader, context);
+      result = greeted.result;
+      // (jobx) A refusal before the upload's `put:` line is the upload's: nothing ran.
+      if (!/^mint-gw: put: /m.test(result.stderr)) context = { ...context, step: 'upload' };
+    }
     if (result.exitCode !== 0) {
       const error = refusalError(command.verb, result.exitCode, result.stderr, context, result.signal);
       if (inputs && error.gatewayCode === 'E_INTEGRITY') throw inputsError(inputs, reader!, error, context);
@@ -468,6 +477,47 @@ export class GatewayClient {
       throw await this.explained(error, context);
     }
     return result;
+  }
+
+  /**
+   * An exec whose gateway greets first (jobx: `mint-job 1`): stdin is written only once the
+   * greeting has come as the stream's very first bytes. Anything before it is the login shell's
+   * (a banner), which would run into the program's log: the channel is then closed with nothing
+   * sent (the gateway finds its stdin empty and refuses), and the error names the fix.
+   */
+  private async greeted(command: GatewayCommand, greeting: string, options: ExecOptions, context: ErrorContext): Promise<{ result: ExecResult }> {
+    const { stdin, onStdout, ...rest } = options;
+    const channel = await this.connection.exec(formatCommand(command));
+    const expected = Buffer.from(greeting);
+    let head = Buffer.alloc(0);
+    let greeted = false;
+    let noise: string | undefined;
+    const result = await collect(this.connection, channel, {
+      ...rest,
+      onStdout: (chunk) => {
+        if (greeted) return onStdout?.(chunk);
+        if (noise !== undefined) return;
+        head = Buffer.concat([head, chunk]);
+        const at = head.indexOf(expected);
+        if (at === 0) {
+          greeted = true;
+          channel.end(stdin);
+          const after = head.subarray(expected.length);
+          if (after.length > 0) onStdout?.(after);
+          return;
+        }
+        // Bytes before the greeting (or 64 KiB without one): not the gateway's.
+        if (at > 0 || head.length > 65536) {
+          noise = head.subarray(0, at > 0 ? at : head.length).toString('utf8');
+          channel.end();
+        }
+      },
+    });
+    // A channel that ended with bytes but no greeting: those were not the gateway's either.
+    if (!greeted && head.length > 0) {
+      throw shellNoiseError('the gateway\'s greeting does not start the stream', noise ?? head.toString('utf8'), { ...context, step: 'upload' });
+    }
+    return { result };
   }
 
   /**
@@ -548,7 +598,7 @@ export class GatewayClient {
         // jobx: `mint-job 1 NNNNNNN`, the request, the inputs (mgw_read_job_request).
         const body = Buffer.from(requestBody(args, request));
         const head = Buffer.from(`mint-job 1 ${String(body.length).padStart(7, '0')}\n`);
-        result = await this.callFull({ verb: 'jobx', job }, 'start', { ...options, stdin: Buffer.concat([head, body, inline.body]) }, request.inputs).catch(async (error: unknown) => {
+        result = await this.callFull({ verb: 'jobx', job }, 'start', { ...options, stdin: Buffer.concat([head, body, inline.body]) }, request.inputs, 'mint-job 1\n').catch(async (error: unknown) => {
           // A gateway from before jobx: the inputs by themselves (putx or rsync), then runx.
           if (!(error instanceof GatewayError && error.gatewayCode === 'E_USAGE' && /unknown verb 'jobx'/.test(error.message))) throw error;
           inline = undefined;

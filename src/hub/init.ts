@@ -10,7 +10,8 @@ import { isIP } from 'node:net';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { ConfigError } from '../errors.js';
-import { HubStore } from './store.js';
+import { openStore } from './open-store.js';
+import type { HubStore, StoreSpec } from './store.js';
 
 const run = promisify(execFile);
 
@@ -22,15 +23,28 @@ export interface InitResult {
   submitToken: string;
 }
 
-/** Names the server certificate is valid for: localhost and 127.0.0.1 always, plus `names`. */
-export async function initHub(data: string, names: readonly string[] = []): Promise<InitResult> {
+/**
+ * Names the server certificate is valid for: localhost and 127.0.0.1 always, plus `names`. The
+ * submit token goes into `store` (default SQLite in `data`).
+ */
+export async function initHub(data: string, names: readonly string[] = [], store: StoreSpec = { kind: 'sqlite' }): Promise<InitResult> {
   await mkdir(data, { recursive: true, mode: 0o700 });
   await chmod(data, 0o700);
+  if (existsSync(join(data, 'server.pem'))) throw new ConfigError(`${data} already holds a hub (server.pem); remove it first to start again`);
+  // The store first: one that cannot be reached fails init before any certificate is made.
+  const db = await openStore(data, store, false);
+  try {
+    return await makeHub(data, names, db);
+  } finally {
+    await db.close();
+  }
+}
+
+async function makeHub(data: string, names: readonly string[], db: HubStore): Promise<InitResult> {
   const ca = join(data, 'ca.pem');
   const caKey = join(data, 'ca.key');
   const cert = join(data, 'server.pem');
   const key = join(data, 'server.key');
-  if (existsSync(cert)) throw new ConfigError(`${data} already holds a hub (server.pem); remove it first to start again`);
   const curve = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes'];
   const openssl = async (args: string[]): Promise<void> => {
     try {
@@ -47,13 +61,8 @@ export async function initHub(data: string, names: readonly string[] = []): Prom
   await writeFile(ext, `subjectAltName=${[...new Set(alt)].join(',')}\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n`);
   await openssl(['x509', '-req', '-in', csr, '-CA', ca, '-CAkey', caKey, '-CAcreateserial', '-out', cert, '-days', '825', '-extfile', ext]);
   for (const file of [caKey, key]) await chmod(file, 0o600);
-  const store = new HubStore(data);
-  try {
-    const submitToken = store.addPrincipal('submitter', 'mint');
-    const submitTokenFile = join(data, 'submit.token');
-    await writeFile(submitTokenFile, `${submitToken}\n`, { mode: 0o600 });
-    return { ca, cert, key, submitTokenFile, submitToken };
-  } finally {
-    store.close();
-  }
+  const submitToken = await db.addPrincipal('submitter', 'mint');
+  const submitTokenFile = join(data, 'submit.token');
+  await writeFile(submitTokenFile, `${submitToken}\n`, { mode: 0o600 });
+  return { ca, cert, key, submitTokenFile, submitToken };
 }

@@ -13,10 +13,10 @@ import { createReadStream } from 'node:fs';
 import { mkdir, open, readFile, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
-import { isJobId, checkProgramArgs, checkProgramRequest } from '../gateway/protocol.js';
+import { isJobId, checkProgramArgs, checkProgramRequest, checkResources } from '../gateway/protocol.js';
 import { MintSshError } from '../errors.js';
-import { API, checkManifest, checkRefusal, hashFile, SITE_NAME, type AgentJob, type HubJob, type StartRequest } from '../pull/wire.js';
-import { FINAL, HubStore, hubJob, startRequest, type JobRow, type Kind } from './store.js';
+import { API, checkAgentInfo, checkManifest, checkRefusal, hashFile, SITE_NAME, type AgentJob, type AgentInfo, type HubJob, type SiteReport, type StartRequest } from '../pull/wire.js';
+import { FINAL, SqliteStore, hubJob, startRequest, type HubStore, type JobRow, type Kind } from './store.js';
 import type { JobState } from '../types.js';
 
 export interface HubOptions {
@@ -30,6 +30,8 @@ export interface HubOptions {
   maxWaitMs?: number;
   /** Connections held at once (default 4096); more are dropped. */
   maxConnections?: number;
+  /** Where the state is (default SQLite in `data`); the hub closes it on close. */
+  store?: HubStore;
 }
 
 class HttpError extends Error {
@@ -52,14 +54,22 @@ export class Hub {
   readonly store: HubStore;
   private readonly server: https.Server;
   private readonly bus = new EventEmitter();
+  private readonly counts = new Map<string, number>();
   private readonly maxWaitMs: number;
   private readonly options: HubOptions;
   /** Files and logs being written now, by whom: two writers of one never interleave (exclusive()). */
   private readonly writing = new Map<string, { req: IncomingMessage | undefined; done: Promise<unknown> }>();
+  /**
+   * What this hub process has seen of each site's agent, for `probe` (in memory: a restarted hub
+   * knows an agent again at its next poll, within the agent's backoff of at most 30 s).
+   */
+  private readonly agents = new Map<string, { lastSeenAt: number; polling: number; info?: AgentInfo; infoAt?: number }>();
 
   constructor(options: HubOptions) {
     this.options = options;
-    this.store = new HubStore(options.data);
+    this.store = options.store ?? new SqliteStore(options.data);
+    // Other replicas' changes (PostgreSQL store) wake this hub's long-polls as its own do.
+    this.store.subscribe((event) => this.fire(event));
     this.maxWaitMs = options.maxWaitMs ?? 60_000;
     this.bus.setMaxListeners(0);
     this.server = https.createServer(
@@ -102,7 +112,13 @@ export class Hub {
       this.server.close(() => resolve());
       this.server.closeAllConnections();
     });
-    this.store.close();
+    await this.store.close();
+  }
+
+  /** Wakes the long-polls waiting for `event`, here and on the store's other hub processes. */
+  private emit(event: string): void {
+    this.fire(event);
+    this.store.publish(event).catch((error: unknown) => process.stderr.write(`mint-ssh-exec hub: cannot publish ${event}: ${(error as Error).message}\n`));
   }
 
   private fail(res: ServerResponse, error: unknown): void {
@@ -127,9 +143,9 @@ export class Hub {
     send(res, status, { error: body });
   }
 
-  private who(req: IncomingMessage): Who {
+  private async who(req: IncomingMessage): Promise<Who> {
     const m = /^Bearer ([A-Za-z0-9_.-]{16,256})$/.exec(req.headers.authorization ?? '');
-    const who = m ? this.store.whoIs(m[1]!) : undefined;
+    const who = m ? await this.store.whoIs(m[1]!) : undefined;
     if (!who) throw new HttpError(401, 'E_AUTH', 'no valid token (unknown or revoked)');
     return who;
   }
@@ -138,12 +154,19 @@ export class Hub {
     const url = new URL(req.url ?? '/', 'https://hub');
     const path = url.pathname;
     if (!path.startsWith(`${API}/`)) throw new HttpError(404, 'E_NOTFOUND', 'no such endpoint');
-    const who = this.who(req);
+    const who = await this.who(req);
     const parts = path.slice(API.length + 1).split('/');
     const method = req.method ?? 'GET';
     if (parts[0] === 'agent') {
       if (who.kind !== 'site') throw new HttpError(403, 'E_AUTH', 'agent endpoints take a site token');
+      const seen = this.agents.get(who.name) ?? { lastSeenAt: 0, polling: 0 };
+      seen.lastSeenAt = Date.now();
+      this.agents.set(who.name, seen);
       return this.agentRoute(who.name, method, parts.slice(1), url, req, res);
+    }
+    if (parts[0] === 'sites' && parts.length === 2 && method === 'GET') {
+      if (who.kind !== 'submitter') throw new HttpError(403, 'E_AUTH', 'site reports take a submit token, never a site token');
+      return send(res, 200, await this.siteReport(parts[1]!));
     }
     if (parts[0] === 'jobs') {
       if (who.kind !== 'submitter') throw new HttpError(403, 'E_AUTH', 'job endpoints take a submit token, never a site token');
@@ -155,8 +178,8 @@ export class Hub {
   // ------------------------------------------------------------------------------------------------
   // The submit side (MInt's modules)
 
-  private ownJob(submitter: string, id: string | undefined): JobRow {
-    const row = id !== undefined && isJobId(id) ? this.store.job(id) : undefined;
+  private async ownJob(submitter: string, id: string | undefined): Promise<JobRow> {
+    const row = id !== undefined && isJobId(id) ? await this.store.job(id) : undefined;
     if (!row || row.submitter !== submitter) throw new HttpError(404, 'E_NOJOB', `no job ${id}`);
     return row;
   }
@@ -166,26 +189,29 @@ export class Hub {
     if (id === undefined || id === '') {
       if (method !== 'GET') throw new HttpError(405, 'E_USAGE', 'GET only');
       const site = url.searchParams.get('site') ?? undefined;
-      return send(res, 200, { jobs: this.store.listJobs({ submitter, ...(site ? { site } : {}) }).map(hubJob) });
+      return send(res, 200, { jobs: (await this.store.listJobs({ submitter, ...(site ? { site } : {}) })).map(hubJob) });
     }
     if (method === 'POST' && what === undefined) {
       // Create: idempotent for the same submitter and site (a retry after a lost answer).
       if (!isJobId(id)) throw new HttpError(400, 'E_USAGE', 'a job id is a lowercase UUID');
       const body = await readJson<{ site?: unknown }>(req);
       const site = body.site;
-      if (typeof site !== 'string' || !SITE_NAME.test(site) || !this.store.siteExists(site)) throw new HttpError(404, 'E_NOSITE', `no site ${String(site)} on this hub`);
-      const existing = this.store.job(id);
+      if (typeof site !== 'string' || !SITE_NAME.test(site) || !(await this.store.siteExists(site))) throw new HttpError(404, 'E_NOSITE', `no site ${String(site)} on this hub`);
+      const existing = await this.store.job(id);
       if (existing && (existing.submitter !== submitter || existing.site !== site)) throw new HttpError(409, 'E_STATE', `job ${id} exists`);
-      if (!existing) this.store.createJob(id, site, submitter);
-      return send(res, 200, hubJob(this.store.job(id)!));
+      if (!existing) await this.store.createJob(id, site, submitter);
+      // Two creates of one id at once (say on two replicas): the row is the first one's.
+      const made = await this.store.job(id);
+      if (!made || made.submitter !== submitter || made.site !== site) throw new HttpError(409, 'E_STATE', `job ${id} exists`);
+      return send(res, 200, hubJob(made));
     }
-    const row = this.ownJob(submitter, id);
+    const row = await this.ownJob(submitter, id);
     if (what === undefined && method === 'GET') return send(res, 200, await this.view(row));
     if (what === undefined && method === 'DELETE') {
       if (row.state === 'running' || (row.state === 'queued' && row.claimed === 1)) throw new HttpError(409, 'E_STATE', `job ${id} is still ${row.state}; cancel it first`);
-      this.store.deleteJob(id);
+      await this.store.deleteJob(id);
       await rm(this.jobDir(id), { recursive: true, force: true });
-      this.bus.emit(`job:${id}`);
+      this.emit(`job:${id}`);
       return send(res, 200, { removed: true });
     }
     if (what === 'inputs') return this.filesRoute(row, 'in', method, idx, url, req, res, row.state === 'created');
@@ -195,36 +221,36 @@ export class Hub {
         // The site refused it before it ran (full: E_LIMIT) and the submitter asks again
         // (runRemote's waitForSlot): queued afresh, as the SSH method's start is simply sent again.
         // The row first: a crash before the files go leaves a log the next append cuts to 0.
-        this.store.setFiles(row.id, 'out', []);
-        this.store.update(row.id, { state: 'queued', claimed: 0, results_ready: 0, log_bytes: 0, exit_code: null, pid: null, cancel_requested: 0, cancel_sent: 0, submitted_at: Date.now() });
+        await this.store.setFiles(row.id, 'out', []);
+        await this.store.update(row.id, { state: 'queued', claimed: 0, results_ready: 0, log_bytes: 0, exit_code: null, pid: null, cancel_requested: 0, cancel_sent: 0, submitted_at: Date.now() });
         for (const name of ['refusal.json', 'log', 'out']) await rm(join(this.jobDir(row.id), name), { recursive: true, force: true });
-        this.bus.emit(`site:${row.site}`);
-        return send(res, 200, await this.view(this.store.job(row.id)!));
+        this.emit(`site:${row.site}`);
+        return send(res, 200, await this.view((await this.store.job(row.id))!));
       }
       if (row.state !== 'created') return send(res, 200, await this.view(row));
       const request = checkStart(body);
       await this.verifyFiles(row.id, 'in');
-      this.store.update(row.id, { state: 'queued', request: JSON.stringify(request), inputs_ready: 1, submitted_at: Date.now() });
-      this.bus.emit(`site:${row.site}`);
-      return send(res, 200, hubJob(this.store.job(row.id)!));
+      await this.store.update(row.id, { state: 'queued', request: JSON.stringify(request), inputs_ready: 1, submitted_at: Date.now() });
+      this.emit(`site:${row.site}`);
+      return send(res, 200, hubJob((await this.store.job(row.id))!));
     }
     if (what === 'log' && method === 'GET') return this.sendLog(row, url, res);
     if (what === 'cancel' && method === 'POST') {
       if (FINAL.has(row.state)) return send(res, 200, hubJob(row));
       if (row.state === 'created' || (row.state === 'queued' && row.claimed === 0)) {
         // Never handed to the site: it never ran, and never will.
-        this.store.update(row.id, { state: 'cancelled', cancel_requested: 1 });
+        await this.store.update(row.id, { state: 'cancelled', cancel_requested: 1 });
       } else {
-        this.store.update(row.id, { cancel_requested: 1 });
-        this.bus.emit(`site:${row.site}`);
+        await this.store.update(row.id, { cancel_requested: 1 });
+        this.emit(`site:${row.site}`);
       }
-      this.bus.emit(`job:${row.id}`);
-      return send(res, 200, hubJob(this.store.job(row.id)!));
+      this.emit(`job:${row.id}`);
+      return send(res, 200, hubJob((await this.store.job(row.id))!));
     }
     if (what === 'results' && method === 'GET' && idx === undefined) {
       const ready = await this.waitFor(row.id, url, (r) => r === undefined || r.results_ready === 1 || (r.state === 'cancelled' && r.claimed === 0));
       if (!ready) throw new HttpError(404, 'E_NOJOB', `no job ${id}`);
-      return send(res, 200, { job: hubJob(ready), files: ready.results_ready === 1 ? this.store.files(row.id, 'out') : [] });
+      return send(res, 200, { job: hubJob(ready), files: ready.results_ready === 1 ? await this.store.files(row.id, 'out') : [] });
     }
     if (what === 'results' && method === 'GET') return this.sendFile(row, 'out', idx, req, res);
     throw new HttpError(404, 'E_NOTFOUND', 'no such endpoint');
@@ -233,8 +259,8 @@ export class Hub {
   // ------------------------------------------------------------------------------------------------
   // The agent (one site)
 
-  private siteJob(site: string, id: string | undefined): JobRow {
-    const row = id !== undefined && isJobId(id) ? this.store.job(id) : undefined;
+  private async siteJob(site: string, id: string | undefined): Promise<JobRow> {
+    const row = id !== undefined && isJobId(id) ? await this.store.job(id) : undefined;
     // Another site's job reads exactly as a missing one.
     if (!row || row.site !== site || row.claimed !== 1) throw new HttpError(404, 'E_NOJOB', `no job ${id}`);
     return row;
@@ -242,21 +268,29 @@ export class Hub {
 
   private async agentRoute(site: string, method: string, parts: string[], url: URL, req: IncomingMessage, res: ServerResponse): Promise<void> {
     if (parts[0] === 'next' && method === 'GET') {
+      this.countPoll(site, res);
       const wait = this.waitMs(url);
       const deadline = Date.now() + wait;
       for (;;) {
-        const work = this.store.takeWork(site);
+        const since = this.fired(`site:${site}`);
+        const work = await this.store.takeWork(site);
         if (work.start.length + work.cancel.length > 0 || Date.now() >= deadline) {
-          return send(res, 200, { jobs: [...work.start, ...work.cancel].map((r) => this.agentJob(r)) });
+          return send(res, 200, { jobs: await Promise.all([...work.start, ...work.cancel].map((r) => this.agentJob(r))) });
         }
-        if (!(await this.wake(`site:${site}`, deadline - Date.now(), req))) return;
+        if (!(await this.wake(`site:${site}`, deadline - Date.now(), req, since))) return;
       }
+    }
+    if (parts[0] === 'info' && method === 'POST') {
+      const seen = this.agents.get(site)!;
+      seen.info = checkAgentInfo(await readJson(req));
+      seen.infoAt = Date.now();
+      return send(res, 200, { ok: true });
     }
     if (parts[0] !== 'jobs') throw new HttpError(404, 'E_NOTFOUND', 'no such endpoint');
     const [, id, what, idx] = parts;
-    if (id === undefined) return send(res, 200, { jobs: this.store.activeForSite(site).map((r) => this.agentJob(r)) });
-    const row = this.siteJob(site, id);
-    if (what === undefined && method === 'GET') return send(res, 200, this.agentJob(row));
+    if (id === undefined) return send(res, 200, { jobs: await Promise.all((await this.store.activeForSite(site)).map((r) => this.agentJob(r))) });
+    const row = await this.siteJob(site, id);
+    if (what === undefined && method === 'GET') return send(res, 200, await this.agentJob(row));
     if (what === 'inputs' && method === 'GET' && idx !== undefined) return this.sendFile(row, 'in', idx, req, res);
     if (what === 'state' && method === 'POST') {
       const body = await readJson<{ state?: unknown; pid?: unknown; exitCode?: unknown; refusal?: unknown }>(req);
@@ -275,7 +309,7 @@ export class Hub {
         }
       }
       if (!FINAL.has(row.state)) {
-        this.store.update(row.id, {
+        await this.store.update(row.id, {
           state,
           ...(typeof body.pid === 'number' ? { pid: body.pid } : {}),
           ...(typeof body.exitCode === 'number' ? { exit_code: body.exitCode } : {}),
@@ -284,9 +318,9 @@ export class Hub {
           // agent that dies before saying it leaves a job a new agent resumes (and tries again).
           ...(refused ? { results_ready: 1 } : {}),
         });
-        this.bus.emit(`job:${row.id}`);
+        this.emit(`job:${row.id}`);
       }
-      return send(res, 200, hubJob(this.store.job(row.id)!));
+      return send(res, 200, hubJob((await this.store.job(row.id))!));
     }
     if (what === 'log' && method === 'POST') return this.appendLog(row, url, req, res);
     if (what === 'results') return this.filesRoute(row, 'out', method, idx, url, req, res, row.results_ready === 0);
@@ -304,14 +338,43 @@ export class Hub {
     return refusal ? { ...job, refusal } : job;
   }
 
-  private agentJob(row: JobRow): AgentJob {
+  /** The site's agent has a long-poll open until this response is done (answered, or its connection gone). */
+  private countPoll(site: string, res: ServerResponse): void {
+    const seen = this.agents.get(site)!;
+    seen.polling += 1;
+    res.once('close', () => {
+      seen.polling -= 1;
+      seen.lastSeenAt = Date.now();
+    });
+  }
+
+  /** What the hub knows of a site and its agent (for `probe`); an unknown or revoked site is a 404. */
+  private async siteReport(site: string): Promise<SiteReport> {
+    if (!SITE_NAME.test(site) || !(await this.store.siteExists(site))) throw new HttpError(404, 'E_NOSITE', `no site ${site} on this hub`);
+    const seen = this.agents.get(site);
+    const now = Date.now();
+    return {
+      site,
+      now,
+      agent: seen
+        ? {
+            lastSeenAt: seen.lastSeenAt,
+            polling: seen.polling > 0,
+            ...(seen.info ? { info: seen.info, infoAt: seen.infoAt! } : {}),
+          }
+        : undefined,
+    };
+  }
+
+  private async agentJob(row: JobRow): Promise<AgentJob> {
     const request = startRequest(row);
     return {
       jobId: row.id,
       args: request.args,
       ...(request.program !== undefined ? { program: request.program } : {}),
       ...(request.env ? { env: request.env } : {}),
-      inputs: this.store.files(row.id, 'in').map(({ idx: _idx, ...f }) => f),
+      ...(request.resources ? { resources: request.resources } : {}),
+      inputs: (await this.store.files(row.id, 'in')).map(({ idx: _idx, ...f }) => f),
       cancelRequested: row.cancel_requested === 1,
       state: row.state,
       logBytes: row.log_bytes,
@@ -333,12 +396,12 @@ export class Hub {
     if (idx === undefined && method === 'PUT') {
       if (!open) throw new HttpError(409, 'E_STATE', `job ${row.id}: its ${kind === 'in' ? 'inputs' : 'results'} are sealed`);
       const files = checkManifest((await readJson<{ files?: unknown }>(req)).files);
-      const old = this.store.files(row.id, kind);
+      const old = await this.store.files(row.id, kind);
       const same = old.length === files.length && old.every((f, i) => JSON.stringify({ ...f, idx: undefined }) === JSON.stringify({ ...files[i], idx: undefined }));
       if (!same) {
         // A new manifest (the sender's files changed): nothing of the old one may count.
         await rm(join(this.jobDir(row.id), kind), { recursive: true, force: true });
-        this.store.setFiles(row.id, kind, files);
+        await this.store.setFiles(row.id, kind, files);
       }
       await mkdir(join(this.jobDir(row.id), kind), { recursive: true, mode: 0o700 });
       return send(res, 200, { sizes: await this.sizes(row.id, kind) });
@@ -348,8 +411,8 @@ export class Hub {
       if (kind !== 'out') throw new HttpError(404, 'E_NOTFOUND', 'no such endpoint');
       if (row.results_ready === 0) {
         await this.verifyFiles(row.id, 'out');
-        this.store.update(row.id, { results_ready: 1 });
-        this.bus.emit(`job:${row.id}`);
+        await this.store.update(row.id, { results_ready: 1 });
+        this.emit(`job:${row.id}`);
       }
       return send(res, 200, { resultsReady: true });
     }
@@ -361,7 +424,7 @@ export class Hub {
   }
 
   private async sizes(id: string, kind: Kind): Promise<number[]> {
-    return Promise.all(this.store.files(id, kind).map((f) => stat(this.filePath(id, kind, f.idx)).then((s) => s.size, () => 0)));
+    return Promise.all((await this.store.files(id, kind)).map((f) => stat(this.filePath(id, kind, f.idx)).then((s) => s.size, () => 0)));
   }
 
   /**
@@ -372,7 +435,7 @@ export class Hub {
    * not wait for the hub to notice that the old request's connection is dead.
    */
   private async receiveFile(row: JobRow, kind: Kind, idxText: string, url: URL, req: IncomingMessage, res: ServerResponse): Promise<void> {
-    const entry = this.store.files(row.id, kind).find((f) => String(f.idx) === idxText);
+    const entry = (await this.store.files(row.id, kind)).find((f) => String(f.idx) === idxText);
     if (!entry || entry.link !== undefined) throw new HttpError(404, 'E_NOFILE', `no file ${idxText}`);
     const path = this.filePath(row.id, kind, entry.idx);
     const size = await this.exclusive(path, req, async () => {
@@ -425,7 +488,7 @@ export class Hub {
   }
 
   private async verifyFiles(id: string, kind: Kind): Promise<void> {
-    for (const f of this.store.files(id, kind)) {
+    for (const f of await this.store.files(id, kind)) {
       if (f.link !== undefined) continue;
       const path = this.filePath(id, kind, f.idx);
       const size = await stat(path).then((s) => s.size, () => -1);
@@ -440,7 +503,7 @@ export class Hub {
   /** A file's bytes, from a `Range: bytes=N-` offset when given (a resumed download). */
   private async sendFile(row: JobRow, kind: Kind, idxText: string | undefined, req: IncomingMessage, res: ServerResponse): Promise<void> {
     if (kind === 'in' ? row.inputs_ready !== 1 : row.results_ready !== 1) throw new HttpError(409, 'E_STATE', 'not complete yet');
-    const entry = this.store.files(row.id, kind).find((f) => String(f.idx) === idxText);
+    const entry = (await this.store.files(row.id, kind)).find((f) => String(f.idx) === idxText);
     if (!entry || entry.link !== undefined) throw new HttpError(404, 'E_NOFILE', `no file ${idxText}`);
     const m = /^bytes=(\d+)-$/.exec(req.headers.range ?? '');
     const start = m ? Number(m[1]) : 0;
@@ -464,7 +527,7 @@ export class Hub {
     const total = await this.exclusive(path, undefined, async () => {
       // Where the log stands now, not when the request came in: another post may have landed while
       // this body arrived (two posts of one chunk at once left its bytes past log_bytes on disk).
-      const held = this.store.job(row.id)?.log_bytes ?? row.log_bytes;
+      const held = (await this.store.job(row.id))?.log_bytes ?? row.log_bytes;
       if (offset > held) throw new HttpError(409, 'E_OFFSET', `the hub holds ${held} log bytes`, { size: held });
       // A resend after a lost answer overlaps what is held: only the new bytes count.
       const fresh = body.subarray(held - offset);
@@ -479,8 +542,8 @@ export class Hub {
       } finally {
         await handle.close();
       }
-      this.store.update(row.id, { log_bytes: held + fresh.length });
-      this.bus.emit(`job:${row.id}`);
+      await this.store.update(row.id, { log_bytes: held + fresh.length });
+      this.emit(`job:${row.id}`);
       return held + fresh.length;
     });
     send(res, 200, { logBytes: total });
@@ -489,7 +552,9 @@ export class Hub {
   private async sendLog(row: JobRow, url: URL, res: ServerResponse): Promise<void> {
     const offset = Number(url.searchParams.get('offset') ?? '0');
     if (!Number.isSafeInteger(offset) || offset < 0) throw new HttpError(400, 'E_USAGE', 'bad offset');
-    const now = await this.waitFor(row.id, url, (r) => r === undefined || r.log_bytes > offset || FINAL.has(r.state));
+    // `state`: the one the client last saw; a change answers at once (its `started` event).
+    const known = url.searchParams.get('state');
+    const now = await this.waitFor(row.id, url, (r) => r === undefined || r.log_bytes > offset || FINAL.has(r.state) || (known !== null && r.state !== known));
     if (!now) throw new HttpError(404, 'E_NOJOB', `no job ${row.id}`);
     const length = Math.max(0, Math.min(now.log_bytes - offset, LOG_CHUNK));
     const headers = {
@@ -516,14 +581,33 @@ export class Hub {
   private async waitFor(id: string, url: URL, done: (row: JobRow | undefined) => boolean): Promise<JobRow | undefined> {
     const deadline = Date.now() + this.waitMs(url);
     for (;;) {
-      const row = this.store.job(id);
+      const since = this.fired(`job:${id}`);
+      const row = await this.store.job(id);
       if (done(row) || Date.now() >= deadline) return row;
-      if (!(await this.wake(`job:${id}`, deadline - Date.now()))) return this.store.job(id);
+      if (!(await this.wake(`job:${id}`, deadline - Date.now(), undefined, since))) return await this.store.job(id);
     }
   }
 
-  /** Waits for `event` or `ms`; false when the client went away or the hub is closing. */
-  private wake(event: string, ms: number, req?: IncomingMessage): Promise<boolean> {
+  /** How many times `event` has fired here: read before a store read, then given to `wake`. */
+  private fired(event: string): number {
+    return this.counts.get(event) ?? 0;
+  }
+
+  private fire(event: string): void {
+    // Bounded: after a clear, a count reads as changed, which costs a waiter one extra read.
+    if (this.counts.size > 10_000) this.counts.clear();
+    this.counts.set(event, this.fired(event) + 1);
+    this.bus.emit(event);
+  }
+
+  /**
+   * Waits for `event` or `ms`; false when the client went away or the hub is closing. With `since`
+   * (`fired(event)` before the caller's store read) it returns at once if the event fired during
+   * that read: a read of PostgreSQL takes a round trip, in which a change and its event can land
+   * before the listener below is in place.
+   */
+  private wake(event: string, ms: number, req?: IncomingMessage, since?: number): Promise<boolean> {
+    if (since !== undefined && this.fired(event) !== since) return Promise.resolve(true);
     return new Promise((resolve) => {
       const finish = (value: boolean): void => {
         clearTimeout(timer);
@@ -534,7 +618,8 @@ export class Hub {
       };
       const onEvent = (): void => finish(true);
       const onClose = (): void => finish(false);
-      const timer = setTimeout(() => finish(true), Math.max(0, ms));
+      // A store shared with other hub processes is re-read now and then, in case an event was lost.
+      const timer = setTimeout(() => finish(true), Math.max(0, Math.min(ms, this.store.recheckMs ?? ms)));
       this.bus.on(event, onEvent);
       this.bus.once('closing', onClose);
       req?.socket.once('close', onClose);
@@ -549,7 +634,11 @@ function checkStart(body: StartRequest): StartRequest {
   const request = { ...(typeof body.program === 'string' ? { program: body.program } : {}), ...(body.env && typeof body.env === 'object' ? { env: body.env } : {}) };
   checkProgramRequest(request);
   if (request.env && Object.values(request.env).some((v) => typeof v !== 'string')) throw new HttpError(400, 'E_USAGE', 'env values are strings');
-  return { args, ...request };
+  // Resources are only checked for form here: the site's gateway holds them to its maxima (E_LIMIT).
+  const resources = body.resources;
+  if (resources !== undefined && (typeof resources !== 'object' || resources === null || Array.isArray(resources))) throw new HttpError(400, 'E_USAGE', 'resources is an object');
+  checkResources(resources);
+  return { args, ...request, ...(resources && Object.keys(resources).length > 0 ? { resources } : {}) };
 }
 
 function send(res: ServerResponse, status: number, body: unknown): void {

@@ -27,23 +27,30 @@ export function pullJobSteps(http: HubHttp, site: string): JobSteps {
   const create = (jobId: string): Promise<HubJob> => http.call<HubJob>('POST', `${API}/jobs/${jobId}`, { json: { site } });
 
   const start = async (jobId: string, args: readonly string[], request?: ProgramRequest): Promise<JobStatus> => {
-    if (request?.resources && Object.keys(request.resources).length > 0) {
-      throw new GatewayError('GATEWAY_REFUSED', 'resources for a batch scheduler are not carried by pull mode yet', { host, jobId, gatewayCode: 'E_USAGE' });
-    }
     const existing = await http.call<HubJob>('GET', `${API}/jobs/${jobId}`).catch(() => undefined);
     if (!existing) await create(jobId);
     const job = await http.call<HubJob>('POST', `${API}/jobs/${jobId}/start`, {
-      json: { args: [...args], ...(request?.program !== undefined ? { program: request.program } : {}), ...(request?.env ? { env: request.env } : {}) },
+      json: {
+        args: [...args],
+        ...(request?.program !== undefined ? { program: request.program } : {}),
+        ...(request?.env ? { env: request.env } : {}),
+        // Carried to the site's gateway, which holds them to its maxima (E_LIMIT) as over SSH.
+        ...(request?.resources && Object.keys(request.resources).length > 0 ? { resources: request.resources } : {}),
+      },
     });
     return statusOf(job);
   };
 
   /** Reads the log from `offset` until the job has ended and every byte is here; `onJob` hears each state. */
-  const follow = async (jobId: string, offset: number, onChunk: (chunk: Buffer) => void, signal: AbortSignal | undefined, onJob?: (job: HubJob) => void): Promise<Final> => {
+  const follow = async (jobId: string, offset: number, onChunk: (chunk: Buffer) => void, signal: AbortSignal | undefined, onJob?: (job: HubJob) => void, initial?: JobState): Promise<Final> => {
+    // The state last seen: the hub answers as soon as it changes (queued -> running is the `started`
+    // event), not only when log bytes arrive, so a program that prints nothing still starts on time.
+    let known: JobState | undefined = initial;
     for (;;) {
       signal?.throwIfAborted();
-      const response = await http.stream('GET', `${API}/jobs/${jobId}/log`, { query: { offset, wait: POLL_MS }, ...(signal ? { signal } : {}), idleMs: POLL_MS + 30_000 });
+      const response = await http.stream('GET', `${API}/jobs/${jobId}/log`, { query: { offset, wait: POLL_MS, state: known }, ...(signal ? { signal } : {}), idleMs: POLL_MS + 30_000 });
       const job = JSON.parse(String(response.headers['x-mint-job'] ?? '{}')) as HubJob;
+      known = job.state;
       const body = await new Promise<Buffer>((resolvePromise, reject) => {
         const chunks: Buffer[] = [];
         response.on('data', (c: Buffer) => chunks.push(c));
@@ -111,10 +118,17 @@ export function pullJobSteps(http: HubHttp, site: string): JobSteps {
         onStarted({ state, pid });
       };
       if (first.state === 'running') tell('running', first.pid);
-      const end = await follow(jobId, 0, onChunk, signal, (job) => {
-        if (job.state === 'running' || (FINAL.has(job.state) && job.startedAt !== undefined)) tell('running', job.pid);
-      });
-      return end;
+      // A job the site refused before it ran throws the SSH start's GatewayError (follow: job.refusal).
+      return await follow(
+        jobId,
+        0,
+        onChunk,
+        signal,
+        (job) => {
+          if (job.state === 'running' || (FINAL.has(job.state) && job.startedAt !== undefined)) tell('running', job.pid);
+        },
+        first.state,
+      );
     },
 
     followLog: (jobId, offset, onChunk, signal) => follow(jobId, offset, onChunk, signal),

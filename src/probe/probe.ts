@@ -18,6 +18,7 @@ import { openConnection } from '../job/job-session.js';
 import { GatewayClient } from '../gateway/client.js';
 import { execCollect } from '../connection/exec.js';
 import { PROTOCOL_VERSION } from '../gateway/protocol.js';
+import { probePull } from './pull-probe.js';
 
 export type ProbeStepName =
   | 'config'
@@ -31,7 +32,11 @@ export type ProbeStepName =
   | 'program'
   | 'job-root'
   | 'resources'
-  | 'latency';
+  | 'latency'
+  // Pull mode (a hub between MInt and the site): the hub's TLS identity, the site, the site's agent.
+  | 'tls'
+  | 'site'
+  | 'agent';
 
 export interface ProbeStep {
   step: ProbeStepName;
@@ -49,7 +54,10 @@ export interface ProbeResult {
   steps: ProbeStep[];
   /** What a scheduler needs to choose this host. */
   resources?: { cpus?: number; memTotalMb?: number; memAvailableMb?: number; load?: number[]; freeMb?: number };
-  latency?: { tcpConnectMs?: number; sshConnectMs: number; verbRoundTripMs: number };
+  /** verbRoundTripMs: a gateway verb over SSH; in pull mode a request to the hub (sshConnectMs absent, tlsConnectMs present). */
+  latency?: { tcpConnectMs?: number; sshConnectMs?: number; tlsConnectMs?: number; verbRoundTripMs: number };
+  /** Pull mode: what the hub has seen of the site's agent (ms ago, by the hub's clock). */
+  agent?: { connected: boolean; lastSeenMs: number; version?: string; reportedMs?: number };
   /** A `--scheduler` site's batch scheduler, as its gateway sees it (the grid information service's facts). */
   scheduler?: SchedulerFacts;
   gateway?: { protocol: number; version: string };
@@ -138,6 +146,9 @@ export const PROBE_EXIT: Record<ProbeStepName, number> = {
   'job-root': 19,
   resources: 20,
   latency: 21,
+  tls: 22,
+  site: 23,
+  agent: 24,
 };
 
 const run = promisify(execFile);
@@ -169,13 +180,16 @@ export async function probeHost(target: string | InlineHost, options: ResolveOpt
     steps.push({
       step: 'config',
       ok: true,
-      detail: `${host.user}@${host.hostname}:${host.port}${via(host)}${readBy(host)}`,
+      detail: host.pull
+        ? `pull mode: hub ${host.pull.hub}, site ${host.pull.site}, submit token from ${host.pull.tokenFile}${host.pull.ca ? `, hub CA ${host.pull.ca}` : ''}`
+        : `${host.user}@${host.hostname}:${host.port}${via(host)}${readBy(host)}`,
       ...certificateWarning(host),
       ...(unknownName ? { warning: `no profile or ~/.ssh/config alias is named "${label}": trying ${label} as a host name` } : {}),
     });
   } catch (error) {
     return fail('config', error);
   }
+  if (host.pull) return probePull(host, host.pull, result, fail);
 
   let tcpConnectMs: number | undefined;
   if (!host.proxyCommand && !host.proxyJump) {
@@ -243,70 +257,7 @@ export async function probeHost(target: string | InlineHost, options: ResolveOpt
       return fail('rsync-local', new Error('rsync is not installed on this (MInt) side: apt-get install rsync'));
     }
 
-    const remoteRsync = f.get('rsync');
-    if (!remoteRsync || remoteRsync === 'missing') {
-      steps.push({ step: 'rsync-remote', ok: false, detail: 'rsync is not installed on the external computer', hint: 'the site must install rsync (apt-get install rsync / dnf install rsync)' });
-      return result;
-    }
-    const confined = f.get('confine_root') === 'yes';
-    // Downloads run rsync's daemon mode on a staging tree (rsync >= 3.1.0 on the site); uploads add
-    // --confine-root where the site's rsync has it (>= 3.5.0).
-    if (f.get('rsync_downloads') === 'no') {
-      steps.push({
-        step: 'rsync-remote',
-        ok: false,
-        detail: `rsync ${remoteRsync} on the external computer is older than 3.1.0, so the gateway refuses downloads`,
-        hint: 'upgrade rsync there to >= 3.1.0 (RHEL 8 ships 3.1.3), or name a newer one with mint-gateway install --rsync PATH',
-      });
-      return result;
-    }
-    steps.push({ step: 'rsync-remote', ok: true, detail: `rsync ${remoteRsync}${confined ? ' (with --confine-root)' : ''}` });
-
-    if (f.get('program_ok') !== 'yes') {
-      steps.push({ step: 'program', ok: false, detail: `program ${f.get('program') ?? '?'} is missing or not executable`, hint: 'on the external computer: chmod +x it, or fix --program in authorized_keys' });
-      return result;
-    }
-    if (f.get('setsid') !== 'yes') {
-      steps.push({ step: 'program', ok: false, detail: 'setsid is missing on the external computer', hint: 'install util-linux there' });
-      return result;
-    }
-    const named = f.get('programs');
-    const allowEnv = f.get('allow_env');
-    steps.push({
-      step: 'program',
-      ok: true,
-      detail: `${f.get('program')} is executable${named ? `; named programs: ${named.split(',').join(', ')}` : ''}${allowEnv ? `; a client may set ${allowEnv.split(',').join(', ')}` : ''}`,
-    });
-
-    if (f.get('root_writable') !== 'yes') {
-      steps.push({ step: 'job-root', ok: false, detail: `job root ${f.get('root')} is not writable`, hint: 'on the external computer: mkdir -m 700 the root, owned by the MInt account' });
-      return result;
-    }
-    const freeMb = numberOf(f.get('free_mb'));
-    const minFree = numberOf(f.get('min_free_mb')) ?? 0;
-    steps.push({
-      step: 'job-root',
-      ok: freeMb === undefined || freeMb >= minFree,
-      detail: `${f.get('root')} writable, ${freeMb ?? '?'} MB free${minFree ? ` (site minimum ${minFree} MB)` : ''}`,
-    });
-
-    const load = (f.get('load') ?? '').split(' ').map(Number).filter((n) => Number.isFinite(n));
-    const resources = {
-      ...(numberOf(f.get('cpus')) !== undefined ? { cpus: numberOf(f.get('cpus'))! } : {}),
-      ...(numberOf(f.get('mem_total_kb')) !== undefined ? { memTotalMb: Math.round(numberOf(f.get('mem_total_kb'))! / 1024) } : {}),
-      ...(numberOf(f.get('mem_available_kb')) !== undefined ? { memAvailableMb: Math.round(numberOf(f.get('mem_available_kb'))! / 1024) } : {}),
-      ...(load.length ? { load } : {}),
-      ...(freeMb !== undefined ? { freeMb } : {}),
-    };
-    result.resources = resources;
-    const scheduler = schedulerFacts(f);
-    if (scheduler) result.scheduler = scheduler;
-    steps.push({
-      step: 'resources',
-      ok: true,
-      detail: `${resources.cpus ?? '?'} CPUs, ${resources.memTotalMb ?? '?'} MB memory (${resources.memAvailableMb ?? '?'} MB available), load ${load.join(' ') || '?'}${scheduler ? `; jobs go to ${describeScheduler(scheduler)}` : ''}`,
-      ...(scheduler && !scheduler.reachable ? { warning: `the gateway could not reach the ${scheduler.type} scheduler (check --env SLURM_CONF/SGE_* and --scheduler-bin)` } : {}),
-    });
+    if (!siteSteps(f, steps, result)) return result;
 
     // Each verb is a fresh session through the account's login shell: its start-up dominates.
     const rounds: number[] = [];
@@ -331,6 +282,79 @@ export async function probeHost(target: string | InlineHost, options: ResolveOpt
   } finally {
     connection.close();
   }
+}
+
+/**
+ * The steps read from a gateway's probe report (`key=value` facts): the site's rsync, program, job
+ * root, resources and scheduler. The same for an SSH host (its gateway answered just now) and a pull
+ * host (its agent's gateway answered at the agent's last report). False at the first failing step.
+ */
+export function siteSteps(f: Map<string, string>, steps: ProbeStep[], result: ProbeResult): boolean {
+  const remoteRsync = f.get('rsync');
+  if (!remoteRsync || remoteRsync === 'missing') {
+    steps.push({ step: 'rsync-remote', ok: false, detail: 'rsync is not installed on the external computer', hint: 'the site must install rsync (apt-get install rsync / dnf install rsync)' });
+    return false;
+  }
+  const confined = f.get('confine_root') === 'yes';
+  // Downloads run rsync's daemon mode on a staging tree (rsync >= 3.1.0 on the site); uploads add
+  // --confine-root where the site's rsync has it (>= 3.5.0).
+  if (f.get('rsync_downloads') === 'no') {
+    steps.push({
+      step: 'rsync-remote',
+      ok: false,
+      detail: `rsync ${remoteRsync} on the external computer is older than 3.1.0, so the gateway refuses downloads`,
+      hint: 'upgrade rsync there to >= 3.1.0 (RHEL 8 ships 3.1.3), or name a newer one with mint-gateway install --rsync PATH',
+    });
+    return false;
+  }
+  steps.push({ step: 'rsync-remote', ok: true, detail: `rsync ${remoteRsync}${confined ? ' (with --confine-root)' : ''}` });
+
+  if (f.get('program_ok') !== 'yes') {
+    steps.push({ step: 'program', ok: false, detail: `program ${f.get('program') ?? '?'} is missing or not executable`, hint: 'on the external computer: chmod +x it, or fix --program in authorized_keys' });
+    return false;
+  }
+  if (f.get('setsid') !== 'yes') {
+    steps.push({ step: 'program', ok: false, detail: 'setsid is missing on the external computer', hint: 'install util-linux there' });
+    return false;
+  }
+  const named = f.get('programs');
+  const allowEnv = f.get('allow_env');
+  steps.push({
+    step: 'program',
+    ok: true,
+    detail: `${f.get('program')} is executable${named ? `; named programs: ${named.split(',').join(', ')}` : ''}${allowEnv ? `; a client may set ${allowEnv.split(',').join(', ')}` : ''}`,
+  });
+
+  if (f.get('root_writable') !== 'yes') {
+    steps.push({ step: 'job-root', ok: false, detail: `job root ${f.get('root')} is not writable`, hint: 'on the external computer: mkdir -m 700 the root, owned by the MInt account' });
+    return false;
+  }
+  const freeMb = numberOf(f.get('free_mb'));
+  const minFree = numberOf(f.get('min_free_mb')) ?? 0;
+  steps.push({
+    step: 'job-root',
+    ok: freeMb === undefined || freeMb >= minFree,
+    detail: `${f.get('root')} writable, ${freeMb ?? '?'} MB free${minFree ? ` (site minimum ${minFree} MB)` : ''}`,
+  });
+
+  const load = (f.get('load') ?? '').split(' ').map(Number).filter((n) => Number.isFinite(n));
+  const resources = {
+    ...(numberOf(f.get('cpus')) !== undefined ? { cpus: numberOf(f.get('cpus'))! } : {}),
+    ...(numberOf(f.get('mem_total_kb')) !== undefined ? { memTotalMb: Math.round(numberOf(f.get('mem_total_kb'))! / 1024) } : {}),
+    ...(numberOf(f.get('mem_available_kb')) !== undefined ? { memAvailableMb: Math.round(numberOf(f.get('mem_available_kb'))! / 1024) } : {}),
+    ...(load.length ? { load } : {}),
+    ...(freeMb !== undefined ? { freeMb } : {}),
+  };
+  result.resources = resources;
+  const scheduler = schedulerFacts(f);
+  if (scheduler) result.scheduler = scheduler;
+  steps.push({
+    step: 'resources',
+    ok: true,
+    detail: `${resources.cpus ?? '?'} CPUs, ${resources.memTotalMb ?? '?'} MB memory (${resources.memAvailableMb ?? '?'} MB available), load ${load.join(' ') || '?'}${scheduler ? `; jobs go to ${describeScheduler(scheduler)}` : ''}`,
+    ...(scheduler && !scheduler.reachable ? { warning: `the gateway could not reach the ${scheduler.type} scheduler (check --env SLURM_CONF/SGE_* and --scheduler-bin)` } : {}),
+  });
+  return true;
 }
 
 function via(host: ResolvedHost): string {

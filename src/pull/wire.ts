@@ -11,7 +11,7 @@
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { InputError } from '../errors.js';
-import type { JobState } from '../types.js';
+import type { JobState, Resources } from '../types.js';
 
 export const API = '/v1';
 
@@ -54,6 +54,8 @@ export interface AgentJob {
   args: string[];
   program?: string;
   env?: Record<string, string>;
+  /** For a site with a batch scheduler: the gateway holds them to the site's maxima (E_LIMIT). */
+  resources?: Resources;
   inputs: FileEntry[];
   cancelRequested: boolean;
   state: JobState;
@@ -64,6 +66,46 @@ export interface StartRequest {
   args: string[];
   program?: string;
   env?: Record<string, string>;
+  resources?: Resources;
+}
+
+/**
+ * What an agent tells the hub of itself (at start, then every few minutes): its version and its
+ * gateway's probe report, the same `key=value` facts an SSH probe reads (rsync, program, job root,
+ * free space, CPUs, memory, load, scheduler), so `probe` of a pull host can say what an SSH probe says.
+ */
+export interface AgentInfo {
+  /** mint-ssh-exec's version on the site. */
+  version: string;
+  /** The gateway's probe reply, `key=value` lines parsed (`mint-gw`, `version`, `program_ok`...). */
+  fields: Record<string, string>;
+}
+
+/** The hub's answer to `GET /v1/sites/NAME` (submit token): the site and what this hub has seen of its agent. */
+export interface SiteReport {
+  site: string;
+  /** The hub's clock (ms since the epoch), against which the times below are read. */
+  now: number;
+  /** Undefined: no agent of this site has called this hub since it started. */
+  agent:
+    | {
+        lastSeenAt: number;
+        /** A long-poll of the agent is open at the hub now. */
+        polling: boolean;
+        info?: AgentInfo;
+        infoAt?: number;
+      }
+    | undefined;
+}
+
+/** Checks an agent's report of itself: short strings only, a bounded number of facts. */
+export function checkAgentInfo(value: unknown): AgentInfo {
+  const v = value as Partial<AgentInfo> | null;
+  const short = (x: unknown, max: number): x is string => typeof x === 'string' && x.length <= max && !/[\0\n]/.test(x);
+  if (!v || !short(v.version, 64) || typeof v.fields !== 'object' || v.fields === null || Array.isArray(v.fields)) throw new InputError('agent info: { version, fields } expected');
+  const entries = Object.entries(v.fields);
+  if (entries.length > 200 || !entries.every(([k, x]) => /^[A-Za-z0-9_-]{1,64}$/.test(k) && short(x, 4096))) throw new InputError('agent info: at most 200 short key=value facts');
+  return { version: v.version, fields: Object.fromEntries(entries) as Record<string, string> };
 }
 
 export const SITE_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;

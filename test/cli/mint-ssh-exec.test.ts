@@ -261,11 +261,16 @@ describe('mint-ssh-exec CLI against the sandbox host', async () => {
       .replace(/^MGW_PROTOCOL=2$/m, 'MGW_PROTOCOL=1')
       .replace(/^ {4}list\)\n(?: {6}[^\n]*\n)+/m, '')
       .replace('    probe) mgw_expect_args 0 0 "no arguments" ;;', '    probe | list) mgw_expect_args 0 0 "no arguments" ;;')
-      // ...and whose get and take took JOB CAPS (a plain rsync sender, before daemon mode).
-      .replace('mgw_expect_args 1 2 "JOB [CAPS]"', 'mgw_expect_args 2 2 "JOB CAPS"');
+      // ...and whose get and take took JOB CAPS (a plain rsync sender, before daemon mode)...
+      .replace('mgw_expect_args 1 2 "JOB [CAPS]"', 'mgw_expect_args 2 2 "JOB CAPS"')
+      // ...and which had no inline verbs (putx, takex, jobx: unknown verbs to it).
+      .replace('    putx | takex)\n', '    no-putx | no-takex)\n')
+      .replace('    jobx)\n      mgw_expect_args', '    no-jobx)\n      mgw_expect_args');
     expect(older).toContain('probe | list) mgw_expect_args 0 0');
     expect(older).toContain('MGW_PROTOCOL=1');
     expect(older).toContain('mgw_expect_args 2 2 "JOB CAPS"');
+    expect(older).toContain('no-putx | no-takex)');
+    expect(older).toContain('no-jobx)');
     await writeFile(sandbox().gatewayPath, older);
     try {
       const olderJobs = await runMain(main, ['jobs', 'sandbox', '--config', cfg]);

@@ -54,9 +54,28 @@ describe('a login shell that prints a banner', async () => {
     const error = await runRemote({ host: sandbox().host, inputs: [input], outputDir: await freshDir() }).catch((e: unknown) => e);
     expect(error).toBeInstanceOf(GatewayError);
     expect(error).toMatchObject({ code: 'GATEWAY_PROTOCOL', step: 'upload', retryable: false });
-    expect((error as GatewayError).message).toMatch(/is your shell clean\?.*Welcome to the cluster/);
+    // A small job goes by jobx, whose greeting finds the banner before anything is sent (rsync's
+    // own greeting does for larger ones: "is your shell clean?").
+    expect((error as GatewayError).message).toMatch(/greeting does not start the stream.*Welcome to the cluster/);
     expect((error as GatewayError).hint).toMatch(FIX);
     expect(await jobs()).toEqual(before);
+  });
+
+  it('the same through rsync (MINT_SSH_EXEC_INLINE=0, as every larger job goes): its "is your shell clean?" is explained', async () => {
+    const before = await jobs();
+    const input = join(await freshDir(), 'in.txt');
+    await writeFile(input, 'x\n');
+    process.env.MINT_SSH_EXEC_INLINE = '0';
+    try {
+      const error = await runRemote({ host: sandbox().host, inputs: [input], outputDir: await freshDir() }).catch((e: unknown) => e);
+      expect(error).toBeInstanceOf(GatewayError);
+      expect(error).toMatchObject({ code: 'GATEWAY_PROTOCOL', step: 'upload', retryable: false });
+      expect((error as GatewayError).message).toMatch(/is your shell clean\?.*Welcome to the cluster/);
+      expect((error as GatewayError).hint).toMatch(FIX);
+      expect(await jobs()).toEqual(before);
+    } finally {
+      delete process.env.MINT_SSH_EXEC_INLINE;
+    }
   });
 
   it('run on the CLI exits 205 (gateway) with the fix', async () => {

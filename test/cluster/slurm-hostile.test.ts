@@ -16,7 +16,8 @@ import { existsSync, readFileSync } from 'node:fs';
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { freshDir, useSandbox } from '../support/fixture.js';
+import { freshDir } from '../support/fixture.js';
+import { useSiteSandbox } from '../support/site-account.js';
 import { EXIT, MSG_BYTES, MSG_JOB, gatewayStderr, openGateway, refusalLine, sshCli, type ErrorName, type GatewaySession } from '../support/hostile-helpers.js';
 import { slurmUnavailable, useSlurm } from '../support/slurm.js';
 
@@ -28,7 +29,8 @@ const hex = (s: string): string => Buffer.from(s).toString('hex');
 
 describe.skipIf(why !== undefined)('the hostile suite against a --scheduler slurm gateway', { timeout: 180_000 }, () => {
   const slurm = useSlurm({ cpus: 2 });
-  const sandbox = useSandbox({ program: '/bin/true' });
+  // MInt's key logs into an unprivileged account, as on a site: the scheduler runs its jobs as it.
+  const sandbox = useSiteSandbox({ program: '/bin/true' });
   let gw: GatewaySession;
   const LIVE = randomUUID();
   const GHOST = randomUUID();

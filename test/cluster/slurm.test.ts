@@ -1,14 +1,19 @@
 /**
  * A `--scheduler slurm` gateway against a real private Slurm (test/support/slurm.ts), through the
- * real sshd and the real gateway and rsync: the program runs as a Slurm job (its SLURM_JOB_ID is the
- * one the result names), exit status from the runner's exit file, cancel while pending and while
- * running, a connection cut while queued costs nothing (one submission), attach, resources over a
- * site maximum refused, and a job the scheduler has forgotten (MinJobAge) still read right.
- * Skipped only where not root or without the Slurm packages, with the reason printed.
+ * real sshd and the real gateway and rsync, with MInt's key logging into the unprivileged site
+ * account (test/support/site-account.ts), so slurmd runs the jobs with its uid: the program runs as
+ * a Slurm job (its SLURM_JOB_ID is the one the result names, its uid the account's), exit status from
+ * the runner's exit file, cancel while pending and while running, an operator's scancel, a retried
+ * and a doubled start (one submission), a connection cut while queued costs
+ * nothing (one submission), a cut while running loses nothing (the job runs on; whole log, exit
+ * status, outputs sha256-identical), a client KILLed while its job waits and attach later, resources
+ * over a site maximum refused, and a job the scheduler has forgotten (MinJobAge) still read right.
+ * Skipped only where not root, with the reason printed.
  */
-import { readFileSync, statSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { existsSync, readFileSync, statSync } from 'node:fs';
 import { chmod, readFile, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { attach, runRemote, type JobEvent } from '../../src/index.js';
 import { CancelledError, GatewayError } from '../../src/errors.js';
@@ -19,7 +24,8 @@ import { main } from '../../src/cli/mint-ssh-exec.js';
 import { runMain } from '../support/cli-io.js';
 import { readAudit } from '../support/hostile-helpers.js';
 import { execFileSync } from 'node:child_process';
-import { freshDir, useSandbox } from '../support/fixture.js';
+import { freshDir, sha256 } from '../support/fixture.js';
+import { siteAccount, useSiteSandbox } from '../support/site-account.js';
 import { startFaultProxy } from '../support/fault-proxy.js';
 import { slurmUnavailable, useSlurm } from '../support/slurm.js';
 
@@ -31,11 +37,14 @@ if (why) process.stdout.write(`[cluster tests] skipped: ${why}\n`);
 // exit status must not depend on that order (seen: `sleep; echo` survived as exit 0 under load).
 const PROGRAM = `#!/bin/sh
 case $1 in
-  ok) echo "slurm job \${SLURM_JOB_ID:-none} on \${SLURM_JOB_NODELIST:-none}"; echo done > out.txt; exit 0 ;;
+  ok) echo "slurm job \${SLURM_JOB_ID:-none} on \${SLURM_JOB_NODELIST:-none} as \$(id -un) uid \$(id -u)"; echo done > out.txt; exit 0 ;;
   exit3) echo failing; exit 3 ;;
   # exec: no shell left to print "Terminated" into the log when Slurm TERMs its sleep first (seen in CI).
   sleep) echo started; exec sleep "$2" ;;
   ignore) trap '' TERM; echo started; sleep "$2" ;;
+  # Twenty lines over about 4 s, then 3 MB of random bytes and their sha256 as the site saw them.
+  stream) i=1; while [ "$i" -le 20 ]; do echo "line $i"; i=$((i + 1)); sleep 0.2; done
+    head -c 3000000 /dev/urandom > out.bin; sha256sum out.bin > out.sha256; exit 4 ;;
   slowterm) trap 'sleep 0.5; echo cleaned; exit 7' TERM; echo started; while :; do sleep 0.1 || :; done ;;
 esac
 `;
@@ -54,12 +63,15 @@ describe.skipIf(why !== undefined)('a --scheduler slurm gateway on a private Slu
   beforeAll(async () => {
     prog = await program();
   });
-  const sandbox = useSandbox({ program: '/bin/true' });
+  // MInt's key logs into an unprivileged account, as on a site: slurmd runs its jobs with its uid.
+  const sandbox = useSiteSandbox({ program: '/bin/true' });
   beforeAll(async () => {
     await sandbox().reinstall({ scheduler: 'slurm', env: [`SLURM_CONF=${slurm().conf}`], maxCpus: 2, maxMemoryMb: 1000, maxWalltimeMin: 30, grace: 3 });
     await writeFile(sandbox().program, PROGRAM);
   }, 60_000);
 
+  // What the 'ok' mode prints: the job's own Slurm id and node, and the account it ran as.
+  const okLog = (id: string): string => `slurm job ${id} on mintci1 as ${siteAccount().name} uid ${siteAccount().uid}\n`;
   const submissions = (): number => (readFileSync(join(slurm().dir, 'log', 'slurmctld.log'), 'utf8').match(/_slurm_rpc_submit_batch_job: JobId=/g) ?? []).length;
 
   it('runs the program as a Slurm job: queued, then started, its log, outputs and exit status', async () => {
@@ -70,7 +82,10 @@ describe.skipIf(why !== undefined)('a --scheduler slurm gateway on a private Slu
     const ms = performance.now() - t0;
     expect(r).toMatchObject({ state: 'exited', exitCode: 0, failed: false, cleanedUp: true });
     expect(r.scheduler).toMatchObject({ id: expect.stringMatching(/^\d+$/), state: 'COMPLETED' });
-    expect(r.log).toBe(`slurm job ${r.scheduler!.id} on mintci1\n`);
+    expect(r.log).toBe(okLog(r.scheduler!.id));
+    // The program ran as the site's unprivileged account, not as root (slurmd setuid to it).
+    expect(siteAccount().uid).not.toBe(0);
+    expect(r.log).not.toMatch(/ uid 0\n/);
     expect(await readFile(join(out, 'out.txt'), 'utf8')).toBe('done\n');
     const types = events.map((e) => e.type);
     expect(types.indexOf('queued')).toBeGreaterThanOrEqual(0);
@@ -99,6 +114,8 @@ describe.skipIf(why !== undefined)('a --scheduler slurm gateway on a private Slu
       const id = status.scheduler?.id ?? '';
       expect(id).toMatch(/^\d+$/);
       const shown = execFileSync('scontrol', ['show', 'job', id], { encoding: 'utf8', env: { ...process.env, SLURM_CONF: slurm().conf } });
+      // Submitted by, and run as, the account the key logs into.
+      expect(shown).toMatch(new RegExp(`UserId=${siteAccount().name}\\(${siteAccount().uid}\\)`));
       expect(shown).toMatch(/TimeLimit=00:30:00/);
       expect(shown).toMatch(/MinMemoryNode=1000M/);
       expect(shown).toMatch(/NumNodes=1[ -]/);
@@ -263,12 +280,156 @@ describe.skipIf(why !== undefined)('a --scheduler slurm gateway on a private Slu
       expect(cut).toBe(true);
       expect(r).toMatchObject({ state: 'exited', exitCode: 0 });
       expect(r.connections).toBeGreaterThanOrEqual(2);
-      expect(r.log).toBe(`slurm job ${r.scheduler!.id} on mintci1\n`);
+      expect(r.log).toBe(okLog(r.scheduler!.id));
       expect(submissions() - before).toBe(1);
       expect((await first).exitCode).toBe(0);
     } finally {
       await proxy.close();
     }
+  });
+
+  const STREAM_LOG = Array.from({ length: 20 }, (_, i) => `line ${i + 1}\n`).join('');
+  /** The stream mode's output as downloaded, and the sha256 the program computed of it on the site. */
+  const streamOutputs = async (out: string): Promise<{ here: string; there: string }> => ({
+    here: await sha256(join(out, 'out.bin')),
+    there: (await readFile(join(out, 'out.sha256'), 'utf8')).split(' ')[0]!,
+  });
+
+  it('a connection cut while the Slurm job runs: the job runs on, the client reconnects and gets the whole log, the exit status and the outputs, sha256-identical', async () => {
+    const proxy = await startFaultProxy({ target: { host: '127.0.0.1', port: sandbox().port } });
+    try {
+      const before = submissions();
+      let schedId = '';
+      let stateAtCut = '';
+      const out = await freshDir();
+      const r = await runRemote({
+        host: { ...sandbox().host, port: proxy.port, hostKeyFingerprint: sandbox().hostKeyFingerprint, retry: { retries: 5, minTimeoutMs: 100, maxTimeoutMs: 500 } },
+        outputDir: out,
+        args: ['stream'],
+        onEvent: (e) => {
+          if (e.type === 'queued') schedId = e.schedulerId;
+          if (e.type === 'log' && e.text.includes('line 2\n') && stateAtCut === '') {
+            expect(proxy.cutAll()).toBeGreaterThan(0);
+            // The client's connection is gone; Slurm's job is not.
+            stateAtCut = slurm().run('squeue', ['-h', `--jobs=${schedId}`, '-o', '%T']).trim();
+          }
+        },
+      });
+      expect(stateAtCut).toBe('RUNNING');
+      expect(r).toMatchObject({ state: 'exited', exitCode: 4, failed: true, log: STREAM_LOG });
+      expect(r.scheduler).toMatchObject({ id: schedId, state: 'FAILED' });
+      expect(r.connections).toBeGreaterThanOrEqual(2);
+      expect(proxy.stats().cuts).toBe(1);
+      const { here, there } = await streamOutputs(out);
+      expect(here).toMatch(/^[0-9a-f]{64}$/);
+      expect(here).toBe(there);
+      expect(submissions() - before).toBe(1);
+    } finally {
+      await proxy.close();
+    }
+  });
+
+  it('the client goes away while its job is queued (its process KILLed): the job stays queued, and attach later follows it to the end with the whole log, exit status and outputs', async () => {
+    // The CPUs are taken, so the CLI's job waits.
+    const blocker = new AbortController();
+    let blockerStarted!: () => void;
+    const running = new Promise<void>((r) => (blockerStarted = r));
+    const first = runRemote({
+      host: sandbox().host,
+      outputDir: await freshDir(),
+      args: ['sleep', '60'],
+      resources: { cpus: 2 },
+      signal: blocker.signal,
+      onEvent: (e) => {
+        if (e.type === 'log' && e.text.includes('started')) blockerStarted();
+      },
+    }).catch((e: unknown) => e);
+    await running;
+    const before = submissions();
+    const dir = await freshDir();
+    const config = join(dir, 'hosts.yaml');
+    await writeFile(config, sandbox().profileYaml());
+    const jobId = crypto.randomUUID();
+    const cli = spawn(process.execPath, [resolve('bin/mint-ssh-exec.mjs'), 'run', 'sandbox', '--config', config, '--job-id', jobId, '--arg', 'stream', '-o', join(dir, 'gone'), '--quiet'], {
+      stdio: ['ignore', 'ignore', 'pipe'],
+    });
+    let cliStderr = '';
+    cli.stderr.on('data', (d: Buffer) => (cliStderr += d.toString()));
+    const cliEnded = new Promise<NodeJS.Signals | null>((r) => cli.once('exit', (_code, signal) => r(signal)));
+    const schedIdFile = join(sandbox().root, jobId, 'sched_id');
+    const state = (id: string): string => slurm().run('squeue', ['-h', `--jobs=${id}`, '-o', '%T']).trim();
+    let schedId = '';
+    for (const deadline = Date.now() + 30_000; schedId === '' || state(schedId) !== 'PENDING'; ) {
+      expect(Date.now(), cliStderr).toBeLessThan(deadline);
+      await new Promise((r) => setTimeout(r, 100));
+      if (schedId === '' && existsSync(schedIdFile)) schedId = readFileSync(schedIdFile, 'utf8').trim();
+    }
+    cli.kill('SIGKILL');
+    expect(await cliEnded).toBe('SIGKILL');
+    // Nobody cancelled it: a second later it still waits for the CPUs.
+    await new Promise((r) => setTimeout(r, 1000));
+    expect(state(schedId)).toBe('PENDING');
+
+    const events: JobEvent[] = [];
+    const out = await freshDir();
+    const r = await attach({
+      host: sandbox().host,
+      jobId,
+      outputDir: out,
+      onEvent: (e) => {
+        events.push(e);
+        // Picked up while still queued; then the CPUs free up.
+        if (e.type === 'queued' && !blocker.signal.aborted) blocker.abort();
+      },
+    });
+    const types = events.map((e) => e.type);
+    expect(types.indexOf('queued')).toBeGreaterThanOrEqual(0);
+    expect(types.indexOf('queued')).toBeLessThan(types.indexOf('started'));
+    expect(r).toMatchObject({ jobId, state: 'exited', exitCode: 4, log: STREAM_LOG });
+    expect(r.scheduler).toMatchObject({ id: schedId, state: 'FAILED' });
+    const { here, there } = await streamOutputs(out);
+    expect(here).toBe(there);
+    expect(submissions() - before).toBe(1);
+    expect(await first).toBeInstanceOf(CancelledError);
+  });
+
+  it('a retried start, and two starts at once from two connections, find the recorded Slurm id: one submission, one run', async () => {
+    const host = await resolveHost(sandbox().host);
+    const [one, two] = await Promise.all([connect(host), connect(host)]);
+    const jobId = crypto.randomUUID();
+    const before = submissions();
+    try {
+      const [a, b] = await Promise.all([new GatewayClient(one).start(jobId, ['ok']), new GatewayClient(two).start(jobId, ['ok'])]);
+      const id = a.scheduler?.id ?? '';
+      expect(id).toMatch(/^\d+$/);
+      expect(b.scheduler?.id).toBe(id);
+      // A start whose reply was lost is sent again: the same job, not a second one.
+      const again = await new GatewayClient(one).start(jobId, ['ok']);
+      expect(again.scheduler?.id).toBe(id);
+      const r = await attach({ host: sandbox().host, jobId, outputDir: await freshDir(), cleanup: 'always' });
+      expect(r).toMatchObject({ state: 'exited', exitCode: 0, log: okLog(id) });
+      expect(submissions() - before).toBe(1);
+    } finally {
+      one.close();
+      two.close();
+    }
+  });
+
+  it("an operator's scancel (no cancel marker): the runner records the program's 143, so the job is exited and failed, and result.scheduler says CANCELLED", async () => {
+    let schedId = '';
+    const r = await runRemote({
+      host: sandbox().host,
+      outputDir: await freshDir(),
+      args: ['sleep', '60'],
+      onEvent: (e) => {
+        if (e.type === 'queued') schedId = e.schedulerId;
+        // As root, as an operator would: not through the gateway, so no cancel marker.
+        if (e.type === 'log' && e.text.includes('started')) slurm().run('scancel', [schedId]);
+      },
+    });
+    // Not the client's cancel (no CancelledError), not lost: the program ended on Slurm's TERM.
+    expect(r).toMatchObject({ state: 'exited', exitCode: 143, failed: true, cancelled: false, log: 'started\n' });
+    expect(r.scheduler).toMatchObject({ id: schedId, state: 'CANCELLED' });
   });
 
   it('attach picks up a job the scheduler has since forgotten (MinJobAge): the exit file answers', async () => {
@@ -310,8 +471,9 @@ describe.skipIf(why !== undefined)('a --scheduler slurm gateway on a private Slu
       jobs: { queued: 0, running: 0 },
       maxima: { cpus: 2, memoryMb: 1000, walltimeMin: 30 },
     });
-    // A job held in the queue counts for this account.
-    const held = slurm().run('sbatch', ['--parsable', '--hold', `--chdir=${dir}`, '--output=/dev/null', '--wrap=true']).trim();
+    // A job held in the queue counts for this account (the one the key logs into); root's does not.
+    const held = slurm().run('sbatch', ['--parsable', '--hold', '--chdir=/tmp', '--output=/dev/null', '--wrap=true'], siteAccount()).trim();
+    const rootsHeld = slurm().run('sbatch', ['--parsable', '--hold', '--chdir=/tmp', '--output=/dev/null', '--wrap=true']).trim();
     try {
       // The queue as the shared poll saw it at most 2 s ago (one squeue per root per 2 s).
       await new Promise((r) => setTimeout(r, 2100));
@@ -319,7 +481,7 @@ describe.skipIf(why !== undefined)('a --scheduler slurm gateway on a private Slu
       expect(text.code, text.stderr).toBe(0);
       expect(text.stdout).toMatch(new RegExp(`jobs go to slurm \\(${version.replace('.', '\\.')}\\); debug [01]/1 nodes idle; this account 1 queued, 0 running; a job at most 2 CPUs, 1000 MB, 30 min`));
     } finally {
-      slurm().run('scancel', [held]);
+      slurm().run('scancel', [held, rootsHeld]);
     }
   });
 

@@ -1,6 +1,7 @@
 /**
- * Pull mode end to end (issue 18): a real hub process (HTTPS, SQLite), real agent processes that
- * run the real gateway script and rsync, and runRemote with a `mode: pull` profile.
+ * Pull mode end to end (issue 18): a real hub process (HTTPS), real agent processes that run the
+ * real gateway script and rsync, and runRemote with a `mode: pull` profile; once with the hub on
+ * SQLite (the default) and once on a real PostgreSQL server the test starts (test/support/postgres.ts).
  */
 import { randomBytes, randomUUID } from 'node:crypto';
 import { readFile, writeFile } from 'node:fs/promises';
@@ -9,9 +10,21 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { listJobs, runRemote, AuthError, GatewayError } from '../../src/index.js';
 import { HubHttp } from '../../src/pull/http.js';
 import { freshDir, sha256 } from '../support/fixture.js';
+import { postgresMissing, startPostgres, type Postgres } from '../support/postgres.js';
 import { startAgent, startHub, type HubSetup, type Proc } from '../support/pull.js';
 
-describe('pull mode: hub and agent', () => {
+const noPostgres = postgresMissing();
+if (noPostgres) console.log(`pull mode on PostgreSQL: skipped, ${noPostgres}`);
+
+describe.each([
+  { store: 'SQLite', skip: false },
+  { store: 'PostgreSQL', skip: noPostgres !== undefined },
+])('pull mode: hub and agent ($store store)', ({ store, skip }) => {
+  if (skip) {
+    it.skip('needs PostgreSQL', () => undefined);
+    return;
+  }
+  let pg: Postgres | undefined;
   let dir: string;
   let hub: HubSetup;
   let agentA: Proc | undefined;
@@ -21,7 +34,8 @@ describe('pull mode: hub and agent', () => {
 
   beforeAll(async () => {
     dir = await freshDir();
-    hub = await startHub(dir);
+    if (store === 'PostgreSQL') pg = await startPostgres();
+    hub = await startHub(dir, pg ? { store: pg.url } : {});
     tokenA = hub.siteToken('siteA');
     tokenB = hub.siteToken('siteB');
     input = join(dir, 'input.dat');
@@ -31,6 +45,9 @@ describe('pull mode: hub and agent', () => {
   afterAll(async () => {
     await agentA?.stop();
     await hub?.proc.stop();
+    // The hub names its store in its log, never with the password.
+    if (pg) expect(hub.proc.stderr()).not.toContain(pg.password);
+    await pg?.destroy();
   });
 
   it('runs a job submitted BEFORE the agent started (pull semantics): inputs in, program, outputs, log and exit status back', async () => {
@@ -94,7 +111,7 @@ describe('pull mode: hub and agent', () => {
       await expect(asA.call('POST', `/v1/jobs/${randomUUID()}`, { json: { site: 'siteA' } })).rejects.toBeInstanceOf(AuthError);
       asA.close();
       const { execFileSync } = await import('node:child_process');
-      execFileSync(process.execPath, [join(import.meta.dirname, '..', '..', 'bin', 'mint-ssh-exec.mjs'), 'hub', 'revoke-site', 'siteB', '--data', hub.data], { stdio: 'ignore' });
+      execFileSync(process.execPath, [join(import.meta.dirname, '..', '..', 'bin', 'mint-ssh-exec.mjs'), 'hub', 'revoke-site', 'siteB', '--data', hub.data, ...hub.storeArgs], { stdio: 'ignore' });
       await expect(asB.call('GET', '/v1/agent/jobs')).rejects.toBeInstanceOf(AuthError);
     } finally {
       asB.close();

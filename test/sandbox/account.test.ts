@@ -10,17 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runRemote } from '../../src/index.js';
 import { startSandbox, type Sandbox } from '../../src/sandbox/sandbox.js';
 import { freshDir } from '../support/fixture.js';
-
-export const SITE_ACCOUNT = 'mintsite';
-
-/** The tests' site account (created once per machine: a login shell of /bin/sh, no password). */
-export function ensureSiteAccount(): void {
-  try {
-    execFileSync('getent', ['passwd', SITE_ACCOUNT], { stdio: 'pipe' });
-  } catch {
-    execFileSync('useradd', ['-m', '-s', '/bin/sh', '-p', '*', '-c', 'mint-ssh-exec tests, a site account', SITE_ACCOUNT], { stdio: 'pipe' });
-  }
-}
+import { ensureSiteAccount, SITE_ACCOUNT } from '../support/site-account.js';
 
 const PROGRAM = `#!/bin/sh
 id -un

@@ -17,7 +17,7 @@ const ROOT = join(import.meta.dirname, '..', '..');
 
 /** The demo's own temp dirs, read from what it printed (other test files run sandboxes too). */
 function demoDirs(stdout: string): string[] {
-  const dirs = [...stdout.matchAll(/\/[\w/.-]*\/(mint-sandbox-\w+|mint-demo-\w+)/g)].map((m) => m[0]);
+  const dirs = [...stdout.matchAll(/\/[\w/.-]*\/(mint-sandbox-\w+|mint-pull-sandbox-\w+|mint-demo-\w+)/g)].map((m) => m[0]);
   return [...new Set(dirs)];
 }
 
@@ -145,16 +145,20 @@ describe('mint-ssh-exec sandbox', () => {
 });
 
 describe('npm run demo (examples/demo.mjs on the built package)', () => {
-  it('runs a real job and leaves no process or temp dir behind', async () => {
+  it('runs a real job by both methods (SSH, then pull through a hub) and leaves no process or temp dir behind', async () => {
     expect(existsSync(join(ROOT, 'dist', 'index.js')), 'build first: npm run build').toBe(true);
     const out = await freshDir();
     const r = await runNode(['examples/demo.mjs'], out);
     expect(r.code).toBe(0);
-    expect(r.stdout).toContain('succeeded (exit 0)');
+    expect(r.stdout.match(/succeeded \(exit 0\)/g)?.length).toBe(2);
+    expect(r.stdout).toContain('over 1 SSH connection');
+    expect(r.stdout).toContain('through the hub');
     expect(r.stdout).toContain('results/line_counts.txt');
     expect(existsSync(join(out, 'demo-output', 'results', 'line_counts.txt'))).toBe(true);
+    expect(existsSync(join(out, 'demo-output-pull', 'results', 'line_counts.txt'))).toBe(true);
     const dirs = demoDirs(r.stdout);
-    expect(dirs.length).toBe(2);
+    // The SSH sandbox's, the pull sandbox's, the demo's own.
+    expect(dirs.length).toBe(3);
     for (const dir of dirs) {
       expect(existsSync(dir)).toBe(false);
       expect(processesMatching(dir)).toBe('');

@@ -54,16 +54,19 @@ export interface HubSetup {
   ca: string;
   submitTokenFile: string;
   proc: Proc;
+  /** `--store URL` for every hub command, or nothing (SQLite in data). */
+  storeArgs: string[];
   /** Starts the hub again on the same port and data (after a stop). */
   restart: () => Promise<void>;
   siteToken: (site: string) => string;
   host: (site: string) => InlineHost;
 }
 
-export async function startHub(dir: string): Promise<HubSetup> {
+export async function startHub(dir: string, options: { store?: string } = {}): Promise<HubSetup> {
   const data = join(dir, 'hub');
-  cli(['hub', 'init', '--data', data]);
-  const first = await start(['hub', '--data', data, '--listen', '127.0.0.1:0'], /listening on https:\/\/127\.0\.0\.1:(\d+)/);
+  const storeArgs = options.store ? ['--store', options.store] : [];
+  cli(['hub', 'init', '--data', data, ...storeArgs]);
+  const first = await start(['hub', '--data', data, '--listen', '127.0.0.1:0', ...storeArgs], /listening on https:\/\/127\.0\.0\.1:(\d+)/);
   const port = Number(first.match[1]);
   const setup: HubSetup = {
     data,
@@ -72,11 +75,12 @@ export async function startHub(dir: string): Promise<HubSetup> {
     ca: join(data, 'ca.pem'),
     submitTokenFile: join(data, 'submit.token'),
     proc: first,
+    storeArgs,
     restart: async () => {
-      setup.proc = await start(['hub', '--data', data, '--listen', `127.0.0.1:${port}`], /listening on/);
+      setup.proc = await start(['hub', '--data', data, '--listen', `127.0.0.1:${port}`, ...storeArgs], /listening on/);
     },
     siteToken: (site) => {
-      const token = cli(['hub', 'add-site', site, '--data', data]).trim();
+      const token = cli(['hub', 'add-site', site, '--data', data, ...storeArgs]).trim();
       const file = join(dir, `${site}.token`);
       writeFileSync(file, `${token}\n`, { mode: 0o600 });
       return file;
@@ -84,6 +88,27 @@ export async function startHub(dir: string): Promise<HubSetup> {
     host: (site) => ({ name: `pull-${site}`, mode: 'pull', hub: setup.url, site, hubTokenFile: setup.submitTokenFile, hubCa: setup.ca }),
   };
   return setup;
+}
+
+/**
+ * Another hub process over the same store and data dir (a replica: PostgreSQL store), on a port
+ * of its own; the returned setup differs from `hub` only in its url, port and process.
+ */
+export async function startReplica(hub: HubSetup): Promise<HubSetup> {
+  const proc = await start(['hub', '--data', hub.data, '--listen', '127.0.0.1:0', ...hub.storeArgs], /listening on https:\/\/127\.0\.0\.1:(\d+)/);
+  const port = Number(proc.match[1]);
+  const url = `https://127.0.0.1:${port}`;
+  const replica: HubSetup = {
+    ...hub,
+    port,
+    url,
+    proc,
+    restart: async () => {
+      replica.proc = await start(['hub', '--data', hub.data, '--listen', `127.0.0.1:${port}`, ...hub.storeArgs], /listening on/);
+    },
+    host: (site) => ({ ...hub.host(site), hub: url }),
+  };
+  return replica;
 }
 
 /** The site's program: prints its args, copies input.dat to output.dat, writes a result, exits with $1. */

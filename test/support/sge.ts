@@ -12,7 +12,8 @@
  * - the default scheduler runs every 15 s (a job took 28 s): schedule_interval 0:0:1 and
  *   flush_submit_sec/flush_finish_sec 1 bring it to about 1 s;
  * - `min_uid 1000`/`min_gid 1000` in the default configuration refuse jobs from lower ids: the
- *   sandbox's account here is root, so this test cell sets both to 0 (a real site keeps its own);
+ *   cell keeps them, as a site does; the tests' jobs are the site account's (test/support/site-account.ts,
+ *   useradd gives it an id from 1000), so a job that came to run as root would be refused, not pass;
  * - sge_qmaster takes about 11 s to stop on TERM: stop() KILLs it after 1 s, the spool goes anyway;
  * - qdel is a SIGKILL with no grace (no TERM unless -notify): the cancel tests expect no exit status;
  * - the queue template's load_thresholds (np_load_avg=1.75) put all.q in alarm state `a` on this
@@ -31,8 +32,8 @@ export interface SgeCell {
   /** The SGE_* variables every client command needs (for the gateway's --env). */
   env: Record<'SGE_ROOT' | 'SGE_CELL' | 'SGE_QMASTER_PORT' | 'SGE_EXECD_PORT', string>;
   host: string;
-  /** Runs a Grid Engine client command against this cell (as root); stdout. */
-  run: (command: string, args: string[]) => string;
+  /** Runs a Grid Engine client command against this cell (as root, or as the account `as` names); stdout. */
+  run: (command: string, args: string[], as?: { uid: number; gid: number }) => string;
   /** Stops both daemons and every job, removes the dir; leaves no process behind. */
   stop: () => Promise<void>;
 }
@@ -70,7 +71,8 @@ export async function startSge(options: SgeOptions = {}): Promise<SgeCell> {
   const cellEnv = { SGE_ROOT: root, SGE_CELL: 'ci', SGE_QMASTER_PORT: String(qport), SGE_EXECD_PORT: String(eport) };
   const arch = execFileSync('/usr/share/gridengine/util/arch', { encoding: 'utf8' }).trim();
   const env = { ...process.env, ...cellEnv, PATH: `/usr/bin:/bin:/usr/sbin:/sbin:${root}/bin/${arch}` };
-  const run = (command: string, args: string[]): string => execFileSync(command, args, { env, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+  const run = (command: string, args: string[], as?: { uid: number; gid: number }): string =>
+    execFileSync(command, args, { env, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], ...(as ? { uid: as.uid, gid: as.gid, cwd: '/' } : {}) });
   const cell: SgeCell = { dir, env: cellEnv, host, run, stop: () => stopSge(dir, env) };
   try {
     const common = join(root, 'ci', 'common');
@@ -103,8 +105,6 @@ export async function startSge(options: SgeOptions = {}): Promise<SgeCell> {
       .replace(/^execd_spool_dir .*$/m, `execd_spool_dir ${dir}/spool/execd`)
       .replace(/^mailer .*$/m, 'mailer /bin/true')
       .replace(/^load_report_time .*$/m, 'load_report_time 00:00:05')
-      .replace(/^min_uid .*$/m, 'min_uid 0')
-      .replace(/^min_gid .*$/m, 'min_gid 0')
       .replace(/^reporting_params .*$/m, 'reporting_params accounting=true reporting=false flush_time=00:00:01 joblog=false sharelog=00:00:00');
     await writeFile(join(dir, 'global.conf'), global);
     const init = (args: string[]): void => void execFileSync(args[0]!, args.slice(1), { env, stdio: 'pipe' });

@@ -9,7 +9,8 @@
  * - SlurmdSpoolDir must stay 0755: slurmstepd execs SPOOL/jobN/slurm_script as the job's owner
  *   (0700 gave `execve(): Permission denied`, ExitCode=13:0);
  * - DIR, etc/ and munge/ are 0755 so that a submitting account can read slurm.conf and reach the
- *   munge socket, which Slurm finds only through AuthInfo=socket=;
+ *   munge socket, which Slurm finds only through AuthInfo=socket= (the cluster tests submit and run
+ *   as the unprivileged site account, test/support/site-account.ts, so this is exercised);
  * - CommunicationParameters=NoCtldInAddrAny,NoInAddrAny, or the daemons listen on 0.0.0.0;
  * - batch_sched_delay=0: the default scheduled each job on a 3 s tick (1.5-3 s per job, 0.7-1 s with it);
  * - job steps outlive slurmd: stop() cancels every job first, then sweeps DIR for leftovers.
@@ -28,8 +29,8 @@ export interface SlurmCluster {
   conf: string;
   node: string;
   ctldPort: number;
-  /** Runs a Slurm client command against this cluster (as root); stdout. */
-  run: (command: string, args: string[]) => string;
+  /** Runs a Slurm client command against this cluster (as root, or as the account `as` names); stdout. */
+  run: (command: string, args: string[], as?: { uid: number; gid: number }) => string;
   /** Stops every daemon and job, removes the dir; leaves no process behind. */
   stop: () => Promise<void>;
 }
@@ -68,7 +69,8 @@ export async function startSlurm(options: SlurmOptions = {}): Promise<SlurmClust
   let slurmdPort = await freePort();
   while (slurmdPort === ctldPort) slurmdPort = await freePort();
   const env = { ...process.env, SLURM_CONF: conf };
-  const run = (command: string, args: string[]): string => execFileSync(command, args, { env, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+  const run = (command: string, args: string[], as?: { uid: number; gid: number }): string =>
+    execFileSync(command, args, { env, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], ...(as ? { uid: as.uid, gid: as.gid, cwd: '/' } : {}) });
   const cluster: SlurmCluster = { dir, conf, node, ctldPort, run, stop: () => stopSlurm(dir, conf) };
   try {
     for (const sub of ['etc', 'munge', 'state', 'spool', 'log', 'run']) await mkdir(join(dir, sub));

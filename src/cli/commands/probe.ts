@@ -8,7 +8,9 @@ export const probeSpec = defineCommand({
   program: PROGRAM,
   name: 'probe',
   brief: 'check that hosts are ready to run jobs, with a fix for each failure',
-  summary: 'Check, step by step, that each HOST is ready to run jobs: configuration, reach, host key, authentication, gateway, rsync, program, job root, resources and latency; a fix for each failure.',
+  summary:
+    'Check, step by step, that each HOST is ready to run jobs: configuration, reach, host key, authentication, gateway, rsync, program, job root, resources and latency; a fix for each failure. ' +
+    "A pull host (mode: pull): the hub's reach and TLS identity, the submit token, the site, its agent (connected, last seen) and its gateway's facts as the agent reported them.",
   positionals: [{ name: 'HOST...', description: 'one or more host profile names (see --config) or ~/.ssh/config aliases, probed at once' }],
   options: {
     json: { type: 'boolean', description: 'print every step of every host as JSON on stdout' },

@@ -5,7 +5,8 @@ import { Agent } from '../../agent/agent.js';
 import { ConfigError } from '../../errors.js';
 import { Hub } from '../../hub/server.js';
 import { initHub } from '../../hub/init.js';
-import { HubStore } from '../../hub/store.js';
+import { openStore } from '../../hub/open-store.js';
+import { parseStore } from '../../hub/store.js';
 import { readCa, readToken } from '../../pull/http.js';
 import { SITE_NAME } from '../../pull/wire.js';
 import { ExitCode } from '../exit-codes.js';
@@ -25,7 +26,12 @@ export const hubSpec = defineCommand({
     { name: '[NAME]', description: 'the site (add-site, revoke-site)' },
   ],
   options: {
-    data: { type: 'string', value: 'DIR', required: true, description: "the hub's state: its SQLite database, files and certificates" },
+    data: { type: 'string', value: 'DIR', required: true, description: "the hub's state: its SQLite database, files and certificates (shared by all replicas)" },
+    store: {
+      type: 'string',
+      value: 'sqlite|URL',
+      description: 'where jobs and tokens are kept: sqlite (DIR/hub.sqlite, the default) or postgres://USER@HOST:PORT/DB for several replicas; default $MINT_HUB_STORE',
+    },
     listen: { type: 'string', value: 'HOST:PORT', description: 'serve: where to listen (default 127.0.0.1:8443)' },
     cert: { type: 'string', value: 'FILE', description: 'serve: PEM server certificate (default DIR/server.pem from init)' },
     key: { type: 'string', value: 'FILE', description: 'serve: its PEM key (default DIR/server.key)' },
@@ -39,37 +45,38 @@ export async function hubCommand(args: string[], io: Io, signal: AbortSignal): P
   if (values.help) return printHelp(io, hubSpec);
   const data = resolve(values.data);
   const [action, name] = positionals;
+  const spec = parseStore(values.store ?? process.env.MINT_HUB_STORE);
   if (action === 'init') {
-    const made = await initHub(data, values.name ?? []);
+    const made = await initHub(data, values.name ?? [], spec);
     if (values.json) printJson(io, made);
     else io.stdout.write(`hub in ${data}: CA ${made.ca}, certificate ${made.cert}\nsubmit token (in ${made.submitTokenFile}): ${made.submitToken}\n`);
     return ExitCode.OK;
   }
   if (action === 'add-site' || action === 'revoke-site') {
     if (name === undefined || !SITE_NAME.test(name)) throw usageError(hubSpec, 'a site NAME of letters, digits and ._- is needed');
-    const store = new HubStore(data);
+    const store = await openStore(data, spec, false);
     try {
       if (action === 'add-site') {
-        const token = store.addPrincipal('site', name);
+        const token = await store.addPrincipal('site', name);
         if (values.json) printJson(io, { site: name, token });
         else io.stdout.write(`${token}\n`);
         io.stderr.write(`site ${name}: this token is shown once; put it in a file (mode 0600) for the agent's --token-file\n`);
-      } else if (!store.revoke('site', name)) {
+      } else if (!(await store.revoke('site', name))) {
         throw new ConfigError(`no site ${name} on the hub in ${data}`);
       } else io.stderr.write(`site ${name}: token revoked\n`);
     } finally {
-      store.close();
+      await store.close();
     }
     return ExitCode.OK;
   }
   if (action === 'sites') {
-    const store = new HubStore(data);
+    const store = await openStore(data, spec, false);
     try {
-      const rows = store.principals();
+      const rows = await store.principals();
       if (values.json) printJson(io, rows);
       else for (const r of rows) io.stdout.write(`${r.kind} ${r.name}${r.revoked ? ' revoked' : ''}\n`);
     } finally {
-      store.close();
+      await store.close();
     }
     return ExitCode.OK;
   }
@@ -83,9 +90,18 @@ export async function hubCommand(args: string[], io: Io, signal: AbortSignal): P
       throw new ConfigError(`cannot read ${file}`, { hint: `run \`mint-ssh-exec hub init --data ${data}\`, or give --cert and --key` });
     }
   };
-  const hub = new Hub({ data, host: m[1]!.replace(/^\[|\]$/g, ''), port: Number(m[2]), cert: read(values.cert ?? join(data, 'server.pem')), key: read(values.key ?? join(data, 'server.key')) });
-  const at = await hub.listen();
-  io.stderr.write(`mint-ssh-exec hub: listening on https://${at.host}:${at.port} (data ${data})\n`);
+  const cert = read(values.cert ?? join(data, 'server.pem'));
+  const key = read(values.key ?? join(data, 'server.key'));
+  const store = await openStore(data, spec);
+  const hub = new Hub({ data, host: m[1]!.replace(/^\[|\]$/g, ''), port: Number(m[2]), cert, key, store });
+  const at = await hub.listen().catch(async (error: NodeJS.ErrnoException) => {
+    await hub.close().catch(() => undefined);
+    // A port in use or not ours to take is the operator's to fix, not an internal error.
+    throw new ConfigError(`the hub cannot listen on ${values.listen ?? '127.0.0.1:8443'}: ${error.code ?? error.message}`, {
+      hint: error.code === 'EADDRINUSE' ? 'another process listens there: choose another --listen port, or stop it' : 'check --listen HOST:PORT (an address of this machine; ports below 1024 need privileges)',
+    });
+  });
+  io.stderr.write(`mint-ssh-exec hub: listening on https://${at.host}:${at.port} (data ${data}, ${store.describe})\n`);
   await new Promise<void>((done) => {
     const stop = (): void => done();
     signal.addEventListener('abort', stop, { once: true });
@@ -158,8 +174,9 @@ export async function agentCommand(args: string[], io: Io, signal: AbortSignal):
     spool: resolve(values.spool ?? `${resolve(values.root)}.mint-agent`),
     signal: controller.signal,
     log: (line) => io.stderr.write(`mint-ssh-exec agent: ${line}\n`),
+    // Said once the hub knows this site's facts (probe shows them) and the agent is polling.
+    onReady: () => io.stderr.write(`mint-ssh-exec agent: site ${values.site}, polling ${values.hub}\n`),
   });
-  io.stderr.write(`mint-ssh-exec agent: site ${values.site}, polling ${values.hub}\n`);
   await agent.run();
   return ExitCode.OK;
 }
