@@ -595,10 +595,9 @@ export class GatewayClient {
       const options = { onStdout: onChunk, onStderrLine, signal: stop.signal };
       let result: ExecResult | undefined;
       if (inline) {
-        // jobx: `mint-job 1 NNNNNNN`, the request, the inputs (mgw_read_job_request).
+        // jobx: the request, then the inputs (mgw_read_job_request).
         const body = Buffer.from(requestBody(args, request));
-        const head = Buffer.from(`mint-job 1 ${String(body.length).padStart(7, '0')}\n`);
-        result = await this.callFull({ verb: 'jobx', job }, 'start', { ...options, stdin: Buffer.concat([head, body, inline.body]) }, request.inputs, 'mint-job 1\n').catch(async (error: unknown) => {
+        result = await this.callFull({ verb: 'jobx', job, length: body.length }, 'start', { ...options, stdin: Buffer.concat([body, inline.body]) }, request.inputs, 'mint-job 1\n').catch(async (error: unknown) => {
           // A gateway from before jobx: the inputs by themselves (putx or rsync), then runx.
           if (!(error instanceof GatewayError && error.gatewayCode === 'E_USAGE' && /unknown verb 'jobx'/.test(error.message))) throw error;
           inline = undefined;

@@ -113,8 +113,8 @@ export type GatewayCommand =
   | { verb: 'get' | 'take'; job: string }
   /** A small job's files as one inline stream (transfer/inline.ts): putx reads it on stdin, takex writes it on stdout. */
   | { verb: 'putx' | 'takex'; job: string }
-  /** putx and runx in one request: `mint-job 1 NNNNNNN`, the request, then the inputs on stdin. */
-  | { verb: 'jobx'; job: string }
+  /** putx and runx in one request: the request (`length` bytes), then the inputs on stdin. */
+  | { verb: 'jobx'; job: string; length: number }
   | { verb: 'start' | 'run'; job: string; args?: readonly string[] }
   | { verb: 'startx' | 'runx'; job: string }
   | { verb: 'status' | 'cancel' | 'rm'; job: string }
@@ -133,6 +133,10 @@ export function formatCommand(command: GatewayCommand): string {
       break;
     case 'list':
       if (command.long) words.push('long');
+      break;
+    case 'jobx':
+      if (!Number.isSafeInteger(command.length) || command.length < 0 || command.length > 1024 * 1024) throw new TypeError('bad jobx request length');
+      words.push(String(command.length));
       break;
     case 'logs':
       if (!Number.isSafeInteger(command.offset) || command.offset < 0) throw new TypeError('bad log offset');

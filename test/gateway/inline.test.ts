@@ -156,45 +156,48 @@ printf 'ok\\n' > result.txt
     }
   });
 
-  /** A jobx stream: its head line, the request (runx's lines), the inputs. */
-  const jobxStream = (request: string, inputs: Buffer): Buffer =>
-    Buffer.concat([Buffer.from(`mint-job 1 ${String(Buffer.byteLength(request)).padStart(7, '0')}\n${request}`), inputs]);
   const manifestOf = (files: Array<[string, string]>): string => {
     const text = files.map(([p, c]) => `${hex(p)} ${Buffer.byteLength(c)} ${createHash('sha256').update(c).digest('hex')}\n`).sort().join('');
     return createHash('sha256').update(text).digest('hex');
   };
+  /** jobx: the request (its length on the command line), then the inputs. */
+  const jobx = (job: string, request: string | Buffer, inputs: Buffer, length = Buffer.byteLength(request)): Promise<ExecResult> =>
+    execCollect(connection, `mint-gw jobx ${job} ${length}`, { stdin: Buffer.concat([Buffer.from(request), inputs]) });
 
-  it('jobx: inputs and start in one request; inputs other than its manifest says are refused (E_INTEGRITY) and nothing runs', async () => {
+  it('jobx: inputs and start in one request, after its greeting; inputs other than its manifest says are refused (E_INTEGRITY) and nothing runs', async () => {
     const job = randomUUID();
-    const ok = await execCollect(connection, `mint-gw jobx ${job}`, { stdin: jobxStream(`manifest ${hex(manifestOf([['in.txt', 'hi']]))}\n`, stream([`f 2 0 ${hex('in.txt')}`], 'hi')) });
+    const ok = await jobx(job, `manifest ${hex(manifestOf([['in.txt', 'hi']]))}\n`, stream([`f 2 0 ${hex('in.txt')}`], 'hi'));
     expect(ok.exitCode).toBe(0);
-    expect(ok.stderr).toMatch(new RegExp(`mint-gw: started: job=${job} state=running pid=\\d+\nmint-gw: status: job=${job} state=exited exit=0`));
+    expect(ok.stdout.toString()).toBe('mint-job 1\n');
+    expect(ok.stderr).toMatch(new RegExp(`mint-gw: put: job=${job} entries=1 bytes=2\nmint-gw: started: job=${job} state=running pid=\\d+\nmint-gw: status: job=${job} state=exited exit=0`));
     expect(await readFile(join(work(job), 'listing.txt'), 'utf8')).toBe('./in.txt\n');
 
     const bad = randomUUID();
-    const refused = await execCollect(connection, `mint-gw jobx ${bad}`, { stdin: jobxStream(`manifest ${hex(manifestOf([['in.txt', 'hi']]))}\n`, stream([`f 2 0 ${hex('in.txt')}`], 'HI')) });
+    const refused = await jobx(bad, `manifest ${hex(manifestOf([['in.txt', 'hi']]))}\n`, stream([`f 2 0 ${hex('in.txt')}`], 'HI'));
     expect(refused.exitCode).toBe(71);
     expect(refused.stderr).toMatch(/mint-gw: error: E_INTEGRITY: the files of job \S+ are not the ones the client sent/);
     expect(existsSync(join(sandbox().root, bad, 'started'))).toBe(false);
     expect(existsSync(join(work(bad), 'listing.txt'))).toBe(false);
   });
 
-  const jobxRows: Array<[string, Buffer, string]> = [
-    ['no head line', Buffer.from('manifest 00\n'), "a jobx stream begins with the line 'mint-job 1 NNNNNNN' (the request's length in 7 digits)"],
-    ['a short length', Buffer.from('mint-job 1 12\nmanifest 00\n'), "a jobx stream begins with the line 'mint-job 1 NNNNNNN' (the request's length in 7 digits)"],
-    ['a request cut short', Buffer.from('mint-job 1 0000100\narg 61\n'), 'the request on stdin is shorter than its stated 100 bytes'],
-    ['a request over 1 MiB', Buffer.from('mint-job 1 2000000\n'), 'the request on stdin is larger than 1 MiB'],
-    ['no manifest', jobxStream(`arg ${hex('x')}\n`, stream([])), 'a jobx request carries the manifest of its inputs'],
-    ['a request line of another kind', jobxStream(`inline ${hex('x')}\n`, stream([])), "request lines are 'program HEX', 'arg HEX' or 'env HEX'"],
-    ['a NUL in the request', jobxStream('arg 61\0\n', stream([])), 'the request on stdin did not come whole within 600 s (or held a control byte)'],
+  const jobxRows: Array<[string, string, Buffer, string]> = [
+    ['no length', '', Buffer.alloc(0), "'jobx' takes JOB LENGTH (the request, LENGTH bytes, then the inputs come on stdin)"],
+    ['a length with a leading zero', '012', Buffer.from('manifest 00\n'), "a jobx request's length is a decimal byte count under 1 MiB"],
+    ['a length over 1 MiB', '2000000', Buffer.alloc(0), "a jobx request's length is a decimal byte count under 1 MiB"],
+    ['a request cut short', '100', Buffer.from('arg 61\n'), 'the request on stdin is shorter than its stated 100 bytes'],
+    ['no manifest', '', Buffer.from(`arg ${hex('x')}\n`), 'a jobx request carries the manifest of its inputs'],
+    ['a request line of another kind', '', Buffer.from(`inline ${hex('x')}\n`), "request lines are 'program HEX', 'arg HEX' or 'env HEX'"],
+    ['a NUL in the request', '', Buffer.from('arg 61\0\n'), 'the request on stdin did not come whole within 600 s (or held a control byte)'],
   ];
-  it.each(jobxRows)('jobx refuses %s before anything is accepted', async (_name, body, message) => {
+  it.each(jobxRows)('jobx refuses %s before anything is accepted', async (name, length, request, message) => {
     const job = randomUUID();
-    const r = await execCollect(connection, `mint-gw jobx ${job}`, { stdin: body });
+    const command = name === 'no length' ? `mint-gw jobx ${job}` : `mint-gw jobx ${job} ${length === '' ? request.length : length}`;
+    const r = await execCollect(connection, command, { stdin: Buffer.concat([request, stream([])]) });
     expect(refusal(r)).toBe(`64 mint-gw: error: E_USAGE: ${message}`);
     expect(existsSync(join(sandbox().root, job))).toBe(false);
-    const lines = (await readAudit(sandbox().root)).filter((l) => l.raw.includes(` job=${job} `));
-    expect(lines.map((l) => l.decision)).toEqual(['refused:E_USAGE']);
+    // (Refused before its job id was read, the line of 'no length' names no job.)
+    const lines = (await readAudit(sandbox().root)).filter((l) => l.raw.includes(` job=${name === 'no length' ? '-' : job} `) && l.verb === 'jobx');
+    expect(lines.at(-1)?.decision).toBe('refused:E_USAGE');
   });
 
   it('audits jobx and takex like put, run and take (accepted, then the outcome; takex with the outputs\' digest)', async () => {
