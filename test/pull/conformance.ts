@@ -492,6 +492,9 @@ process.stdout.write('finished\\n');
               await writeFile(join(state, `release-${jobId}`), '');
               const pid = Number(readFileSync(join(state, `pid-${jobId}`), 'utf8'));
               await until('the program to end', () => !alive(pid));
+              // The gateway's runner writes the exit status after the program's end: removing the
+              // dir before that raced it (ENOTEMPTY under load, and the agent was never restarted).
+              await until("the job's exit status on disk", () => existsSync(join(site.root, jobId, 'exit')));
               await rm(join(site.root, jobId), { recursive: true, force: true });
               await site.startAgent!();
             })();
