@@ -22,7 +22,7 @@ import { GATEWAY_SCRIPT, AGENT_RSH, PACKAGE_JSON } from '../assets/index.js';
 import { ConfigError, MintSshError } from '../errors.js';
 import { formatRequest, parseKeyValues, parseLogTrailer, parseRefusal, parseStatus, type JobStatus } from '../gateway/protocol.js';
 import { HubHttp, type HubTarget } from '../pull/http.js';
-import { API, badName, EMPTY_SHA256, hashFile, refusalLine, type AgentJob, type FileEntry } from '../pull/wire.js';
+import { API, badName, EMPTY_SHA256, hashFile, type AgentJob, type FileEntry, type SiteRefusal } from '../pull/wire.js';
 import { RSYNC_CLIENT_OPTIONS } from '../transfer/rsync-args.js';
 
 export interface AgentOptions {
@@ -47,13 +47,15 @@ interface GatewayRun {
 }
 
 const BACKOFF_MAX_MS = 30_000;
+/** A job whose work failed here is taken up again after this long. */
+const RESUME_MS = 10_000;
 /** How often the agent tells the hub its gateway's facts again (free space, load, the scheduler's queues). */
 const INFO_EVERY_MS = 5 * 60_000;
 
 export class Agent {
   private readonly http: HubHttp;
   private readonly options: AgentOptions;
-  private readonly active = new Map<string, Promise<void>>();
+  private readonly active = new Map<string, Promise<unknown>>();
   private readonly log: (line: string) => void;
   private readonly signal: AbortSignal;
   private infoAt = 0;
@@ -117,16 +119,39 @@ export class Agent {
       if (job.cancelRequested) void this.gateway('cancel', job.jobId).then(() => this.log(`job ${job.jobId}: cancelled`));
       return;
     }
-    const work = this.runJob(job)
-      .catch((error: unknown) => this.log(`job ${job.jobId}: ${error instanceof Error ? error.message : String(error)}`))
-      .finally(() => this.active.delete(job.jobId));
-    this.active.set(job.jobId, work);
+    const id = job.jobId;
+    const work = this.runJob(job).then(
+      () => false,
+      (error: unknown) => {
+        this.log(`job ${id}: ${error instanceof Error ? error.message : String(error)}; trying it again in ${RESUME_MS / 1000} s`);
+        return true;
+      },
+    );
+    this.active.set(id, work);
+    void work.then(async (failed) => {
+      this.active.delete(id);
+      if (!failed) return;
+      // Never given up while the hub holds the job (it waited for ever, its client too): tried again
+      // from where it stands, as a restarted agent would; a job the hub no longer has ends here.
+      await new Promise((r) => setTimeout(r, RESUME_MS).unref());
+      if (this.signal.aborted || this.active.has(id)) return;
+      const fresh = await this.http.call<AgentJob>('GET', `${API}/agent/jobs/${id}`).catch(() => undefined);
+      if (fresh && !this.active.has(id)) this.take(fresh);
+    });
   }
 
   /** One job, from wherever it stands (a restarted agent, or hub, picks it up where it was). */
   private async runJob(job: AgentJob): Promise<void> {
     const id = job.jobId;
     let status = await this.status(id);
+    if (!status && job.state !== 'queued') {
+      // The hub saw it start, and the site has no such job (its dir removed, a sweep): it is lost,
+      // and never started a second time.
+      this.log(`job ${id}: the hub says ${job.state}, the site has no such job: reported lost`);
+      await this.report(id, { state: 'lost' });
+      await this.finishResults(id, []);
+      return;
+    }
     if (!status || status.state === 'created') {
       if (job.cancelRequested) {
         await this.report(id, { state: 'cancelled' });
@@ -135,18 +160,21 @@ export class Agent {
         return;
       }
       const staged = await this.fetchInputs(job);
-      if (staged.length > 0) await this.rsync('put', id, [...staged, 'mint:work/']);
+      if (staged.length > 0) {
+        try {
+          await this.rsync('put', id, [...staged, 'mint:work/']);
+        } catch (error) {
+          // Inputs over the site's limits (E_LIMIT): refused as the SSH method's upload is, never
+          // retried for ever (the job hung claimed on the hub; conformance-pull.test.ts).
+          if (error instanceof Refused) return this.refused(job, 'put', error.gatewayCode, error.message);
+          throw error;
+        }
+      }
       const request = formatRequest({ args: job.args, ...(job.program !== undefined ? { program: job.program } : {}), ...(job.env ? { env: job.env } : {}), ...(job.resources ? { resources: job.resources } : {}) });
       const started = await this.gateway('startx', id, request);
       if (started.exitCode !== 0) {
         const refusal = parseRefusal(started.stderr);
-        this.log(`job ${id}: the gateway refused the start: ${refusal ? `${refusal.gatewayCode}: ${refusal.message}` : started.stderr.trim()}`);
-        // The refusal goes into the job's log, where the submit side reads it.
-        await this.sendLog(id, job.logBytes, Buffer.from(refusalLine(refusal?.gatewayCode ?? 'E_UNKNOWN', refusal?.message ?? (started.stderr.trim() || 'no reason given'))));
-        await this.report(id, { state: 'lost' });
-        await this.finishResults(id, []);
-        await this.gateway('rm', id);
-        return;
+        return this.refused(job, 'startx', refusal?.gatewayCode ?? 'E_INTERNAL', refusal?.message ?? (started.stderr.trim() || `exit ${started.exitCode}`));
       }
       status = parseStatus(started.stdout.toString('utf8'));
       this.log(`job ${id}: started (pid ${status.pid ?? '-'})`);
@@ -166,6 +194,20 @@ export class Agent {
     this.log(`job ${id}: results delivered`);
   }
 
+  /**
+   * The gateway refused the job before its program ran: nothing of it stays here, and the hub
+   * hears it last (its answer settles the job, results and all; after that a waitForSlot client may
+   * queue it again, and this agent must no longer hold it as active). An agent that dies before
+   * telling leaves the job claimed and unsettled: the next one resumes it and tries again.
+   */
+  private async refused(job: AgentJob, verb: 'put' | 'startx', gatewayCode: string, message: string): Promise<void> {
+    const id = job.jobId;
+    this.log(`job ${id}: the gateway refused '${verb}': ${gatewayCode}: ${message}`);
+    await this.gateway('rm', id);
+    await rm(join(this.options.spool, id), { recursive: true, force: true });
+    await this.report(id, { state: 'lost', refusal: { verb, gatewayCode, message } });
+  }
+
   private async status(id: string): Promise<JobStatus | undefined> {
     const r = await this.gateway('status', id);
     if (r.exitCode === 0) return parseStatus(r.stdout.toString('utf8'));
@@ -173,7 +215,7 @@ export class Agent {
     throw new Error(`status of job ${id}: ${r.stderr.trim()}`);
   }
 
-  private async report(id: string, body: { state: string; pid?: number; exitCode?: number }): Promise<void> {
+  private async report(id: string, body: { state: string; pid?: number; exitCode?: number; refusal?: SiteRefusal }): Promise<void> {
     await this.retry(`report ${id}`, () => this.http.call('POST', `${API}/agent/jobs/${id}/state`, { json: body }), true);
   }
 
@@ -213,7 +255,8 @@ export class Agent {
     });
     if (result.exitCode !== 0) {
       const refusal = parseRefusal(String(result.stderr));
-      throw new Error(`${verb} of job ${id} failed (rsync ${result.exitCode}): ${refusal ? `${refusal.gatewayCode}: ${refusal.message}` : String(result.stderr).trim().split('\n').slice(-2).join(' | ')}`);
+      if (refusal) throw new Refused(refusal.gatewayCode, refusal.message);
+      throw new Error(`${verb} of job ${id} failed (rsync ${result.exitCode}): ${String(result.stderr).trim().split('\n').slice(-2).join(' | ')}`);
     }
   }
 
@@ -360,6 +403,16 @@ export class Agent {
         await new Promise((r) => setTimeout(r, delay));
       }
     }
+  }
+}
+
+/** The gateway's refusal of a transfer (`mint-gw: error: E_X: ...`). */
+class Refused extends Error {
+  constructor(
+    readonly gatewayCode: string,
+    message: string,
+  ) {
+    super(message);
   }
 }
 

@@ -9,14 +9,13 @@
 import https from 'node:https';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { EventEmitter } from 'node:events';
-import { createReadStream, createWriteStream } from 'node:fs';
-import { mkdir, open, rm, stat, truncate } from 'node:fs/promises';
+import { createReadStream } from 'node:fs';
+import { mkdir, open, readFile, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import { Transform, type TransformCallback } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { isJobId, checkProgramArgs, checkProgramRequest, checkResources } from '../gateway/protocol.js';
 import { MintSshError } from '../errors.js';
-import { API, checkAgentInfo, checkManifest, hashFile, SITE_NAME, type AgentJob, type AgentInfo, type SiteReport, type StartRequest } from '../pull/wire.js';
+import { API, checkAgentInfo, checkManifest, checkRefusal, hashFile, SITE_NAME, type AgentJob, type AgentInfo, type HubJob, type SiteReport, type StartRequest } from '../pull/wire.js';
 import { FINAL, SqliteStore, hubJob, startRequest, type HubStore, type JobRow, type Kind } from './store.js';
 import type { JobState } from '../types.js';
 
@@ -29,6 +28,8 @@ export interface HubOptions {
   key: string;
   /** Longest long-poll a client may ask for (ms). */
   maxWaitMs?: number;
+  /** Connections held at once (default 4096); more are dropped. */
+  maxConnections?: number;
   /** Where the state is (default SQLite in `data`); the hub closes it on close. */
   store?: HubStore;
 }
@@ -56,6 +57,8 @@ export class Hub {
   private readonly counts = new Map<string, number>();
   private readonly maxWaitMs: number;
   private readonly options: HubOptions;
+  /** Files and logs being written now, by whom: two writers of one never interleave (exclusive()). */
+  private readonly writing = new Map<string, { req: IncomingMessage | undefined; done: Promise<unknown> }>();
   /**
    * What this hub process has seen of each site's agent, for `probe` (in memory: a restarted hub
    * knows an agent again at its next poll, within the agent's backoff of at most 30 s).
@@ -69,13 +72,28 @@ export class Hub {
     this.store.subscribe((event) => this.fire(event));
     this.maxWaitMs = options.maxWaitMs ?? 60_000;
     this.bus.setMaxListeners(0);
-    this.server = https.createServer({ cert: options.cert, key: options.key }, (req, res) => {
-      this.handle(req, res).catch((error: unknown) => this.fail(res, error));
-    });
-    // A client that opens a connection and sends nothing is let go (slowloris).
-    this.server.headersTimeout = 20_000;
+    this.server = https.createServer(
+      {
+        cert: options.cert,
+        key: options.key,
+        // Slow clients (slowloris): a TLS handshake not done in 10 s (Node's default is 120 s: 20
+        // silent TCP connections stayed 30 s and more in hub-hostile.test.ts), and request headers
+        // not complete 10 s after the request began, end the connection; checked every second.
+        handshakeTimeout: 10_000,
+        connectionsCheckingInterval: 1_000,
+      },
+      (req, res) => {
+        this.handle(req, res).catch((error: unknown) => this.fail(res, error));
+      },
+    );
+    this.server.headersTimeout = 10_000;
+    // A body may take as long as its bytes keep coming (a 1 GiB input over a slow link)...
     this.server.requestTimeout = 0;
+    // ...but a connection silent for longer than the longest long-poll plus a minute is let go.
+    this.server.timeout = this.maxWaitMs + 60_000;
     this.server.keepAliveTimeout = 65_000;
+    // Bounded file descriptors: past this many connections new ones are dropped at once.
+    this.server.maxConnections = options.maxConnections ?? 4096;
   }
 
   async listen(): Promise<{ host: string; port: number }> {
@@ -112,13 +130,16 @@ export class Hub {
     } else if (error instanceof MintSshError && error.code === 'INPUT_INVALID') {
       status = 400;
       body = { code: 'E_USAGE', message: error.message };
-    } else {
+    } else if (!(res.headersSent && (error as NodeJS.ErrnoException).code === 'ERR_STREAM_PREMATURE_CLOSE')) {
+      // (A client that went away during a download is no fault of the hub's.)
       process.stderr.write(`mint-ssh-exec hub: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`);
     }
     if (res.headersSent) {
       res.destroy();
       return;
     }
+    // A request whose body was not read to its end: close after the answer, read no more of it.
+    if (!res.req.complete) res.setHeader('connection', 'close');
     send(res, status, { error: body });
   }
 
@@ -185,7 +206,7 @@ export class Hub {
       return send(res, 200, hubJob(made));
     }
     const row = await this.ownJob(submitter, id);
-    if (what === undefined && method === 'GET') return send(res, 200, hubJob(row));
+    if (what === undefined && method === 'GET') return send(res, 200, await this.view(row));
     if (what === undefined && method === 'DELETE') {
       if (row.state === 'running' || (row.state === 'queued' && row.claimed === 1)) throw new HttpError(409, 'E_STATE', `job ${id} is still ${row.state}; cancel it first`);
       await this.store.deleteJob(id);
@@ -196,7 +217,17 @@ export class Hub {
     if (what === 'inputs') return this.filesRoute(row, 'in', method, idx, url, req, res, row.state === 'created');
     if (what === 'start' && method === 'POST') {
       const body = await readJson<StartRequest>(req);
-      if (row.state !== 'created') return send(res, 200, hubJob(row));
+      if (row.state === 'lost' && row.started_at === null && (await this.view(row)).refusal) {
+        // The site refused it before it ran (full: E_LIMIT) and the submitter asks again
+        // (runRemote's waitForSlot): queued afresh, as the SSH method's start is simply sent again.
+        // The row first: a crash before the files go leaves a log the next append cuts to 0.
+        await this.store.setFiles(row.id, 'out', []);
+        await this.store.update(row.id, { state: 'queued', claimed: 0, results_ready: 0, log_bytes: 0, exit_code: null, pid: null, cancel_requested: 0, cancel_sent: 0, submitted_at: Date.now() });
+        for (const name of ['refusal.json', 'log', 'out']) await rm(join(this.jobDir(row.id), name), { recursive: true, force: true });
+        this.emit(`site:${row.site}`);
+        return send(res, 200, await this.view((await this.store.job(row.id))!));
+      }
+      if (row.state !== 'created') return send(res, 200, await this.view(row));
       const request = checkStart(body);
       await this.verifyFiles(row.id, 'in');
       await this.store.update(row.id, { state: 'queued', request: JSON.stringify(request), inputs_ready: 1, submitted_at: Date.now() });
@@ -262,15 +293,30 @@ export class Hub {
     if (what === undefined && method === 'GET') return send(res, 200, await this.agentJob(row));
     if (what === 'inputs' && method === 'GET' && idx !== undefined) return this.sendFile(row, 'in', idx, req, res);
     if (what === 'state' && method === 'POST') {
-      const body = await readJson<{ state?: unknown; pid?: unknown; exitCode?: unknown }>(req);
+      const body = await readJson<{ state?: unknown; pid?: unknown; exitCode?: unknown; refusal?: unknown }>(req);
       const state = body.state as JobState;
       if (!['running', 'exited', 'cancelled', 'lost', 'queued'].includes(state)) throw new HttpError(400, 'E_USAGE', 'bad state');
+      const refused = state === 'lost' && row.started_at === null ? checkRefusal(body.refusal) : undefined;
+      if (!FINAL.has(row.state) && refused) {
+        // Durable before the state that points at it (a file, not a column: store.ts stays as it is).
+        await mkdir(this.jobDir(row.id), { recursive: true, mode: 0o700 });
+        const handle = await open(join(this.jobDir(row.id), 'refusal.json'), 'w', 0o600);
+        try {
+          await handle.writeFile(JSON.stringify(refused));
+          await handle.datasync();
+        } finally {
+          await handle.close();
+        }
+      }
       if (!FINAL.has(row.state)) {
         await this.store.update(row.id, {
           state,
           ...(typeof body.pid === 'number' ? { pid: body.pid } : {}),
           ...(typeof body.exitCode === 'number' ? { exit_code: body.exitCode } : {}),
           ...(state === 'running' && row.started_at === null ? { started_at: Date.now() } : {}),
+          // A refused job has no results: the state and "nothing to deliver" in one row change, so an
+          // agent that dies before saying it leaves a job a new agent resumes (and tries again).
+          ...(refused ? { results_ready: 1 } : {}),
         });
         this.emit(`job:${row.id}`);
       }
@@ -279,6 +325,17 @@ export class Hub {
     if (what === 'log' && method === 'POST') return this.appendLog(row, url, req, res);
     if (what === 'results') return this.filesRoute(row, 'out', method, idx, url, req, res, row.results_ready === 0);
     throw new HttpError(404, 'E_NOTFOUND', 'no such endpoint');
+  }
+
+  /** The submit side's view of a job: its row, and the site's refusal of a job it never ran. */
+  private async view(row: JobRow): Promise<HubJob> {
+    const job = hubJob(row);
+    if (row.state !== 'lost' || row.started_at !== null) return job;
+    const refusal = await readFile(join(this.jobDir(row.id), 'refusal.json'), 'utf8').then(
+      (text) => checkRefusal(JSON.parse(text)),
+      () => undefined,
+    );
+    return refusal ? { ...job, refusal } : job;
   }
 
   /** The site's agent has a long-poll open until this response is done (answered, or its connection gone). */
@@ -370,36 +427,64 @@ export class Hub {
     return Promise.all((await this.store.files(id, kind)).map((f) => stat(this.filePath(id, kind, f.idx)).then((s) => s.size, () => 0)));
   }
 
-  /** The bytes of file `idx` from `offset` (which must be what the hub holds): appended, fsynced, never past the declared size. */
+  /**
+   * The bytes of file `idx` from `offset` (which must be what the hub holds): appended, fsynced,
+   * never past the declared size. One writer per file at a time: two PUTs of the same chunk at once
+   * (a replay racing the original) both saw the same offset and both appended, so the file held the
+   * chunk twice (hub-hostile.test.ts). The newer one wins: a sender retrying after a cut link must
+   * not wait for the hub to notice that the old request's connection is dead.
+   */
   private async receiveFile(row: JobRow, kind: Kind, idxText: string, url: URL, req: IncomingMessage, res: ServerResponse): Promise<void> {
     const entry = (await this.store.files(row.id, kind)).find((f) => String(f.idx) === idxText);
     if (!entry || entry.link !== undefined) throw new HttpError(404, 'E_NOFILE', `no file ${idxText}`);
     const path = this.filePath(row.id, kind, entry.idx);
-    const held = await stat(path).then((s) => s.size, () => 0);
-    const offset = Number(url.searchParams.get('offset'));
-    if (!Number.isSafeInteger(offset) || offset !== held) throw new HttpError(409, 'E_OFFSET', `the hub holds ${held} bytes of this file`, { size: held });
-    const room = entry.size - held;
-    const handle = await open(path, 'a', 0o600);
-    let got = 0;
-    const limit = new Transform({
-      transform(chunk: Buffer, _enc, done: TransformCallback) {
-        got += chunk.length;
-        if (got > room) done(new HttpError(413, 'E_TOOBIG', `more bytes than the file's declared ${entry.size}`));
-        else done(null, chunk);
-      },
+    const size = await this.exclusive(path, req, async () => {
+      const held = await stat(path).then((s) => s.size, () => 0);
+      const offset = Number(url.searchParams.get('offset'));
+      if (!Number.isSafeInteger(offset) || offset !== held) throw new HttpError(409, 'E_OFFSET', `the hub holds ${held} bytes of this file`, { size: held });
+      const room = entry.size - held;
+      const handle = await open(path, 'a', 0o600);
+      let n = 0;
+      try {
+        for await (const chunk of req as AsyncIterable<Buffer>) {
+          if (n + chunk.length > room) throw new HttpError(413, 'E_TOOBIG', `more bytes than the file's declared ${entry.size}`);
+          await handle.write(chunk);
+          n += chunk.length;
+        }
+        await handle.datasync();
+        return held + n;
+      } catch (error) {
+        // Whatever arrived whole stays (the sender resumes from it), but never past the declared size.
+        await handle.datasync().catch(() => undefined);
+        if (error instanceof HttpError) {
+          await handle.truncate(held).catch(() => undefined);
+          throw error;
+        }
+        throw new HttpError(400, 'E_TRUNCATED', 'the upload ended early', { size: held + n });
+      } finally {
+        await handle.close();
+      }
     });
-    try {
-      await pipeline(req, limit, createWriteStream('', { fd: handle.fd, autoClose: false }));
-      await handle.datasync();
-    } catch (error) {
-      // Whatever arrived whole stays (the sender resumes from it), but never past the declared size.
-      await handle.datasync().catch(() => undefined);
-      if (error instanceof HttpError) await truncate(path, held).catch(() => undefined);
-      throw error instanceof HttpError ? error : new HttpError(400, 'E_TRUNCATED', 'the upload ended early', { size: held + got });
-    } finally {
-      await handle.close();
+    send(res, 200, { size });
+  }
+
+  /**
+   * Runs `fn` as the only writer of `key` in this hub, after the one before it. With `preempt`, the
+   * one before is cut off first (its request destroyed: what it wrote whole stays, and `fn` then
+   * finds the offset moved); without, it is waited for.
+   */
+  private async exclusive<T>(key: string, preempt: IncomingMessage | undefined, fn: () => Promise<T>): Promise<T> {
+    for (let held = this.writing.get(key); held; held = this.writing.get(key)) {
+      if (preempt) held.req?.destroy();
+      await held.done.catch(() => undefined);
     }
-    send(res, 200, { size: held + got });
+    const done = fn();
+    this.writing.set(key, { req: preempt, done });
+    try {
+      return await done;
+    } finally {
+      if (this.writing.get(key)?.done === done) this.writing.delete(key);
+    }
   }
 
   private async verifyFiles(id: string, kind: Kind): Promise<void> {
@@ -436,14 +521,18 @@ export class Hub {
 
   private async appendLog(row: JobRow, url: URL, req: IncomingMessage, res: ServerResponse): Promise<void> {
     const offset = Number(url.searchParams.get('offset'));
-    const held = row.log_bytes;
-    if (!Number.isSafeInteger(offset) || offset < 0 || offset > held) throw new HttpError(409, 'E_OFFSET', `the hub holds ${held} log bytes`, { size: held });
+    if (!Number.isSafeInteger(offset) || offset < 0 || offset > row.log_bytes) throw new HttpError(409, 'E_OFFSET', `the hub holds ${row.log_bytes} log bytes`, { size: row.log_bytes });
     const body = await readBody(req, 16 * 1024 * 1024);
-    // A resend after a lost answer overlaps what is held: only the new bytes count.
-    const fresh = body.subarray(held - offset);
-    if (fresh.length > 0) {
+    const path = join(this.jobDir(row.id), 'log');
+    const total = await this.exclusive(path, undefined, async () => {
+      // Where the log stands now, not when the request came in: another post may have landed while
+      // this body arrived (two posts of one chunk at once left its bytes past log_bytes on disk).
+      const held = (await this.store.job(row.id))?.log_bytes ?? row.log_bytes;
+      if (offset > held) throw new HttpError(409, 'E_OFFSET', `the hub holds ${held} log bytes`, { size: held });
+      // A resend after a lost answer overlaps what is held: only the new bytes count.
+      const fresh = body.subarray(held - offset);
+      if (fresh.length === 0) return held;
       await mkdir(this.jobDir(row.id), { recursive: true, mode: 0o700 });
-      const path = join(this.jobDir(row.id), 'log');
       const handle = await open(path, 'a', 0o600);
       try {
         // A crash between the write and the row's update leaves bytes past log_bytes: cut them.
@@ -455,8 +544,9 @@ export class Hub {
       }
       await this.store.update(row.id, { log_bytes: held + fresh.length });
       this.emit(`job:${row.id}`);
-    }
-    send(res, 200, { logBytes: held + fresh.length });
+      return held + fresh.length;
+    });
+    send(res, 200, { logBytes: total });
   }
 
   private async sendLog(row: JobRow, url: URL, res: ServerResponse): Promise<void> {
@@ -470,7 +560,7 @@ export class Hub {
     const headers = {
       'content-type': 'application/octet-stream',
       'content-length': String(length),
-      'x-mint-job': JSON.stringify(hubJob(now)),
+      'x-mint-job': JSON.stringify(await this.view(now)),
     };
     res.writeHead(200, headers);
     if (length === 0) {
@@ -564,8 +654,11 @@ function readBody(req: IncomingMessage, max: number): Promise<Buffer> {
     req.on('data', (chunk: Buffer) => {
       size += chunk.length;
       if (size > max) {
+        // Not req.destroy(): that took the socket and the 413 with it. fail() answers with
+        // `connection: close`, which ends the connection once the answer is out.
         reject(new HttpError(413, 'E_TOOBIG', `a request body is at most ${max} bytes`));
-        req.destroy();
+        req.removeAllListeners('data');
+        req.resume();
         return;
       }
       chunks.push(chunk);

@@ -11,11 +11,11 @@ import { basename, dirname, join, resolve, sep } from 'node:path';
 import type { IncomingMessage } from 'node:http';
 import { pipeline } from 'node:stream/promises';
 import { Transform } from 'node:stream';
-import { GatewayError, TransferError } from '../errors.js';
+import { GatewayError, MintSshError, TransferError } from '../errors.js';
 import type { JobListing, JobState, JobStatus } from '../gateway/protocol.js';
 import type { ProgramRequest, TransferResult } from '../gateway/client.js';
 import { readAll, type HubHttp } from '../pull/http.js';
-import { API, badName, hashFile, parseRefusalLine, REFUSAL_LINE, type FileEntry, type HubJob } from '../pull/wire.js';
+import { API, badName, hashFile, type FileEntry, type HubJob } from '../pull/wire.js';
 import type { Final, JobSteps, OnSched, TransferRun } from './steps.js';
 
 const FINAL: ReadonlySet<JobState> = new Set(['exited', 'cancelled', 'lost']);
@@ -63,7 +63,14 @@ export function pullJobSteps(http: HubHttp, site: string): JobSteps {
         onChunk(body);
         offset += body.length;
       }
-      if (FINAL.has(job.state) && offset >= job.logBytes) return { state: job.state, exitCode: job.exitCode };
+      if (FINAL.has(job.state) && offset >= job.logBytes) {
+        // Refused by the site before the program ran: the same error as the SSH method's.
+        const refusal = job.state === 'lost' ? job.refusal : undefined;
+        if (refusal) {
+          throw new GatewayError('GATEWAY_REFUSED', `gateway refused '${refusal.verb}': ${refusal.gatewayCode}: ${refusal.message}`, { host, jobId, gatewayCode: refusal.gatewayCode });
+        }
+        return { state: job.state, exitCode: job.exitCode };
+      }
     }
   };
 
@@ -88,8 +95,13 @@ export function pullJobSteps(http: HubHttp, site: string): JobSteps {
             cb(null, chunk);
           },
         });
-        const body = handle.createReadStream({ start: held, autoClose: true }).pipe(count);
-        await http.call('PUT', `${API}/jobs/${jobId}/inputs/${idx}`, { query: { offset: held }, body, ...(options.signal ? { signal: options.signal } : {}), idleMs: 120_000 });
+        const source = handle.createReadStream({ start: held, autoClose: true });
+        try {
+          await http.call('PUT', `${API}/jobs/${jobId}/inputs/${idx}`, { query: { offset: held }, body: source.pipe(count), ...(options.signal ? { signal: options.signal } : {}), idleMs: 120_000 });
+        } finally {
+          // Also when the PUT failed (a cut link): the file was left open to the garbage collector.
+          source.destroy();
+        }
         options.onFile?.(f.name);
       }
       return { files: files.map((f) => f.name), skipped: [], durationMs: performance.now() - t, removed: false };
@@ -106,25 +118,17 @@ export function pullJobSteps(http: HubHttp, site: string): JobSteps {
         onStarted({ state, pid });
       };
       if (first.state === 'running') tell('running', first.pid);
-      // The log's first bytes: a job the site refused to start says why there (REFUSAL_LINE).
-      let head = '';
-      const end = await follow(
+      // A job the site refused before it ran throws the SSH start's GatewayError (follow: job.refusal).
+      return await follow(
         jobId,
         0,
-        (chunk) => {
-          if (head.length < 4096) head += chunk.toString('utf8', 0, Math.min(chunk.length, 4096));
-          onChunk(chunk);
-        },
+        onChunk,
         signal,
         (job) => {
           if (job.state === 'running' || (FINAL.has(job.state) && job.startedAt !== undefined)) tell('running', job.pid);
         },
         first.state,
       );
-      const refusal = !told && end.state === 'lost' && head.startsWith(REFUSAL_LINE) ? parseRefusalLine(head) : undefined;
-      // As over SSH, where the gateway refuses the start itself: the same GatewayError, code and all.
-      if (refusal) throw new GatewayError('GATEWAY_REFUSED', `gateway refused 'startx': ${refusal.gatewayCode}: ${refusal.message}`, { host, jobId, gatewayCode: refusal.gatewayCode });
-      return end;
     },
 
     followLog: (jobId, offset, onChunk, signal) => follow(jobId, offset, onChunk, signal),
@@ -176,6 +180,10 @@ export function pullJobSteps(http: HubHttp, site: string): JobSteps {
             const handle = await open(part, 'a', 0o600);
             try {
               await pipeline(response, createWriteStream('', { fd: handle.fd, autoClose: false }));
+            } catch (error) {
+              // A link cut mid-file ('aborted', ECONNRESET): what arrived stays, the retry resumes from it.
+              if (error instanceof MintSshError) throw error;
+              throw new TransferError(`result ${f.name}: the download broke off (${(error as Error).message})`, { host, jobId, cause: error }, true);
             } finally {
               await handle.close();
             }

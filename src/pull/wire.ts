@@ -17,7 +17,7 @@ export const API = '/v1';
 
 /** One file of a job's inputs or results. */
 export interface FileEntry {
-  /** Relative path with `/` separators: no empty, `.` or `..` component, no NUL, at most 4096 bytes. */
+  /** Relative path with `/` separators: no empty, `.` or `..` component, no NUL or line break, components of at most 255 bytes, at most 4096 bytes. */
   name: string;
   size: number;
   sha256: string;
@@ -44,6 +44,8 @@ export interface HubJob {
   /** ms since the epoch. */
   submittedAt: number | undefined;
   startedAt: number | undefined;
+  /** A job `lost` because the site refused it before it ran (it never ran; starting it again queues it afresh). */
+  refusal?: SiteRefusal;
 }
 
 /** A job as the agent receives it. */
@@ -106,22 +108,6 @@ export function checkAgentInfo(value: unknown): AgentInfo {
   return { version: v.version, fields: Object.fromEntries(entries) as Record<string, string> };
 }
 
-/**
- * The line an agent writes into a job's log when the site's gateway refused to start it (a limit, an
- * unknown program...): the submit side reads it back as the GatewayError an SSH start would throw.
- */
-export const REFUSAL_LINE = 'mint-ssh-exec agent: the site refused to start the job: ';
-
-export function refusalLine(code: string, message: string): string {
-  return `${REFUSAL_LINE}${code}: ${message.replace(/\n/g, ' ')}\n`;
-}
-
-/** The gateway's code and message from a job log that starts with a refusal line. */
-export function parseRefusalLine(log: string): { gatewayCode: string; message: string } | undefined {
-  const m = new RegExp(`^${REFUSAL_LINE}(E_[A-Z_]+): (.*)$`, 'm').exec(log);
-  return m && log.startsWith(REFUSAL_LINE) ? { gatewayCode: m[1]!, message: m[2]! } : undefined;
-}
-
 export const SITE_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
 const SHA256 = /^[0-9a-f]{64}$/;
 export const MAX_FILES = 100_000;
@@ -133,6 +119,8 @@ export function badName(name: unknown): string | undefined {
   if (/[\0\n\r]/.test(name)) return 'holds NUL or a line break';
   if (name.startsWith('/')) return 'absolute';
   if (name.split('/').some((part) => part === '' || part === '.' || part === '..')) return 'has an empty, . or .. component';
+  // No file system takes a longer component (NAME_MAX): the agent's write would fail after the claim.
+  if (name.split('/').some((part) => Buffer.byteLength(part) > 255)) return 'has a component longer than 255 bytes';
   return undefined;
 }
 
@@ -140,7 +128,7 @@ export function badName(name: unknown): string | undefined {
 export function checkManifest(value: unknown): FileEntry[] {
   if (!Array.isArray(value) || value.length > MAX_FILES) throw new InputError(`a manifest is a list of at most ${MAX_FILES} files`);
   const seen = new Set<string>();
-  return value.map((raw: unknown, i) => {
+  const files = value.map((raw: unknown, i): FileEntry => {
     const f = raw as Partial<FileEntry> | null;
     const why = badName(f?.name);
     if (!f || why) throw new InputError(`file ${i}: name ${why}`);
@@ -151,11 +139,18 @@ export function checkManifest(value: unknown): FileEntry[] {
     if (f.link !== undefined && (typeof f.link !== 'string' || f.link.length === 0 || f.link.length > 4096 || f.link.includes('\0') || f.size !== 0)) {
       throw new InputError(`file ${i}: bad link`);
     }
-    // a/b and a/b/c: one of them would have to be a directory and a file at once.
     if (seen.has(f.name!)) throw new InputError(`file ${i}: ${JSON.stringify(f.name)} twice`);
     seen.add(f.name!);
     return { name: f.name!, size: f.size!, sha256: f.sha256, mode: f.mode!, mtimeMs: f.mtimeMs, ...(f.link !== undefined ? { link: f.link } : {}) };
   });
+  // a/b and a/b/c: one of them would have to be a directory and a file at once (the agent's mkdir
+  // of a/b then failed on the file a/b, and the job hung claimed; hub-hostile.test.ts).
+  for (const name of seen) {
+    for (let cut = name.indexOf('/'); cut > 0; cut = name.indexOf('/', cut + 1)) {
+      if (seen.has(name.slice(0, cut))) throw new InputError(`${JSON.stringify(name.slice(0, cut))} is a file and the directory of ${JSON.stringify(name)}`);
+    }
+  }
+  return files;
 }
 
 export const EMPTY_SHA256 = createHash('sha256').digest('hex');
@@ -173,4 +168,22 @@ export function hashFile(path: string, length?: number): Promise<string> {
       .on('error', reject)
       .on('end', () => resolve(hash.digest('hex')));
   });
+}
+
+/**
+ * The site's gateway refused a job before its program ran (its inputs over a limit at `put`, the
+ * site full at `startx`): the agent reports it `lost` with this, and the submit side throws the
+ * GatewayError (with its gatewayCode) that the SSH method throws for the same refusal.
+ */
+export interface SiteRefusal {
+  verb: 'put' | 'startx';
+  gatewayCode: string;
+  message: string;
+}
+
+export function checkRefusal(value: unknown): SiteRefusal | undefined {
+  const r = value as Partial<SiteRefusal> | null | undefined;
+  if (!r || (r.verb !== 'put' && r.verb !== 'startx') || typeof r.gatewayCode !== 'string' || !/^E_[A-Z]{1,32}$/.test(r.gatewayCode)) return undefined;
+  if (typeof r.message !== 'string') return undefined;
+  return { verb: r.verb, gatewayCode: r.gatewayCode, message: r.message.replace(/[\0-\x1f\x7f]+/g, ' ').slice(0, 2000) };
 }

@@ -121,12 +121,12 @@ echo "program: end"
 exit "\${1:-0}"
 `;
 
-export async function startAgent(dir: string, hub: HubSetup, site: string, tokenFile: string, extra: string[] = []): Promise<Proc & { root: string }> {
+export async function startAgent(dir: string, hub: HubSetup, site: string, tokenFile: string, extra: string[] = [], programText = PROGRAM): Promise<Proc & { root: string }> {
   const root = join(dir, `root-${site}`);
   mkdirSync(root, { recursive: true, mode: 0o700 });
   chmodSync(root, 0o700);
   const program = join(dir, `program-${site}.sh`);
-  writeFileSync(program, PROGRAM, { mode: 0o755 });
+  writeFileSync(program, programText, { mode: 0o755 });
   const proc = await start(
     ['agent', '--hub', hub.url, '--site', site, '--token-file', tokenFile, '--ca', hub.ca, '--root', root, '--program', program, '--allow-env', 'SLEEP', ...extra],
     /polling/,
