@@ -34,7 +34,7 @@ describe('putx and takex: small jobs as inline streams, from a hostile client', 
 case "$1" in
   link) ln -s /etc/passwd out.lnk ;;
   big) head -c 1100000 /dev/zero > big.bin ;;
-  slow) sleep 2 ;;
+  slow) sleep 5 ;;
 esac
 files=$(find . -type f | sort); printf '%s\\n' "$files" > listing.txt
 printf 'ok\\n' > result.txt
