@@ -1601,6 +1601,12 @@ mgw_putx_begin() {
   fi
   mgw_live_upload
   [ -z "$mgw_live" ] || mgw_die E_STATE 68 "an upload into job $MGW_JOB is running (gateway pid $mgw_live); try again when it has ended"
+  # No upload runs: the spools of dead ones (a putx KILLed while it spooled) go.
+  set +f
+  for mgw_x in "$MGW_JOBDIR"/spool.*; do
+    [ ! -f "$mgw_x" ] || "$MGW_RM" -f -- "$mgw_x"
+  done
+  set -f
   mgw_proc_start $$
   mgw_putting=$MGW_JOBDIR/putx.$$
   mgw_write_atomic "$mgw_putting" "$$ $mgw_pstart" || mgw_die E_LIMIT 69 "cannot record the upload (disk or inodes full?)"
@@ -1623,7 +1629,8 @@ mgw_putx_receive() {
   mgw_need head
   mgw_head=$mgw_found
   mgw_need timeout
-  mgw_spool=$MGW_JOBDIR/spool.$$
+  mgw_proc_start $$
+  mgw_spool=$MGW_JOBDIR/spool.$$.$mgw_pstart
   # (A client silent for --client-timeout seconds leaves a short spool, which the checks refuse.)
   "$mgw_found" "$MGW_CLIENT_TIMEOUT" "$mgw_head" -c $((MGW_INLINE_MAX + 1)) >"$mgw_spool" ||
     mgw_die E_LIMIT 69 "cannot spool the upload of job $MGW_JOB (disk full?)"
@@ -1635,22 +1642,34 @@ mgw_putx_receive() {
   mgw_inline_list
   [ $((mgw_hdr + mgw_sum)) -eq "$mgw_got" ] ||
     mgw_die E_USAGE 64 "the inline upload is $mgw_got bytes where its list says $((mgw_hdr + mgw_sum)) (cut short, or more than it lists)"
+  # The shell's read drops a NUL byte, so a list line holding one would make the list look a byte
+  # shorter than it is (red-team finding): the list must end exactly where `data` ends.
+  mgw_need tail
+  [ "$("$mgw_head" -c "$mgw_hdr" -- "$mgw_spool" | "$mgw_found" -c 5)" = data ] ||
+    mgw_die E_USAGE 64 "an inline upload's list holds a byte its lines may not (a NUL?)"
   mgw_inline_room
-  # Every path decoded (one awk) and checked before anything is made.
+  # Every path decoded (one awk) and checked before anything is made. Each line ends in its path's
+  # escapes, after one (d) or three (f) fields: cut with shortest-prefix strips, since the longest
+  # (##) is quadratic in dash on a 16 KiB line (red-team finding: 2 minutes of CPU for 1 MiB).
   mgw_need awk
   mgw_list=$(printf '%s' "$mgw_list" | mgw_hex_escapes) || mgw_die E_INTERNAL 70 "could not decode the upload's list"
   mgw_ifs=$IFS
   IFS=$MGW_NL
   for mgw_l in $mgw_list; do
     IFS=$mgw_ifs
-    mgw_inline_path "${mgw_l##* }"
+    mgw_inline_entry "$mgw_l"
     IFS=$MGW_NL
   done
+  # Everything lands relative to the work dir, our cwd from here: an rm of the job while this runs
+  # moves the dir (cwd and all) to the trash, where the rest lands and goes with it, instead of a
+  # later `mkdir -p` of an absolute path making the job anew, unlocked and unseen by start, beside
+  # a program that might plant a symlink (red-team finding).
+  cd -P -- "$MGW_WORK" || mgw_die E_INTERNAL 70 "cannot enter the work dir of job $MGW_JOB"
   set -C
   for mgw_l in $mgw_list; do
     IFS=$mgw_ifs
-    mgw_inline_path "${mgw_l##* }"
-    mgw_dest=$MGW_WORK/$mgw_decoded
+    mgw_inline_entry "$mgw_l"
+    mgw_dest=./$mgw_decoded
     if [ -e "$mgw_dest" ] || [ -L "$mgw_dest" ]; then
       # (Only a directory made on the way to an earlier file may come again, as a `d` line.)
       if [ "${mgw_l%% *}" != d ] || [ ! -d "$mgw_dest" ] || [ -L "$mgw_dest" ]; then
@@ -1676,9 +1695,18 @@ mgw_putx_receive() {
   done
   IFS=$mgw_ifs
   set +C
+  cd - >/dev/null || :
   exec 4<&-
   "$MGW_RM" -f -- "$mgw_spool"
   mgw_spool=
+}
+
+# mgw_inline_entry LINE: a decoded list line (`d ESC` or `f SIZE X ESC`); mgw_decoded is its path,
+# checked (mgw_inline_path).
+mgw_inline_entry() {
+  mgw_e=${1#* }
+  case $1 in 'f '*) mgw_e=${mgw_e#* }; mgw_e=${mgw_e#* } ;; esac
+  mgw_inline_path "$mgw_e"
 }
 
 # Reads the inline stream's list from fd 4, up to and with its `data` line, checking every line:
@@ -1724,6 +1752,16 @@ mgw_inline_list() {
 # (each at least an inode, a file at most a block more than its bytes) within the job caps, and
 # the floors still held once they are in.
 mgw_inline_room() {
+  # Every entry, and every directory a path makes on its way (one `f a/a/.../x` line made 2,000 of
+  # them past --max-job-files: red-team finding), takes an inode: the distinct directories of all
+  # paths, counted on the hex (a / is 2f at a whole byte), with the files.
+  mgw_need awk
+  # shellcheck disable=SC2016
+  mgw_n=$(printf '%s' "$mgw_list" | "$mgw_found" '
+    { h = $NF
+      if ($1 == "d") dirs[h] = 1; else files++
+      for (i = 1; i < length(h); i += 2) if (substr(h, i, 2) == "2f") dirs[substr(h, 1, i - 1)] = 1 }
+    END { n = files; for (d in dirs) n++; print n + 0 }') || mgw_die E_INTERNAL 70 "could not count the upload's entries"
   mgw_need_kb=$(((mgw_sum + 1023) / 1024 + mgw_n * 4))
   if [ "$MGW_MAX_JOB_MB" -gt 0 ] && [ "$mgw_sum" -gt $((MGW_MAX_JOB_MB * 1048576)) ]; then
     mgw_inline_over "job $MGW_JOB would pass the site's cap of $MGW_MAX_JOB_MB MB per job"
@@ -1760,6 +1798,13 @@ mgw_inline_path() {
   case /$mgw_decoded/ in
     //* | */./* | */../* | *//*) mgw_die E_USAGE 64 "an inline path is relative, without empty, '.' or '..' parts" ;;
   esac
+  # A part longer than a file name may be fails only once things are made: refused before.
+  mgw_pifs=$IFS
+  IFS=/
+  for mgw_part in $mgw_decoded; do
+    [ ${#mgw_part} -le 255 ] || mgw_die E_USAGE 64 "an inline path's part is longer than 255 bytes"
+  done
+  IFS=$mgw_pifs
 }
 
 # Sets mgw_live to the pid of a live upload into the job other than this request's (put's

@@ -309,10 +309,9 @@ export class GatewayClient {
       try {
         served = reader.result(context);
         files = await receiver.land(outputDir, options.onFile);
-        if (served) {
-          const known = new Set(served.entries.map((e) => e.path));
-          differences = compareManifests(served.entries, await hashLanded(outputDir, [...new Set([...files, ...known])]));
-        }
+        // What landed, read back: only the paths this stream wrote (a served one it did not write is
+        // `missing`, never read from wherever its name would lead).
+        if (served) differences = compareManifests(served.entries, await hashLanded(outputDir, files));
       } catch (error) {
         if (!(error instanceof InlineStreamError || error instanceof GatewayError)) {
           channel.end();

@@ -233,6 +233,9 @@ function parseList(text: string): Entry[] {
 export async function hashLanded(dir: string, paths: readonly string[]): Promise<ManifestEntry[]> {
   const out: ManifestEntry[] = [];
   for (const path of paths) {
+    // Only regular files: never a FIFO or a device that a name could stand for.
+    const info = await lstat(join(dir, path)).catch(() => undefined);
+    if (!info?.isFile()) continue;
     const content = await readFile(join(dir, path)).catch(() => undefined);
     if (content) out.push({ path, bytes: content.length, sha256: createHash('sha256').update(content).digest('hex') });
   }

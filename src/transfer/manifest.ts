@@ -46,6 +46,9 @@ export function parseManifestLine(line: string): ManifestEntry | undefined {
   const m = /^((?:[0-9a-f]{2})+) (\d{1,15}) ([0-9a-f]{64})$/.exec(line);
   if (!m) return undefined;
   const path = Buffer.from(m[1]!, 'hex').toString('utf8');
+  // A path the client will read under its output dir: never one that leads out of it (a hostile or
+  // broken site's manifest naming ../../etc/x had it read and hashed: red-team finding).
+  if (path.includes('\0') || path.startsWith('/') || path.split('/').some((p) => p === '' || p === '.' || p === '..')) return undefined;
   return { path, bytes: Number(m[2]), sha256: m[3]! };
 }
 
