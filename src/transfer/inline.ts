@@ -221,7 +221,7 @@ function parseList(text: string): Entry[] {
     const raw = Buffer.from(m[5]!, 'hex');
     const path = raw.toString('utf8');
     if (raw.includes(0) || !Buffer.from(path, 'utf8').equals(raw)) throw new InlineStreamError('a path is not NUL-free UTF-8');
-    if (path.startsWith('/') || path.split('/').some((p) => p === '' || p === '.' || p === '..')) throw new InlineStreamError(`a path leads out of the results: ${JSON.stringify(path)}`);
+    if (leadsOut(path)) throw new InlineStreamError(`a path leads out of the results: ${JSON.stringify(path)}`);
     if (seen.has(path)) throw new InlineStreamError(`the list names ${JSON.stringify(path)} twice`);
     seen.add(path);
     entries.push({ kind: m[1] as 'd' | 'f', path, size: m[1] === 'f' ? Number(m[2]) : 0, mode: parseInt(m[3]!, 8) & ~0o6000, mtime: Number(m[4]) });
@@ -229,11 +229,17 @@ function parseList(text: string): Entry[] {
   return entries;
 }
 
+/** Whether a relative path could lead out of the directory it is joined to (or is not one path). */
+function leadsOut(path: string): boolean {
+  return path.includes('\0') || path.startsWith('/') || path.split('/').some((p) => p === '' || p === '.' || p === '..');
+}
+
 /** The manifest of landed files, read back from disk (what is here, not what arrived). */
 export async function hashLanded(dir: string, paths: readonly string[]): Promise<ManifestEntry[]> {
   const out: ManifestEntry[] = [];
   for (const path of paths) {
-    // Only regular files: never a FIFO or a device that a name could stand for.
+    // Only paths inside `dir`, and only regular files: never a FIFO or a device a name stands for.
+    if (leadsOut(path)) continue;
     const info = await lstat(join(dir, path)).catch(() => undefined);
     if (!info?.isFile()) continue;
     const content = await readFile(join(dir, path)).catch(() => undefined);

@@ -91,6 +91,9 @@ printf 'ok\\n' > result.txt
     ['one path twice', stream([`f 1 0 ${hex('a')}`, `f 1 0 ${hex('a')}`], 'xy'), 'E_USAGE: the inline upload names one path twice'],
     ['a file, then a path through it', stream([`f 1 0 ${hex('a')}`, `f 1 0 ${hex('a/b')}`], 'xy'), 'E_USAGE: cannot make a directory of the upload (a file on its path?)'],
     ['a directory, then a file of its name', stream([`d ${hex('a')}`, `f 1 0 ${hex('a')}`], 'x'), 'E_USAGE: the inline upload names one path twice'],
+    // The shell's read drops a NUL, which made the list a byte shorter than it was (red team).
+    ['a NUL in a list line', Buffer.concat([Buffer.from(`mint-inline 1\nf 2 0 ${hex('a')}`), Buffer.from([0]), Buffer.from('\ndata\nx')]), "E_USAGE: an inline upload's list holds a byte its lines may not (a NUL?)"],
+    ['a part over 255 bytes', stream([`f 1 0 ${hex(`d/${'n'.repeat(256)}`)}`], 'x'), "E_USAGE: an inline path's part is longer than 255 bytes"],
   ];
   it.each(rows)('refuses %s', async (_name, body, message) => {
     const job = randomUUID();
@@ -105,6 +108,14 @@ printf 'ok\\n' > result.txt
     const left = existsSync(work(job)) ? await readdir(work(job)) : [];
     expect(left.filter((n) => n !== 'a')).toEqual([]);
     expect((await readdir(join(sandbox().root, job))).filter((n) => n.startsWith('spool.') || n.startsWith('putx.'))).toEqual([]);
+  });
+
+  it('sweeps the spool a killed putx left, before it spools its own', async () => {
+    const job = randomUUID();
+    expect((await putx(job, stream([]))).exitCode).toBe(0);
+    await writeFile(join(sandbox().root, job, 'spool.999999.1'), Buffer.alloc(4096));
+    expect((await putx(job, stream([`f 1 0 ${hex('a')}`], 'a'))).exitCode).toBe(0);
+    expect((await readdir(join(sandbox().root, job))).filter((n) => n.startsWith('spool.'))).toEqual([]);
   });
 
   it('more entries than an inline upload lists is refused', async () => {

@@ -1,11 +1,13 @@
 /**
  * Red-team findings on the inline verbs (putx), run straight against the gateway script under dash
- * and bash. These tests FAIL on the gateway as reviewed (h/R): each pins a weakness to fix.
- *  1. putx's limits count list entries, but one entry `a/a/.../a/x` makes a directory per part
- *     (mkdir -p): --max-job-files and --min-free-inodes are passed by thousands of inodes.
- *  2. rm does not wait for a live putx: putx, still landing, recreates the job dir outside the lock
- *     (mkdir -p), its putx.PID marker gone with the old dir, so start runs the program meanwhile;
- *     a symlink the program makes in its work dir is then written through by putx's next file.
+ * and bash; each failed on the gateway as first reviewed (h/R) and pins its fix:
+ *  1. putx's limits counted list entries, but one entry `a/a/.../a/x` makes a directory per part
+ *     (mkdir -p): --max-job-files and --min-free-inodes were passed by thousands of inodes. Now
+ *     the distinct directories of all paths count too.
+ *  2. rm did not wait for a live putx: putx, still landing, recreated the job dir outside the lock
+ *     (mkdir -p of absolute paths), its putx.PID marker gone with the old dir, so start ran the
+ *     program meanwhile, and a symlink the program made was written through by putx's next file.
+ *     Now putx lands relative to the work dir it entered: after an rm the rest lands in the trash.
  */
 import { spawn, spawnSync } from 'node:child_process';
 import { chmod, mkdir, readdir, writeFile } from 'node:fs/promises';
