@@ -15,7 +15,7 @@
 #     [--rsync PATH] [--allow-unconfined-rsync]
 #     [--scheduler slurm|sge|pbs|none] [--scheduler-args 'OPTIONS'] [--scheduler-bin DIR] [--max-cpus N] [--max-memory-mb N]
 #     [--max-walltime-min N]
-#     [--from PATTERNS] [--expiry-time TIME] [--cert-authority [--principals NAMES]] [--enforce-job-scope]
+#     [--from PATTERNS] [--expiry-time TIME] [--cert-authority [--principals NAMES]] [--enforce-job-scope] [--hash-uploads]
 #     [--print]
 #
 #   sh mint-gateway-install.sh doctor [--root DIR] [--program PATH] [--gateway-path PATH] [--dest FILE]
@@ -87,6 +87,7 @@ parse_options() {
       --print) print=1; shift; continue ;;
       --cert-authority) cert=1; shift; continue ;;
       --enforce-job-scope) enforce_scope=1; shift; continue ;;
+      --hash-uploads) hash_uploads=1; shift; continue ;;
       # Obsolete (downloads are confined on any rsync >= 3.1.0): accepted, not written.
       --allow-unconfined-rsync) shift; continue ;;
       --*) [ $# -ge 2 ] || usage "$1 needs a value" ;;
@@ -229,6 +230,7 @@ gateway_command() {
   [ -z "${allow_env:-}" ] || cmd="$cmd --allow-env $allow_env"
   [ -z "${rsync_path:-}" ] || cmd="$cmd --rsync $rsync_path"
   [ -z "${enforce_scope:-}" ] || cmd="$cmd --enforce-job-scope"
+  [ -z "${hash_uploads:-}" ] || cmd="$cmd --hash-uploads"
   if [ "${scheduler:-none}" != none ]; then
     cmd="$cmd --scheduler $scheduler"
   fi

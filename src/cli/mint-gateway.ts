@@ -61,6 +61,10 @@ export const installSpec = defineCommand({
       type: 'boolean',
       description: "refuse every request unless sshd exposes the key that logged in (ExposeAuthInfo yes), so a per-job certificate opens its job only",
     },
+    'hash-uploads': {
+      type: 'boolean',
+      description: "hash big inputs while they upload, so the start's check reads only what changed (for a site with a core to spare)",
+    },
     export: { type: 'string', value: 'GLOBS', description: 'rsync include patterns (comma-separated): only matching files leave a job' },
     'max-jobs': { type: 'string', value: 'N', description: 'at most N jobs running at once' },
     'min-free-mb': { type: 'string', value: 'N', description: 'keep N MB free under the job root (uploads stop, starts are refused)' },
@@ -190,6 +194,7 @@ export async function main(argv: string[] = process.argv.slice(2), io: Io = proc
             ...(maxMemoryMb !== undefined ? { maxMemoryMb } : {}),
             ...(maxWalltimeMin !== undefined ? { maxWalltimeMin } : {}),
             ...(values['enforce-job-scope'] ? { enforceJobScope: true } : {}),
+            ...(values['hash-uploads'] ? { hashUploads: true } : {}),
           },
           restrictions: {
             ...(values.from ? { from: values.from } : {}),

@@ -76,6 +76,11 @@ export interface GatewayOptions {
    * a certificate whose key id is `mint-ssh-exec job JOB ...` opens job JOB only (E_SCOPE otherwise).
    */
   enforceJobScope?: boolean;
+  /**
+   * Hash big inputs while they upload (issue 17), so that the start's check reads only what changed;
+   * worth it where the site has a core to spare (on 2 busy cores it slowed a 1 GiB upload ~30 %).
+   */
+  hashUploads?: boolean;
 }
 
 /** The schedulers the gateway can submit to. */
@@ -199,6 +204,7 @@ export function gatewayCommand(gatewayPath: string, options: GatewayOptions): st
   }
   if (options.rsync !== undefined) words.push('--rsync', options.rsync);
   if (options.enforceJobScope) words.push('--enforce-job-scope');
+  if (options.hashUploads) words.push('--hash-uploads');
   const scheduler: string = options.scheduler ?? 'none';
   if (scheduler !== 'none' && scheduler !== 'slurm' && scheduler !== 'sge' && scheduler !== 'pbs') {
     throw new ConfigError(`--scheduler must be slurm, sge, pbs or none, got ${JSON.stringify(scheduler)}`);

@@ -33,7 +33,8 @@ describe.each(['inline', 'rsync'] as const)('verified bytes (%s): inputs checked
   const program = join(dir, 'p.sh');
   await writeFile(program, "#!/bin/sh\nprintf 'result of %s\\n' \"$1\" > result.txt\nmkdir -p out && printf 'deep\\n' > out/d.txt\n");
   await chmod(program, 0o755);
-  const sandbox = useSandbox({ program });
+  // --hash-uploads: the big-input cases below check the hashes taken while the upload ran.
+  const sandbox = useSandbox({ program, gateway: { hashUploads: true } });
 
   /** Inputs: a file, and a directory with a name holding a newline and Japanese. */
   const makeInputs = async (): Promise<string[]> => {
