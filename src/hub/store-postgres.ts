@@ -19,11 +19,10 @@
 import type * as Pg from 'pg';
 import { randomBytes } from 'node:crypto';
 import { mkdirSync } from 'node:fs';
-import { createRequire } from 'node:module';
 import { join } from 'node:path';
 import { ConfigError } from '../errors.js';
 import type { FileEntry } from '../pull/wire.js';
-import { checkColumns, hashToken, JOB_COLUMNS, newToken, redactUrl, type HubStore, type JobRow, type Kind } from './store.js';
+import { checkColumns, hashToken, JOB_COLUMNS, loadOptional, newToken, redactUrl, type HubStore, type JobRow, type Kind } from './store.js';
 
 const CHANNEL = 'mint_hub';
 const RECHECK_MS = 5000;
@@ -310,14 +309,5 @@ function safeDecode(value: string): string {
 
 /** Like better-sqlite3 (store.ts), pg is an optional peer: only a hub on PostgreSQL loads it. */
 function loadPg(): typeof Pg {
-  try {
-    return createRequire(import.meta.url)('pg') as typeof Pg;
-  } catch (error) {
-    if ((error as NodeJS.ErrnoException).code === 'MODULE_NOT_FOUND') {
-      throw new ConfigError('a hub on PostgreSQL needs the pg package, which is not installed', {
-        hint: 'npm install pg@8 (an optional peer dependency of mint-ssh-exec, for hub machines)',
-      });
-    }
-    throw error;
-  }
+  return loadOptional<typeof Pg>('pg', 'a hub on PostgreSQL needs the pg package, which is not installed', 'npm install pg@8 (an optional peer dependency of mint-ssh-exec, for hub machines)');
 }

@@ -298,14 +298,18 @@ export function startRequest(row: JobRow): StartRequest {
  * would pay for a hub it never runs.
  */
 function loadSqlite(): typeof Database {
+  return loadOptional<typeof Database>('better-sqlite3', 'the hub needs the better-sqlite3 package, which is not installed', 'npm install better-sqlite3@12 (an optional peer dependency of mint-ssh-exec, for hub machines; 13 crashes Node 20)');
+}
+
+/**
+ * An optional peer dependency, loaded only where it is used (better-sqlite3, pg: hub machines only),
+ * its absence a ConfigError that says what to install.
+ */
+export function loadOptional<T>(name: string, missing: string, hint: string): T {
   try {
-    return createRequire(import.meta.url)('better-sqlite3') as typeof Database;
+    return createRequire(import.meta.url)(name) as T;
   } catch (error) {
-    if ((error as NodeJS.ErrnoException).code === 'MODULE_NOT_FOUND') {
-      throw new ConfigError('the hub needs the better-sqlite3 package, which is not installed', {
-        hint: 'npm install better-sqlite3@12 (an optional peer dependency of mint-ssh-exec, for hub machines; 13 crashes Node 20)',
-      });
-    }
+    if ((error as NodeJS.ErrnoException).code === 'MODULE_NOT_FOUND') throw new ConfigError(missing, { hint });
     throw error;
   }
 }

@@ -7,11 +7,12 @@
  * agent that dies settles `died`, and stop() kills the job processes and removes every file.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { chmod, copyFile, mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { chmod, copyFile, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { CLI_BIN, SAMPLE_PROGRAM } from '../assets/index.js';
 import { SandboxError } from '../errors.js';
+import { killJobs } from './sandbox.js';
 import type { InlineHost } from '../config/resolve-host.js';
 
 export interface PullSandboxOptions {
@@ -188,24 +189,5 @@ export async function startPullSandbox(options: PullSandboxOptions = {}): Promis
     await stop();
     if (error instanceof SandboxError) throw error;
     throw new SandboxError(`the pull sandbox did not start: ${(error as Error).message}`, { cause: error });
-  }
-}
-
-/** The gateway runs each job detached in its own process group (its pid file): stop them all. */
-async function killJobs(root: string): Promise<void> {
-  let entries: string[];
-  try {
-    entries = await readdir(root);
-  } catch {
-    return;
-  }
-  for (const entry of entries) {
-    const pid = Number((await readFile(join(root, entry, 'pid'), 'utf8').catch(() => '')).trim());
-    if (!Number.isInteger(pid) || pid <= 1) continue;
-    try {
-      process.kill(-pid, 'SIGKILL');
-    } catch {
-      // already gone
-    }
   }
 }

@@ -330,7 +330,7 @@ export function readBanner(port: number): Promise<string> {
 }
 
 /** Jobs run detached in their own process groups; stop them so the sandbox leaves nothing behind. */
-async function killJobs(root: string): Promise<void> {
+export async function killJobs(root: string): Promise<void> {
   let entries: string[];
   try {
     entries = await readdir(root);
