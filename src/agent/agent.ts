@@ -10,7 +10,6 @@
  * (the export allow-list), and the job is removed (`rm`) only once the hub has acknowledged every
  * result: a hub that is down for hours finds them waiting. Every hub call is retried with backoff.
  */
-import { execa } from 'execa';
 import { spawn } from 'node:child_process';
 import { createHash, type Hash } from 'node:crypto';
 import { createReadStream, createWriteStream, readFileSync } from 'node:fs';
@@ -248,6 +247,8 @@ export class Agent {
 
   private async rsync(verb: 'put' | 'get', id: string, paths: string[]): Promise<void> {
     const options = verb === 'put' ? RSYNC_CLIENT_OPTIONS.put : RSYNC_CLIENT_OPTIONS.get;
+    // (Loaded when used: the package's one bundle carries the agent too, and every import paid for it.)
+    const { execa } = await import('execa');
     const result = await execa('rsync', [...options, '-8', `--rsh=${process.execPath} ${AGENT_RSH}`, '--', ...paths], {
       env: { MINT_AGENT_GATEWAY: JSON.stringify(this.gatewayArgv()), MINT_AGENT_JOB: id, MINT_AGENT_VERB: verb, RSYNC_RSH: undefined, RSYNC_PROTECT_ARGS: undefined, RSYNC_OLD_ARGS: undefined },
       reject: false,

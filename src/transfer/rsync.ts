@@ -4,7 +4,6 @@
  * inputs are mostly binary and the link is rarely the bottleneck. What runs on the other side, and
  * what its answers mean, is the gateway client's business (gateway/client.ts).
  */
-import { execa } from 'execa';
 import { spawnSync } from 'node:child_process';
 import { accessSync, constants, readdirSync, realpathSync, statSync } from 'node:fs';
 import { stat } from 'node:fs/promises';
@@ -208,6 +207,9 @@ export async function runRsync(run: RsyncRun): Promise<RsyncOutcome> {
   });
   const files: string[] = [];
   const skipped: string[] = [];
+  // Loaded here, not at the import: a small job's files go inline and start no rsync, and execa
+  // and its dependencies were ~10 ms of every fresh process's import (perf-findings.md, section 2).
+  const { execa } = await import('execa');
   try {
     const child = execa(
       run.rsyncPath ?? 'rsync',
