@@ -667,18 +667,7 @@ mgw_check_request() {
 # MGW_REQUEST_PROGRAM (the decoded name, or empty) and MGW_CLIENT_ENV (the decoded, allowed
 # NAME=VALUE lines).
 mgw_read_request() {
-  mgw_need head
-  mgw_head=$mgw_found
-  mgw_need tr
-  mgw_tr=$mgw_found
-  mgw_need timeout
-  # A NUL would vanish in the shell's variable: it becomes \001, which no check below accepts. A
-  # client silent for --client-timeout seconds ends the read with \001 too (timeout's status is
-  # lost in the pipe), and so ends the request with it.
-  # The x keeps $(...) from dropping trailing newlines before the size is measured (found by review:
-  # a body cut at 1 MiB inside a run of newlines passed, its tail unread).
-  MGW_REQUEST=$({ "$mgw_found" "$MGW_CLIENT_TIMEOUT" "$mgw_head" -c 1048577 || printf '\001'; } | "$mgw_tr" '\000' '\001'; printf x)
-  MGW_REQUEST=${MGW_REQUEST%x}
+  mgw_read_stdin 1048577
   [ ${#MGW_REQUEST} -le 1048576 ] || mgw_die E_USAGE 64 "the request on stdin is larger than 1 MiB"
   case $MGW_REQUEST in
     *"$(printf '\001')") mgw_die E_USAGE 64 "the request on stdin did not end within $MGW_CLIENT_TIMEOUT s (or ended with a control byte)" ;;
@@ -696,6 +685,22 @@ mgw_read_job_request() {
   # the stream's first bytes: a login shell that prints (a banner, a `stty` error) is found before
   # any input lands or any program runs, as rsync's own greeting finds it for put.
   printf 'mint-job 1\n'
+  mgw_read_stdin "$1"
+  case $MGW_REQUEST in
+    *"$(printf '\001')"*) mgw_die E_USAGE 64 "the request on stdin did not come whole within $MGW_CLIENT_TIMEOUT s (or held a control byte)" ;;
+  esac
+  [ ${#MGW_REQUEST} -eq "$1" ] || mgw_die E_USAGE 64 "the request on stdin is shorter than its stated $1 bytes"
+  mgw_check_request_lines
+  [ -n "$MGW_REQUEST_MANIFEST" ] || mgw_die E_USAGE 64 "a jobx request carries the manifest of its inputs"
+}
+
+# mgw_read_stdin COUNT: MGW_REQUEST is at most COUNT bytes of stdin (GNU head -c reads no byte past
+# them), read for at most --client-timeout seconds. A NUL would vanish in the shell's variable: it
+# becomes \001, which no request check accepts. A client silent for --client-timeout seconds ends
+# the read with \001 too (timeout's status is lost in the pipe), and so ends the request with it.
+# The x keeps $(...) from dropping trailing newlines before the size is measured (found by review: a
+# body cut at 1 MiB inside a run of newlines passed, its tail unread).
+mgw_read_stdin() {
   mgw_need head
   mgw_head=$mgw_found
   mgw_need tr
@@ -703,12 +708,6 @@ mgw_read_job_request() {
   mgw_need timeout
   MGW_REQUEST=$({ "$mgw_found" "$MGW_CLIENT_TIMEOUT" "$mgw_head" -c "$1" || printf '\001'; } | "$mgw_tr" '\000' '\001'; printf x)
   MGW_REQUEST=${MGW_REQUEST%x}
-  case $MGW_REQUEST in
-    *"$(printf '\001')"*) mgw_die E_USAGE 64 "the request on stdin did not come whole within $MGW_CLIENT_TIMEOUT s (or held a control byte)" ;;
-  esac
-  [ ${#MGW_REQUEST} -eq "$1" ] || mgw_die E_USAGE 64 "the request on stdin is shorter than its stated $1 bytes"
-  mgw_check_request_lines
-  [ -n "$MGW_REQUEST_MANIFEST" ] || mgw_die E_USAGE 64 "a jobx request carries the manifest of its inputs"
 }
 
 # The request's lines (MGW_REQUEST), checked and decoded: see mgw_read_request.
@@ -1605,7 +1604,7 @@ mgw_putx_begin() {
   if [ -d "$MGW_JOBDIR/started" ]; then
     mgw_die E_STATE 68 "job $MGW_JOB has started; its inputs can no longer change"
   fi
-  mgw_live_upload
+  mgw_live_upload all
   [ -z "$mgw_live" ] || mgw_die E_STATE 68 "an upload into job $MGW_JOB is running (gateway pid $mgw_live); try again when it has ended"
   # No upload runs: the spools of dead ones (a putx KILLed while it spooled) go.
   set +f
@@ -1813,18 +1812,22 @@ mgw_inline_path() {
   IFS=$mgw_pifs
 }
 
-# Sets mgw_live to the pid of a live upload into the job other than this request's (put's
-# putting.PID or putx's putx.PID markers; mgw_check_uploads), or empty. With `putx`, only putx's.
+# mgw_live_upload all|putx [sweep]: mgw_live is the pid of a live upload into the job other than
+# this request's (put's putting.PID or putx's putx.PID markers; with `putx`, only putx's), or empty;
+# with sweep, the markers of dead ones are removed (mgw_check_uploads).
 mgw_live_upload() {
   mgw_live=
+  mgw_sweep=${2:-}
   set +f
-  if [ "${1:-}" = putx ]; then set -- "$MGW_JOBDIR"/putx.*; else set -- "$MGW_JOBDIR"/putting.* "$MGW_JOBDIR"/putx.*; fi
+  if [ "$1" = putx ]; then set -- "$MGW_JOBDIR"/putx.*; else set -- "$MGW_JOBDIR"/putting.* "$MGW_JOBDIR"/putx.*; fi
   set -f
   for mgw_m in "$@"; do
     [ -f "$mgw_m" ] || continue
     case $mgw_m in *.tmp | */putting.$$ | */putx.$$) continue ;; esac
     if mgw_read_file "$mgw_m" && mgw_alive "${mgw_value%% *}" "${mgw_value#* }"; then
       mgw_live=${mgw_value%% *}
+    elif [ -n "$mgw_sweep" ]; then
+      "$MGW_RM" -f -- "$mgw_m"
     fi
   done
 }
@@ -2618,16 +2621,8 @@ mgw_unstart() {
 # (its putting.PID names a live gateway), start is refused. put writes putting.PID before its own
 # last look at started/, so an upload that began after this look is refused by put instead.
 mgw_check_uploads() {
-  set +f
-  for mgw_m in "$MGW_JOBDIR"/putting.* "$MGW_JOBDIR"/putx.*; do
-    set -f
-    [ -f "$mgw_m" ] || continue
-    case $mgw_m in *.tmp) continue ;; esac
-    if mgw_read_file "$mgw_m" && mgw_alive "${mgw_value%% *}" "${mgw_value#* }"; then
-      mgw_unstart E_STATE 68 "an upload into job $MGW_JOB is still running (gateway pid ${mgw_value%% *}); start refused so that the program sees only complete inputs"
-    fi
-    "$MGW_RM" -f -- "$mgw_m"
-  done
+  mgw_live_upload all sweep
+  [ -z "$mgw_live" ] || mgw_unstart E_STATE 68 "an upload into job $MGW_JOB is still running (gateway pid $mgw_live); start refused so that the program sees only complete inputs"
   # Nor while a download stages or serves the work dir (mgw_verb_get): the program must not change
   # what is being staged.
   mgw_live_export "$MGW_JOBDIR"

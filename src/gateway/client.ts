@@ -38,6 +38,7 @@ import {
   type JobState,
   type JobStatus,
   type ProbeReport,
+  type Verb,
 } from './protocol.js';
 
 export interface TransferOptions {
@@ -208,6 +209,11 @@ function inputsError(sent: readonly ManifestEntry[], reader: ManifestReader, ref
   );
 }
 
+/** The gateway's refusal of `verb` as one it does not know: a gateway from before the verb. */
+function unknownVerb(error: unknown, verb: Verb): boolean {
+  return error instanceof GatewayError && error.gatewayCode === 'E_USAGE' && error.message.includes(`unknown verb '${verb}'`);
+}
+
 /** How long a putx waits, in all, for an earlier attempt's upload (a dropped connection's gateway) to end. */
 const PUTX_BUSY_MS = 3000;
 
@@ -263,7 +269,7 @@ export class GatewayClient {
         return { files: upload.files, skipped: [], durationMs: performance.now() - started, removed: false };
       }
       const error = refusalError('putx', result.exitCode, result.stderr, context, result.signal);
-      if (error.gatewayCode === 'E_USAGE' && /unknown verb/.test(error.message)) {
+      if (unknownVerb(error, 'putx')) {
         this.noInline = true;
         return undefined;
       }
@@ -328,7 +334,7 @@ export class GatewayClient {
       if (result.exitCode === 0 || result.exitCode === undefined) return undefined;
       const error = refusalError('takex', result.exitCode, result.stderr, context, result.signal);
       if (error.gatewayCode === 'E_INLINE') return undefined;
-      if (error.gatewayCode === 'E_USAGE' && /unknown verb/.test(error.message)) {
+      if (unknownVerb(error, 'takex')) {
         this.noInline = true;
         return undefined;
       }
@@ -589,23 +595,20 @@ export class GatewayClient {
     };
     signal?.addEventListener('abort', onAbort, { once: true });
     try {
-      let inline = this.noInline ? undefined : request.inline;
-      if (request.inline && !inline) await this.put(request.inline.inputs, { jobId: job, ...(signal ? { signal } : {}) });
       const extended = needsRequest(args, request);
       const options = { onStdout: onChunk, onStderrLine, signal: stop.signal };
       let result: ExecResult | undefined;
-      if (inline) {
+      if (request.inline && !this.noInline) {
         // jobx: the request, then the inputs (mgw_read_job_request).
         const body = Buffer.from(requestBody(args, request));
-        result = await this.callFull({ verb: 'jobx', job, length: body.length }, 'start', { ...options, stdin: Buffer.concat([body, inline.body]) }, request.inputs, 'mint-job 1\n').catch(async (error: unknown) => {
-          // A gateway from before jobx: the inputs by themselves (putx or rsync), then runx.
-          if (!(error instanceof GatewayError && error.gatewayCode === 'E_USAGE' && /unknown verb 'jobx'/.test(error.message))) throw error;
-          inline = undefined;
+        result = await this.callFull({ verb: 'jobx', job, length: body.length }, 'start', { ...options, stdin: Buffer.concat([body, request.inline.body]) }, request.inputs, 'mint-job 1\n').catch((error: unknown) => {
+          if (!unknownVerb(error, 'jobx')) throw error;
           this.noInline = true;
-          await this.put(request.inline!.inputs, { jobId: job, ...(signal ? { signal } : {}) });
           return undefined;
         });
       }
+      // Without jobx (a gateway from before it): the inputs by themselves (rsync), then runx.
+      if (!result && request.inline) await this.put(request.inline.inputs, { jobId: job, ...(signal ? { signal } : {}) });
       result ??= await this.callFull(
         extended ? { verb: 'runx', job } : { verb: 'run', job, args },
         'start',

@@ -7,12 +7,12 @@
  * agent that dies settles `died`, and stop() kills the job processes and removes every file.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { chmod, copyFile, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
-import { CLI_BIN, SAMPLE_PROGRAM } from '../assets/index.js';
+import { join } from 'node:path';
+import { CLI_BIN } from '../assets/index.js';
 import { SandboxError } from '../errors.js';
-import { killJobs } from './sandbox.js';
+import { installProgram, killJobs } from './sandbox.js';
 import type { InlineHost } from '../config/resolve-host.js';
 
 export interface PullSandboxOptions {
@@ -135,16 +135,7 @@ export async function startPullSandbox(options: PullSandboxOptions = {}): Promis
     });
 
   try {
-    const program = join(dir, 'program', 'execute_remote-side_program_ssh.sh');
-    await mkdir(join(dir, 'program'), { mode: 0o700 });
-    const source = resolve(options.program ?? SAMPLE_PROGRAM);
-    await copyFile(source, program).catch((error: NodeJS.ErrnoException) => {
-      throw new SandboxError(`the program ${JSON.stringify(source)} cannot be read (${error.code ?? error.message})`, {
-        hint: 'give --program the path of an existing script (the remote-side program jobs run)',
-        cause: error,
-      });
-    });
-    await chmod(program, 0o755);
+    const program = await installProgram(dir, options.program);
     await mkdir(root, { mode: 0o700 });
 
     // The MInt side: `hub init` (private CA, server certificate, submit token), one site, the hub.

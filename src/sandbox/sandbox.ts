@@ -105,16 +105,7 @@ export async function startSandbox(options: SandboxOptions = {}): Promise<Sandbo
 
     const root = join(dir, 'jobs');
     const gatewayPath = join(dir, 'gateway', 'mint-gateway.sh');
-    const program = join(dir, 'program', 'execute_remote-side_program_ssh.sh');
-    await mkdir(join(dir, 'program'), { mode: 0o700 });
-    const source = resolve(options.program ?? SAMPLE_PROGRAM);
-    await copyFile(source, program).catch((error: NodeJS.ErrnoException) => {
-      throw new SandboxError(`the program ${JSON.stringify(source)} cannot be read (${error.code ?? error.message})`, {
-        hint: 'give --program the path of an existing script (the remote-side program jobs run)',
-        cause: error,
-      });
-    });
-    await chmod(program, 0o755);
+    const program = await installProgram(dir, options.program);
     const authorizedKeys = join(dir, 'authorized_keys');
     const installLine = async (gateway: Partial<Omit<GatewayOptions, 'root' | 'program'>>, restrictions?: KeyRestrictions): Promise<void> => {
       await install({
@@ -327,6 +318,21 @@ export function readBanner(port: number): Promise<string> {
     socket.on('error', () => resolve(''));
     socket.on('close', () => resolve(data));
   });
+}
+
+/** The remote-side program jobs run, copied into DIR/program (the sample unless `given`): its path. */
+export async function installProgram(dir: string, given: string | undefined): Promise<string> {
+  const program = join(dir, 'program', 'execute_remote-side_program_ssh.sh');
+  await mkdir(join(dir, 'program'), { mode: 0o700 });
+  const source = resolve(given ?? SAMPLE_PROGRAM);
+  await copyFile(source, program).catch((error: NodeJS.ErrnoException) => {
+    throw new SandboxError(`the program ${JSON.stringify(source)} cannot be read (${error.code ?? error.message})`, {
+      hint: 'give --program the path of an existing script (the remote-side program jobs run)',
+      cause: error,
+    });
+  });
+  await chmod(program, 0o755);
+  return program;
 }
 
 /** Jobs run detached in their own process groups; stop them so the sandbox leaves nothing behind. */

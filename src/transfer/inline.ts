@@ -22,7 +22,7 @@ import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { chmod, lstat, mkdir, readFile, rename, rm, utimes, writeFile } from 'node:fs/promises';
 import { basename, join } from 'node:path';
 import type { ManifestEntry } from '../types.js';
-import { sortManifest } from './manifest.js';
+import { leadsOut, sortManifest } from './manifest.js';
 
 /** The most bytes of files an inline stream carries (the gateway's MGW_INLINE_MAX). */
 export const INLINE_MAX = 1024 * 1024;
@@ -227,11 +227,6 @@ function parseList(text: string): Entry[] {
     entries.push({ kind: m[1] as 'd' | 'f', path, size: m[1] === 'f' ? Number(m[2]) : 0, mode: parseInt(m[3]!, 8) & ~0o6000, mtime: Number(m[4]) });
   }
   return entries;
-}
-
-/** Whether a relative path could lead out of the directory it is joined to (or is not one path). */
-function leadsOut(path: string): boolean {
-  return path.includes('\0') || path.startsWith('/') || path.split('/').some((p) => p === '' || p === '.' || p === '..');
 }
 
 /** The manifest of landed files, read back from disk (what is here, not what arrived). */

@@ -48,8 +48,16 @@ export function parseManifestLine(line: string): ManifestEntry | undefined {
   const path = Buffer.from(m[1]!, 'hex').toString('utf8');
   // A path the client will read under its output dir: never one that leads out of it (a hostile or
   // broken site's manifest naming ../../etc/x had it read and hashed: red-team finding).
-  if (path.includes('\0') || path.startsWith('/') || path.split('/').some((p) => p === '' || p === '.' || p === '..')) return undefined;
+  if (leadsOut(path)) return undefined;
   return { path, bytes: Number(m[2]), sha256: m[3]! };
+}
+
+/**
+ * Whether a relative path could lead out of the directory it is joined to: absolute, with an empty,
+ * `.` or `..` part, or a NUL (so not one path). Manifests and inline streams hold no other.
+ */
+export function leadsOut(path: string): boolean {
+  return path.includes('\0') || path.startsWith('/') || path.split('/').some((p) => p === '' || p === '.' || p === '..');
 }
 
 /** What differs between `expected` and `actual`, by path; empty when they agree. */
